@@ -1,0 +1,273 @@
+"""The documents users write (YAML) and the API accepts (JSON): one definition per field.
+
+Every other layer derives from these models: the REST API publishes them in its OpenAPI schema,
+the CLI submits them as they are, the store keeps them as JSON. Validation errors are reported
+with the field path and, for YAML, the line it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '-'")]
+TopologyLevel = Literal["zone", "block", "rack"]
+
+
+@dataclass(frozen=True)
+class Flavor:
+    """A kind of accelerator: what one chip can do and what it costs at list price."""
+
+    name: str
+    peak_tflops: float
+    memory_gb: float
+    list_usd_per_chip_hour: Decimal
+
+
+FLAVORS: dict[str, Flavor] = {
+    f.name: f
+    for f in (
+        Flavor("h200", 989.0, 141.0, Decimal("4.50")),
+        Flavor("gb200", 2500.0, 192.0, Decimal("7.00")),
+        Flavor("trn2", 667.0, 96.0, Decimal("3.20")),
+        Flavor("cpu", 0.1, 16.0, Decimal("0.05")),
+    )
+}
+
+
+class Document(BaseModel):
+    """Base of every document: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class NodeLabels(Document):
+    zone: str = "zone-a"
+    block: str = "block-0"
+    rack: str = "rack-0"
+
+
+class NodeSpec(Document):
+    kind: Literal["Node"] = "Node"
+    name: Name
+    flavor: str
+    chips: int = Field(gt=0, le=1024)
+    labels: NodeLabels = Field(default_factory=NodeLabels)
+    address: str = Field("127.0.0.1", description="where the node's tasks are reachable")
+
+    @model_validator(mode="after")
+    def _known_flavor(self) -> NodeSpec:
+        check_flavor(self.flavor)
+        return self
+
+
+class TenantSpec(Document):
+    kind: Literal["Tenant"] = "Tenant"
+    name: Name
+    display_name: str | None = None
+
+
+class Term(Document):
+    start: datetime
+    end: datetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Term:
+        if self.start.tzinfo is None:
+            self.start = self.start.replace(tzinfo=UTC)
+        if self.end.tzinfo is None:
+            self.end = self.end.replace(tzinfo=UTC)
+        if self.end <= self.start:
+            raise ValueError("term.end must be after term.start")
+        return self
+
+
+class ContractSpec(Document):
+    """A tenant's commitment: money over a term in exchange for guaranteed chips."""
+
+    kind: Literal["Contract"] = "Contract"
+    name: Name
+    tenant: Name
+    term: Term
+    committed_usd: Decimal = Field(ge=0, max_digits=18, decimal_places=2)
+    guaranteed_chips: dict[str, int] = Field(
+        default_factory=dict, description="flavor -> chips reserved for this tenant"
+    )
+    borrow_limit_chips: dict[str, int] | None = Field(
+        None,
+        description="flavor -> how many chips beyond the guarantee the tenant may borrow; "
+        "absent = unlimited, a flavor missing from the map = no borrowing",
+    )
+    discount: Decimal = Field(Decimal("0"), ge=0, lt=1, description="off list price")
+    priority_tier: int = Field(0, ge=0, le=9)
+    weight: float | None = Field(None, gt=0, description="share of idle chips; default guarantee")
+
+    @model_validator(mode="after")
+    def _flavors(self) -> ContractSpec:
+        for flavor, chips in self.guaranteed_chips.items():
+            check_flavor(flavor)
+            if chips < 0:
+                raise ValueError(f"guaranteed_chips.{flavor} must be >= 0")
+        for flavor, chips in (self.borrow_limit_chips or {}).items():
+            check_flavor(flavor)
+            if chips < 0:
+                raise ValueError(f"borrow_limit_chips.{flavor} must be >= 0")
+        return self
+
+
+class JobSpec(Document):
+    """A gang: `nodes` tasks of `chips_per_node` chips each, placed all at once or not at all."""
+
+    kind: Literal["Job"] = "Job"
+    name: Name
+    tenant: Name | None = Field(None, description="defaults to the caller's tenant")
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    flavor: str = "cpu"
+    nodes: int = Field(1, ge=1, le=8192)
+    chips_per_node: int = Field(1, ge=0, le=1024)
+    priority: int = Field(0, ge=-100, le=100)
+    max_restarts: int = Field(0, ge=0, le=100)
+    within: TopologyLevel | None = Field(None, description="keep the whole gang in one ...")
+    max_duration_s: float | None = Field(None, gt=0)
+    grace_period_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM to SIGKILL")
+    preemptible: bool = True
+    may_preempt_own: bool = Field(False, description="may preempt its tenant's lower priority")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _command_string(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("command"), str):
+            data = {**data, "command": ["/bin/sh", "-c", data["command"]]}
+        return data
+
+    @model_validator(mode="after")
+    def _known_flavor(self) -> JobSpec:
+        check_flavor(self.flavor)
+        for key in self.env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"env.{key}: not a valid environment variable name")
+        return self
+
+
+class Replicas(Document):
+    min: int = Field(1, ge=0, le=1000)
+    max: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Replicas:
+        if self.max < self.min:
+            raise ValueError("replicas.max must be >= replicas.min")
+        return self
+
+
+class DeploymentSpec(Document):
+    kind: Literal["Deployment"] = "Deployment"
+    name: Name
+    tenant: Name | None = None
+    model: str = Field(description="a registered model name[:version] or a model folder path")
+    flavor: str = "cpu"
+    chips_per_replica: int = Field(1, ge=0, le=1024)
+    replicas: Replicas = Field(default_factory=Replicas)
+    target_inflight_per_replica: int = Field(8, ge=1, description="autoscaling target")
+    rate_limit_rpm: int | None = Field(None, ge=1)
+    priority: int = Field(50, ge=-100, le=100)
+    max_batch_tokens: int = Field(2048, ge=16)
+
+    @model_validator(mode="after")
+    def _known_flavor(self) -> DeploymentSpec:
+        check_flavor(self.flavor)
+        return self
+
+
+AnyDocument = Annotated[
+    NodeSpec | TenantSpec | ContractSpec | JobSpec | DeploymentSpec, Field(discriminator="kind")
+]
+_ANY = TypeAdapter(AnyDocument)
+KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
+
+
+def check_flavor(flavor: str) -> None:
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
+
+
+class SpecError(ValueError):
+    """A document a user wrote is wrong; `problems` are (location, message) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in problems))
+
+
+def validate_document(data: Any) -> BaseModel:
+    """One document from already-parsed data (JSON body or a YAML mapping)."""
+    if not isinstance(data, dict):
+        raise SpecError([("", "a document must be a mapping with a 'kind' field")])
+    if data.get("kind") not in KINDS:
+        raise SpecError([("kind", f"must be one of {', '.join(KINDS)}; got {data.get('kind')!r}")])
+    try:
+        return _ANY.validate_python(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, data.get("kind"))) from None
+
+
+def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == kind:
+            loc = loc[1:]
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append((".".join(loc), msg))
+    return out
+
+
+def parse_yaml(text: str, source: str = "<document>") -> list[BaseModel]:
+    """All documents of a (multi-document) YAML text; errors carry `source:line: field`."""
+    try:
+        nodes = list(yaml.compose_all(text))
+        datas = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise SpecError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    docs: list[BaseModel] = []
+    problems: list[tuple[str, str]] = []
+    for node, data in zip(nodes, datas, strict=True):
+        if data is None:
+            continue
+        try:
+            docs.append(validate_document(data))
+        except SpecError as exc:
+            for loc, msg in exc.problems:
+                line = _line_of(node, loc.split(".") if loc else [])
+                problems.append((f"{source}:{line}: {loc}" if loc else f"{source}:{line}", msg))
+    if problems:
+        raise SpecError(problems)
+    return docs
+
+
+def _line_of(node: yaml.Node | None, path: list[str]) -> int:
+    """The 1-based line of the deepest YAML node on `path` that exists."""
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+            if match is None:
+                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and part.isdigit() and int(part) < len(node.value):
+            node = node.value[int(part)]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
