@@ -1,0 +1,129 @@
+"""The control plane's HTTP server: the REST API, the /v1 gateway and the reconciler loop."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Gauge
+
+from rainier import __version__
+from rainier.api import errors
+from rainier.api.auth import Authenticator
+from rainier.api.routers import contracts, jobs, nodes, system, tenants
+from rainier.config import Settings
+from rainier.control.executor import Executor
+from rainier.control.reconciler import Reconciler
+from rainier.store.db import Store
+
+log = logging.getLogger("rainier.server")
+
+
+@dataclass
+class ServerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.jobs = Gauge("rainier_jobs", "jobs by state", ["state"], registry=self.registry)
+        self.ticks = Gauge("rainier_reconciler_ticks", "reconciler ticks", registry=self.registry)
+
+
+def make_executor(settings: Settings) -> Executor:
+    if settings.executor == "local":
+        from rainier.control.local import LocalExecutor
+
+        return LocalExecutor(settings.tasks_dir)
+    if settings.executor == "ray":
+        from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
+
+        executor: Executor = RayExecutor(settings)
+        return executor
+    raise ValueError(f"RAINIER_EXECUTOR must be 'local' or 'ray', not {settings.executor!r}")
+
+
+def holder_identity(settings: Settings) -> tuple[str, IO[str] | None]:
+    """A stable identity for the server that owns RAINIER_HOME.
+
+    A server restarted after a crash takes over its own lease at once instead of waiting for it
+    to expire; a second server on the same home gets a fresh identity and waits its turn.
+    """
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock = open(settings.home / "server.lock", "a+")  # noqa: SIM115 - held for the server's life
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return f"server-{uuid.uuid4().hex[:12]}", None
+    path = settings.home / "server-id"
+    if not path.exists():
+        path.write_text(f"server-{uuid.uuid4().hex[:12]}")
+    return path.read_text().strip(), lock
+
+
+def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
+    store = store or Store(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.migrate()
+        stop = threading.Event()
+        thread = None
+        lock = None
+        if settings.reconcile:
+            holder, lock = holder_identity(settings)
+            executor = make_executor(settings)
+            reconciler = Reconciler(store, executor, settings, holder=holder)
+            app.state.reconciler = reconciler
+            app.state.wake = reconciler.wake.set
+            thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                app.state.reconciler.wake.set()
+                thread.join(timeout=10)
+                app.state.reconciler.release_lease()
+                app.state.reconciler.executor.close()
+            if lock is not None:
+                lock.close()
+            store.dispose()
+
+    app = FastAPI(
+        title="rainier",
+        version=__version__,
+        description="An AI compute cloud you run yourself.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.auth = Authenticator(store)
+    app.state.metrics = ServerMetrics()
+    app.state.reconciler = None
+    app.state.wake = _noop
+    errors.install(app)
+    for module in (system, tenants, nodes, contracts, jobs):
+        app.include_router(module.router)
+    return app
+
+
+def _noop(*_: Any) -> None:
+    return None
+
+
+def serve(settings: Settings) -> None:
+    """Runs the server in the foreground until interrupted."""
+    import uvicorn
+
+    logging.basicConfig(level=os.environ.get("RAINIER_LOG_LEVEL", "INFO"))
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)

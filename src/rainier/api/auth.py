@@ -1,0 +1,106 @@
+"""Who is calling: an API key (operator, admin, member) or a job's own token.
+
+Tenant isolation is enforced here and in every query: objects of other tenants are answered
+with 404, never 403, so a key cannot even learn that they exist.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from rainier.api.errors import ApiError
+from rainier.store.db import Store
+from rainier.store.keys import hash_key, job_of_token
+from rainier.store.tables import ApiKey, Job, Tenant
+
+Role = Literal["operator", "admin", "member", "job"]
+ROLES: tuple[str, ...] = ("operator", "admin", "member")
+CACHE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    tenant_id: str | None
+    tenant: str | None
+    key_id: str | None = None
+    job_id: str | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
+
+    def sees_tenant(self, tenant_id: str | None) -> bool:
+        return self.is_operator or (tenant_id is not None and tenant_id == self.tenant_id)
+
+
+class Authenticator:
+    """Resolves bearer secrets, caching briefly so hot paths (submissions) skip the database."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, secret: str) -> Principal | None:
+        digest = hash_key(secret)
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(digest)
+        if hit is not None and now - hit[0] < CACHE_S:
+            return hit[1]
+        principal = self._lookup(secret, digest)
+        with self._lock:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, principal)
+        return principal
+
+    def forget(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _lookup(self, secret: str, digest: str) -> Principal | None:
+        with self.store.read() as s:
+            job_id = job_of_token(self.store, secret)
+            if job_id is not None:
+                job = s.get(Job, job_id)
+                if job is None:
+                    return None
+                tenant = s.get(Tenant, job.tenant_id)
+                return Principal(
+                    "job", job.tenant_id, tenant.name if tenant else None, job_id=job_id
+                )
+            key = s.query(ApiKey).filter(ApiKey.key_hash == digest).one_or_none()
+            if key is None or key.revoked_at is not None:
+                return None
+            tenant = s.get(Tenant, key.tenant_id) if key.tenant_id else None
+            role: Role = key.role  # type: ignore[assignment]
+            return Principal(role, key.tenant_id, tenant.name if tenant else None, key_id=key.id)
+
+
+def principal(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
+    auth: Authenticator = request.app.state.auth
+    found = auth.resolve(secret.strip())
+    if found is None:
+        raise ApiError(401, "invalid or revoked API key")
+    return found
+
+
+Caller = Annotated[Principal, Depends(principal)]
+
+
+def require(caller: Principal, *roles: str) -> None:
+    if caller.role not in roles:
+        raise ApiError(
+            403, f"this needs one of the roles {', '.join(roles)}; the key is {caller.role}"
+        )

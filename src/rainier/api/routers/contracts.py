@@ -1,0 +1,73 @@
+"""Contracts: signed by the operator for a tenant; the tenant's keys may read them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from rainier.api.auth import Caller, require
+from rainier.api.deps import StoreDep
+from rainier.api.errors import ApiError, not_found
+from rainier.api.schemas import ContractOut, Page
+from rainier.spec import ContractSpec
+from rainier.store.tables import Contract, Tenant, new_id, utcnow
+
+router = APIRouter(prefix="/api/v1", tags=["contracts"])
+
+
+def _out(row: Contract, tenant: str) -> ContractOut:
+    return ContractOut(
+        id=row.id,
+        name=row.name,
+        tenant=tenant,
+        term_start=row.term_start,
+        term_end=row.term_end,
+        committed_usd=row.committed_usd,
+        spec=row.spec,
+    )
+
+
+@router.post("/contracts", status_code=201)
+def apply_contract(
+    doc: ContractSpec, caller: Caller, store: StoreDep, request: Request
+) -> ContractOut:
+    """Creates the contract, or updates the one of that name (same tenant only)."""
+    require(caller, "operator")
+    with store.write() as s:
+        tenant = s.scalars(select(Tenant).where(Tenant.name == doc.tenant)).one_or_none()
+        if tenant is None:
+            raise ApiError(422, f"tenant {doc.tenant!r} does not exist", field="tenant")
+        row = s.scalars(select(Contract).where(Contract.name == doc.name)).one_or_none()
+        if row is None:
+            row = Contract(id=new_id("ctr"), name=doc.name, tenant_id=tenant.id)
+            s.add(row)
+        elif row.tenant_id != tenant.id:
+            raise ApiError(409, f"contract {doc.name!r} belongs to another tenant", field="name")
+        row.term_start, row.term_end = doc.term.start, doc.term.end
+        row.committed_usd = doc.committed_usd
+        row.spec = doc.model_dump(mode="json")
+        row.updated_at = utcnow()
+    request.app.state.wake()
+    return _out(row, tenant.name)
+
+
+@router.get("/contracts")
+def list_contracts(caller: Caller, store: StoreDep) -> Page[ContractOut]:
+    with store.read() as s:
+        query = select(Contract, Tenant.name).join(Tenant, Tenant.id == Contract.tenant_id)
+        if not caller.is_operator:
+            query = query.where(Contract.tenant_id == caller.tenant_id)
+        return Page(items=[_out(c, t) for c, t in s.execute(query.order_by(Contract.name))])
+
+
+@router.get("/contracts/{name}")
+def get_contract(name: str, caller: Caller, store: StoreDep) -> ContractOut:
+    with store.read() as s:
+        found = s.execute(
+            select(Contract, Tenant.name)
+            .join(Tenant, Tenant.id == Contract.tenant_id)
+            .where(Contract.name == name)
+        ).one_or_none()
+        if found is None or not caller.sees_tenant(found[0].tenant_id):
+            raise not_found("contract", name)
+        return _out(found[0], found[1])

@@ -1,0 +1,212 @@
+"""Jobs: submit, list, describe, stop, logs and metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rainier.api.auth import Caller, Principal, require
+from rainier.api.deps import StoreDep, visible_job, visible_tenant
+from rainier.api.errors import ApiError
+from rainier.api.schemas import EventOut, JobDetail, JobOut, LogChunk, MetricsIn, Page, TaskOut
+from rainier.spec import JobSpec
+from rainier.store.tables import TERMINAL_STATES, Event, Job, JobMetric, Task, Tenant, new_id
+
+router = APIRouter(prefix="/api/v1", tags=["jobs"])
+MAX_LOG_CHUNK = 1 << 20
+
+
+def job_out(job: Job, tenant: str) -> JobOut:
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        tenant=tenant,
+        kind=job.kind,
+        state=job.state,
+        reason=job.reason,
+        flavor=job.flavor,
+        nodes=job.nodes,
+        chips_per_node=job.chips_per_node,
+        priority=job.priority,
+        attempt=job.attempt,
+        restarts=job.restarts,
+        preemptions=job.preemptions,
+        placement=(job.placement or {}).get("nodes"),
+        exit_code=job.exit_code,
+        metrics=job.metrics,
+        spec=job.spec,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+def _submitter_tenant(s: Session, caller: Principal, name: str | None) -> tuple[str, str]:
+    if name is None or name == caller.tenant:
+        if caller.tenant_id is None or caller.tenant is None:
+            raise ApiError(422, "an operator key must name the job's tenant", field="tenant")
+        return caller.tenant_id, caller.tenant
+    tenant = visible_tenant(s, caller, name)
+    return tenant.id, tenant.name
+
+
+@router.post("/jobs", status_code=201)
+def submit_job(
+    doc: JobSpec,
+    caller: Caller,
+    store: StoreDep,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> JobOut:
+    """Queues a job. With an `Idempotency-Key`, a retried submission returns the first one."""
+    require(caller, "operator", "admin", "member")
+    try:
+        with store.write() as s:
+            tenant_id, tenant = _submitter_tenant(s, caller, doc.tenant)
+            job = Job(
+                id=new_id("job"),
+                tenant_id=tenant_id,
+                name=doc.name,
+                spec=doc.model_dump(mode="json"),
+                flavor=doc.flavor,
+                nodes=doc.nodes,
+                chips_per_node=doc.chips_per_node,
+                priority=doc.priority,
+                state="pending",
+                reason="queued",
+                submit_key=idempotency_key,
+            )
+            s.add(job)
+    except IntegrityError:
+        with store.read() as s:
+            found = s.scalars(
+                select(Job).where(Job.tenant_id == tenant_id, Job.submit_key == idempotency_key)
+            ).one_or_none()
+        if found is None:
+            raise
+        response.status_code = 200
+        return job_out(found, tenant)
+    request.app.state.wake()
+    return job_out(job, tenant)
+
+
+@router.get("/jobs")
+def list_jobs(
+    caller: Caller,
+    store: StoreDep,
+    state: Annotated[list[str] | None, Query()] = None,
+    name: str | None = None,
+    tenant: str | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> Page[JobOut]:
+    """Newest first; pass `next_cursor` back as `cursor` for the next page."""
+    with store.read() as s:
+        query = select(Job, Tenant.name).join(Tenant, Tenant.id == Job.tenant_id)
+        if tenant is not None:
+            query = query.where(Job.tenant_id == visible_tenant(s, caller, tenant).id)
+        elif not caller.is_operator:
+            query = query.where(Job.tenant_id == caller.tenant_id)
+        if state:
+            query = query.where(Job.state.in_(state))
+        if name:
+            query = query.where(Job.name == name)
+        if kind:
+            query = query.where(Job.kind == kind)
+        if cursor:
+            query = query.where(Job.id < cursor)
+        rows = s.execute(query.order_by(Job.id.desc()).limit(limit + 1)).all()
+    items = [job_out(j, t) for j, t in rows[:limit]]
+    return Page(items=items, next_cursor=items[-1].id if len(rows) > limit else None)
+
+
+@router.get("/jobs/{ref}")
+def describe_job(ref: str, caller: Caller, store: StoreDep) -> JobDetail:
+    with store.read() as s:
+        job = visible_job(s, caller, ref)
+        tenant = s.get(Tenant, job.tenant_id)
+        tasks = s.scalars(
+            select(Task).where(Task.job_id == job.id).order_by(Task.attempt, Task.rank)
+        )
+        events = s.scalars(select(Event).where(Event.object_id == job.id).order_by(Event.id))
+        return JobDetail(
+            **job_out(job, tenant.name if tenant else "").model_dump(),
+            tasks=[TaskOut.model_validate(t) for t in tasks],
+            events=[EventOut.model_validate(e) for e in events],
+        )
+
+
+@router.post("/jobs/{ref}/stop")
+def stop_job(ref: str, caller: Caller, store: StoreDep, request: Request) -> JobOut:
+    """Asks the job's tasks to checkpoint and exit (SIGTERM, SIGKILL after the grace period)."""
+    require(caller, "operator", "admin", "member")
+    with store.write() as s:
+        job = visible_job(s, caller, ref)
+        if job.state not in TERMINAL_STATES:
+            job.stop_requested = True
+            if job.state == "pending":
+                job.state, job.reason = "stopped", "stopped before it started"
+                job.stop_requested = False
+            else:
+                job.state, job.reason = "stopping", "stop requested"
+            s.add(
+                Event(
+                    object_id=job.id, tenant_id=job.tenant_id, kind="stop", message="stop requested"
+                )
+            )
+        tenant = s.get(Tenant, job.tenant_id)
+        out = job_out(job, tenant.name if tenant else "")
+    request.app.state.wake()
+    return out
+
+
+@router.get("/jobs/{ref}/logs")
+def job_logs(
+    ref: str,
+    caller: Caller,
+    store: StoreDep,
+    request: Request,
+    rank: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> LogChunk:
+    """A chunk of a task's output from `offset`; `done` once the job ended and all was read."""
+    with store.read() as s:
+        job = visible_job(s, caller, ref)
+        if rank >= job.nodes:
+            raise ApiError(422, f"rank must be < {job.nodes}", field="rank")
+    path = request.app.state.settings.logs_dir / job.id / f"rank-{rank}.log"
+    data = b""
+    if path.exists():
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(MAX_LOG_CHUNK)
+    done = job.state in TERMINAL_STATES and len(data) < MAX_LOG_CHUNK
+    return LogChunk(data=data.decode("utf-8", "replace"), offset=offset + len(data), done=done)
+
+
+@router.post("/jobs/{ref}/metrics", status_code=201)
+def post_metrics(ref: str, body: MetricsIn, caller: Caller, store: StoreDep) -> dict[str, int]:
+    """Training runtimes report progress here with their job token."""
+    with store.write() as s:
+        job = visible_job(s, caller, ref)
+        s.add(JobMetric(job_id=job.id, step=body.step, values=body.metrics))
+        job.metrics = {"step": body.step, **body.metrics}
+    return {"step": body.step}
+
+
+@router.get("/jobs/{ref}/metrics")
+def get_metrics(
+    ref: str, caller: Caller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=10000)] = 1000
+) -> list[dict[str, float]]:
+    with store.read() as s:
+        job = visible_job(s, caller, ref)
+        rows = s.scalars(
+            select(JobMetric).where(JobMetric.job_id == job.id).order_by(JobMetric.id).limit(limit)
+        )
+        return [{"step": r.step, **r.values} for r in rows]

@@ -1,0 +1,83 @@
+"""Nodes: the provider's machines (operator only; tenants see capacity through contracts)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+
+from rainier.api.auth import Caller, require
+from rainier.api.deps import StoreDep
+from rainier.api.errors import not_found
+from rainier.api.schemas import NodeOut, Page
+from rainier.spec import NodeLabels, NodeSpec
+from rainier.store.tables import Job, Node, new_id
+
+router = APIRouter(prefix="/api/v1", tags=["nodes"])
+
+
+def _upsert(store: StoreDep, doc: NodeSpec, source: str = "manual") -> NodeOut:
+    with store.write() as s:
+        row = s.scalars(select(Node).where(Node.name == doc.name)).one_or_none()
+        if row is None:
+            row = Node(id=new_id("node"), name=doc.name, source=source)
+            s.add(row)
+        row.flavor, row.chips, row.address = doc.flavor, doc.chips, doc.address
+        row.zone, row.block, row.rack = doc.labels.zone, doc.labels.block, doc.labels.rack
+        row.schedulable = True
+        s.flush()
+        return NodeOut.model_validate(row)
+
+
+@router.post("/nodes", status_code=201)
+def apply_node(doc: NodeSpec, caller: Caller, store: StoreDep, request: Request) -> NodeOut:
+    require(caller, "operator")
+    out = _upsert(store, doc)
+    request.app.state.wake()
+    return out
+
+
+@router.post("/nodes/local", status_code=201)
+def register_local(caller: Caller, store: StoreDep, request: Request) -> NodeOut:
+    """Registers the server's own machine as a `cpu` node with one chip per core."""
+    require(caller, "operator")
+    name = "".join(c if c.isalnum() else "-" for c in socket.gethostname().lower())[:50].strip("-")
+    doc = NodeSpec(
+        name=f"local-{name or 'host'}",
+        flavor="cpu",
+        chips=os.cpu_count() or 1,
+        labels=NodeLabels(zone="local", block="local", rack="local"),
+    )
+    out = _upsert(store, doc, source="local")
+    request.app.state.wake()
+    return out
+
+
+@router.get("/nodes")
+def list_nodes(caller: Caller, store: StoreDep) -> Page[NodeOut]:
+    require(caller, "operator")
+    with store.read() as s:
+        used: dict[str, int] = {}
+        for job in s.scalars(select(Job).where(Job.state.in_(("running", "stopping")))):
+            for name in (job.placement or {}).get("nodes", []):
+                used[name] = used.get(name, 0) + job.chips_per_node
+        items = []
+        for row in s.scalars(select(Node).order_by(Node.name)):
+            out = NodeOut.model_validate(row)
+            out.used_chips = used.get(row.name, 0)
+            items.append(out)
+        return Page(items=items)
+
+
+@router.delete("/nodes/{name}")
+def remove_node(name: str, caller: Caller, store: StoreDep) -> NodeOut:
+    require(caller, "operator")
+    with store.write() as s:
+        row = s.scalars(select(Node).where(Node.name == name)).one_or_none()
+        if row is None:
+            raise not_found("node", name)
+        out = NodeOut.model_validate(row)
+        s.delete(row)
+    return out

@@ -1,0 +1,59 @@
+"""Health, metrics and first-start initialisation."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from rainier.api.deps import StoreDep
+from rainier.api.errors import conflict
+from rainier.api.schemas import InitOut
+from rainier.store.keys import hash_key, new_key
+from rainier.store.tables import ApiKey, Job, Meta, new_id
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["system"])
+def healthz(store: StoreDep) -> dict[str, str]:
+    with store.read() as s:
+        s.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+@router.get("/metrics", tags=["system"])
+def metrics(request: Request, store: StoreDep) -> Response:
+    gauges = request.app.state.metrics
+    with store.read() as s:
+        counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
+    for state in ("pending", "running", "stopping", "succeeded", "failed", "stopped"):
+        gauges.jobs.labels(state=state).set(counts.get(state, 0))
+    reconciler = request.app.state.reconciler
+    if reconciler is not None:
+        gauges.ticks.set(reconciler.ticks)
+    return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.post("/api/v1/init", tags=["system"], status_code=201)
+def init(store: StoreDep) -> InitOut:
+    """Creates the first operator key; only once per installation."""
+    key = new_key()
+    try:
+        with store.write() as s:
+            s.add(Meta(key="initialized", value="operator key created"))
+            s.flush()
+            s.add(
+                ApiKey(
+                    id=new_id("key"),
+                    tenant_id=None,
+                    role="operator",
+                    name="operator",
+                    key_hash=hash_key(key),
+                    prefix=key[:10],
+                )
+            )
+    except IntegrityError:
+        raise conflict("already initialised: ask an operator for a key") from None
+    return InitOut(key=key, message="operator key: shown once, keep it safe")

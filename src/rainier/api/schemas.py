@@ -1,0 +1,135 @@
+"""Response bodies of the REST API (requests are the spec documents themselves)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class TenantOut(Out):
+    id: str
+    name: str
+    display_name: str | None
+    created_at: datetime
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tenant: str | None = None
+    role: str = "member"
+    name: str = ""
+
+
+class KeyOut(Out):
+    id: str
+    tenant: str | None = None
+    role: str
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class KeyCreated(KeyOut):
+    key: str
+
+
+class NodeOut(Out):
+    name: str
+    flavor: str
+    chips: int
+    zone: str
+    block: str
+    rack: str
+    address: str
+    source: str
+    schedulable: bool
+    created_at: datetime
+    used_chips: int = 0
+
+
+class ContractOut(Out):
+    id: str
+    name: str
+    tenant: str
+    term_start: datetime
+    term_end: datetime
+    committed_usd: Decimal
+    spec: dict[str, Any]
+
+
+class TaskOut(Out):
+    id: str
+    attempt: int
+    rank: int
+    node: str
+    chips: int
+    state: str
+    exit_code: int | None
+    started_at: datetime | None
+    exited_at: datetime | None
+
+
+class EventOut(Out):
+    at: datetime
+    kind: str
+    message: str
+
+
+class JobOut(Out):
+    id: str
+    name: str
+    tenant: str
+    kind: str
+    state: str
+    reason: str
+    flavor: str
+    nodes: int
+    chips_per_node: int
+    priority: int
+    attempt: int
+    restarts: int
+    preemptions: int
+    placement: list[str] | None = None
+    exit_code: int | None
+    metrics: dict[str, Any] | None
+    spec: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobDetail(JobOut):
+    tasks: list[TaskOut]
+    events: list[EventOut]
+
+
+class MetricsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    step: int
+    metrics: dict[str, float]
+
+
+class LogChunk(BaseModel):
+    data: str
+    offset: int
+    done: bool
+
+
+class InitOut(BaseModel):
+    key: str
+    message: str

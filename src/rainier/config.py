@@ -1,0 +1,57 @@
+"""Settings from the environment: the embedded default and scale-out differ only here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    executor: str = "local"
+    ray_address: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tick_s: float = 0.2
+    lease_s: float = 10.0
+    reconcile: bool = True
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.home / "tasks"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        home = Path(os.environ.get("RAINIER_HOME", Path.home() / ".rainier")).expanduser()
+        values: dict[str, object] = {
+            "home": home,
+            "database_url": os.environ.get("RAINIER_DATABASE_URL")
+            or f"sqlite:///{home / 'rainier.db'}",
+            "executor": os.environ.get("RAINIER_EXECUTOR", "local"),
+            "ray_address": os.environ.get("RAINIER_RAY_ADDRESS") or None,
+            "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
+            "port": int(os.environ.get("RAINIER_PORT", "8000")),
+        }
+        values.update(overrides)
+        if (
+            "home" in overrides
+            and "database_url" not in overrides
+            and not os.environ.get("RAINIER_DATABASE_URL")
+        ):
+            values["database_url"] = f"sqlite:///{Path(str(values['home'])) / 'rainier.db'}"
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The control loop: reconciler and executors (the only layer that starts processes)."""

@@ -1,0 +1,68 @@
+"""What the reconciler asks of an executor, whatever runs the processes (local, Ray)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from rainier.scheduler import NodeInfo
+
+Observed = Literal["running", "exited", "lost"]
+
+
+@dataclass(frozen=True)
+class TaskLaunch:
+    """Everything needed to start one task; `task_id` is unique per job attempt and rank."""
+
+    task_id: str
+    job_id: str
+    node: str
+    command: Sequence[str]
+    env: Mapping[str, str]
+    log_path: Path
+    chips: int = 0
+    flavor: str = "cpu"
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    state: Observed
+    exit_code: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class ExecutorNodes:
+    """The nodes an executor can see itself (Ray's inventory); local executors see none."""
+
+    nodes: list[NodeInfo] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    name: str
+
+    def start(self, launch: TaskLaunch) -> dict[str, Any]:
+        """Starts the task, or finds it already started (a retry after a crash): never twice.
+
+        Returns the handle to store; it must let a restarted control plane find the task.
+        """
+        ...
+
+    def status(self, task_id: str, handle: Mapping[str, Any]) -> TaskStatus: ...
+
+    def signal_stop(self, task_id: str, handle: Mapping[str, Any]) -> None:
+        """Asks the task to checkpoint and exit (SIGTERM)."""
+        ...
+
+    def kill(self, task_id: str, handle: Mapping[str, Any]) -> None: ...
+
+    def node_address(self, node: str) -> str: ...
+
+    def inventory(self) -> ExecutorNodes | None:
+        """Nodes this executor discovers itself, or None when nodes are registered by hand."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,139 @@
+"""Runs tasks as processes of this machine; every node is "virtual" and lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
+
+SPAWN_GRACE_S = 5.0
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, tasks_dir: Path):
+        self.tasks_dir = tasks_dir
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _dir(self, task_id: str) -> Path:
+        return self.tasks_dir / task_id
+
+    def start(self, launch: TaskLaunch) -> dict[str, Any]:
+        task_dir = self._dir(launch.task_id)
+        if (task_dir / "spawned").exists():
+            return self._handle(task_dir)
+        task_dir.mkdir(parents=True, exist_ok=True)
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        (task_dir / "spawned").write_text(str(time.time()))
+        env = {**os.environ, **launch.env}
+        with open(launch.log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "rainier.control.taskwrap",
+                    str(task_dir),
+                    "--",
+                    *launch.command,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=env.get("RAINIER_WORKDIR") or None,
+                start_new_session=True,
+            )
+        self._children[launch.task_id] = proc
+        return {"pid": proc.pid, "pgid": proc.pid, "dir": str(task_dir)}
+
+    def _handle(self, task_dir: Path) -> dict[str, Any]:
+        pid = _read_int(task_dir / "pid")
+        return {"pid": pid, "pgid": pid, "dir": str(task_dir)}
+
+    def status(self, task_id: str, handle: Mapping[str, Any]) -> TaskStatus:
+        proc = self._children.get(task_id)
+        if proc is not None and proc.poll() is not None:
+            self._children.pop(task_id, None)
+        task_dir = self._dir(task_id)
+        code = _read_int(task_dir / "exit")
+        if code is not None:
+            return TaskStatus("exited", code)
+        if _locked(task_dir / "lock"):
+            return TaskStatus("running")
+        spawned = _read_float(task_dir / "spawned")
+        starting = spawned is not None and time.time() - spawned < SPAWN_GRACE_S
+        if starting and not (task_dir / "pid").exists():
+            return TaskStatus("running", detail="starting")
+        code = _read_int(task_dir / "exit")
+        if code is not None:
+            return TaskStatus("exited", code)
+        return TaskStatus("lost", detail="the task's process is gone and left no exit code")
+
+    def _pgid(self, task_id: str, handle: Mapping[str, Any]) -> int | None:
+        pid = _read_int(self._dir(task_id) / "pid") or handle.get("pgid")
+        if pid is None or not _locked(self._dir(task_id) / "lock"):
+            return None
+        return int(pid)
+
+    def signal_stop(self, task_id: str, handle: Mapping[str, Any]) -> None:
+        self._signal(task_id, handle, signal.SIGTERM)
+
+    def kill(self, task_id: str, handle: Mapping[str, Any]) -> None:
+        self._signal(task_id, handle, signal.SIGKILL)
+
+    def _signal(self, task_id: str, handle: Mapping[str, Any], sig: signal.Signals) -> None:
+        pgid = self._pgid(task_id, handle)
+        if pgid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+
+    def node_address(self, node: str) -> str:
+        return "127.0.0.1"
+
+    def inventory(self) -> ExecutorNodes | None:
+        return None
+
+    def close(self) -> None:
+        for proc in self._children.values():
+            proc.poll()
+        self._children.clear()
+
+
+def _locked(path: Path) -> bool:
+    """True while the task's wrapper holds its lock, i.e. the task is alive."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _read_float(path: Path) -> float | None:
+    try:
+        return float(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None

@@ -1,0 +1,509 @@
+"""The reconciler: moves the cluster from the state it observes toward the state users asked for.
+
+Each tick observes tasks, advances jobs, asks the scheduler for decisions, persists them, and
+only then acts on them. Every step is idempotent, so a crash anywhere is repaired by the next tick
+of a restarted server: tasks persisted as `starting` are (re)started by an executor that never
+starts a task twice, running tasks are re-adopted through their handles or marked lost.
+Only the holder of the `reconciler` lease acts, so two servers on one database never both do.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rainier.config import Settings
+from rainier.control.executor import Executor, TaskLaunch
+from rainier.scheduler import (
+    Allocation,
+    ClusterState,
+    Decisions,
+    NodeInfo,
+    Quota,
+    Scheduler,
+    Workload,
+    default_scheduler,
+)
+from rainier.store.db import Store
+from rainier.store.keys import job_token
+from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
+
+log = logging.getLogger("rainier.reconciler")
+LEASE = "reconciler"
+ACTIVE_JOB_STATES = ("running", "stopping")
+LIVE_TASK_STATES = ("starting", "running")
+
+TaskHook = Callable[[Session, Job, Task, datetime], None]
+
+
+@dataclass
+class TickStats:
+    leader: bool = False
+    admitted: int = 0
+    preempted: int = 0
+    finished: int = 0
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        settings: Settings,
+        *,
+        holder: str | None = None,
+        scheduler: Scheduler | None = None,
+        on_task_time: TaskHook | None = None,
+    ):
+        self.store = store
+        self.executor = executor
+        self.settings = settings
+        self.holder = holder or f"{socket.gethostname()}:{id(self):x}"
+        self.scheduler = scheduler or default_scheduler()
+        self.on_task_time = on_task_time
+        self.ticks = 0
+        self.wake = threading.Event()
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("reconciler tick failed; retrying next tick")
+            self.wake.wait(self.settings.tick_s)
+            self.wake.clear()
+
+    def tick(self) -> TickStats:
+        stats = TickStats(leader=self._hold_lease())
+        if not stats.leader:
+            return stats
+        self._sync_inventory()
+        self._launch_persisted()
+        stats.finished = self._observe()
+        admitted, preempted = self._schedule()
+        stats.admitted, stats.preempted = admitted, preempted
+        if admitted:
+            self._launch_persisted()
+        self.ticks += 1
+        return stats
+
+    def _hold_lease(self) -> bool:
+        now = time.time()
+        try:
+            with self.store.write() as s:
+                lease = s.get(Lease, LEASE, with_for_update=True)
+                if lease is None:
+                    s.add(
+                        Lease(
+                            name=LEASE, holder=self.holder, expires_at=now + self.settings.lease_s
+                        )
+                    )
+                    return True
+                if lease.holder == self.holder or lease.expires_at < now:
+                    lease.holder = self.holder
+                    lease.expires_at = now + self.settings.lease_s
+                    return True
+                return False
+        except IntegrityError:
+            return False
+
+    def release_lease(self) -> None:
+        with self.store.write() as s:
+            lease = s.get(Lease, LEASE, with_for_update=True)
+            if lease is not None and lease.holder == self.holder:
+                lease.expires_at = 0.0
+
+    # -- inventory --------------------------------------------------------------------------
+
+    def _sync_inventory(self) -> None:
+        found = self.executor.inventory()
+        if found is None:
+            return
+        seen = {n.name: n for n in found.nodes}
+        now = utcnow()
+        with self.store.write() as s:
+            rows = {
+                n.name: n for n in s.scalars(select(Node).where(Node.source == self.executor.name))
+            }
+            for name, info in seen.items():
+                row = rows.get(name)
+                if row is None:
+                    s.add(
+                        Node(
+                            id=f"node-{name}",
+                            name=name,
+                            flavor=info.flavor,
+                            chips=info.chips,
+                            zone=info.zone,
+                            block=info.block,
+                            rack=info.rack,
+                            address=found.addresses.get(name, ""),
+                            source=self.executor.name,
+                            schedulable=True,
+                            seen_at=now,
+                        )
+                    )
+                    _event(
+                        s,
+                        f"node-{name}",
+                        None,
+                        "joined",
+                        f"node {name} joined ({info.chips} {info.flavor})",
+                    )
+                else:
+                    row.seen_at = now
+                    row.schedulable = True
+            for name, row in rows.items():
+                if name not in seen:
+                    _event(s, row.id, None, "left", f"node {name} left the cluster")
+                    s.delete(row)
+
+    # -- starting what was decided ----------------------------------------------------------
+
+    def _launch_persisted(self) -> None:
+        with self.store.read() as s:
+            todo = s.execute(
+                select(Task, Job)
+                .join(Job, Job.id == Task.job_id)
+                .where(Task.state == "starting", Task.handle.is_(None))
+                .order_by(Task.job_id, Task.rank)
+            ).all()
+            tenants = {t.id: t.name for t in s.scalars(select(Tenant))}
+        for task, job in todo:
+            if job.state != "running" or job.attempt != task.attempt:
+                with self.store.write() as s:
+                    row = s.get(Task, task.id)
+                    if row is not None and row.handle is None:
+                        row.state, row.exited_at = "lost", utcnow()
+                continue
+            launch = self._launch_of(job, task, tenants.get(job.tenant_id, ""))
+            try:
+                handle = self.executor.start(launch)
+            except Exception as exc:
+                log.exception("cannot start task %s", task.id)
+                with self.store.write() as s:
+                    row = s.get(Task, task.id)
+                    if row is not None:
+                        row.state, row.exit_code, row.exited_at = "lost", None, utcnow()
+                    _event(s, job.id, job.tenant_id, "start-failed", f"task {task.rank}: {exc}")
+                continue
+            with self.store.write() as s:
+                row = s.get(Task, task.id)
+                if row is not None:
+                    row.handle = handle
+                    row.state = "running"
+                    row.started_at = row.started_at or utcnow()
+                    row.billed_until = row.billed_until or row.started_at
+
+    def _launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
+        placement = job.placement or {}
+        nodes: list[str] = placement.get("nodes", [])
+        spec = job.spec
+        ckpt = self.settings.checkpoints_dir / job.id
+        env = {
+            **{k: str(v) for k, v in spec.get("env", {}).items()},
+            "RAINIER_JOB_ID": job.id,
+            "RAINIER_JOB_NAME": job.name,
+            "RAINIER_TENANT": tenant,
+            "RAINIER_RANK": str(task.rank),
+            "RAINIER_WORLD_SIZE": str(job.nodes),
+            "RAINIER_NODE": task.node,
+            "RAINIER_FLAVOR": job.flavor,
+            "RAINIER_CHIPS": str(task.chips),
+            "RAINIER_ATTEMPT": str(job.attempt),
+            "RAINIER_CHECKPOINT_DIR": str(ckpt),
+            "RAINIER_CONTROL_URL": self.settings.control_url,
+            "RAINIER_TOKEN": job_token(self.store, job.id),
+            "RANK": str(task.rank),
+            "WORLD_SIZE": str(job.nodes),
+            "LOCAL_RANK": "0",
+            "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": self.executor.node_address(nodes[0]) if nodes else "127.0.0.1",
+            "MASTER_PORT": str(placement.get("master_port", 29500)),
+            "PYTHONUNBUFFERED": "1",
+        }
+        return TaskLaunch(
+            task_id=task.id,
+            job_id=job.id,
+            node=task.node,
+            command=list(spec["command"]),
+            env=env,
+            log_path=self.settings.logs_dir / job.id / f"rank-{task.rank}.log",
+            chips=task.chips,
+            flavor=job.flavor,
+        )
+
+    # -- observing --------------------------------------------------------------------------
+
+    def _observe(self) -> int:
+        with self.store.read() as s:
+            tasks = s.scalars(
+                select(Task).where(Task.state.in_(LIVE_TASK_STATES), Task.handle.is_not(None))
+            ).all()
+        observed = {t.id: self.executor.status(t.id, t.handle or {}) for t in tasks}
+        now = utcnow()
+        finished = 0
+        with self.store.write() as s:
+            jobs = s.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))).all()
+            job_ids = [j.id for j in jobs]
+            all_tasks = (
+                s.scalars(select(Task).where(Task.job_id.in_(job_ids))).all() if job_ids else []
+            )
+            by_job: dict[str, list[Task]] = {}
+            for t in all_tasks:
+                by_job.setdefault(t.job_id, []).append(t)
+            for job in jobs:
+                current = [t for t in by_job.get(job.id, []) if t.attempt == job.attempt]
+                for task in current:
+                    status = observed.get(task.id)
+                    if status is None or task.state not in LIVE_TASK_STATES:
+                        continue
+                    if status.state == "exited":
+                        task.state, task.exit_code, task.exited_at = "exited", status.exit_code, now
+                        _event(
+                            s,
+                            job.id,
+                            job.tenant_id,
+                            "task-exited",
+                            f"task {task.rank} exited with code {status.exit_code}",
+                        )
+                    elif status.state == "lost":
+                        task.state, task.exited_at = "lost", now
+                        _event(
+                            s,
+                            job.id,
+                            job.tenant_id,
+                            "task-lost",
+                            f"task {task.rank} lost: {status.detail}",
+                        )
+                    self._bill(s, job, task, task.exited_at or now)
+                if self._advance(s, job, current, now):
+                    finished += 1
+        return finished
+
+    def _bill(self, s: Session, job: Job, task: Task, until: datetime) -> None:
+        if self.on_task_time is not None and task.started_at is not None:
+            self.on_task_time(s, job, task, until)
+
+    def _advance(self, s: Session, job: Job, tasks: list[Task], now: datetime) -> bool:
+        """Moves one running job on; True when it left the running states."""
+        alive = [t for t in tasks if t.state in LIVE_TASK_STATES]
+        failed = [
+            t for t in tasks if t.state == "lost" or (t.state == "exited" and t.exit_code != 0)
+        ]
+        if alive:
+            if failed and job.state == "running" and not (job.stop_requested or job.preempting):
+                job.state = "stopping"
+                job.reason = f"task {failed[0].rank} failed; stopping the gang"
+            if job.state == "stopping" or job.stop_requested or job.preempting:
+                self._terminate(s, job, alive, now)
+            return False
+        if not tasks:
+            return False
+        if job.stop_requested:
+            return self._finish(s, job, "stopped", "stopped on request", now)
+        if job.preempting:
+            job.state, job.preempting, job.placement = "pending", False, None
+            job.attempt += 1
+            job.preemptions += 1
+            job.reason = "preempted; waiting to resume from its checkpoint"
+            _event(s, job.id, job.tenant_id, "requeued", job.reason)
+            return True
+        if not failed:
+            return self._finish(s, job, "succeeded", "all tasks exited with code 0", now, 0)
+        code = next((t.exit_code for t in failed if t.exit_code is not None), None)
+        max_restarts = int(job.spec.get("max_restarts", 0))
+        if job.restarts < max_restarts:
+            job.state, job.placement = "pending", None
+            job.attempt += 1
+            job.restarts += 1
+            job.reason = (
+                f"restarting ({job.restarts}/{max_restarts}) after task failure (code {code})"
+            )
+            _event(s, job.id, job.tenant_id, "restarting", job.reason)
+            return True
+        return self._finish(s, job, "failed", f"task failed with code {code}", now, code)
+
+    def _finish(
+        self, s: Session, job: Job, state: str, reason: str, now: datetime, code: int | None = None
+    ) -> bool:
+        job.state, job.reason, job.finished_at, job.exit_code = state, reason, now, code
+        job.stop_requested = job.preempting = False
+        _event(s, job.id, job.tenant_id, state, reason)
+        return True
+
+    def _terminate(self, s: Session, job: Job, alive: list[Task], now: datetime) -> None:
+        grace = float(job.spec.get("grace_period_s", 30.0))
+        for task in alive:
+            if task.handle is None:
+                task.state, task.exited_at = "lost", now
+                continue
+            if task.term_sent_at is None:
+                self.executor.signal_stop(task.id, task.handle)
+                task.term_sent_at = now
+                task.kill_at = now + timedelta(seconds=grace)
+            elif task.kill_at is not None and now >= task.kill_at:
+                self.executor.kill(task.id, task.handle)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def cluster_state(self, s: Session, now_s: float) -> ClusterState:
+        nodes = [
+            NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, n.schedulable)
+            for n in s.scalars(select(Node).order_by(Node.name))
+        ]
+        now = datetime.fromtimestamp(now_s, UTC)
+        contracts = s.scalars(
+            select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
+        ).all()
+        names = {t.id: t.name for t in s.scalars(select(Tenant))}
+        quotas = _quotas(contracts, names)
+        running, pending = [], []
+        for job in s.scalars(
+            select(Job).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
+        ):
+            workload = _workload(job, names.get(job.tenant_id, job.tenant_id))
+            if job.state == "pending":
+                pending.append(workload)
+            elif job.placement:
+                started = job.started_at.timestamp() if job.started_at else now_s
+                stopping = job.state == "stopping" or job.stop_requested or job.preempting
+                running.append(
+                    Allocation(workload, tuple(job.placement["nodes"]), started, stopping)
+                )
+        return ClusterState(now_s, nodes, quotas, running, pending)
+
+    def _schedule(self) -> tuple[int, int]:
+        now_s = time.time()
+        with self.store.read() as s:
+            state = self.cluster_state(s, now_s)
+        if not state.pending:
+            return 0, 0
+        decisions = self.scheduler.schedule(state)
+        return self._persist(decisions)
+
+    def _persist(self, decisions: Decisions) -> tuple[int, int]:
+        now = utcnow()
+        admitted = preempted = 0
+        with self.store.write() as s:
+            for admit in decisions.admit:
+                job = s.get(Job, admit.workload_id)
+                if job is None or job.state != "pending":
+                    continue
+                job.state = "running"
+                job.placement = {"nodes": list(admit.node_names), "master_port": _free_port()}
+                job.started_at = now
+                job.reason = admit.reason
+                for rank, node in enumerate(admit.node_names):
+                    s.add(
+                        Task(
+                            id=f"{job.id}.a{job.attempt}.r{rank}",
+                            job_id=job.id,
+                            attempt=job.attempt,
+                            rank=rank,
+                            node=node,
+                            chips=job.chips_per_node,
+                            state="starting",
+                        )
+                    )
+                _event(
+                    s,
+                    job.id,
+                    job.tenant_id,
+                    "admitted",
+                    f"placed on {', '.join(admit.node_names)}: {admit.reason}",
+                )
+                admitted += 1
+            for pre in decisions.preempt:
+                job = s.get(Job, pre.workload_id)
+                if job is None or job.state != "running" or job.preempting:
+                    continue
+                job.preempting = True
+                job.reason = pre.reason
+                _event(s, job.id, job.tenant_id, "preempting", pre.reason)
+                preempted += 1
+            waits = {w.workload_id: w for w in decisions.wait}
+            if waits:
+                for job in s.scalars(select(Job).where(Job.id.in_(list(waits)))):
+                    if job.state == "pending" and job.reason != waits[job.id].reason:
+                        job.reason = waits[job.id].reason
+        if preempted:
+            self._terminate_preempted()
+        return admitted, preempted
+
+    def _terminate_preempted(self) -> None:
+        now = utcnow()
+        with self.store.write() as s:
+            for job in s.scalars(select(Job).where(Job.preempting.is_(True))):
+                alive = s.scalars(
+                    select(Task).where(
+                        Task.job_id == job.id,
+                        Task.attempt == job.attempt,
+                        Task.state.in_(LIVE_TASK_STATES),
+                    )
+                ).all()
+                self._terminate(s, job, list(alive), now)
+
+
+def _quotas(contracts: Any, names: dict[str, str]) -> list[Quota]:
+    merged: dict[str, dict[str, Any]] = {}
+    for c in sorted(contracts, key=lambda c: c.name):
+        entry = merged.setdefault(
+            names.get(c.tenant_id, c.tenant_id),
+            {"guaranteed": {}, "borrow": None, "weight": None, "tier": 0},
+        )
+        for flavor, chips in c.spec.get("guaranteed_chips", {}).items():
+            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + int(chips)
+        borrow = c.spec.get("borrow_limit_chips")
+        if borrow is not None:
+            current = entry["borrow"] or {}
+            for flavor, chips in borrow.items():
+                current[flavor] = current.get(flavor, 0) + int(chips)
+            entry["borrow"] = current
+        entry["weight"] = c.spec.get("weight") or entry["weight"]
+        entry["tier"] = max(entry["tier"], int(c.spec.get("priority_tier", 0)))
+    return [
+        Quota(tenant, v["guaranteed"], v["borrow"], v["weight"], v["tier"])
+        for tenant, v in sorted(merged.items())
+    ]
+
+
+def _workload(job: Job, tenant: str) -> Workload:
+    spec = job.spec
+    return Workload(
+        id=job.id,
+        tenant=tenant,
+        flavor=job.flavor,
+        nodes=job.nodes,
+        chips_per_node=job.chips_per_node,
+        priority=job.priority,
+        kind="replica" if job.kind == "replica" else "job",
+        within=spec.get("within"),
+        max_duration_s=spec.get("max_duration_s"),
+        submitted_s=job.created_at.timestamp(),
+        preemptible=bool(spec.get("preemptible", True)),
+        may_preempt_own=bool(spec.get("may_preempt_own", False)),
+        grace_period_s=float(spec.get("grace_period_s", 30.0)),
+    )
+
+
+def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:
+    s.add(Event(object_id=object_id, tenant_id=tenant_id, kind=kind, message=message))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

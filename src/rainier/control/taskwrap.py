@@ -1,0 +1,49 @@
+"""Runs one task and leaves a record that outlives the control plane.
+
+The local executor starts every task through this wrapper in a new session. It holds an
+exclusive lock on `<dir>/lock` while the task lives and writes `<dir>/exit` atomically when the
+task ends, so a control plane restarted after a crash can tell "still running" (lock held),
+"exited with code N" (exit file) and "lost" (neither) for processes that are not its children.
+SIGTERM reaches the whole process group; the wrapper keeps waiting so the task may checkpoint.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    task_dir = Path(argv[0])
+    command = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+    lock = os.open(task_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    (task_dir / "pid").write_text(str(os.getpid()))
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    try:
+        child = subprocess.Popen(command, close_fds=True)
+    except OSError as exc:
+        print(f"rainier: cannot start {command[0]!r}: {exc}", file=sys.stderr, flush=True)
+        code = 127
+    else:
+        while True:
+            try:
+                code = child.wait()
+                break
+            except InterruptedError:
+                continue
+    tmp = task_dir / "exit.tmp"
+    tmp.write_text(str(code))
+    with open(tmp) as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, task_dir / "exit")
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

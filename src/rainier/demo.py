@@ -1,0 +1,117 @@
+"""`rainier demo`: the whole path on one machine, through the same HTTP API users call.
+
+An embedded control plane in a temporary RAINIER_HOME; this machine registered as a node; a
+tenant with a contract; a job run to completion. Each step is a function so the demo grows
+step by step with the platform.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rainier.api.embedded import EmbeddedServer
+from rainier.cli.client import Client
+from rainier.cli.main import describe_text, stream_logs
+from rainier.config import Settings
+
+TENANT = "acme-ai"
+
+
+def say(title: str) -> None:
+    click.secho(f"\n== {title}", bold=True)
+
+
+def wait_for(client: Client, job_id: str, timeout_s: float = 600) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}")
+        if job["state"] in ("succeeded", "failed", "stopped"):
+            return job
+        time.sleep(0.2)
+    raise click.ClickException(f"job {job_id} did not finish in {timeout_s:.0f} s")
+
+
+def setup_cloud(op: Client) -> Client:
+    say("The provider registers this machine and signs a tenant")
+    node = op.post("/api/v1/nodes/local")
+    click.echo(f"node {node['name']}: {node['chips']} {node['flavor']} chips")
+    op.post("/api/v1/tenants", {"kind": "Tenant", "name": TENANT, "display_name": "Acme AI"})
+    now = datetime.now(UTC)
+    contract = op.post(
+        "/api/v1/contracts",
+        {
+            "kind": "Contract",
+            "name": f"{TENANT}-2026",
+            "tenant": TENANT,
+            "term": {
+                "start": (now - timedelta(days=1)).isoformat(),
+                "end": (now + timedelta(days=365)).isoformat(),
+            },
+            "committed_usd": "1000.00",
+            "guaranteed_chips": {"cpu": 1},
+            "discount": "0.20",
+        },
+    )
+    click.echo(
+        f"contract {contract['name']}: ${contract['committed_usd']} committed, "
+        f"guaranteed {contract['spec']['guaranteed_chips']}"
+    )
+    admin = op.post("/api/v1/keys", {"tenant": TENANT, "role": "admin", "name": "demo"})
+    click.echo(f"tenant {TENANT} gets an admin key {admin['prefix']}...")
+    return Client(op.url, admin["key"])
+
+
+def run_command_job(tenant: Client) -> None:
+    say("The tenant runs a job")
+    job = tenant.post(
+        "/api/v1/jobs",
+        {
+            "kind": "Job",
+            "name": "hello",
+            "command": [
+                sys.executable,
+                "-c",
+                "import os; print('hello from rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])",
+            ],
+            "flavor": "cpu",
+            "chips_per_node": 1,
+        },
+        idempotent=True,
+    )
+    done = wait_for(tenant, job["id"])
+    for chunk in stream_logs(tenant, job["id"], 0, follow=False):
+        click.echo(chunk, nl=False)
+    click.echo(describe_text(tenant.get(f"/api/v1/jobs/{done['id']}")))
+    if done["state"] != "succeeded":
+        raise click.ClickException(f"job ended {done['state']}")
+
+
+STEPS: list[Callable[[Client], None]] = [run_command_job]
+
+
+def run_demo(keep: bool = False) -> None:
+    home = Path(tempfile.mkdtemp(prefix="rainier-demo-"))
+    os.environ["RAINIER_HOME"] = str(home)
+    settings = Settings.from_env(home=home, port=0, database_url=f"sqlite:///{home / 'rainier.db'}")
+    click.secho(f"rainier demo: embedded control plane, home {home}", bold=True)
+    try:
+        with EmbeddedServer(settings) as server:
+            click.echo(f"control plane listening on {server.url}")
+            op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
+            tenant = setup_cloud(op)
+            for step in STEPS:
+                step(tenant)
+        click.secho("\ndemo finished", bold=True)
+    finally:
+        if not keep:
+            shutil.rmtree(home, ignore_errors=True)

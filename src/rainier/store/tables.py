@@ -1,0 +1,225 @@
+"""The control plane's tables. Desired state (specs) is stored as JSON beside the columns the
+control plane queries by; money is NUMERIC, time is UTC."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id(prefix: str) -> str:
+    """Opaque ids that sort by creation time, so keyset pagination follows submission order."""
+    return f"{prefix}-{time.time_ns():x}{os.urandom(4).hex()}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """SQLite forgets time zones; every datetime read back is UTC-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime; rainier stores UTC only")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+Money = Numeric(20, 6)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        Decimal: Money,
+    }
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    flavor: Mapped[str] = mapped_column(String(32))
+    chips: Mapped[int]
+    zone: Mapped[str] = mapped_column(String(63))
+    block: Mapped[str] = mapped_column(String(63))
+    rack: Mapped[str] = mapped_column(String(63))
+    address: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(16), default="manual")
+    schedulable: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime | None]
+
+
+class Contract(Base):
+    __tablename__ = "contracts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    term_start: Mapped[datetime]
+    term_end: Mapped[datetime]
+    committed_usd: Mapped[Decimal]
+    spec: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+JOB_STATES = ("pending", "running", "stopping", "succeeded", "failed", "stopped")
+TERMINAL_STATES = ("succeeded", "failed", "stopped")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "submit_key", name="uq_jobs_tenant_submit_key"),
+        Index("ix_jobs_state", "state"),
+        Index("ix_jobs_tenant_name", "tenant_id", "name"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(16), default="job")
+    deployment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    spec: Mapped[dict[str, Any]]
+    flavor: Mapped[str] = mapped_column(String(32))
+    nodes: Mapped[int]
+    chips_per_node: Mapped[int]
+    priority: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    preemptions: Mapped[int] = mapped_column(Integer, default=0)
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    preempting: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_code: Mapped[int | None]
+    submit_key: Mapped[str | None] = mapped_column(String(128))
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+TASK_STATES = ("starting", "running", "exited", "lost")
+
+
+class Task(Base):
+    """One process of one attempt of a job; `handle` is the executor's way back to it."""
+
+    __tablename__ = "tasks"
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "rank", name="uq_tasks_attempt_rank"),)
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    attempt: Mapped[int]
+    rank: Mapped[int]
+    node: Mapped[str] = mapped_column(String(63))
+    chips: Mapped[int]
+    state: Mapped[str] = mapped_column(String(16), default="starting")
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    exit_code: Mapped[int | None]
+    started_at: Mapped[datetime | None]
+    exited_at: Mapped[datetime | None]
+    billed_until: Mapped[datetime | None]
+    term_sent_at: Mapped[datetime | None]
+    kill_at: Mapped[datetime | None]
+
+
+class Event(Base):
+    """What happened to an object, in words, for `rainier describe`."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object", "object_id", "id"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(80))
+    tenant_id: Mapped[str | None] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class JobMetric(Base):
+    __tablename__ = "job_metrics"
+    __table_args__ = (Index("ix_job_metrics_job", "job_id", "step"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    step: Mapped[int]
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    values: Mapped[dict[str, Any]]
+
+
+class Lease(Base):
+    """A row per singleton role (the reconciler): whoever holds an unexpired lease acts."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class Meta(Base):
+    """Facts about the installation itself: when it was initialised, the job-token secret."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
