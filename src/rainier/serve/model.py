@@ -1,0 +1,205 @@
+"""The Llama forward pass over a paged KV cache.
+
+Written against the HF Llama tensor layout so any checkpoint in that format loads, but it does
+not use `transformers`: the engine owns the cache layout, and attention reads keys and values
+through each sequence's block table instead of a contiguous per-request tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from rainier.serve.batch import BatchInput
+from rainier.serve.config import ModelConfig, ModelFormatError
+
+
+@dataclass
+class LayerWeights:
+    input_norm: torch.Tensor
+    q_proj: torch.Tensor
+    k_proj: torch.Tensor
+    v_proj: torch.Tensor
+    o_proj: torch.Tensor
+    post_norm: torch.Tensor
+    gate_proj: torch.Tensor
+    up_proj: torch.Tensor
+    down_proj: torch.Tensor
+    q_bias: torch.Tensor | None = None
+    k_bias: torch.Tensor | None = None
+    v_bias: torch.Tensor | None = None
+    o_bias: torch.Tensor | None = None
+
+
+def read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a single-file or sharded (`model.safetensors.index.json`) checkpoint."""
+    single = model_dir / "model.safetensors"
+    if single.is_file():
+        return load_file(str(single))
+    index = model_dir / "model.safetensors.index.json"
+    if not index.is_file():
+        raise ModelFormatError(f"{model_dir}: no model.safetensors nor its index")
+    shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in shards:
+        tensors.update(load_file(str(model_dir / shard)))
+    return tensors
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    dim = config.head_dim
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    scaling = config.rope_scaling or {}
+    kind = scaling.get("rope_type")
+    if kind == "linear":
+        inv_freq = inv_freq / float(scaling["factor"])
+    elif kind == "llama3":
+        factor = float(scaling["factor"])
+        low = float(scaling.get("low_freq_factor", 1.0))
+        high = float(scaling.get("high_freq_factor", 4.0))
+        original = float(scaling.get("original_max_position_embeddings", 8192))
+        wavelen = 2 * math.pi / inv_freq
+        long_waves = wavelen > original / low
+        short_waves = wavelen < original / high
+        smooth = (original / wavelen - low) / (high - low)
+        blended = (1 - smooth) * inv_freq / factor + smooth * inv_freq
+        inv_freq = torch.where(long_waves, inv_freq / factor, inv_freq)
+        inv_freq = torch.where(~long_waves & ~short_waves, blended, inv_freq)
+    return inv_freq
+
+
+class LlamaModel:
+    """Weights plus a pure function of (batch, cache) -> logits; the cache is written in place."""
+
+    def __init__(
+        self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: torch.device
+    ) -> None:
+        self.config = config
+        self.device = device
+
+        def take(name: str) -> torch.Tensor:
+            if name not in tensors:
+                raise ModelFormatError(f"model.safetensors: missing tensor {name}")
+            return tensors[name].to(device=device, dtype=torch.float32).contiguous()
+
+        def maybe(name: str) -> torch.Tensor | None:
+            return take(name) if name in tensors else None
+
+        self.embed = take("model.embed_tokens.weight")
+        if self.embed.shape != (config.vocab_size, config.hidden_size):
+            raise ModelFormatError(
+                f"model.embed_tokens.weight has shape {tuple(self.embed.shape)}, config.json "
+                f"says ({config.vocab_size}, {config.hidden_size})"
+            )
+        self.norm = take("model.norm.weight")
+        if config.tie_word_embeddings or "lm_head.weight" not in tensors:
+            self.lm_head = self.embed
+        else:
+            self.lm_head = take("lm_head.weight")
+        self.layers: list[LayerWeights] = []
+        for i in range(config.num_hidden_layers):
+            p = f"model.layers.{i}."
+            self.layers.append(
+                LayerWeights(
+                    input_norm=take(p + "input_layernorm.weight"),
+                    q_proj=take(p + "self_attn.q_proj.weight"),
+                    k_proj=take(p + "self_attn.k_proj.weight"),
+                    v_proj=take(p + "self_attn.v_proj.weight"),
+                    o_proj=take(p + "self_attn.o_proj.weight"),
+                    post_norm=take(p + "post_attention_layernorm.weight"),
+                    gate_proj=take(p + "mlp.gate_proj.weight"),
+                    up_proj=take(p + "mlp.up_proj.weight"),
+                    down_proj=take(p + "mlp.down_proj.weight"),
+                    q_bias=maybe(p + "self_attn.q_proj.bias"),
+                    k_bias=maybe(p + "self_attn.k_proj.bias"),
+                    v_bias=maybe(p + "self_attn.v_proj.bias"),
+                    o_bias=maybe(p + "self_attn.o_proj.bias"),
+                )
+            )
+        positions = torch.arange(config.max_position_embeddings, dtype=torch.float64)
+        freqs = torch.outer(positions, rope_inv_freq(config))
+        angles = torch.cat([freqs, freqs], dim=-1)
+        self.cos = angles.cos().to(device=device, dtype=torch.float32)
+        self.sin = angles.sin().to(device=device, dtype=torch.float32)
+
+    @classmethod
+    def load(cls, model_dir: Path, device: torch.device) -> LlamaModel:
+        return cls(ModelConfig.from_dir(model_dir), read_safetensors(model_dir), device)
+
+    def new_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
+        """[layers, 2 (k, v), slots, kv_heads, head_dim], one pool shared by all sequences."""
+        c = self.config
+        return torch.zeros(
+            (c.num_hidden_layers, 2, num_blocks * block_size, c.num_key_value_heads, c.head_dim),
+            dtype=torch.float32,
+            device=self.device,
+        )
+
+    def kv_bytes_per_token(self) -> int:
+        c = self.config
+        return c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 4
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        variance = x.pow(2).mean(-1, keepdim=True)
+        return x * torch.rsqrt(variance + self.config.rms_norm_eps) * weight
+
+    def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    @torch.inference_mode()
+    def forward(self, batch: BatchInput, kv_cache: torch.Tensor) -> torch.Tensor:
+        """Logits [len(batch.logits_index), vocab] for the tokens that asked for them."""
+        c = self.config
+        n = batch.num_tokens
+        cos = self.cos[batch.positions][:, None, :]
+        sin = self.sin[batch.positions][:, None, :]
+        hidden = self.embed[batch.token_ids]
+        for layer_index, layer in enumerate(self.layers):
+            x = self._rms_norm(hidden, layer.input_norm)
+            q = F.linear(x, layer.q_proj, layer.q_bias).view(n, c.num_attention_heads, c.head_dim)
+            k = F.linear(x, layer.k_proj, layer.k_bias).view(n, c.num_key_value_heads, c.head_dim)
+            v = F.linear(x, layer.v_proj, layer.v_bias).view(n, c.num_key_value_heads, c.head_dim)
+            q = self._rope(q, cos, sin)
+            k = self._rope(k, cos, sin)
+            cache = kv_cache[layer_index]
+            cache[0].index_copy_(0, batch.slot_mapping, k)
+            cache[1].index_copy_(0, batch.slot_mapping, v)
+            attn = self._attention(q, cache, batch)
+            hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
+            x = self._rms_norm(hidden, layer.post_norm)
+            mlp = F.silu(F.linear(x, layer.gate_proj)) * F.linear(x, layer.up_proj)
+            hidden = hidden + F.linear(mlp, layer.down_proj)
+        last = self._rms_norm(hidden[batch.logits_index], self.norm)
+        return F.linear(last, self.lm_head)
+
+    def _attention(self, q: torch.Tensor, cache: torch.Tensor, batch: BatchInput) -> torch.Tensor:
+        c = self.config
+        groups = c.num_attention_heads // c.num_key_value_heads
+        scale = 1.0 / math.sqrt(c.head_dim)
+        out = torch.empty_like(q)
+        if batch.decode is not None:
+            d = batch.decode
+            keys = cache[0][d.gather_slots].repeat_interleave(groups, dim=2).transpose(1, 2)
+            values = cache[1][d.gather_slots].repeat_interleave(groups, dim=2).transpose(1, 2)
+            query = q[d.token_index][:, :, None, :]
+            attended = F.scaled_dot_product_attention(
+                query, keys, values, attn_mask=d.mask, scale=scale
+            )
+            out[d.token_index] = attended[:, :, 0, :]
+        for p in batch.prefills:
+            keys = cache[0][p.gather_slots].repeat_interleave(groups, dim=1).transpose(0, 1)
+            values = cache[1][p.gather_slots].repeat_interleave(groups, dim=1).transpose(0, 1)
+            query = q[p.token_start : p.token_start + p.num_tokens].transpose(0, 1)
+            attended = F.scaled_dot_product_attention(
+                query, keys, values, attn_mask=p.mask, scale=scale
+            )
+            out[p.token_start : p.token_start + p.num_tokens] = attended.transpose(0, 1)
+        return out

@@ -1,0 +1,74 @@
+"""The model directory's tokenizer: `tokenizer.json`, plus what `tokenizer_config.json` adds
+(special tokens, chat template) for the HTTP layer to format chats the way the model was
+trained to read them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from rainier.serve.config import ModelFormatError
+
+
+def _token_content(value: Any) -> str | None:
+    if isinstance(value, dict):
+        content = value.get("content")
+        return content if isinstance(content, str) else None
+    return value if isinstance(value, str) else None
+
+
+def _chat_template(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        named = {t.get("name"): t.get("template") for t in raw if isinstance(t, dict)}
+        chosen = named.get("default") or next(iter(named.values()), None)
+        return chosen if isinstance(chosen, str) else None
+    return None
+
+
+@dataclass
+class ModelTokenizer:
+    tokenizer: Tokenizer
+    chat_template: str | None
+    bos_token: str | None
+    eos_token: str | None
+    eos_token_ids: tuple[int, ...]
+
+    @classmethod
+    def from_dir(cls, model_dir: Path) -> ModelTokenizer:
+        path = model_dir / "tokenizer.json"
+        if not path.is_file():
+            raise ModelFormatError(f"{path}: not found")
+        tokenizer = Tokenizer.from_file(str(path))
+        config: dict[str, Any] = {}
+        config_path = model_dir / "tokenizer_config.json"
+        if config_path.is_file():
+            config = json.loads(config_path.read_text())
+        template = _chat_template(config.get("chat_template"))
+        template_file = model_dir / "chat_template.jinja"
+        if template is None and template_file.is_file():
+            template = template_file.read_text()
+        bos = _token_content(config.get("bos_token"))
+        eos = _token_content(config.get("eos_token"))
+        eos_id = tokenizer.token_to_id(eos) if eos else None
+        return cls(
+            tokenizer=tokenizer,
+            chat_template=template,
+            bos_token=bos,
+            eos_token=eos,
+            eos_token_ids=() if eos_id is None else (eos_id,),
+        )
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_text(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id], skip_special_tokens=False)
