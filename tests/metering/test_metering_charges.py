@@ -1,3 +1,4 @@
+import itertools
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -251,3 +252,31 @@ def test_a_correction_is_a_new_line_that_names_the_original() -> None:
     assert undo.key != correction(line, quantity=-line.quantity, reason="x", revision=1).key
     with pytest.raises(AttributeError):
         line.amount_usd = Decimal(0)  # type: ignore[misc]
+
+
+@settings(max_examples=100, deadline=None)
+@given(ticks=st.lists(st.integers(0, 40 * 3600), max_size=25), change_s=st.integers(1, 30 * 3600))
+def test_reservation_periods_tile_the_term_whatever_the_ticks(
+    ticks: list[int], change_s: int
+) -> None:
+    start = START + timedelta(minutes=17)
+    t = terms(start=start, end=start + timedelta(hours=30))
+    change = start + timedelta(seconds=change_s)
+    book = PRICES.with_chip_price("h200", Decimal("5"), change)
+    settled_until = t.start
+    periods: list[tuple[datetime, datetime]] = []
+    for tick in [*sorted(ticks), 40 * 3600]:
+        new = reservation_periods(t, "h200", book, settled_until, START + timedelta(seconds=tick))
+        periods += new
+        if new:
+            settled_until = new[-1][1]
+    assert periods[0][0] == t.start and periods[-1][1] == t.end
+    for (_, a_end), (b_start, _) in itertools.pairwise(periods):
+        assert a_end == b_start
+    edges = {p[0] for p in periods}
+    assert change in edges or change >= t.end
+    for a, b in periods:
+        hour = a.replace(minute=0, second=0, microsecond=0)
+        assert b <= hour + timedelta(hours=1)
+    reserved = [settle_reservation(t, "h200", p, book, Decimal(0)) for p in periods]
+    assert sum(x.quantity for x in reserved if x) == 8 * 30 * 3600

@@ -123,11 +123,13 @@ def reservation_periods(
     hi = min(require_utc(until), terms.end)
     if hi <= lo:
         return []
-    first = floor_hour(lo)
-    points = [*hour_boundaries(first, terms.end), *prices.chip_price_changes(flavor)]
-    return [
-        (a, b) for a, b in cut(max(first, terms.start), terms.end, points) if lo <= a and b <= hi
-    ]
+    first = max(floor_hour(lo), terms.start)
+    changes = prices.chip_price_changes(flavor)
+    closed = hi == terms.end or hi == floor_hour(hi) or hi in changes
+    pieces = cut(first, hi, [*hour_boundaries(first, hi), *changes])
+    if not closed:
+        pieces = pieces[:-1]
+    return [(a, b) for a, b in pieces if lo <= a]
 
 
 def used_chip_seconds(
