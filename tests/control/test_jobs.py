@@ -1,0 +1,154 @@
+"""Jobs through the API on the local executor: real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rainier.cli.client import Client
+
+from .conftest import Cloud, job_state, wait_until
+
+PY = sys.executable
+
+
+def job(name: str, code: str, **extra: object) -> dict[str, object]:
+    return {"kind": "Job", "name": name, "command": [PY, "-c", code], **extra}
+
+
+@pytest.fixture
+def tenant(cloud: Cloud) -> Client:
+    cloud.nodes(
+        {"name": "n1", "flavor": "cpu", "chips": 2, "labels": {"block": "b1"}},
+        {"name": "n2", "flavor": "cpu", "chips": 2, "labels": {"block": "b1"}},
+    )
+    return cloud.tenant("acme")
+
+
+def test_job_runs_with_its_environment_and_logs(tenant: Client, tmp_path: Path) -> None:
+    out = tmp_path / "env.json"
+    code = f"import os, json; json.dump(dict(os.environ), open({str(out)!r}, 'w')); print('done')"
+    submitted = tenant.post("/api/v1/jobs", job("env", code, env={"MY_VAR": "x"}))
+    assert submitted["state"] == "pending"
+    done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
+    assert done["state"] == "succeeded" and done["exit_code"] == 0
+    env = json.loads(out.read_text())
+    assert env["MY_VAR"] == "x"
+    assert env["RAINIER_JOB_ID"] == submitted["id"]
+    assert env["RAINIER_TENANT"] == "acme"
+    assert (env["RANK"], env["WORLD_SIZE"], env["RAINIER_FLAVOR"]) == ("0", "1", "cpu")
+    assert env["RAINIER_TOKEN"].startswith("rj_") and env["RAINIER_CONTROL_URL"].startswith(
+        "http://"
+    )
+    assert env["RAINIER_CHECKPOINT_DIR"].endswith(submitted["id"])
+    logs = tenant.get(f"/api/v1/jobs/{submitted['id']}/logs")
+    assert logs["data"] == "done\n" and logs["done"] is True
+
+
+def test_gang_starts_together_on_distinct_nodes(tenant: Client, tmp_path: Path) -> None:
+    code = (
+        "import os, pathlib; "
+        f"pathlib.Path({str(tmp_path)!r}, 'rank-' + os.environ['RANK']).write_text("
+        "os.environ['WORLD_SIZE'] + ' ' + os.environ['RAINIER_NODE'] + ' ' + os.environ['MASTER_PORT'])"
+    )
+    submitted = tenant.post("/api/v1/jobs", job("gang", code, nodes=2, chips_per_node=2))
+    done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
+    assert done["state"] == "succeeded"
+    r0 = (tmp_path / "rank-0").read_text().split()
+    r1 = (tmp_path / "rank-1").read_text().split()
+    assert r0[0] == r1[0] == "2"
+    assert {r0[1], r1[1]} == {"n1", "n2"}
+    assert r0[2] == r1[2]
+
+
+def test_gang_that_does_not_fit_waits_whole(tenant: Client) -> None:
+    submitted = tenant.post("/api/v1/jobs", job("big", "pass", nodes=3, chips_per_node=1))
+    detail = wait_until(
+        lambda: (d := tenant.get(f"/api/v1/jobs/{submitted['id']}"))["reason"] != "queued" and d
+    )
+    assert detail["state"] == "pending"
+    assert detail["tasks"] == []
+    assert "3" in detail["reason"] and "cpu" in detail["reason"]
+
+
+def test_failure_is_restarted_up_to_max_restarts(tenant: Client) -> None:
+    submitted = tenant.post("/api/v1/jobs", job("flaky", "raise SystemExit(3)", max_restarts=2))
+    done = wait_until(job_state(tenant, submitted["id"], "failed"))
+    assert done["exit_code"] == 3
+    assert done["restarts"] == 2 and done["attempt"] == 2
+    assert [t["attempt"] for t in done["tasks"]] == [0, 1, 2]
+
+
+def test_stop_sends_sigterm_then_kills_after_grace(tenant: Client, tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    polite = (
+        "import signal, sys, time, pathlib; "
+        "signal.signal(signal.SIGTERM, lambda *a: (print('checkpointing', flush=True), sys.exit(0))); "
+        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
+    )
+    a = tenant.post("/api/v1/jobs", job("polite", polite))
+    wait_until(ready.exists, what="the task to install its handler")
+    tenant.post(f"/api/v1/jobs/{a['id']}/stop")
+    done = wait_until(job_state(tenant, a["id"], "stopped"))
+    assert "checkpointing" in tenant.get(f"/api/v1/jobs/{a['id']}/logs")["data"]
+    assert done["tasks"][0]["exit_code"] == 0
+
+    stubborn_ready = tmp_path / "stubborn"
+    stubborn = (
+        "import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"pathlib.Path({str(stubborn_ready)!r}).touch(); time.sleep(600)"
+    )
+    b = tenant.post("/api/v1/jobs", job("stubborn", stubborn, grace_period_s=0.5))
+    wait_until(stubborn_ready.exists)
+    tenant.post(f"/api/v1/jobs/{b['id']}/stop")
+    done = wait_until(job_state(tenant, b["id"], "stopped"))
+    assert done["tasks"][0]["exit_code"] is None  # killed: no exit code was ever written
+
+
+def test_idempotent_submission(cloud: Cloud, tenant: Client) -> None:
+    spec = job("once", "pass")
+    headers = {"Idempotency-Key": "abc-123"}
+    first = tenant.http.post("/api/v1/jobs", json=spec, headers=headers)
+    again = tenant.http.post("/api/v1/jobs", json=spec, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert len(tenant.get("/api/v1/jobs", name="once")["items"]) == 1
+
+
+def test_bad_document_is_refused_with_the_field(tenant: Client) -> None:
+    response = tenant.http.post(
+        "/api/v1/jobs", json={"kind": "Job", "name": "x", "command": ["a"], "nodes": 0}
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["problems"][0]["field"] == "nodes"
+    assert "greater than or equal to 1" in body["message"]
+    assert tenant.get("/api/v1/jobs")["items"] == []
+
+
+def test_pagination_walks_every_job_once(tenant: Client) -> None:
+    ids = {tenant.post("/api/v1/jobs", job(f"p{i}", "pass", nodes=9))["id"] for i in range(7)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = tenant.get("/api/v1/jobs", limit=3, cursor=cursor)
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == 7
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_health_and_metrics(cloud: Cloud, tenant: Client) -> None:
+    assert httpx.get(f"{cloud.server.url}/healthz").json() == {"status": "ok"}
+    tenant.post("/api/v1/jobs", job("m", "pass", nodes=9))
+    text = httpx.get(f"{cloud.server.url}/metrics").text
+    assert 'rainier_jobs{state="pending"} 1.0' in text
+    schema = httpx.get(f"{cloud.server.url}/openapi.json").json()
+    assert "JobSpec" in schema["components"]["schemas"]
+    assert "ContractSpec" in schema["components"]["schemas"]
