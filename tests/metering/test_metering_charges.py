@@ -280,3 +280,15 @@ def test_reservation_periods_tile_the_term_whatever_the_ticks(
         assert b <= hour + timedelta(hours=1)
     reserved = [settle_reservation(t, "h200", p, book, Decimal(0)) for p in periods]
     assert sum(x.quantity for x in reserved if x) == 8 * 30 * 3600
+
+
+def test_a_price_book_refuses_two_prices_at_one_instant_and_replaces_on_republish() -> None:
+    from rainier.metering import ChipPrice, PriceBook
+
+    with pytest.raises(ValueError, match="two prices"):
+        PriceBook(1, (ChipPrice("h200", Decimal(1), START), ChipPrice("h200", Decimal(2), START)))
+    book = PRICES.with_chip_price("h200", Decimal(5), START).with_chip_price(
+        "h200", Decimal(6), START
+    )
+    assert book.chip_price_at("h200", START).usd_per_chip_hour == Decimal(6)
+    assert book.version == PRICES.version + 2

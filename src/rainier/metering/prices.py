@@ -11,7 +11,8 @@ shared models sets per-model prices.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -56,13 +57,27 @@ class PriceBook:
     version: int
     chip_prices: tuple[ChipPrice, ...] = ()
     token_prices: tuple[TokenPrice, ...] = ()
+    _chip_index: dict[str, tuple[tuple[datetime, ...], tuple[ChipPrice, ...]]] = field(
+        init=False, repr=False, compare=False, hash=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[str, tuple[list[datetime], list[ChipPrice]]] = {}
+        for p in sorted(self.chip_prices, key=lambda p: p.effective_from):
+            times, prices = index.setdefault(p.flavor, ([], []))
+            if times and times[-1] == p.effective_from:
+                raise ValueError(f"{p.flavor}: two prices take effect at {p.effective_from}")
+            times.append(p.effective_from)
+            prices.append(p)
+        frozen = {f: (tuple(times), tuple(prices)) for f, (times, prices) in index.items()}
+        object.__setattr__(self, "_chip_index", frozen)
 
     def chip_price_at(self, flavor: str, at: datetime) -> ChipPrice:
-        at = require_utc(at)
-        found = [p for p in self.chip_prices if p.flavor == flavor and p.effective_from <= at]
-        if not found:
+        times, prices = self._chip_index.get(flavor, ((), ()))
+        i = bisect_right(times, require_utc(at))
+        if i == 0:
             raise PriceNotFound(f"no chip price for flavor {flavor!r} at {at.isoformat()}")
-        return max(found, key=lambda p: p.effective_from)
+        return prices[i - 1]
 
     def token_price_at(self, model: str, at: datetime) -> TokenPrice:
         at = require_utc(at)
@@ -72,9 +87,9 @@ class PriceBook:
                 return max(found, key=lambda p: p.effective_from)
         raise PriceNotFound(f"no token price for model {model!r} at {at.isoformat()}")
 
-    def chip_price_changes(self, flavor: str) -> list[datetime]:
+    def chip_price_changes(self, flavor: str) -> tuple[datetime, ...]:
         """Instants at which the flavor's price may change: lines are cut there."""
-        return sorted({p.effective_from for p in self.chip_prices if p.flavor == flavor})
+        return self._chip_index.get(flavor, ((), ()))[0]
 
     def with_chip_price(
         self, flavor: str, usd_per_chip_hour: Decimal, effective_from: datetime

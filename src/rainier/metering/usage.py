@@ -67,8 +67,9 @@ def next_slice(
 
     It starts where the last billed slice ended (or where the task started) and ends at `now`,
     or at the task's end if it has ended. Because every slice begins exactly where the previous
-    one stopped, slices never overlap and never leave a gap, however often the reconciler ticks;
-    the caller persists `end` as the new `billed_until` in the same transaction as the lines.
+    one stopped, slices never overlap and never leave a gap, however often the reconciler ticks.
+    Take `billed_until` from the ledger itself (the latest `period_end` of the lines whose
+    `source` is the task's `TaskInterval.source`), so there is no second fact to keep in step.
     """
     start = require_utc(billed_until if billed_until is not None else started_at, "billed_until")
     end = require_utc(now, "now")
