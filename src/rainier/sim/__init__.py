@@ -1,0 +1,18 @@
+"""The simulator: rainier's scheduler (or a baseline) against a trace, on a simulated clock."""
+
+from rainier.sim.engine import PolicyError, SimConfig, SimResult, Simulation
+from rainier.sim.errors import SimInputError
+from rainier.sim.model import Cluster, FlavorPool, TenantContract, Trace, TraceJob
+
+__all__ = [
+    "Cluster",
+    "FlavorPool",
+    "PolicyError",
+    "SimConfig",
+    "SimInputError",
+    "SimResult",
+    "Simulation",
+    "TenantContract",
+    "Trace",
+    "TraceJob",
+]
