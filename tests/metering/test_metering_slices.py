@@ -26,6 +26,7 @@ TERMS = ContractTerms(
     discount=Decimal("0.2"),
 )
 PRICES = default_price_book()
+PRICES_FLAVORS = {p.flavor for p in PRICES.chip_prices}
 
 micros = st.integers(min_value=0, max_value=3 * 24 * 3600 * 1_000_000)
 
@@ -123,3 +124,52 @@ def test_equal_instants_in_other_zones_give_the_same_key() -> None:
 def test_zero_chip_tasks_bill_nothing() -> None:
     interval = TaskInterval("acme", "c1", "j1", "t0", "cpu", 0, T0, T0 + timedelta(hours=2))
     assert charge_interval(interval, TERMS, PRICES) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    runs=st.lists(
+        st.tuples(
+            micros,
+            st.integers(1, 10**9),
+            st.integers(1, 64),
+            st.sampled_from(sorted(PRICES_FLAVORS)),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    discount=st.decimals(min_value=0, max_value=Decimal("0.9"), places=3),
+)
+def test_amounts_are_micro_dollars_and_sums_do_not_depend_on_order(
+    runs: list[tuple[int, int, int, str]], discount: Decimal
+) -> None:
+    terms = ContractTerms("c1", "acme", TERMS.start, TERMS.end, Decimal(0), {}, discount)
+    lines = [
+        line
+        for n, (offset, length, chips, flavor) in enumerate(runs)
+        for line in charge_interval(
+            TaskInterval(
+                "acme",
+                "c1",
+                "j",
+                f"t{n}",
+                flavor,
+                chips,
+                T0 + timedelta(microseconds=offset),
+                T0 + timedelta(microseconds=offset + length),
+            ),
+            terms,
+            PRICES,
+        )
+    ]
+    for line in lines:
+        assert line.amount_usd.as_tuple().exponent == -6
+        exact = line.quantity * line.rate_usd / 3600
+        assert abs(line.amount_usd - exact) <= Decimal("0.0000005")
+    forward = sum((x.amount_usd for x in lines), Decimal(0))
+    backward = sum((x.amount_usd for x in reversed(lines)), Decimal(0))
+    halves = sum((x.amount_usd for x in lines[::2]), Decimal(0)) + sum(
+        (x.amount_usd for x in lines[1::2]), Decimal(0)
+    )
+    assert forward == backward == halves
+    assert forward.as_tuple().exponent == -6

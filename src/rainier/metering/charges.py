@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from rainier.metering.ledger import UsageLine, correction, make_line, price
+from rainier.metering.ledger import LineKind, UsageLine, correction, make_line, price
 from rainier.metering.periods import HOUR, cut, floor_hour, hour_boundaries, require_utc, seconds
 from rainier.metering.prices import PriceBook
 from rainier.metering.terms import ContractTerms
@@ -80,18 +80,19 @@ def charge_tokens(usage: TokenUsage, terms: ContractTerms, prices: PriceBook) ->
     """An `input_tokens` and an `output_tokens` line (each only when its count is non-zero)."""
     _check_owner(terms, usage.tenant, usage.contract)
     book = prices.token_price_at(usage.model, usage.at)
-    lines = []
-    for kind, count, list_rate in (
+    counts: tuple[tuple[LineKind, int, Decimal], ...] = (
         ("input_tokens", usage.input_tokens, book.usd_per_million_input_tokens),
         ("output_tokens", usage.output_tokens, book.usd_per_million_output_tokens),
-    ):
+    )
+    lines = []
+    for kind, count, list_rate in counts:
         if count == 0:
             continue
         lines.append(
             make_line(
                 tenant=terms.tenant,
                 contract=terms.contract,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 source=usage.source,
                 resource=usage.deployment,
                 sku=usage.model,

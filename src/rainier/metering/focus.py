@@ -73,7 +73,8 @@ _PRICING_UNIT = {"chip_hour": "Chip-Hours", "million_tokens": "Million Tokens", 
 
 
 def _ts(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at.microsecond == 0 else at.isoformat()
+    """ISO 8601 in UTC with a `Z`, as FOCUS date-time columns ask."""
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if at.microsecond else "%Y-%m-%dT%H:%M:%SZ")
 
 
 def _num(value: Decimal) -> str:
