@@ -162,7 +162,7 @@ def test_an_idle_reservation_is_charged_every_hour_at_the_contract_rate() -> Non
     )
 )
 def test_an_hour_costs_max_of_used_and_reserved(tasks: list[tuple[int, int, int]]) -> None:
-    t = terms(discount=Decimal(0))
+    t = terms(discount=Decimal("0.2"))
     hour = (START, START + timedelta(hours=1))
     lines: list[UsageLine] = []
     for n, (chips, offset, length) in enumerate(tasks):
@@ -173,7 +173,7 @@ def test_an_hour_costs_max_of_used_and_reserved(tasks: list[tuple[int, int, int]
     assert used == sum(x.quantity for x in lines)
     reserved = settle_reservation(t, "h200", hour, PRICES, used)
     total = sum(x.amount_usd for x in lines) + (reserved.amount_usd if reserved else 0)
-    expected = max(used, Decimal(8 * 3600)) * Decimal("4.50") / 3600
+    expected = max(used, Decimal(8 * 3600)) * Decimal("4.50") * Decimal("0.8") / 3600
     assert abs(total - expected) <= Decimal("0.000001") * (len(lines) + 1)
 
 

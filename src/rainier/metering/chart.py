@@ -64,7 +64,7 @@ def burn_down_png(
             _x(status.projected_reach_at),
             color="tab:red",
             linewidth=0.8,
-            label=f"commitment reached {status.projected_reach_at:%Y-%m-%d}",
+            label=f"commitment projected to be reached {status.projected_reach_at:%Y-%m-%d}",
         )
     ax.set_title(f"{terms.tenant} / {terms.contract}: commitment burn-down")
     ax.set_ylabel("USD")
