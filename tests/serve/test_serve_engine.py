@@ -1,0 +1,246 @@
+"""The batched engine against a plain full-recompute reference (HF transformers, same weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM
+
+from rainier.serve.batch import ScheduledChunk, build_batch
+from rainier.serve.config import EngineConfig
+from rainier.serve.engine import LLMEngine, RequestError
+from rainier.serve.sampling import SamplingParams
+from rainier.serve.scheduler import SchedulerOutput
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_model_dir: Path) -> LlamaForCausalLM:
+    model = LlamaForCausalLM.from_pretrained(str(tiny_model_dir))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def reference(hf_model: LlamaForCausalLM) -> Callable[[list[int], int], list[int]]:
+    """Greedy decoding by recomputing the whole sequence for every token (no cache at all)."""
+    memo: dict[tuple[tuple[int, ...], int], list[int]] = {}
+
+    def run(prompt: list[int], max_tokens: int) -> list[int]:
+        key = (tuple(prompt), max_tokens)
+        if key not in memo:
+            ids = list(prompt)
+            for _ in range(max_tokens):
+                with torch.no_grad():
+                    logits = hf_model(torch.tensor([ids])).logits[0, -1]
+                ids.append(int(torch.argmax(logits)))
+            memo[key] = ids[len(prompt) :]
+        return memo[key]
+
+    return run
+
+
+def make_engine(model_dir: Path, **overrides: object) -> LLMEngine:
+    config = EngineConfig(**{"kv_memory_mb": 2.0, "block_size": 8, **overrides})  # type: ignore[arg-type]
+    return LLMEngine.from_model_dir(model_dir, config)
+
+
+def random_prompts(engine: LLMEngine, rng: random.Random, count: int) -> list[list[int]]:
+    vocab = engine.model_config.vocab_size
+    return [[rng.randrange(3, vocab) for _ in range(rng.randint(1, 70))] for _ in range(count)]
+
+
+def run_arrivals(
+    engine: LLMEngine,
+    prompts: list[list[int]],
+    arrival_steps: list[int],
+    params: SamplingParams = GREEDY,
+) -> dict[str, list[int]]:
+    """Feed prompts at the given step numbers; collect every request's streamed tokens."""
+    outputs: dict[str, list[int]] = {}
+    pending = sorted(range(len(prompts)), key=lambda i: arrival_steps[i])
+    step = 0
+    finished: set[str] = set()
+    while pending or engine.has_unfinished():
+        while pending and arrival_steps[pending[0]] <= step:
+            i = pending.pop(0)
+            engine.add_request(f"r{i}", prompts[i], params)
+            outputs[f"r{i}"] = []
+        for out in engine.step():
+            outputs[out.request_id].extend(out.token_ids)
+            if out.finished:
+                finished.add(out.request_id)
+        step += 1
+        assert step < 5000, "engine made no progress"
+    assert finished == set(outputs)
+    return outputs
+
+
+def test_forward_matches_transformers_logits(
+    tiny_model_dir: Path, hf_model: LlamaForCausalLM
+) -> None:
+    engine = make_engine(tiny_model_dir)
+    prompt = engine.tokenizer.encode("the compute cloud answers every question 東京 🙂")
+    table = list(range(engine.block_manager.blocks_needed(len(prompt))))
+    batch = build_batch(
+        [ScheduledChunk(prompt, 0, table, needs_logits=True)],
+        engine.config.block_size,
+        engine.model.device,
+    )
+    batch = dataclasses.replace(batch, logits_index=torch.arange(len(prompt)))
+    ours = engine.model.forward(batch, engine.kv_cache)
+    with torch.no_grad():
+        theirs = hf_model(torch.tensor([prompt])).logits[0]
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_tied_embeddings_and_single_kv_head_load(tied_model_dir: Path) -> None:
+    hf = LlamaForCausalLM.from_pretrained(str(tied_model_dir)).eval()
+    engine = make_engine(tied_model_dir)
+    assert engine.model.lm_head is engine.model.embed
+    prompt = engine.tokenizer.encode("hello rainier")
+    tokens = run_arrivals(engine, [prompt], [0])["r0"]
+    ids = list(prompt)
+    for _ in range(GREEDY.max_tokens):
+        with torch.no_grad():
+            ids.append(int(torch.argmax(hf(torch.tensor([ids])).logits[0, -1])))
+    assert tokens == ids[len(prompt) :]
+
+
+SCENARIOS = {
+    "roomy": {"kv_memory_mb": 2.0, "max_batch_tokens": 256},
+    "chunked-prefill": {"kv_memory_mb": 2.0, "max_batch_tokens": 24},
+    "preempting": {"kv_memory_mb": 0.125, "max_batch_tokens": 64},
+    "no-prefix-cache": {"kv_memory_mb": 0.125, "enable_prefix_caching": False},
+}
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_batched_greedy_equals_full_recompute(
+    scenario: str,
+    tiny_model_dir: Path,
+    reference: Callable[[list[int], int], list[int]],
+) -> None:
+    engine = make_engine(tiny_model_dir, **SCENARIOS[scenario])
+    rng = random.Random(7)
+    prompts = random_prompts(engine, rng, 14)
+    shared = prompts[0][:40] if len(prompts[0]) >= 40 else prompts[0] * 3
+    prompts += [shared[:40] + p[:10] for p in prompts[:4]]
+    arrivals = [rng.randint(0, 12) for _ in prompts]
+    budgets: list[int] = []
+    schedule = engine.scheduler.schedule
+
+    def recording() -> SchedulerOutput:
+        plan = schedule()
+        budgets.append(plan.num_tokens)
+        return plan
+
+    engine.scheduler.schedule = recording  # type: ignore[method-assign]
+    outputs = run_arrivals(engine, prompts, arrivals)
+    for i, prompt in enumerate(prompts):
+        assert outputs[f"r{i}"] == reference(prompt, GREEDY.max_tokens), f"request r{i}"
+    assert max(budgets) <= engine.config.max_batch_tokens
+    assert engine.block_manager.num_used_blocks == 0
+    if scenario.startswith("chunked"):
+        assert max(len(p) for p in prompts) > engine.config.max_batch_tokens
+    if scenario in ("preempting", "no-prefix-cache"):
+        assert engine.scheduler.num_preemptions > 0
+    if scenario != "no-prefix-cache":
+        assert engine.block_manager.prefix_hit_tokens > 0
+
+
+def test_prefix_blocks_are_shared_while_running(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    prompt = list(range(3, 3 + 33))
+    engine.add_request("a", prompt, dataclasses.replace(GREEDY, max_tokens=4))
+    engine.step()
+    engine.add_request("b", prompt, dataclasses.replace(GREEDY, max_tokens=4))
+    engine.step()
+    table_a = engine.block_manager.block_table("a")
+    table_b = engine.block_manager.block_table("b")
+    assert table_a[:4] == table_b[:4]
+    assert table_a[4] != table_b[4]
+    assert all(engine.block_manager.blocks[b].ref_count == 2 for b in table_a[:4])
+
+
+def test_abort_releases_blocks(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    engine.add_request("a", list(range(3, 40)), GREEDY)
+    engine.add_request("b", list(range(5, 30)), GREEDY)
+    engine.step()
+    assert engine.block_manager.num_used_blocks > 0
+    assert engine.abort("a") and engine.abort("b")
+    assert not engine.abort("a")
+    assert engine.block_manager.num_used_blocks == 0
+    assert not engine.has_unfinished()
+    assert engine.step() == []
+
+
+def test_seeded_sampling_is_independent_of_the_batch(tiny_model_dir: Path) -> None:
+    params = SamplingParams(max_tokens=10, temperature=1.0, top_p=0.9, seed=1234, ignore_eos=True)
+    prompt = list(range(10, 30))
+
+    def sample(with_others: bool, seed: int) -> list[int]:
+        engine = make_engine(tiny_model_dir)
+        prompts = [prompt] + ([list(range(40, 90)), list(range(5, 9))] if with_others else [])
+        p = dataclasses.replace(params, seed=seed)
+        return run_arrivals(engine, prompts, [0, 1, 3][: len(prompts)], p)["r0"]
+
+    alone = sample(False, 1234)
+    assert sample(True, 1234) == alone
+    assert len({tuple(sample(False, s)) for s in (1, 2, 3)}) > 1
+
+
+def test_stop_string_cuts_text_and_is_never_streamed(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    prompt = engine.tokenizer.encode("the river")
+    engine.add_request("free", prompt, dataclasses.replace(GREEDY, max_tokens=30))
+    full = ""
+    while engine.has_unfinished():
+        full += "".join(o.text for o in engine.step())
+    assert len(full) > 8
+    stop = full[5:8]
+    engine.add_request("stopped", prompt, dataclasses.replace(GREEDY, max_tokens=30, stop=(stop,)))
+    deltas: list[str] = []
+    last = None
+    while engine.has_unfinished():
+        for out in engine.step():
+            deltas.append(out.text)
+            last = out
+    assert last is not None and last.finished
+    assert last.finish_reason == "stop" and last.stop_reason == stop
+    assert "".join(deltas) == full[: full.index(stop)]
+
+
+def test_eos_stops_unless_ignored(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    eos = next(iter(engine.eos_token_ids))
+    prompt = list(range(3, 12))
+    first = run_arrivals(engine, [prompt], [0], dataclasses.replace(GREEDY, max_tokens=3))["r0"]
+    params = dataclasses.replace(GREEDY, max_tokens=8, stop_token_ids=(first[1],))
+    engine.add_request("x", prompt, params)
+    outs = []
+    while engine.has_unfinished():
+        outs.extend(engine.step())
+    assert outs[-1].finish_reason == "stop" and outs[-1].stop_reason == first[1]
+    assert outs[-1].num_output_tokens == 2
+    assert eos in engine.eos_token_ids
+
+
+def test_rejects_prompts_that_cannot_fit(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir, kv_memory_mb=0.125)
+    assert engine.block_manager.num_blocks == 32
+    assert engine.max_model_len == 32 * 8
+    with pytest.raises(RequestError) as err:
+        engine.add_request("x", [5] * engine.max_model_len, GREEDY)
+    assert err.value.code == "context_length_exceeded"
+    with pytest.raises(RequestError) as err:
+        engine.add_request("y", [5] * 10, dataclasses.replace(GREEDY, max_tokens=10_000))
+    assert err.value.param == "max_tokens"
+    assert not engine.has_unfinished()
