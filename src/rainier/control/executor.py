@@ -24,6 +24,9 @@ class TaskLaunch:
     log_path: Path
     chips: int = 0
     flavor: str = "cpu"
+    rank: int = 0
+    attempt: int = 0
+    gang_nodes: tuple[str, ...] = ()  # every task's node, by rank: lets Ray reserve the gang at once
 
 
 @dataclass(frozen=True)

@@ -243,6 +243,9 @@ class Reconciler:
             log_path=self.settings.logs_dir / job.id / f"rank-{task.rank}.log",
             chips=task.chips,
             flavor=job.flavor,
+            rank=task.rank,
+            attempt=job.attempt,
+            gang_nodes=tuple(nodes),
         )
 
     # -- observing --------------------------------------------------------------------------
