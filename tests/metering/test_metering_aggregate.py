@@ -123,6 +123,8 @@ def test_usage_by_flavor_job_and_day() -> None:
     assert set(by_flavor) == {("h200", "chip_second"), ("trn2", "chip_second")}
     assert by_flavor[("trn2", "chip_second")].quantity == 4 * 2 * 3600
     by_job = usage_by(lines, "job")
+    assert by_job[("chat", "token")].quantity == 3_000_000
+    assert not any(group == "c1" for group, _ in by_job)
     assert by_job[("train", "chip_second")].quantity == 8 * 5 * 3600 - lines[0].quantity
     by_day = usage_by(lines, "day")
     assert by_day[("2026-01-30", "chip_second")].quantity == 8 * 2 * 3600 - lines[0].quantity

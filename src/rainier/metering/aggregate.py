@@ -29,20 +29,14 @@ class Totals:
     lines: int
 
 
-def _effective_kind(line: UsageLine) -> LineKind:
-    if line.kind == "correction" and line.corrects_kind is not None:
-        return line.corrects_kind
-    return line.kind
-
-
 def _group_key(line: UsageLine, by: GroupBy) -> str | None:
-    kind = _effective_kind(line)
+    kind = line.charge_kind
     if by == "flavor":
         return line.sku if kind in ("chip_seconds", "reserved_chip_seconds") else None
     if by == "model":
         return line.sku if kind in ("input_tokens", "output_tokens") else None
     if by == "job":
-        return line.resource if kind == "chip_seconds" else None
+        return line.resource if kind not in ("reserved_chip_seconds", "true_up") else None
     if by == "day":
         return line.period_start.date().isoformat()
     return kind
@@ -51,7 +45,7 @@ def _group_key(line: UsageLine, by: GroupBy) -> str | None:
 def usage_by(lines: Iterable[UsageLine], by: GroupBy) -> dict[tuple[str, str], Totals]:
     """(group, unit) -> totals; lines outside the view (tokens when by flavor) are left out.
 
-    `job` groups chip usage by job or deployment; `day` groups everything by UTC day (lines
+    `job` groups usage by job or deployment (chip-seconds and tokens, each in its unit); `day` groups everything by UTC day (lines
     never straddle midnight, they are cut at every hour).
     """
     acc: dict[tuple[str, str], list[Decimal | int]] = {}

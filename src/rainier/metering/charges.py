@@ -145,8 +145,11 @@ def used_chip_seconds(
     for line in lines:
         if line.contract != contract or line.sku != flavor:
             continue
-        kind = line.corrects_kind if line.kind == "correction" else line.kind
-        if kind == "chip_seconds" and start <= line.period_start and line.period_end <= end:
+        if (
+            line.charge_kind == "chip_seconds"
+            and start <= line.period_start
+            and line.period_end <= end
+        ):
             total += line.quantity
     return total
 
@@ -207,10 +210,9 @@ def settle_reservation(
 
 def draws_down(terms: ContractTerms, line: UsageLine) -> bool:
     """Every line of the contract inside the term draws down the commitment, true-up aside."""
-    kind = line.corrects_kind if line.kind == "correction" else line.kind
     return (
         line.contract == terms.contract
-        and kind != "true_up"
+        and line.charge_kind != "true_up"
         and terms.covers(line.period_start, line.period_end)
     )
 

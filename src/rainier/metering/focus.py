@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from rainier.metering.ledger import LineKind, UsageLine
+from rainier.metering.ledger import UsageLine
 from rainier.metering.periods import month_bounds
 
 FOCUS_COLUMNS: tuple[str, ...] = (
@@ -82,9 +82,7 @@ def _num(value: Decimal) -> str:
 
 
 def focus_row(line: UsageLine, provider: str = "rainier", currency: str = "USD") -> dict[str, str]:
-    kind: LineKind = (
-        line.corrects_kind if line.kind == "correction" and line.corrects_kind else line.kind
-    )
+    kind = line.charge_kind
     usage = kind in ("chip_seconds", "input_tokens", "output_tokens")
     reserved = kind == "reserved_chip_seconds"
     tokens = kind in ("input_tokens", "output_tokens")

@@ -110,6 +110,13 @@ class UsageLine:
     corrects_kind: LineKind | None = None
 
     @property
+    def charge_kind(self) -> LineKind:
+        """What the line charges for: a correction counts as the kind it corrects."""
+        if self.kind == "correction" and self.corrects_kind is not None:
+            return self.corrects_kind
+        return self.kind
+
+    @property
     def pricing_quantity(self) -> Decimal:
         return _WIDE.divide(self.quantity, UNITS_PER_PRICING_UNIT[self.pricing_unit])
 
