@@ -1,9 +1,24 @@
 """Metering and billing, a pure core: usage and terms in, immutable ledger lines out.
 
 No I/O, no clock, no database: every instant is passed in, every result is a value. The control
-plane persists `UsageLine`s as they are (unique on `key`, so retries never bill twice), tracks
-each task's `billed_until` with `next_slice`, settles each closed reservation period with
-`settle_reservation`, and reads statements, status, FOCUS rows and alerts from these functions.
+plane stores `UsageLine`s as they are, unique on `key` (insert, ignore conflicts), so a retry
+never bills twice, and writes the lines of one call in one transaction. Its loop:
+
+1. Each tick, for every task: `billed_until` = latest `period_end` of the lines whose source is
+   the task's `TaskInterval.source`; `next_slice(started_at, billed_until, now, ended_at)`;
+   `charge_interval(TaskInterval(...that span...), terms, prices)`.
+2. The gateway: `charge_tokens(TokenUsage(...), terms, prices)` per request.
+3. Per contract and guaranteed flavor, for each period of
+   `reservation_periods(terms, flavor, prices, settled_until, now - settle_delay)`:
+   `settle_reservation(terms, flavor, period, prices, used, prior)` where `used` is the sum of
+   the period's chip-second lines (`used_chip_seconds`) and `prior` the lines already stored with
+   source ``reservation:<flavor>`` and that period. Run it again later to correct late usage.
+4. After the term ends: `true_up(terms, lines, now, prices)`.
+5. Before storing new lines: `commitment_alerts` / `budget_alerts` give events unique on `key`;
+   `webhook.body`, `webhook.sign` and `webhook.retry_delay_s` deliver them.
+
+Reading: `monthly_statement`, `contract_status`, `usage_by`, `focus_rows` / `write_focus_csv`,
+`write_lines_csv`, and `chart.burn_down_png` (imported on its own: it loads matplotlib).
 """
 
 from rainier.metering.aggregate import (
