@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import time
@@ -45,7 +46,23 @@ output_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Subcommands with heavy imports (the simulator) load only when they are called."""
+
+    lazy: dict[str, str] = {"sim": "rainier.sim.cli:sim"}  # noqa: RUF012
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            module, _, attr = self.lazy[name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="RAINIER_URL", help="control plane URL (default: saved or local)")
 @click.pass_context
 def cli(ctx: click.Context, url: str | None) -> None:
@@ -352,17 +369,6 @@ def demo(keep: bool) -> None:
     from rainier.demo import run_demo
 
     run_demo(keep=keep)
-
-
-def _mount_optional() -> None:
-    try:
-        from rainier.sim.cli import sim
-    except ImportError:
-        return
-    cli.add_command(sim)
-
-
-_mount_optional()
 
 
 def main() -> None:
