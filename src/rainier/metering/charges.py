@@ -226,7 +226,8 @@ def true_up(
 ) -> UsageLine | None:
     """After the term: the unspent commitment as a `true_up` line (None if it was all spent).
 
-    Idempotent like every line: computed twice over the same ledger it has the same key.
+    Its key depends on the contract alone, so there is one true-up per term: compute it once
+    the term's last reservation period is settled and late usage has come in.
     """
     if require_utc(at) < terms.end:
         raise ValueError(f"contract {terms.contract}: the term ends {terms.end.isoformat()}")

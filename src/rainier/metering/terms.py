@@ -26,7 +26,7 @@ class ContractTerms:
     start: datetime
     end: datetime
     committed_usd: Decimal
-    guaranteed_chips: Mapping[str, int] = field(default_factory=dict)
+    guaranteed_chips: Mapping[str, int] = field(default_factory=dict, hash=False)
     discount: Decimal = Decimal(0)
 
     def __post_init__(self) -> None:
