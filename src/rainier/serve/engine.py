@@ -105,8 +105,12 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work
 
-    def check_request(self, num_prompt_tokens: int, max_tokens: int | None) -> None:
+    def check_request(self, prompt_ids: list[int], max_tokens: int | None) -> None:
         """Refuse what could never finish, before it takes a place in the queue."""
+        num_prompt_tokens = len(prompt_ids)
+        vocab = self.model_config.vocab_size
+        if any(t < 0 or t >= vocab for t in prompt_ids):
+            raise RequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
         if num_prompt_tokens == 0:
             raise RequestError("the prompt is empty", param="prompt")
         if num_prompt_tokens >= self.max_model_len:
@@ -127,10 +131,7 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         if request_id in self._sequences:
             raise RequestError(f"request id {request_id!r} is already in use")
-        self.check_request(len(prompt_ids), params.max_tokens)
-        vocab = self.model_config.vocab_size
-        if any(t < 0 or t >= vocab for t in prompt_ids):
-            raise RequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        self.check_request(prompt_ids, params.max_tokens)
         seq = Sequence(
             seq_id=request_id,
             token_ids=list(prompt_ids),

@@ -1,0 +1,92 @@
+"""`python -m rainier.serve --model DIR`: one replica of a deployment.
+
+With `--port 0` the operating system picks the port; once the server accepts connections it
+prints one JSON line on stdout, `{"event": "listening", "host": ..., "port": N, "model": ...}`,
+which is how a supervisor learns where the replica is. Nothing else is written to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import socket
+import sys
+from pathlib import Path
+
+import torch
+import uvicorn
+
+from rainier.serve.config import EngineConfig, ModelFormatError
+from rainier.serve.engine import LLMEngine
+from rainier.serve.server import create_app
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m rainier.serve", description="Serve a Llama-format model over /v1."
+    )
+    parser.add_argument("--model", required=True, help="model directory (HF Llama layout)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 = any free port")
+    parser.add_argument("--served-model-name", help="name clients use (default: directory name)")
+    parser.add_argument("--kv-memory-mb", type=float, default=256.0, help="KV cache pool size")
+    parser.add_argument("--max-batch-tokens", type=int, default=2048, help="tokens per step")
+    parser.add_argument("--max-num-seqs", type=int, default=128, help="sequences per step")
+    parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
+    parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--access-log", action="store_true", help="log each request (stderr)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
+    if args.torch_threads > 0:
+        torch.set_num_threads(args.torch_threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model_dir = Path(args.model)
+    name = args.served_model_name or model_dir.resolve().name
+    try:
+        config = EngineConfig(
+            kv_memory_mb=args.kv_memory_mb,
+            block_size=args.block_size,
+            max_batch_tokens=args.max_batch_tokens,
+            max_num_seqs=args.max_num_seqs,
+            enable_prefix_caching=not args.no_prefix_caching,
+            device=device,
+        )
+        engine = LLMEngine.from_model_dir(model_dir, config)
+    except (ModelFormatError, ValueError, OSError) as exc:
+        print(f"rainier.serve: {exc}", file=sys.stderr)
+        return 2
+
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+        sock.listen(2048)
+    except OSError as exc:
+        print(f"rainier.serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 2
+    port = sock.getsockname()[1]
+
+    def announce() -> None:
+        line = {"event": "listening", "host": args.host, "port": port, "model": name}
+        print(json.dumps(line), flush=True)
+
+    app = create_app(engine, name, on_ready=announce)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log)
+    )
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
