@@ -18,8 +18,6 @@ from typing import Any, TextIO
 
 import torch
 
-from rainier.spec import FLAVORS
-
 POST_TIMEOUT_S = 5.0
 
 
@@ -162,6 +160,8 @@ def peak_tflops(flavor: str | None, device: torch.device, dtype: torch.dtype) ->
     the environment is recognised from the CUDA device name; anything else is measured.
     """
     if device.type != "cpu":
+        from rainier.spec import FLAVORS  # pydantic costs a second of start-up a CPU run skips
+
         name = flavor
         if name is None and device.type == "cuda":
             device_name = torch.cuda.get_device_name(device).lower()
