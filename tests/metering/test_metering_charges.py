@@ -292,3 +292,26 @@ def test_a_price_book_refuses_two_prices_at_one_instant_and_replaces_on_republis
     )
     assert book.chip_price_at("h200", START).usd_per_chip_hour == Decimal(6)
     assert book.version == PRICES.version + 2
+
+
+def test_bad_terms_and_usage_are_refused_with_the_reason() -> None:
+    with pytest.raises(ValueError, match="discount"):
+        terms(discount=Decimal(1))
+    with pytest.raises(ValueError, match="after its start"):
+        terms(end=START)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        terms(start=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="token counts"):
+        TokenUsage("acme", "c1", "d", "r", "m", -1, 0, START)
+    with pytest.raises(ValueError, match="ends before it starts"):
+        task(1, START, START - timedelta(seconds=1))
+
+
+def test_a_corrected_usage_line_no_longer_counts_as_used() -> None:
+    t = terms()
+    hour = (START, START + timedelta(hours=1))
+    (line,) = charge_interval(task(4, START, START + timedelta(hours=1)), t, PRICES)
+    undo = correction(line, quantity=-line.quantity, reason="node was lost", revision=0)
+    assert used_chip_seconds([line], "c1", "h200", *hour) == 4 * 3600
+    assert used_chip_seconds([line, undo], "c1", "h200", *hour) == 0
+    assert committed_spend(t, [line, undo]) == 0
