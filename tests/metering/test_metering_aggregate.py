@@ -238,3 +238,23 @@ def test_csv_writers_take_a_text_stream() -> None:
     back = list(csv.DictReader(io.StringIO(raw.getvalue())))
     assert [Decimal(r["amount_usd"]) for r in back] == [x.amount_usd for x in lines]
     assert [r["key"] for r in back] == [x.key for x in lines]
+
+
+def test_statement_shows_how_the_guarantee_covered_usage() -> None:
+    h1 = datetime(2026, 3, 2, 10, tzinfo=UTC)
+    h2 = h1 + timedelta(hours=1)
+    h3 = h2 + timedelta(hours=1)
+    lines = run("big", "h200", 3, h1, 1) + run("small", "h200", 1, h2, 1)
+    lines += run("late", "h200", 1, h3, 1)
+    for a, b in ((h1, h2), (h2, h3)):
+        used = sum(x.quantity for x in lines if a <= x.period_start < b)
+        reserved = settle_reservation(TERMS, "h200", (a, b), PRICES, used)
+        assert reserved is not None
+        lines.append(reserved)
+    (cov,) = monthly_statement(TERMS, lines, 2026, 3).coverage
+    assert cov.flavor == "h200"
+    assert cov.reserved_chip_s == 2 * 2 * 3600
+    assert cov.used_chip_s == 5 * 3600
+    assert cov.unused_chip_s == 3600
+    assert cov.within_guarantee_chip_s == 3 * 3600
+    assert cov.beyond_guarantee_chip_s == 2 * 3600

@@ -23,6 +23,7 @@ Reading: `monthly_statement`, `contract_status`, `usage_by`, `focus_rows` / `wri
 
 from rainier.metering.aggregate import (
     ContractStatus,
+    Coverage,
     Statement,
     StatementGroup,
     Totals,
@@ -78,6 +79,7 @@ __all__ = [
     "ChipPrice",
     "ContractStatus",
     "ContractTerms",
+    "Coverage",
     "LineKind",
     "PriceBook",
     "PriceNotFound",

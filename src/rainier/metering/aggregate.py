@@ -14,7 +14,7 @@ from typing import Literal
 
 from rainier.metering.charges import committed_spend, draws_down
 from rainier.metering.ledger import LineKind, Unit, UsageLine, to_cents
-from rainier.metering.periods import days, month_bounds, require_utc
+from rainier.metering.periods import days, month_bounds, require_utc, seconds
 from rainier.metering.terms import ContractTerms
 
 _HORIZON_DAYS = Decimal(365 * 100)
@@ -74,6 +74,24 @@ class StatementGroup:
 
 
 @dataclass(frozen=True, slots=True)
+class Coverage:
+    """How a flavor's guarantee met its usage in the statement's month.
+
+    `reserved_chip_s` is the guarantee over the settled reservation periods, `unused_chip_s`
+    what their reservation lines billed, `within_guarantee_chip_s` (reserved - unused) the
+    usage the reservation paid for, `beyond_guarantee_chip_s` (used - within) the rest: usage
+    past the guarantee, or in periods whose reservation is not settled yet.
+    """
+
+    flavor: str
+    reserved_chip_s: Decimal
+    used_chip_s: Decimal
+    within_guarantee_chip_s: Decimal
+    beyond_guarantee_chip_s: Decimal
+    unused_chip_s: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class Statement:
     """One contract's month: lines grouped by (kind, sku), and how the commitment stands.
 
@@ -93,6 +111,7 @@ class Statement:
     drawn_before_usd: Decimal
     drawn_in_period_usd: Decimal
     remaining_usd: Decimal
+    coverage: tuple[Coverage, ...] = ()
 
 
 def monthly_statement(
@@ -119,6 +138,10 @@ def monthly_statement(
         slot[2] += 1
     total = sum((line.amount_usd for line in month_lines), Decimal(0))
     drawn = committed_spend(terms, month_lines)
+    coverage = tuple(
+        _coverage(terms, flavor, chips, month_lines)
+        for flavor, chips in sorted(terms.guaranteed_chips.items())
+    )
     return Statement(
         tenant=terms.tenant,
         contract=terms.contract,
@@ -135,7 +158,26 @@ def monthly_statement(
         drawn_before_usd=drawn_before,
         drawn_in_period_usd=drawn,
         remaining_usd=terms.committed_usd - drawn_before - drawn,
+        coverage=coverage,
     )
+
+
+def _coverage(
+    terms: ContractTerms, flavor: str, chips: int, lines: Iterable[UsageLine]
+) -> Coverage:
+    reserved = used = unused = Decimal(0)
+    for line in lines:
+        if line.sku != flavor:
+            continue
+        kind = line.charge_kind
+        if kind == "reserved_chip_seconds":
+            unused += line.quantity
+            if line.kind == kind:
+                reserved += seconds(line.period_end - line.period_start) * chips
+        elif kind == "chip_seconds" and terms.covers(line.period_start, line.period_end):
+            used += line.quantity
+    within = reserved - unused
+    return Coverage(flavor, reserved, used, within, used - within, unused)
 
 
 @dataclass(frozen=True, slots=True)
