@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal
 from typing import Literal
 
-from rainier.metering.periods import stamp
+from rainier.metering.periods import epoch_micros
 
 LineKind = Literal[
     "chip_seconds",
@@ -72,7 +72,8 @@ def idempotency_key(
     period_end: datetime,
     revision: str = "",
 ) -> str:
-    parts = (contract, source, kind, stamp(period_start), stamp(period_end), revision)
+    start, end = str(epoch_micros(period_start)), str(epoch_micros(period_end))
+    parts = (contract, source, kind, start, end, revision)
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 

@@ -15,6 +15,7 @@ from itertools import pairwise
 HOUR = timedelta(hours=1)
 _MICROSECOND = timedelta(microseconds=1)
 _MICROS_PER_SECOND = Decimal(1_000_000)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def require_utc(at: datetime, what: str = "time") -> datetime:
@@ -34,6 +35,11 @@ def seconds(delta: timedelta) -> Decimal:
 def stamp(at: datetime) -> str:
     """One spelling per instant, so keys built from times are stable across zones and callers."""
     return require_utc(at).isoformat(timespec="microseconds")
+
+
+def epoch_micros(at: datetime) -> int:
+    """Microseconds since the Unix epoch: an instant's exact, zone-free identity, cheap to hash."""
+    return (require_utc(at) - _EPOCH) // _MICROSECOND
 
 
 def floor_hour(at: datetime) -> datetime:
@@ -57,6 +63,8 @@ def cut(
     if end <= start:
         return []
     inner = sorted({p for p in points if start < p < end})
+    if not inner:
+        return [(start, end)]
     edges = [start, *inner, end]
     return list(pairwise(edges))
 
