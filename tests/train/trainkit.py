@@ -23,38 +23,11 @@ import torch
 torch.set_num_threads(1)
 
 DEADLINE_S = 120.0
-WORDS = [
-    *[
-        "the",
-        "a",
-        "model",
-        "learns",
-        "tokens",
-        "from",
-        "text",
-        "while",
-        "gradients",
-        "flow",
-        "through",
-        "layers",
-        "of",
-    ],
-    *[
-        "attention",
-        "and",
-        "every",
-        "step",
-        "moves",
-        "weights",
-        "toward",
-        "lower",
-        "loss",
-        "so",
-        "batches",
-        "look",
-        "familiar",
-    ],
-]
+WORDS = (
+    "the", "a", "model", "learns", "tokens", "from", "text", "while", "gradients", "flow",
+    "through", "layers", "of", "attention", "and", "every", "step", "moves", "weights",
+    "toward", "lower", "loss", "so", "batches", "look", "familiar",
+)  # fmt: skip
 
 
 def write_corpus(root: Path, seed: int = 0) -> Path:
