@@ -1,0 +1,87 @@
+"""The schedulable nodes of one flavor, laid out so that topology questions are array reductions.
+
+Nodes are sorted by (zone, block, rack, name). Every zone, block and rack is then a contiguous
+range of indices, so "how many nodes of each block can take 16 chips" is one `np.add.reduceat`
+over a boolean mask instead of a Python loop, and the layout never depends on the order in which
+the caller listed the nodes. Blocks and racks are identified by their full path (a rack named
+"r1" in two blocks is two racks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rainier.scheduler.types import NodeInfo
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorNodes:
+    flavor: str
+    names: tuple[str, ...]
+    chips: IntArray
+    block_of: IntArray
+    block_starts: IntArray
+    rack_starts: IntArray
+    zone_starts: IntArray
+    zone_block_starts: IntArray
+    zone_names: tuple[str, ...]
+    block_names: tuple[str, ...]
+    rack_names: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
+
+    @property
+    def block_count(self) -> int:
+        return len(self.block_starts)
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        end = self.block_starts[block + 1] if block + 1 < self.block_count else self.size
+        return int(self.block_starts[block]), int(end)
+
+
+def group_ends(starts: IntArray, size: int) -> IntArray:
+    return np.append(starts[1:], size).astype(np.int64)
+
+
+def build_flavors(nodes: Iterable[NodeInfo]) -> dict[str, FlavorNodes]:
+    """Index the schedulable nodes per flavor; unschedulable nodes are left out entirely."""
+    by_flavor: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        if node.schedulable:
+            by_flavor.setdefault(node.flavor, []).append(node)
+    return {f: _index(f, by_flavor[f]) for f in sorted(by_flavor)}
+
+
+def _index(flavor: str, nodes: list[NodeInfo]) -> FlavorNodes:
+    keyed = sorted((n.zone, n.block, n.rack, n.name, n.chips) for n in nodes)
+    zone, block, rack, names, chips = (list(col) for col in zip(*keyed, strict=True))
+    zones = np.array(zone, dtype=np.str_)
+    blocks = np.char.add(np.char.add(zones, "\0"), np.array(block, dtype=np.str_))
+    racks = np.char.add(np.char.add(blocks, "\0"), np.array(rack, dtype=np.str_))
+    block_new = np.r_[True, blocks[1:] != blocks[:-1]]
+    zone_new = np.r_[True, zones[1:] != zones[:-1]]
+    block_starts = np.flatnonzero(block_new).astype(np.int64)
+    zone_starts = np.flatnonzero(zone_new).astype(np.int64)
+    rack_starts = np.flatnonzero(np.r_[True, racks[1:] != racks[:-1]]).astype(np.int64)
+    block_of = (np.cumsum(block_new) - 1).astype(np.int64)
+    return FlavorNodes(
+        flavor=flavor,
+        names=tuple(names),
+        chips=np.array(chips, dtype=np.int64),
+        block_of=block_of,
+        block_starts=block_starts,
+        rack_starts=rack_starts,
+        zone_starts=zone_starts,
+        zone_block_starts=block_of[zone_starts],
+        zone_names=tuple(zone[i] for i in zone_starts),
+        block_names=tuple(block[i] for i in block_starts),
+        rack_names=tuple(rack[i] for i in rack_starts),
+    )
