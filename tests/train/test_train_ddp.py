@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from trainkit import Reference, Run, clean_env, final_weights, free_port, max_abs_diff, train_args
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_match_one_rank_with_twice_the_batch(
     reference: Reference, corpus: Path, data_cache: Path, tmp_path: Path
 ) -> None:

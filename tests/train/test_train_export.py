@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import Reference, final_weights
+from trainkit import Reference, final_state
 
 from rainier.train.config import ModelConfig, build_config
 from rainier.train.export import export
@@ -39,20 +39,13 @@ def test_transformers_loads_the_export_with_the_same_logits(reference: Reference
     assert tokenizer.decode(ids[0]) == TEXT
     assert tokenizer.eos_token == END_OF_TEXT
 
-    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
-    ours = Transformer(ModelConfig(**json_config_of(reference)))
-    ours.load_state_dict(final_weights(reference.checkpoint_dir))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    state = final_state(reference.checkpoint_dir)
+    ours = Transformer(ModelConfig(**state["config"]))
+    ours.load_state_dict(state["model"])
     with torch.no_grad():
         diff = (hf.eval()(ids).logits - ours.eval()(ids)).abs().max().item()
     assert diff < 1e-4
-
-
-def json_config_of(reference: Reference) -> dict[str, object]:
-    from rainier.train.checkpoint import load_latest
-
-    found = load_latest(reference.checkpoint_dir)
-    assert found is not None
-    return dict(found[1]["config"])
 
 
 def test_grouped_query_attention_and_an_untied_head_export_too(
@@ -64,7 +57,7 @@ def test_grouped_query_attention_and_an_untied_head_export_too(
     folder = export(
         ours.state_dict(), cfg, reference.export_dir / "tokenizer.json", 0, tmp_path / "m"
     )
-    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
     ids = torch.randint(0, cfg.vocab_size, (2, 50))
     with torch.no_grad():
         diff = (hf.eval()(ids).logits - ours(ids)).abs().max().item()

@@ -7,6 +7,7 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
 from trainkit import Reference, Run, clean_env, final_weights, max_abs_diff, run_to_end, train_args
 
 from rainier.train import checkpoint
@@ -21,6 +22,7 @@ def test_reference_keeps_only_the_newest_checkpoints(reference: Reference) -> No
     assert not list(reference.checkpoint_dir.glob(".tmp-*"))
 
 
+@pytest.mark.slow
 def test_sigterm_then_kill_9_mid_checkpoint_then_resume_matches_uninterrupted(
     reference: Reference, corpus: Path, data_cache: Path, tmp_path: Path
 ) -> None:

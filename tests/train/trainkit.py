@@ -154,12 +154,17 @@ def run_to_end(args: list[str], env: dict[str, str] | None = None) -> Run:
     return run
 
 
-def final_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+def final_state(checkpoint_dir: Path) -> dict[str, Any]:
     from rainier.train.checkpoint import load_latest
 
     found = load_latest(checkpoint_dir)
     assert found is not None, f"no checkpoint in {checkpoint_dir}"
-    return found[1]["model"]
+    return found[1]
+
+
+def final_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    weights: dict[str, torch.Tensor] = final_state(checkpoint_dir)["model"]
+    return weights
 
 
 def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

@@ -27,7 +27,8 @@ presets:
 checkpoints:
   Written every --checkpoint-every steps, on SIGTERM and at the end, atomically; the newest
   --keep are kept. A run started with a checkpoint folder that holds checkpoints resumes from
-  the newest whole one, and continues with exactly the batches it would have seen.
+  the newest whole one, and continues with exactly the batches it would have seen. Rank 0
+  writes them: with several nodes the folder must be storage they all share.
 
 metrics:
   JSON lines on stdout and in --metrics-file (default CHECKPOINT_DIR/metrics.jsonl): loss,

@@ -121,6 +121,8 @@ def train(args: TrainArgs, env: RunEnv) -> int:
         distributed.init(env, device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
     metrics_file = args.metrics_file
     if metrics_file is None and args.checkpoint_dir is not None:
         metrics_file = args.checkpoint_dir / "metrics.jsonl"
