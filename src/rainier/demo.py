@@ -96,7 +96,60 @@ def run_command_job(tenant: Client) -> None:
         raise click.ClickException(f"job ended {done['state']}")
 
 
-STEPS: list[Callable[[Client], None]] = [run_command_job]
+def demo_model(tenant: Client) -> str:
+    """The newest model the tenant has (a training step registers one), else a tiny random
+    Llama built here: nothing is downloaded."""
+    models = tenant.get("/api/v1/models", limit=1)["items"]
+    if models:
+        return f"{models[0]['name']}:{models[0]['version']}"
+    from rainier.serve.tiny_model import build_tiny_llama
+
+    folder = build_tiny_llama(Path(os.environ["RAINIER_HOME"]) / "models" / "tiny-llama")
+    out = tenant.post("/api/v1/models", {"name": "tiny-llama", "path": str(folder)})
+    click.echo(f"registered a tiny random Llama as model {out['name']}:{out['version']}")
+    return f"{out['name']}:{out['version']}"
+
+
+def deploy_and_query(tenant: Client) -> None:
+    say("The tenant deploys a model and asks it through the OpenAI-compatible gateway")
+    from openai import OpenAI
+
+    model = demo_model(tenant)
+    tenant.post(
+        "/api/v1/deployments",
+        {"kind": "Deployment", "name": "demo-chat", "model": model, "rate_limit_rpm": 600},
+    )
+    deadline = time.monotonic() + 600
+    while tenant.get("/api/v1/deployments/demo-chat")["ready_replicas"] < 1:
+        if time.monotonic() > deadline:
+            raise click.ClickException("the deployment did not become ready in 600 s")
+        time.sleep(0.5)
+    click.echo(f"deployment demo-chat serves {model}")
+    try:
+        oai = OpenAI(base_url=f"{tenant.url}/v1", api_key=tenant.key)
+        answer = oai.chat.completions.create(
+            model="demo-chat",
+            messages=[{"role": "user", "content": "hello compute cloud"}],
+            max_tokens=12,
+        )
+        click.echo(f"answer: {answer.choices[0].message.content!r}")
+        if answer.usage is not None:
+            click.echo(
+                f"metered: {answer.usage.prompt_tokens} input + "
+                f"{answer.usage.completion_tokens} output tokens"
+            )
+    finally:
+        tenant.delete("/api/v1/deployments/demo-chat")
+        live = ["pending", "running", "stopping"]
+        deadline = time.monotonic() + 120
+        while tenant.get("/api/v1/jobs", kind="replica", state=live)["items"]:
+            if time.monotonic() > deadline:
+                raise click.ClickException("the replicas of demo-chat did not stop in 120 s")
+            time.sleep(0.2)
+        click.echo("deployment demo-chat deleted; its replica stopped")
+
+
+STEPS: list[Callable[[Client], None]] = [run_command_job, deploy_and_query]
 
 
 def run_demo(keep: bool = False) -> None:

@@ -16,9 +16,9 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from rainier import __version__
-from rainier.api import errors
+from rainier.api import errors, gateway
 from rainier.api.auth import Authenticator
-from rainier.api.routers import contracts, jobs, nodes, system, tenants
+from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants
 from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.reconciler import Reconciler
@@ -111,7 +111,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.reconciler = None
     app.state.wake = _noop
     errors.install(app)
-    for module in (system, tenants, nodes, contracts, jobs):
+    for module in (system, tenants, nodes, contracts, jobs, models, deployments, gateway):
         app.include_router(module.router)
     return app
 

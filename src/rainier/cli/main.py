@@ -362,6 +362,101 @@ def stop(ctx: click.Context, job: str) -> None:
     click.echo(f"job {out['id']}: {out['state']}")
 
 
+# -- deployments and models -------------------------------------------------------------------
+
+
+@cli.group()
+def deployment() -> None:
+    """Models served behind the /v1 gateway (create or update them with `apply -f`)."""
+
+
+@deployment.command("ls")
+@click.option("--tenant")
+@output_option
+@click.pass_context
+def deployment_ls(ctx: click.Context, tenant: str | None, output: str) -> None:
+    """List deployments: ready / desired replicas."""
+    data = client(ctx).get("/api/v1/deployments", tenant=tenant)
+    for item in data["items"]:
+        item["ready"] = f"{item['ready_replicas']}/{item['desired_replicas']}"
+    emit(data, output, ["name", "tenant", "model", "ready", "revision", "updated_at"])
+
+
+@deployment.command("describe")
+@click.argument("name")
+@click.option("--tenant")
+@click.option(
+    "-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def deployment_describe(ctx: click.Context, name: str, tenant: str | None, output: str) -> None:
+    """Everything about a deployment: model, replicas and where they answer, events."""
+    d = client(ctx).get(f"/api/v1/deployments/{name}", tenant=tenant)
+    if output == "json":
+        click.echo(json.dumps(d, indent=2, default=str))
+        return
+    click.echo(deployment_text(d))
+
+
+def deployment_text(d: dict[str, Any]) -> str:
+    spec = d["spec"]
+    limit = spec.get("rate_limit_rpm")
+    lines = [
+        f"Deployment: {d['name']} ({d['id']})",
+        f"Tenant:     {d['tenant']}",
+        f"Model:      {d['model']} ({d['model_path']})",
+        f"Revision:   {d['revision']}",
+        f"Replicas:   {d['ready_replicas']} ready of {d['desired_replicas']} wanted "
+        f"(min {spec['replicas']['min']}, max {spec['replicas']['max']}, "
+        f"{spec['chips_per_replica']} {spec['flavor']} chips each)",
+        f"Scaling:    {spec['target_inflight_per_replica']} requests in flight per replica",
+        f"Rate limit: {f'{limit} requests/minute' if limit else 'none'}",
+    ]
+    if d.get("replica_list"):
+        lines.append("Replicas:")
+        lines += [
+            f"  {r['name']}: {r['state']}, {'ready' if r['ready'] else 'not ready'}"
+            + (
+                f" at {r['url']}, {r['running']} running, {r['waiting']} waiting"
+                if r["url"]
+                else ""
+            )
+            + (f", restarts {r['restarts']}" if r["restarts"] else "")
+            for r in d["replica_list"]
+        ]
+    if d.get("events"):
+        lines.append("Events:")
+        lines += [f"  {e['at'][:19]}  {e['kind']:<16} {e['message']}" for e in d["events"]]
+    return "\n".join(lines)
+
+
+@deployment.command("rm")
+@click.argument("name")
+@click.option("--tenant")
+@click.pass_context
+def deployment_rm(ctx: click.Context, name: str, tenant: str | None) -> None:
+    """Delete a deployment; its replicas finish their requests and stop."""
+    path = f"/api/v1/deployments/{name}" + (f"?tenant={tenant}" if tenant else "")
+    out = client(ctx).delete(path)
+    click.echo(f"deployment {out['name']} deleted ({out['replicas_stopping']} replica(s) stopping)")
+
+
+@cli.group()
+def model() -> None:
+    """Versioned model folders that deployments serve."""
+
+
+@model.command("ls")
+@click.option("--name")
+@click.option("--tenant")
+@output_option
+@click.pass_context
+def model_ls(ctx: click.Context, name: str | None, tenant: str | None, output: str) -> None:
+    """List models, every version, newest first."""
+    data = client(ctx).get("/api/v1/models", name=name, tenant=tenant)
+    emit(data, output, ["name", "version", "tenant", "path", "job_id", "created_at"])
+
+
 @cli.command()
 @click.option("--keep", is_flag=True, help="keep the temporary RAINIER_HOME")
 def demo(keep: bool) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rainier.config import Settings
+from rainier.control.deployments import DeploymentController
 from rainier.control.executor import Executor, TaskLaunch
 from rainier.scheduler import (
     Allocation,
@@ -73,6 +74,7 @@ class Reconciler:
         self.on_task_time = on_task_time
         self.ticks = 0
         self.wake = threading.Event()
+        self.deployments = DeploymentController(store, executor, settings)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -96,6 +98,7 @@ class Reconciler:
         stats.admitted, stats.preempted = admitted, preempted
         if admitted:
             self._launch_persisted()
+        self.deployments.tick()
         self.ticks += 1
         return stats
 

@@ -223,3 +223,68 @@ class Meta(Base):
     key: Mapped[str] = mapped_column(String(63), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    """A versioned model folder of a tenant; versions count up per (tenant, name)."""
+
+    __tablename__ = "models"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", "version", name="uq_models_tenant_name_version"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[int]
+    path: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Deployment(Base):
+    """A model served behind the gateway; `model_path` is resolved when the spec is applied,
+    and `revision` counts changes that need new replicas (model, flavor, chips, priority)."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_deployments_tenant_name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    spec: Mapped[dict[str, Any]]
+    model: Mapped[str] = mapped_column(Text)
+    model_path: Mapped[str] = mapped_column(Text)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    desired_replicas: Mapped[int]
+    scaled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReplicaEndpoint(Base):
+    """Where a replica's current attempt answers and how busy it is, as the leader last saw."""
+
+    __tablename__ = "replica_endpoints"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    deployment_id: Mapped[str] = mapped_column(String(40), index=True)
+    attempt: Mapped[int]
+    url: Mapped[str] = mapped_column(String(255))
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    waiting: Mapped[int] = mapped_column(Integer, default=0)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TokenUsageRecord(Base):
+    """Tokens of one gateway request, written once (unique `request_id`) for metering."""
+
+    __tablename__ = "token_usage"
+    __table_args__ = (Index("ix_token_usage_tenant_at", "tenant_id", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(40))
+    deployment_id: Mapped[str] = mapped_column(String(40), index=True)
+    deployment: Mapped[str] = mapped_column(String(63))
+    model: Mapped[str] = mapped_column(Text)
+    input_tokens: Mapped[int]
+    output_tokens: Mapped[int]
+    at: Mapped[datetime] = mapped_column(default=utcnow)

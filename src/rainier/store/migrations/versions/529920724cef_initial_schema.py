@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: f829f3f52728
+Revision ID: 529920724cef
 Revises: 
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import rainier.store.tables
 
 
-revision: str = 'f829f3f52728'
+revision: str = '529920724cef'
 down_revision: str | None = None
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
@@ -60,6 +60,20 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_nodes')),
     sa.UniqueConstraint('name', name=op.f('uq_nodes_name'))
     )
+    op.create_table('replica_endpoints',
+    sa.Column('job_id', sa.String(length=40), nullable=False),
+    sa.Column('deployment_id', sa.String(length=40), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('url', sa.String(length=255), nullable=False),
+    sa.Column('ready', sa.Boolean(), nullable=False),
+    sa.Column('running', sa.Integer(), nullable=False),
+    sa.Column('waiting', sa.Integer(), nullable=False),
+    sa.Column('checked_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('job_id', name=op.f('pk_replica_endpoints'))
+    )
+    with op.batch_alter_table('replica_endpoints', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_replica_endpoints_deployment_id'), ['deployment_id'], unique=False)
+
     op.create_table('tenants',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=63), nullable=False),
@@ -68,6 +82,23 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tenants')),
     sa.UniqueConstraint('name', name=op.f('uq_tenants_name'))
     )
+    op.create_table('token_usage',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('request_id', sa.String(length=64), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('deployment_id', sa.String(length=40), nullable=False),
+    sa.Column('deployment', sa.String(length=63), nullable=False),
+    sa.Column('model', sa.Text(), nullable=False),
+    sa.Column('input_tokens', sa.Integer(), nullable=False),
+    sa.Column('output_tokens', sa.Integer(), nullable=False),
+    sa.Column('at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_token_usage')),
+    sa.UniqueConstraint('request_id', name=op.f('uq_token_usage_request_id'))
+    )
+    with op.batch_alter_table('token_usage', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_token_usage_deployment_id'), ['deployment_id'], unique=False)
+        batch_op.create_index('ix_token_usage_tenant_at', ['tenant_id', 'at'], unique=False)
+
     op.create_table('api_keys',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('tenant_id', sa.String(length=40), nullable=True),
@@ -100,6 +131,25 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('contracts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contracts_tenant_id'), ['tenant_id'], unique=False)
+
+    op.create_table('deployments',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('spec', sa.JSON(), nullable=False),
+    sa.Column('model', sa.Text(), nullable=False),
+    sa.Column('model_path', sa.Text(), nullable=False),
+    sa.Column('revision', sa.Integer(), nullable=False),
+    sa.Column('desired_replicas', sa.Integer(), nullable=False),
+    sa.Column('scaled_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_deployments_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deployments')),
+    sa.UniqueConstraint('tenant_id', 'name', name='uq_deployments_tenant_name')
+    )
+    with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deployments_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -135,6 +185,21 @@ def upgrade() -> None:
         batch_op.create_index('ix_jobs_state', ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_tenant_id'), ['tenant_id'], unique=False)
         batch_op.create_index('ix_jobs_tenant_name', ['tenant_id', 'name'], unique=False)
+
+    op.create_table('models',
+    sa.Column('id', sa.String(length=40), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=False),
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('path', sa.Text(), nullable=False),
+    sa.Column('job_id', sa.String(length=40), nullable=True),
+    sa.Column('created_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_models_tenant_id_tenants')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_models')),
+    sa.UniqueConstraint('tenant_id', 'name', 'version', name='uq_models_tenant_name_version')
+    )
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_models_tenant_id'), ['tenant_id'], unique=False)
 
     op.create_table('job_metrics',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -183,6 +248,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_job_metrics_job')
 
     op.drop_table('job_metrics')
+    with op.batch_alter_table('models', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_models_tenant_id'))
+
+    op.drop_table('models')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_tenant_name')
         batch_op.drop_index(batch_op.f('ix_jobs_tenant_id'))
@@ -190,6 +259,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_jobs_deployment_id'))
 
     op.drop_table('jobs')
+    with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_deployments_tenant_id'))
+
+    op.drop_table('deployments')
     with op.batch_alter_table('contracts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_contracts_tenant_id'))
 
@@ -198,7 +271,16 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_api_keys_tenant_id'))
 
     op.drop_table('api_keys')
+    with op.batch_alter_table('token_usage', schema=None) as batch_op:
+        batch_op.drop_index('ix_token_usage_tenant_at')
+        batch_op.drop_index(batch_op.f('ix_token_usage_deployment_id'))
+
+    op.drop_table('token_usage')
     op.drop_table('tenants')
+    with op.batch_alter_table('replica_endpoints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_replica_endpoints_deployment_id'))
+
+    op.drop_table('replica_endpoints')
     op.drop_table('nodes')
     op.drop_table('meta')
     op.drop_table('leases')

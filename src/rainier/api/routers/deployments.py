@@ -1,0 +1,237 @@
+"""Deployments: apply, list, describe and delete; the controller in `control/deployments.py`
+does the rest."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from rainier.api.auth import Caller, Principal, require
+from rainier.api.deps import StoreDep, visible_tenant
+from rainier.api.errors import ApiError, not_found
+from rainier.api.schemas import EventOut, Page
+from rainier.control.deployments import (
+    LIVE_JOB_STATES,
+    ModelRefError,
+    apply_deployment,
+    delete_deployment,
+)
+from rainier.spec import DeploymentSpec
+from rainier.store.tables import Deployment, Event, Job, ReplicaEndpoint, Tenant, TokenUsageRecord
+
+router = APIRouter(prefix="/api/v1", tags=["deployments"])
+
+
+class ReplicaOut(BaseModel):
+    id: str
+    name: str
+    state: str
+    reason: str
+    attempt: int
+    restarts: int
+    url: str | None = None
+    ready: bool = False
+    running: int = 0
+    waiting: int = 0
+
+
+class DeploymentOut(BaseModel):
+    id: str
+    name: str
+    tenant: str
+    model: str
+    model_path: str
+    revision: int
+    desired_replicas: int
+    ready_replicas: int
+    replicas: int
+    spec: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeploymentDetail(DeploymentOut):
+    replica_list: list[ReplicaOut]
+    events: list[EventOut]
+
+
+class TokenUsageOut(BaseModel):
+    request_id: str
+    deployment: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    at: datetime
+
+
+def _replicas(s: Session, dep_ids: list[str]) -> dict[str, list[ReplicaOut]]:
+    if not dep_ids:
+        return {}
+    rows = s.execute(
+        select(Job, ReplicaEndpoint)
+        .outerjoin(ReplicaEndpoint, ReplicaEndpoint.job_id == Job.id)
+        .where(Job.deployment_id.in_(dep_ids), Job.state.in_(LIVE_JOB_STATES))
+        .order_by(Job.id)
+    ).all()
+    out: dict[str, list[ReplicaOut]] = {}
+    for job, e in rows:
+        out.setdefault(job.deployment_id or "", []).append(
+            ReplicaOut(
+                id=job.id,
+                name=job.name,
+                state=job.state,
+                reason=job.reason,
+                attempt=job.attempt,
+                restarts=job.restarts,
+                url=e.url if e is not None else None,
+                ready=bool(e.ready) if e is not None else False,
+                running=e.running if e is not None else 0,
+                waiting=e.waiting if e is not None else 0,
+            )
+        )
+    return out
+
+
+def deployment_out(row: Deployment, tenant: str, replicas: list[ReplicaOut]) -> DeploymentOut:
+    return DeploymentOut(
+        id=row.id,
+        name=row.name,
+        tenant=tenant,
+        model=row.model,
+        model_path=row.model_path,
+        revision=row.revision,
+        desired_replicas=row.desired_replicas,
+        ready_replicas=sum(r.ready for r in replicas),
+        replicas=len(replicas),
+        spec=row.spec,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def visible_deployment(
+    s: Session, caller: Principal, ref: str, tenant: str | None = None
+) -> tuple[Deployment, Tenant]:
+    """A deployment by name within a tenant (the caller's own by default) or by id; 404 for
+    what the caller may not see."""
+    row = None
+    if tenant is not None or caller.tenant_id is not None:
+        owner = visible_tenant(s, caller, tenant)
+        row = s.scalars(
+            select(Deployment).where(Deployment.tenant_id == owner.id, Deployment.name == ref)
+        ).one_or_none()
+    if row is None:
+        row = s.get(Deployment, ref)
+    if row is None or not caller.sees_tenant(row.tenant_id):
+        raise not_found("deployment", ref)
+    owner_row = s.get(Tenant, row.tenant_id)
+    assert owner_row is not None
+    return row, owner_row
+
+
+@router.post("/deployments", status_code=201)
+def apply(
+    doc: DeploymentSpec, caller: Caller, store: StoreDep, request: Request, response: Response
+) -> DeploymentOut:
+    """Creates the deployment (201) or updates the one of that name in the tenant (200)."""
+    require(caller, "operator", "admin", "member")
+    for tries_left in (1, 0):
+        try:
+            with store.write() as s:
+                if doc.tenant is None and caller.tenant_id is None:
+                    raise ApiError(
+                        422, "an operator key must name the deployment's tenant", field="tenant"
+                    )
+                owner = visible_tenant(s, caller, doc.tenant)
+                row, created = apply_deployment(s, owner.id, doc)
+                out = deployment_out(row, owner.name, _replicas(s, [row.id]).get(row.id, []))
+            break
+        except ModelRefError as exc:
+            raise ApiError(422, str(exc), field="model") from None
+        except IntegrityError:
+            if not tries_left:
+                raise
+    response.status_code = 201 if created else 200
+    request.app.state.wake()
+    return out
+
+
+@router.get("/deployments")
+def list_deployments(
+    caller: Caller, store: StoreDep, tenant: str | None = None
+) -> Page[DeploymentOut]:
+    with store.read() as s:
+        query = select(Deployment, Tenant.name).join(Tenant, Tenant.id == Deployment.tenant_id)
+        if tenant is not None:
+            query = query.where(Deployment.tenant_id == visible_tenant(s, caller, tenant).id)
+        elif not caller.is_operator:
+            query = query.where(Deployment.tenant_id == caller.tenant_id)
+        rows = s.execute(query.order_by(Tenant.name, Deployment.name)).all()
+        replicas = _replicas(s, [d.id for d, _ in rows])
+        return Page(items=[deployment_out(d, t, replicas.get(d.id, [])) for d, t in rows])
+
+
+@router.get("/deployments/{ref}")
+def describe_deployment(
+    ref: str, caller: Caller, store: StoreDep, tenant: str | None = None
+) -> DeploymentDetail:
+    with store.read() as s:
+        row, owner = visible_deployment(s, caller, ref, tenant)
+        replicas = _replicas(s, [row.id]).get(row.id, [])
+        events = s.scalars(select(Event).where(Event.object_id == row.id).order_by(Event.id))
+        return DeploymentDetail(
+            **deployment_out(row, owner.name, replicas).model_dump(),
+            replica_list=replicas,
+            events=[EventOut.model_validate(e) for e in events],
+        )
+
+
+@router.delete("/deployments/{ref}")
+def remove_deployment(
+    ref: str, caller: Caller, store: StoreDep, request: Request, tenant: str | None = None
+) -> dict[str, Any]:
+    """Stops the replicas (each finishes its requests within its grace period)."""
+    require(caller, "operator", "admin", "member")
+    with store.write() as s:
+        row, _ = visible_deployment(s, caller, ref, tenant)
+        name = row.name
+        stopped = delete_deployment(s, row)
+    request.app.state.wake()
+    return {"name": name, "deleted": True, "replicas_stopping": stopped}
+
+
+@router.get("/deployments/{ref}/usage")
+def deployment_usage(
+    ref: str,
+    caller: Caller,
+    store: StoreDep,
+    tenant: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    cursor: int | None = None,
+) -> Page[TokenUsageOut]:
+    """Tokens metered per request, oldest first; `next_cursor` pages on."""
+    with store.read() as s:
+        row, _ = visible_deployment(s, caller, ref, tenant)
+        query = select(TokenUsageRecord).where(TokenUsageRecord.deployment_id == row.id)
+        if cursor is not None:
+            query = query.where(TokenUsageRecord.id > cursor)
+        records = s.scalars(query.order_by(TokenUsageRecord.id).limit(limit + 1)).all()
+    items = [
+        TokenUsageOut(
+            request_id=r.request_id,
+            deployment=r.deployment,
+            model=r.model,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            at=r.at,
+        )
+        for r in records[:limit]
+    ]
+    more = len(records) > limit
+    return Page(items=items, next_cursor=str(records[limit - 1].id) if more else None)

@@ -1,0 +1,626 @@
+"""Models and deployments: the registry, applying Deployment documents, and the controller that
+keeps each deployment's replicas running, ready and sized to its load.
+
+A replica is an ordinary Job row (`kind="replica"`, `deployment_id` set) running
+`python -m rainier.serve --model DIR --port 0`, so the scheduler places it as a one-node gang and
+the executor starts, restarts and stops it like any task. The serving runtime binds a port of the
+OS's choosing and announces it with a JSON line `{"event": "listening", "port": N}` on stdout,
+which the executor captures in the job's log file. The controller reads that announcement from
+the log (each attempt of a replica appends to the same log, so it reads on from where the
+previous attempt's output ended and takes the newest announcement), then health-checks the
+replica and asks it for its load. What it learns is kept in `replica_endpoints`, which the
+gateway reads: the table, not the leader's memory, is how any server's gateway finds replicas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rainier.config import Settings
+from rainier.control.executor import Executor
+from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec
+from rainier.store.db import Store
+from rainier.store.tables import (
+    TERMINAL_STATES,
+    Deployment,
+    Event,
+    Job,
+    Model,
+    ReplicaEndpoint,
+    Task,
+    new_id,
+    utcnow,
+)
+
+log = logging.getLogger("rainier.deployments")
+
+SERVE_MODULE = "rainier.serve"
+REPLICA_MAX_RESTARTS = 100
+REPLICA_GRACE_S = 15.0
+REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
+LIVE_JOB_STATES = ("pending", "running", "stopping")
+FAILED_REPLICA_BACKOFF_S = 60.0
+_VERSIONED = re.compile(r"^(?P<name>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(:(?P<version>[0-9]+))?$")
+
+
+class ModelRefError(ValueError):
+    """A model reference that names nothing the tenant has; the message says which."""
+
+
+# -- the model registry -----------------------------------------------------------------------
+
+
+def check_model_dir(path: str) -> str:
+    """A model folder must be an absolute path the control plane can see: replicas start from
+    it on nodes that share the same filesystem, and a missing folder would only crash-loop."""
+    if not Path(path).is_absolute():
+        raise ModelRefError(f"a model folder path must be absolute, not {path!r}")
+    if not Path(path).is_dir():
+        raise ModelRefError(f"model folder {path!r} does not exist")
+    return os.path.normpath(path)
+
+
+def register_model(
+    s: Session, tenant_id: str, name: str, path: str, job_id: str | None = None
+) -> Model:
+    """The next version of `name` in the tenant; the caller retries on IntegrityError, which
+    two concurrent registrations of one name cause on databases without a write lock."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ModelRefError(f"model name {name!r} must be lowercase letters, digits and '-'")
+    last = s.scalar(
+        select(func.max(Model.version)).where(Model.tenant_id == tenant_id, Model.name == name)
+    )
+    row = Model(
+        id=new_id("mdl"),
+        tenant_id=tenant_id,
+        name=name,
+        version=(last or 0) + 1,
+        path=check_model_dir(path),
+        job_id=job_id,
+    )
+    s.add(row)
+    s.flush()
+    return row
+
+
+def find_model(s: Session, tenant_id: str, name: str, version: int | None = None) -> Model | None:
+    query = select(Model).where(Model.tenant_id == tenant_id, Model.name == name)
+    if version is not None:
+        query = query.where(Model.version == version)
+    return s.scalars(query.order_by(Model.version.desc()).limit(1)).first()
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    ref: str
+    path: str
+
+
+def resolve_model(s: Session, tenant_id: str, ref: str) -> ResolvedModel:
+    """`name[:version]` of the tenant's registry (newest version when none is given), or an
+    absolute folder path. Resolved once, when the deployment is applied: a new model version
+    reaches a deployment when the deployment is applied again, never behind its back."""
+    if "/" in ref:
+        path = check_model_dir(ref)
+        return ResolvedModel(path, path)
+    match = _VERSIONED.fullmatch(ref)
+    if match is None:
+        raise ModelRefError(f"{ref!r} is neither a model name[:version] nor an absolute path")
+    name, version = match["name"], match["version"]
+    row = find_model(s, tenant_id, name, int(version) if version else None)
+    if row is None:
+        raise ModelRefError(f"model {ref!r} is not registered in this tenant")
+    return ResolvedModel(f"{row.name}:{row.version}", row.path)
+
+
+# -- applying and deleting deployments ---------------------------------------------------------
+
+
+def _replica_fields(doc: DeploymentSpec, path: str) -> dict[str, object]:
+    return {
+        "path": path,
+        "flavor": doc.flavor,
+        "chips": doc.chips_per_replica,
+        "priority": doc.priority,
+        "max_batch_tokens": doc.max_batch_tokens,
+    }
+
+
+def apply_deployment(s: Session, tenant_id: str, doc: DeploymentSpec) -> tuple[Deployment, bool]:
+    """Creates the deployment or updates the one of that name; True when created.
+
+    Changes to what a replica runs bump the revision, and the controller rolls replicas over
+    to it; changes to scaling and rate limits apply to the running replicas as they are.
+    """
+    model = resolve_model(s, tenant_id, doc.model)
+    spec = doc.model_dump(mode="json")
+    row = s.scalars(
+        select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == doc.name)
+    ).one_or_none()
+    now = utcnow()
+    if row is None:
+        row = Deployment(
+            id=new_id("dep"),
+            tenant_id=tenant_id,
+            name=doc.name,
+            spec=spec,
+            model=model.ref,
+            model_path=model.path,
+            revision=1,
+            desired_replicas=doc.replicas.min,
+            scaled_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(row)
+        s.flush()
+        _event(s, row, "created", f"serving {model.ref} with {doc.replicas.min} replica(s)")
+        return row, True
+    before = DeploymentSpec.model_validate(row.spec)
+    if _replica_fields(before, row.model_path) != _replica_fields(doc, model.path):
+        row.revision += 1
+        _event(s, row, "updated", f"revision {row.revision}: serving {model.ref}")
+    else:
+        _event(s, row, "updated", "scaling and limits updated")
+    row.spec, row.model, row.model_path, row.updated_at = spec, model.ref, model.path, now
+    desired = min(max(row.desired_replicas, doc.replicas.min), doc.replicas.max)
+    if desired != row.desired_replicas:
+        row.desired_replicas, row.scaled_at = desired, now
+    return row, False
+
+
+def stop_replica(s: Session, job: Job, reason: str) -> None:
+    """Asks a replica to exit (SIGTERM, then SIGKILL after its grace period), as `stop` does."""
+    if job.state in TERMINAL_STATES or job.stop_requested:
+        return
+    if job.state == "pending":
+        job.state, job.reason, job.finished_at = "stopped", reason, utcnow()
+    else:
+        job.state, job.reason, job.stop_requested = "stopping", reason, True
+    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=reason))
+    endpoint = s.get(ReplicaEndpoint, job.id)
+    if endpoint is not None:
+        s.delete(endpoint)
+
+
+def delete_deployment(s: Session, row: Deployment) -> int:
+    """Stops every replica and forgets the deployment; returns how many replicas were stopped.
+    Token usage keeps the deployment's id and name, so what was served stays billable."""
+    replicas = s.scalars(
+        select(Job).where(Job.deployment_id == row.id, Job.state.in_(LIVE_JOB_STATES))
+    ).all()
+    for job in replicas:
+        stop_replica(s, job, f"deployment {row.name} deleted")
+    _event(s, row, "deleted", f"deployment deleted; {len(replicas)} replica(s) stopping")
+    s.delete(row)
+    return len(replicas)
+
+
+def replica_spec(row: Deployment) -> JobSpec:
+    doc = DeploymentSpec.model_validate(row.spec)
+    command = [
+        sys.executable,
+        "-m",
+        SERVE_MODULE,
+        "--model",
+        row.model_path,
+        "--port",
+        "0",
+        "--served-model-name",
+        row.name,
+        "--max-batch-tokens",
+        str(doc.max_batch_tokens),
+    ]
+    if doc.flavor == "cpu" and doc.chips_per_replica > 0:
+        command += ["--torch-threads", str(doc.chips_per_replica)]
+    return JobSpec(
+        name=_replica_name(row.name),
+        command=command,
+        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision)},
+        flavor=doc.flavor,
+        nodes=1,
+        chips_per_node=doc.chips_per_replica,
+        priority=doc.priority,
+        max_restarts=REPLICA_MAX_RESTARTS,
+        grace_period_s=REPLICA_GRACE_S,
+    )
+
+
+def _replica_name(deployment: str) -> str:
+    return f"{deployment[:54].rstrip('-')}-{os.urandom(4).hex()}"
+
+
+def _revision_of(job: Job) -> int:
+    try:
+        return int(job.spec.get("env", {}).get(REVISION_ENV, 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
+    s.add(Event(object_id=row.id, tenant_id=row.tenant_id, kind=kind, message=message))
+
+
+# -- finding and probing replicas ---------------------------------------------------------------
+
+
+def announced_port(log_path: Path, offset: int) -> tuple[int | None, int]:
+    """The port of the newest `{"event": "listening"}` line after `offset`, and the offset up
+    to which whole lines were read (a half-written last line is read again next time)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except FileNotFoundError:
+        return None, offset
+    end = data.rfind(b"\n") + 1
+    port = None
+    for line in data[:end].splitlines():
+        text = line.strip()
+        if not text.startswith(b"{") or b"listening" not in text:
+            continue
+        try:
+            event = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("event") == "listening":
+            with contextlib.suppress(TypeError, ValueError):
+                port = int(event["port"])
+    return port, offset + end
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    job_id: str
+    deployment_id: str
+    attempt: int
+    log_path: Path
+    address: str
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    job_id: str
+    deployment_id: str
+    attempt: int
+    url: str
+    healthy: bool
+    running: int = 0
+    waiting: int = 0
+
+
+@dataclass
+class _Seen:
+    """What the leader learnt from one replica's log: read up to `offset`, found `port`."""
+
+    attempt: int
+    offset: int = 0
+    port: int | None = None
+    failures: int = 0
+
+
+@dataclass
+class _Scaling:
+    quiet_since: float | None = None
+    quiet_max: int = 0
+
+
+@dataclass
+class _Drain:
+    since: float
+    idle: bool = False
+
+
+@dataclass
+class DeploymentController:
+    """Run by the reconciler's leader once per tick; probing runs in a thread of its own so a
+    slow replica never holds up scheduling."""
+
+    store: Store
+    executor: Executor
+    settings: Settings
+    probe_interval_s: float = 0.25
+    probe_timeout_s: float = 2.0
+    unready_after_failures: int = 3
+    scale_down_after_s: float = field(
+        default_factory=lambda: float(os.environ.get("RAINIER_SCALE_DOWN_AFTER_S", "60"))
+    )
+    drain_timeout_s: float = 30.0
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _scaling: dict[str, _Scaling] = field(default_factory=dict)
+    _draining: dict[str, _Drain] = field(default_factory=dict)
+    _round: threading.Thread | None = None
+    _results: list[ProbeResult] | None = None
+    _last_round: float = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if self._round is not None:
+            if self._round.is_alive():
+                return
+            self._round = None
+            results, self._results = self._results or [], None
+            self._record(results)
+            self._autoscale(now)
+        if now - self._last_round < self.probe_interval_s:
+            return
+        self._last_round = now
+        self._converge(now)
+        self._round = threading.Thread(
+            target=self._probe_round, args=(self._targets(),), name="replica-probe", daemon=True
+        )
+        self._round.start()
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _targets(self) -> list[ProbeTarget]:
+        with self.store.read() as s:
+            rows = s.execute(
+                select(Job, Task)
+                .join(Task, (Task.job_id == Job.id) & (Task.attempt == Job.attempt))
+                .where(
+                    Job.kind == "replica",
+                    Job.state == "running",
+                    Job.stop_requested.is_(False),
+                    Task.state == "running",
+                )
+            ).all()
+        return [
+            ProbeTarget(
+                job_id=job.id,
+                deployment_id=job.deployment_id or "",
+                attempt=job.attempt,
+                log_path=self.settings.logs_dir / job.id / f"rank-{task.rank}.log",
+                address=self.executor.node_address(task.node),
+            )
+            for job, task in rows
+        ]
+
+    def _probe_round(self, targets: list[ProbeTarget]) -> None:
+        if not targets:
+            self._results = []
+            return
+        with (
+            httpx.Client(timeout=self.probe_timeout_s) as http,
+            ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool,
+        ):
+            found = list(pool.map(lambda t: self._probe(http, t), targets))
+        self._results = [r for r in found if r is not None]
+
+    def _probe(self, http: httpx.Client, target: ProbeTarget) -> ProbeResult | None:
+        seen = self._seen.get(target.job_id)
+        if seen is None or seen.attempt != target.attempt:
+            seen = _Seen(target.attempt, offset=seen.offset if seen else 0)
+            self._seen[target.job_id] = seen
+        port, seen.offset = announced_port(target.log_path, seen.offset)
+        if port is not None:
+            seen.port = port
+        if seen.port is None:
+            return None
+        url = f"http://{target.address}:{seen.port}"
+        try:
+            healthy = http.get(f"{url}/health").status_code == 200
+            load = http.get(f"{url}/load").json() if healthy else {}
+            running, waiting = int(load.get("running", 0)), int(load.get("waiting", 0))
+        except (httpx.HTTPError, ValueError, TypeError, AttributeError):
+            healthy, running, waiting = False, 0, 0
+        return ProbeResult(
+            target.job_id, target.deployment_id, target.attempt, url, healthy, running, waiting
+        )
+
+    def _record(self, results: list[ProbeResult]) -> None:
+        """Writes what the round saw; a replica that was ready stays so through a few failed
+        probes (a busy CPU answers late), since the gateway retries elsewhere meanwhile."""
+        now = utcnow()
+        with self.store.write() as s:
+            for r in results:
+                seen = self._seen.get(r.job_id)
+                if seen is not None:
+                    seen.failures = 0 if r.healthy else seen.failures + 1
+                job = s.get(Job, r.job_id)
+                if job is None or job.attempt != r.attempt or job.stop_requested:
+                    continue
+                row = s.get(ReplicaEndpoint, r.job_id)
+                if row is None:
+                    row = ReplicaEndpoint(job_id=r.job_id, deployment_id=r.deployment_id)
+                    s.add(row)
+                fresh = row.attempt != r.attempt or row.url != r.url
+                failing = seen is not None and seen.failures >= self.unready_after_failures
+                ready = r.healthy or (bool(row.ready) and not fresh and not failing)
+                if r.job_id in self._draining:
+                    ready = False
+                    self._draining[r.job_id].idle = r.healthy and r.running + r.waiting == 0
+                if ready and not row.ready:
+                    s.add(
+                        Event(
+                            object_id=r.deployment_id,
+                            tenant_id=job.tenant_id,
+                            kind="replica-ready",
+                            message=f"replica {job.name} ready at {r.url}",
+                        )
+                    )
+                row.attempt, row.url, row.ready = r.attempt, r.url, ready
+                row.running, row.waiting, row.checked_at = r.running, r.waiting, now
+
+    # -- scaling ---------------------------------------------------------------------------
+
+    def _autoscale(self, now: float) -> None:
+        """Up at once to cover the load; down only after `scale_down_after_s` of less load,
+        to the most that quiet window needed (so to `min` when idle)."""
+        with self.store.write() as s:
+            deployments = s.scalars(select(Deployment)).all()
+            loads = dict(
+                s.execute(
+                    select(
+                        ReplicaEndpoint.deployment_id,
+                        func.sum(ReplicaEndpoint.running + ReplicaEndpoint.waiting),
+                    )
+                    .where(ReplicaEndpoint.ready.is_(True))
+                    .group_by(ReplicaEndpoint.deployment_id)
+                ).all()
+            )
+            for dep in deployments:
+                doc = DeploymentSpec.model_validate(dep.spec)
+                load = int(loads.get(dep.id) or 0)
+                wanted = math.ceil(load / doc.target_inflight_per_replica)
+                wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
+                state = self._scaling.setdefault(dep.id, _Scaling())
+                if wanted >= dep.desired_replicas:
+                    state.quiet_since = None
+                    if wanted > dep.desired_replicas:
+                        self._scale(s, dep, wanted, f"in-flight {load}")
+                    continue
+                if state.quiet_since is None:
+                    state.quiet_since, state.quiet_max = now, wanted
+                state.quiet_max = max(state.quiet_max, wanted)
+                since_scaled = (utcnow() - dep.scaled_at).total_seconds()
+                if (
+                    now - state.quiet_since >= self.scale_down_after_s
+                    and since_scaled >= self.scale_down_after_s
+                ):
+                    self._scale(s, dep, state.quiet_max, f"in-flight {load}")
+                    state.quiet_since = None
+            for dep_id in set(self._scaling) - {d.id for d in deployments}:
+                del self._scaling[dep_id]
+
+    def _scale(self, s: Session, dep: Deployment, replicas: int, why: str) -> None:
+        word = "up" if replicas > dep.desired_replicas else "down"
+        _event(s, dep, f"scaled-{word}", f"{dep.desired_replicas} -> {replicas} replicas ({why})")
+        dep.desired_replicas, dep.scaled_at = replicas, utcnow()
+
+    # -- converging replicas on the desired count ------------------------------------------
+
+    def _converge(self, now: float) -> None:
+        with self.store.write() as s:
+            deployments = {d.id: d for d in s.scalars(select(Deployment))}
+            replicas = s.scalars(
+                select(Job)
+                .where(Job.kind == "replica", Job.state.in_(LIVE_JOB_STATES))
+                .order_by(Job.id)
+            ).all()
+            endpoints = {e.job_id: e for e in s.scalars(select(ReplicaEndpoint))}
+            by_dep: dict[str, list[Job]] = {}
+            for job in replicas:
+                if job.stop_requested or job.state == "stopping":
+                    continue
+                if job.deployment_id not in deployments:
+                    stop_replica(s, job, "its deployment is gone")
+                    continue
+                by_dep.setdefault(job.deployment_id or "", []).append(job)
+            for dep in deployments.values():
+                self._converge_one(s, dep, by_dep.get(dep.id, []), endpoints, now)
+            live = {j.id for j in replicas}
+            for job_id, row in endpoints.items():
+                if job_id not in live:
+                    s.delete(row)
+            for job_id in set(self._draining) - live:
+                del self._draining[job_id]
+            for job_id in set(self._seen) - live:
+                self._seen.pop(job_id, None)
+
+    def _converge_one(
+        self,
+        s: Session,
+        dep: Deployment,
+        jobs: Sequence[Job],
+        endpoints: dict[str, ReplicaEndpoint],
+        now: float,
+    ) -> None:
+        current = [j for j in jobs if _revision_of(j) == dep.revision]
+        old = [j for j in jobs if _revision_of(j) != dep.revision]
+        serving = [j for j in current if j.id not in self._draining]
+        ready = [j for j in serving if (e := endpoints.get(j.id)) is not None and e.ready]
+        missing = dep.desired_replicas - len(serving)
+        if missing > 0:
+            revived = [j for j in current if j.id in self._draining][:missing]
+            for job in revived:
+                del self._draining[job.id]
+            missing -= len(revived)
+            if missing > 0 and not self._backing_off(s, dep):
+                self._create(s, dep, missing)
+        elif missing < 0:
+            self._drain(_victims(serving, endpoints, -missing), endpoints, now)
+        if old and len(ready) >= dep.desired_replicas:
+            self._drain(old, endpoints, now)
+        for job in [*current, *old]:
+            drain = self._draining.get(job.id)
+            if drain is not None and (drain.idle or now - drain.since >= self.drain_timeout_s):
+                stop_replica(s, job, f"scaled down: {dep.name} needs fewer replicas")
+
+    def _drain(
+        self, jobs: Iterable[Job], endpoints: dict[str, ReplicaEndpoint], now: float
+    ) -> None:
+        """Takes replicas out of the gateway's choice first and stops them once idle, so the
+        requests they are serving finish."""
+        for job in jobs:
+            if job.id in self._draining:
+                continue
+            endpoint = endpoints.get(job.id)
+            if endpoint is not None:
+                endpoint.ready = False
+            idle = endpoint is None or job.state == "pending"
+            self._draining[job.id] = _Drain(since=now, idle=idle)
+
+    def _backing_off(self, s: Session, dep: Deployment) -> bool:
+        """A replica that used up its restarts points at a broken model or command: wait a
+        while before trying again rather than spin."""
+        since = utcnow() - timedelta(seconds=FAILED_REPLICA_BACKOFF_S)
+        failed = s.scalars(
+            select(Job.id)
+            .where(
+                Job.deployment_id == dep.id,
+                Job.state == "failed",
+                Job.finished_at >= since,
+            )
+            .limit(1)
+        ).first()
+        return failed is not None
+
+    def _create(self, s: Session, dep: Deployment, count: int) -> None:
+        spec = replica_spec(dep)
+        for _ in range(count):
+            spec = spec.model_copy(update={"name": _replica_name(dep.name)})
+            job = Job(
+                id=new_id("job"),
+                tenant_id=dep.tenant_id,
+                name=spec.name,
+                kind="replica",
+                deployment_id=dep.id,
+                spec=spec.model_dump(mode="json"),
+                flavor=spec.flavor,
+                nodes=1,
+                chips_per_node=spec.chips_per_node,
+                priority=spec.priority,
+                state="pending",
+                reason="queued",
+            )
+            s.add(job)
+            _event(s, dep, "replica-created", f"replica {job.name} ({job.id}) queued")
+
+
+def _victims(jobs: Sequence[Job], endpoints: dict[str, ReplicaEndpoint], count: int) -> list[Job]:
+    """Which replicas to let go: those not serving yet first, then the least busy, newest."""
+
+    def cost(job: Job) -> tuple[int, int]:
+        e = endpoints.get(job.id)
+        return (0, 0) if e is None or not e.ready else (1, e.running + e.waiting)
+
+    newest_first = sorted(jobs, key=lambda j: j.id, reverse=True)
+    return sorted(newest_first, key=cost)[:count]
