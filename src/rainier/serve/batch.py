@@ -55,62 +55,63 @@ class BatchInput:
         return int(self.token_ids.shape[0])
 
 
-def _slots(block_table: list[int], start: int, end: int, block_size: int) -> torch.Tensor:
-    first, last = start // block_size, (end + block_size - 1) // block_size
-    blocks = torch.tensor(block_table[first:last], dtype=torch.long)
-    flat = (blocks[:, None] * block_size + torch.arange(block_size)[None, :]).flatten()
-    offset = start - first * block_size
-    return flat[offset : offset + end - start]
+def _slot_matrix(tables: list[list[int]], width: int, block_size: int) -> torch.Tensor:
+    """[rows, width] cache slots of positions 0..width-1 of each block table (padded with 0)."""
+    num_blocks = -(-width // block_size)
+    padded = [t[:num_blocks] + [0] * (num_blocks - len(t[:num_blocks])) for t in tables]
+    blocks = torch.tensor(padded, dtype=torch.long)
+    offsets = torch.arange(block_size)
+    return (blocks[:, :, None] * block_size + offsets).reshape(len(tables), -1)[:, :width]
 
 
 def build_batch(chunks: list[ScheduledChunk], block_size: int, device: torch.device) -> BatchInput:
-    token_ids: list[int] = []
-    positions: list[int] = []
-    slot_mapping: list[torch.Tensor] = []
-    logits_index: list[int] = []
-    decode_rows: list[tuple[int, torch.Tensor]] = []
-    prefills: list[PrefillChunk] = []
-    for chunk in chunks:
+    """Single-token chunks (decodes) are laid out first, then multi-token chunks (prefills);
+    `logits_index` still lists the chunks that want logits in the order they were given."""
+    decodes = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
+    prefills = [i for i, c in enumerate(chunks) if len(c.token_ids) > 1]
+    token_ids: list[int] = [chunks[i].token_ids[0] for i in decodes]
+    positions: list[int] = [chunks[i].start_pos for i in decodes]
+    last_token = {i: row for row, i in enumerate(decodes)}
+    slot_parts: list[torch.Tensor] = []
+    decode = None
+    if decodes:
+        lengths = torch.tensor([p + 1 for p in positions], dtype=torch.long)
+        width = int(lengths.max())
+        slots = _slot_matrix([chunks[i].block_table for i in decodes], width, block_size)
+        slot_parts.append(slots.gather(1, (lengths - 1)[:, None])[:, 0])
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        decode = DecodeGroup(
+            token_index=torch.arange(len(decodes), device=device),
+            gather_slots=slots.to(device),
+            mask=mask[:, None, None, :].to(device),
+        )
+    prefill_chunks: list[PrefillChunk] = []
+    for i in prefills:
+        chunk = chunks[i]
         n = len(chunk.token_ids)
         end = chunk.start_pos + n
         first = len(token_ids)
         token_ids.extend(chunk.token_ids)
         positions.extend(range(chunk.start_pos, end))
-        slot_mapping.append(_slots(chunk.block_table, chunk.start_pos, end, block_size))
-        if chunk.needs_logits:
-            logits_index.append(first + n - 1)
-        context = _slots(chunk.block_table, 0, end, block_size)
-        if n == 1:
-            decode_rows.append((first, context))
-            continue
-        key_pos = torch.arange(end, device=device)
-        query_pos = torch.arange(chunk.start_pos, end, device=device)
-        prefills.append(
+        last_token[i] = first + n - 1
+        context = _slot_matrix([chunk.block_table], end, block_size)[0]
+        slot_parts.append(context[chunk.start_pos :])
+        key_pos = torch.arange(end)
+        query_pos = torch.arange(chunk.start_pos, end)
+        prefill_chunks.append(
             PrefillChunk(
                 token_start=first,
                 num_tokens=n,
                 gather_slots=context.to(device),
-                mask=key_pos[None, :] <= query_pos[:, None],
+                mask=(key_pos[None, :] <= query_pos[:, None]).to(device),
             )
         )
-    decode = None
-    if decode_rows:
-        width = max(len(ctx) for _, ctx in decode_rows)
-        slots = torch.zeros((len(decode_rows), width), dtype=torch.long)
-        mask = torch.zeros((len(decode_rows), width), dtype=torch.bool)
-        for row, (_, ctx) in enumerate(decode_rows):
-            slots[row, : len(ctx)] = ctx
-            mask[row, : len(ctx)] = True
-        decode = DecodeGroup(
-            token_index=torch.tensor([i for i, _ in decode_rows], dtype=torch.long, device=device),
-            gather_slots=slots.to(device),
-            mask=mask[:, None, None, :].to(device),
-        )
+    logits_index = [last_token[i] for i, c in enumerate(chunks) if c.needs_logits]
     return BatchInput(
         token_ids=torch.tensor(token_ids, dtype=torch.long, device=device),
         positions=torch.tensor(positions, dtype=torch.long, device=device),
-        slot_mapping=torch.cat(slot_mapping).to(device),
+        slot_mapping=torch.cat(slot_parts).to(device),
         decode=decode,
-        prefills=prefills,
+        prefills=prefill_chunks,
         logits_index=torch.tensor(logits_index, dtype=torch.long, device=device),
     )

@@ -181,25 +181,32 @@ class LlamaModel:
         return F.linear(last, self.lm_head)
 
     def _attention(self, q: torch.Tensor, cache: torch.Tensor, batch: BatchInput) -> torch.Tensor:
+        """Grouped-query attention without copying keys: the query heads sharing a KV head are
+        stacked along the query axis, so each KV head is read once for its whole group."""
         c = self.config
-        groups = c.num_attention_heads // c.num_key_value_heads
-        scale = 1.0 / math.sqrt(c.head_dim)
+        kv_heads, dim = c.num_key_value_heads, c.head_dim
+        groups = c.num_attention_heads // kv_heads
+        scale = 1.0 / math.sqrt(dim)
         out = torch.empty_like(q)
         if batch.decode is not None:
             d = batch.decode
-            keys = cache[0][d.gather_slots].repeat_interleave(groups, dim=2).transpose(1, 2)
-            values = cache[1][d.gather_slots].repeat_interleave(groups, dim=2).transpose(1, 2)
-            query = q[d.token_index][:, :, None, :]
+            rows = d.token_index.shape[0]
+            keys = cache[0][d.gather_slots].transpose(1, 2)
+            values = cache[1][d.gather_slots].transpose(1, 2)
+            query = q[d.token_index].view(rows, kv_heads, groups, dim)
             attended = F.scaled_dot_product_attention(
                 query, keys, values, attn_mask=d.mask, scale=scale
             )
-            out[d.token_index] = attended[:, :, 0, :]
+            out[d.token_index] = attended.reshape(rows, c.num_attention_heads, dim)
         for p in batch.prefills:
-            keys = cache[0][p.gather_slots].repeat_interleave(groups, dim=1).transpose(0, 1)
-            values = cache[1][p.gather_slots].repeat_interleave(groups, dim=1).transpose(0, 1)
-            query = q[p.token_start : p.token_start + p.num_tokens].transpose(0, 1)
+            n = p.num_tokens
+            keys = cache[0][p.gather_slots].transpose(0, 1)
+            values = cache[1][p.gather_slots].transpose(0, 1)
+            query = q[p.token_start : p.token_start + n].view(n, kv_heads, groups, dim)
+            query = query.permute(1, 2, 0, 3).reshape(kv_heads, groups * n, dim)
             attended = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=p.mask, scale=scale
+                query, keys, values, attn_mask=p.mask.repeat(groups, 1), scale=scale
             )
-            out[p.token_start : p.token_start + p.num_tokens] = attended.transpose(0, 1)
+            attended = attended.view(kv_heads, groups, n, dim).permute(2, 0, 1, 3)
+            out[p.token_start : p.token_start + n] = attended.reshape(n, c.num_attention_heads, dim)
         return out
