@@ -47,6 +47,15 @@ class FreeChips:
         buckets = self.buckets.get(flavor)
         if not buckets:
             return None
+        if nodes == 1:
+            fit = [a for a, names in buckets.items() if a >= chips_per_node and names]
+            if not fit:
+                return None
+            a = min(fit)
+            name = buckets[a].pop()
+            if a > chips_per_node:
+                buckets.setdefault(a - chips_per_node, []).append(name)
+            return (name,)
         amounts = sorted(a for a, names in buckets.items() if a >= chips_per_node and names)
         if sum(len(buckets[a]) for a in amounts) < nodes:
             return None
@@ -73,16 +82,15 @@ class FifoScheduler:
     def schedule(self, state: ClusterState) -> Decisions:
         free = FreeChips(state)
         out = Decisions()
+        if not free.buckets:
+            return out
         blocked: set[str] = set()
-        flavors = len({w.flavor for w in state.pending})
         for w in sorted(state.pending, key=_order):
             if w.flavor in blocked:
                 continue
             nodes = free.take(w.flavor, w.nodes, w.chips_per_node)
             if nodes is None:
                 blocked.add(w.flavor)
-                if len(blocked) == flavors:
-                    break
                 continue
             out.admit.append(Admit(w.id, nodes, 0, "first in line"))
         return out

@@ -36,6 +36,7 @@ from array import array
 from bisect import bisect_left, insort
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 
 from rainier.scheduler.types import (
     Allocation,
@@ -54,6 +55,10 @@ _MAX_SAME_INSTANT = 10_000
 
 QueueKey = tuple[str, str]
 SortKey = tuple[int, float, int]
+Entry = tuple[int, float, int, Workload]
+
+
+_workload_of = itemgetter(3)
 
 
 class PolicyError(RuntimeError):
@@ -67,6 +72,7 @@ class JobState:
     index: int
     key: SortKey
     queue: QueueKey
+    chips: int
     state: int = PENDING
     saved_s: float = 0.0
     first_start_s: float = math.nan
@@ -160,7 +166,7 @@ class Simulation:
         self.by_id = {js.workload.id: js for js in self.jobs}
         if len(self.by_id) != len(self.jobs):
             raise ValueError("trace job ids must be unique")
-        self.queues: dict[QueueKey, list[SortKey]] = {}
+        self.queues: dict[QueueKey, list[Entry]] = {}
         self.queue_sizes: dict[QueueKey, dict[int, int]] = {}
         self.window_cache: dict[QueueKey, tuple[Workload, ...]] = {}
         self.pending_count = 0
@@ -177,6 +183,7 @@ class Simulation:
             ((t.tenant, f), g) for t in cluster.tenants for f, g in t.guaranteed_chips.items() if g
         ]
         self.underserved_since: dict[QueueKey, float] = {}
+        self.seen: dict[QueueKey, int] = {}
         self.episodes: list[GuaranteeEpisode] = []
         self.allowance_s = max((j.grace_period_s for j in trace.jobs), default=0.0)
         self.allowance_s += self.config.tick_s
@@ -205,6 +212,7 @@ class Simulation:
             index=index,
             key=(-job.priority, job.submit_s, index),
             queue=(job.tenant, job.flavor),
+            chips=job.nodes * job.chips_per_node,
         )
 
     def run(self) -> SimResult:
@@ -302,15 +310,17 @@ class Simulation:
             keys = self.queues[q] = []
             self.queue_sizes[q] = {}
         window = self.config.queue_window
-        if not keys or keys[-1] < js.key:
-            keys.append(js.key)
+        entry = (*js.key, js.workload)
+        if not keys or keys[-1] < entry:
+            keys.append(entry)
             if window is None or len(keys) <= window:
                 self.window_cache.pop(q, None)
         else:
-            insort(keys, js.key)
+            insort(keys, entry)
             self.window_cache.pop(q, None)
-        sizes = self.queue_sizes[q]
-        sizes[js.workload.chips] = sizes.get(js.workload.chips, 0) + 1
+        if self.guaranteed:
+            sizes = self.queue_sizes[q]
+            sizes[js.chips] = sizes.get(js.chips, 0) + 1
         js.state = PENDING
         self.pending_count += 1
         self.pending_view = None
@@ -323,19 +333,20 @@ class Simulation:
         window = self.config.queue_window
         if window is None or i < window:
             self.window_cache.pop(q, None)
-        sizes = self.queue_sizes[q]
-        chips = js.workload.chips
-        if sizes[chips] == 1:
-            del sizes[chips]
-        else:
-            sizes[chips] -= 1
+        if self.guaranteed:
+            sizes = self.queue_sizes[q]
+            chips = js.chips
+            if sizes[chips] == 1:
+                del sizes[chips]
+            else:
+                sizes[chips] -= 1
         self.pending_count -= 1
         self.pending_view = None
 
     def _pending(self) -> tuple[Workload, ...]:
         if self.pending_view is not None:
             return self.pending_view
-        window, jobs, cache = self.config.queue_window, self.jobs, self.window_cache
+        window, cache = self.config.queue_window, self.window_cache
         parts: list[Workload] = []
         truncated = False
         for q, keys in self.queues.items():
@@ -344,7 +355,7 @@ class Simulation:
             head = cache.get(q)
             if head is None:
                 cut = keys if window is None else keys[:window]
-                head = cache[q] = tuple(jobs[k[2]].workload for k in cut)
+                head = cache[q] = tuple(map(_workload_of, cut))
             if window is not None and len(keys) > window:
                 truncated = True
             parts.extend(head)
@@ -380,7 +391,7 @@ class Simulation:
             js.state = STOPPING
             self.running[p.workload_id] = replace(alloc, stopping=True)
             self.running_view = None
-            self._held_add(js, -js.workload.chips)
+            self._held_add(js, -js.chips)
             self._push(now + max(0.0, p.grace_period_s), _STOP, js)
         for a in d.admit:
             self._start(a.workload_id, a.node_names, now)
@@ -423,8 +434,8 @@ class Simulation:
         js.generation += 1
         self.running[workload_id] = Allocation(w, tuple(names), now)
         self.running_view = None
-        self._held_add(js, w.chips)
-        self._busy_add(w.flavor, w.chips, now)
+        self._held_add(js, js.chips)
+        self._busy_add(w.flavor, js.chips, now)
         run_for = max(0.0, js.job.duration_s - js.saved_s)
         limit = js.job.max_duration_s
         if limit is not None and run_for > limit:
@@ -437,11 +448,17 @@ class Simulation:
         heapq.heappush(self.heap, (at, kind, self.seq, js.index, js.generation))
 
     def _held_add(self, js: JobState, chips: int) -> None:
-        self.held[js.queue] = self.held.get(js.queue, 0) + chips
+        if self.guaranteed:
+            self.held[js.queue] = self.held.get(js.queue, 0) + chips
 
     def _busy_add(self, flavor: str, chips: int, at: float) -> None:
-        self.busy[flavor] += chips
-        self.utilization[flavor].record(at, self.busy[flavor])
+        busy = self.busy[flavor] = self.busy[flavor] + chips
+        tl = self.utilization[flavor]
+        if tl.time_s[-1] == at:
+            tl.value[-1] = busy
+        else:
+            tl.time_s.append(at)
+            tl.value.append(busy)
 
     def _release(self, js: JobState, at: float) -> None:
         w = js.workload
@@ -450,11 +467,11 @@ class Simulation:
         del self.running[w.id]
         self.running_view = None
         if js.state == RUNNING:
-            self._held_add(js, -w.chips)
-        self._busy_add(w.flavor, -w.chips, at)
+            self._held_add(js, -js.chips)
+        self._busy_add(w.flavor, -js.chips, at)
         ran = at - js.run_start_s
         js.held_s += ran
-        self.tenant_chip_s[js.queue] = self.tenant_chip_s.get(js.queue, 0.0) + ran * w.chips
+        self.tenant_chip_s[js.queue] = self.tenant_chip_s.get(js.queue, 0.0) + ran * js.chips
 
     def _stop(self, js: JobState, at: float) -> None:
         self._release(js, at)
@@ -467,7 +484,7 @@ class Simulation:
         else:
             kept = 0.0
         js.saved_s += kept
-        js.lost_chip_s += (ran - kept) * js.workload.chips
+        js.lost_chip_s += (ran - kept) * js.chips
         js.preemptions += 1
         js.timed_out = False
         js.pending_since_s = at
@@ -475,14 +492,16 @@ class Simulation:
         self._enqueue(js)
 
     def _watch_guarantees(self, now: float) -> None:
-        sizes, held, since = self.queue_sizes, self.held, self.underserved_since
+        """A stretch of being short restarts whenever the tenant is given chips: it is being
+        served, just not all at once."""
+        sizes, held, since, seen = self.queue_sizes, self.held, self.underserved_since, self.seen
         for key, guaranteed in self.guaranteed:
             waiting = sizes.get(key)
-            short = waiting is not None and len(waiting) > 0
-            if short and waiting is not None:
-                short = held.get(key, 0) + min(waiting) <= guaranteed
-            if short:
-                if key not in since:
-                    since[key] = now
-            elif key in since:
+            holding = held.get(key, 0)
+            short = bool(waiting) and holding + min(waiting or (0,)) <= guaranteed
+            gained = holding > seen.get(key, 0)
+            seen[key] = holding
+            if key in since and (gained or not short):
                 self.episodes.append(GuaranteeEpisode(key[0], key[1], since.pop(key), now))
+            if short and key not in since:
+                since[key] = now

@@ -10,8 +10,9 @@ Definitions, all over jobs that completed unless said otherwise:
   which it must redo.
 * Guarantee violation: a tenant T "is short" of flavor f while it has a pending job of f that
   fits in what is left of its guarantee (chips T holds in f, not counting gangs being stopped,
-  plus that job's chips <= T's guaranteed chips of f). A correct policy may need one grace period
-  to evict borrowers, so each stretch of being short is a violation only if it lasts longer than
+  plus that job's chips <= T's guaranteed chips of f). A stretch of being short ends when T is no
+  longer short or when T is given more chips of f (it is being served). A correct policy may need
+  one grace period to evict borrowers, so a stretch is a violation only if it lasts longer than
   the allowance: the longest grace period in the trace plus the scheduling tick. Reported as the
   number of such stretches and the seconds they ran past the allowance. Contracts that guarantee
   more chips than the cluster has show up here, as they should.
