@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from trainkit import ControlPlaneStub, Reference, clean_env, run_to_end, train_args, write_corpus
+
+
+@pytest.fixture
+def keep_signal_handlers() -> Iterator[None]:
+    """For tests that call the runtime in-process: it installs its own SIGTERM/SIGINT."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ environment:
 exit codes:
   0  finished, or stopped by SIGTERM (preemption) / Ctrl-C after saving a checkpoint
   2  bad arguments, data or checkpoint folder (the message names the argument)
+  3  diverged: gradients stopped being finite; no checkpoint was written after that
   1  anything else
 
 example:

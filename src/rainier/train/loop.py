@@ -3,7 +3,9 @@
 Exit codes: 0 when the run finished, and also 0 when it was asked to stop (SIGTERM, the
 preemption signal, or Ctrl-C) and saved a checkpoint first: the control plane knows it asked and
 requeues the job itself, and the requeued attempt resumes from that checkpoint. 2 when the user's
-arguments, data or checkpoint folder are unusable. Anything else is a crash.
+arguments, data or checkpoint folder are unusable. 3 when the gradients stopped being finite: the
+run stops without checkpointing, so the kept checkpoints are all from before the divergence.
+Anything else is a crash.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from rainier.train.tokenizer import load_tokenizer
 EXIT_OK = 0
 EXIT_PREEMPTED = 0
 EXIT_USAGE = 2
+EXIT_DIVERGED = 3
 HOLD_ENV = "RAINIER_TRAIN_HOLD"
 
 
@@ -74,6 +77,10 @@ class TrainArgs:
     text_field: str = "text"
     data_cache: Path | None = None
     metrics_file: Path | None = None
+
+
+class Diverged(RuntimeError):
+    """A non-finite gradient norm: saving now would rotate good checkpoints out for bad ones."""
 
 
 class StopRequest:
@@ -130,6 +137,9 @@ def train(args: TrainArgs, env: RunEnv) -> int:
     reporter = Reporter(env.is_main, metrics_file, poster, env.job_id)
     try:
         return _train(args, env, device, stop, reporter)
+    except Diverged as exc:
+        reporter.event("diverged", detail=str(exc), exit_code=EXIT_DIVERGED)
+        return EXIT_DIVERGED
     finally:
         reporter.close()
         distributed.shutdown()
@@ -173,9 +183,10 @@ def _train(
         train_model = ddp
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     sampler = data.Sampler(corpus.train(), args.seq_len, args.seed)
-    val_windows = data.validation_windows(
+    all_val_windows = data.validation_windows(
         corpus.val(), args.seq_len, args.eval_batches * args.batch_size * env.world_size
-    )[env.rank :: env.world_size]
+    )
+    val_windows = all_val_windows[env.rank :: env.world_size]
     micro = args.batch_size // args.grad_accum
     tokens_per_step = args.batch_size * env.world_size * args.seq_len
     flops_per_token = cfg.flops_per_token(args.seq_len)
@@ -183,11 +194,18 @@ def _train(
         env.flavor, device, torch.bfloat16 if device.type == "cuda" else torch.float32
     )
     last_saved = step if resumed_from else None
+    nonfinite = torch.zeros((), device=device)
+
+    def check_finite(at_step: int) -> None:
+        """Read back the device-side count only here, so healthy steps never wait on it."""
+        if distributed.any_true(bool(nonfinite.item() > 0), device):
+            raise Diverged(f"non-finite gradient norm at or before step {at_step}")
 
     def save(at_step: int) -> None:
         nonlocal last_saved
         if args.checkpoint_dir is None or last_saved == at_step:
             return
+        check_finite(at_step)
         rng = distributed.gather(_rng_state(device))
         if env.is_main:
             state = {
@@ -243,6 +261,7 @@ def _train(
             loss_sum += loss.detach() / args.grad_accum
         max_norm = args.grad_clip if args.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        nonfinite += (~torch.isfinite(grad_norm)).float()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -252,6 +271,7 @@ def _train(
 
         evaluate = step == args.steps or (args.eval_every > 0 and step % args.eval_every == 0)
         if evaluate or step % args.log_every == 0:
+            check_finite(step)
             mean_loss = distributed.mean(loss_sum / loss_steps).item()
             elapsed = time.perf_counter() - clock
             tokens_per_s = tokens_per_step * (step - clock_step) / elapsed
@@ -264,7 +284,7 @@ def _train(
                 "mfu": flops_per_token * tokens_per_s / (peak * 1e12 * env.world_size),
                 "tokens": float(samples_seen * args.seq_len),
             }
-            if evaluate and val_windows:
+            if evaluate and all_val_windows:
                 values["val_loss"] = _validate(
                     model, val_windows, args.batch_size, device, autocast
                 )

@@ -69,9 +69,10 @@ class Reporter:
         metrics_file: Path | None,
         poster: Poster | None,
         job_id: str | None,
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
     ) -> None:
-        self.enabled, self.poster, self.job_id, self.out = enabled, poster, job_id, out
+        self.enabled, self.poster, self.job_id = enabled, poster, job_id
+        self.out = out or sys.stdout
         self._file: TextIO | None = None
         self._progress: Any = None
         if enabled and metrics_file is not None:
