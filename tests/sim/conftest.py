@@ -40,12 +40,13 @@ def cluster(
 def run(c: Cluster, jobs: list[TraceJob] | Trace, policy: str, **config: object) -> SimResult:
     trace = jobs if isinstance(jobs, Trace) else Trace(jobs)
     p = make_policy(policy, trace)
-    cfg = SimConfig(queue_window=p.queue_window, skip_when_full=not p.preempts, **config)  # type: ignore[arg-type]
+    config.setdefault("queue_window", p.queue_window)
+    cfg = SimConfig(skip_when_full=not p.preempts, **config)  # type: ignore[arg-type]
     return Simulation(c, trace, p.scheduler, policy, cfg).run()
 
 
-def random_gangs(n: int, seed: int, tenants: int = 3, load_s: float = 60.0) -> list[TraceJob]:
-    """Mixed gangs on 8-chip nodes with honest time limits (2x the run time)."""
+def random_gangs(n: int, seed: int, tenants: int = 3, load_s: float = 240.0) -> list[TraceJob]:
+    """Mixed gangs with honest time limits (2x the run time); about 85% load on 48 chips."""
     rng = np.random.default_rng(seed)
     submits = np.cumsum(rng.exponential(load_s, n))
     out = []
