@@ -106,15 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="text files, folders or globs (.txt .md .py .jsonl)",
     )
-    g.add_argument("--text-field", default="text", help="field of .jsonl records (default: text)")
+    g.add_argument(
+        "--text-field",
+        metavar="NAME",
+        default="text",
+        help="field of .jsonl records (default: text)",
+    )
     g.add_argument(
         "--val-fraction",
+        metavar="X",
         type=fraction,
         default=0.01,
         help="tail of the token stream held out for validation (default: 0.01)",
     )
     g.add_argument(
-        "--data-cache", type=Path, help="where tokenized shards go (default: CHECKPOINT_DIR/data)"
+        "--data-cache",
+        metavar="DIR",
+        type=Path,
+        help="where tokenized shards go (default: CHECKPOINT_DIR/data)",
     )
 
     g = p.add_argument_group("model")
@@ -128,60 +137,89 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=positive, required=True, help="optimizer steps in all")
     g.add_argument(
-        "--batch-size", type=positive, default=8, help="sequences per rank per step (default: 8)"
+        "--steps", metavar="N", type=positive, required=True, help="optimizer steps in all"
+    )
+    g.add_argument(
+        "--batch-size",
+        metavar="N",
+        type=positive,
+        default=8,
+        help="sequences per rank per step (default: 8)",
     )
     g.add_argument(
         "--grad-accum",
+        metavar="N",
         type=positive,
         default=1,
         help="micro-batches --batch-size is split into (default: 1)",
     )
     g.add_argument(
-        "--seq-len", type=positive, default=256, help="tokens per sequence (default: 256)"
+        "--seq-len",
+        metavar="N",
+        type=positive,
+        default=256,
+        help="tokens per sequence (default: 256)",
     )
     g.add_argument(
-        "--lr", type=positive_float, default=3e-4, help="peak learning rate (default: 3e-4)"
+        "--lr",
+        metavar="X",
+        type=positive_float,
+        default=3e-4,
+        help="peak learning rate (default: 3e-4)",
     )
     g.add_argument(
         "--min-lr-ratio",
+        metavar="X",
         type=fraction,
         default=0.1,
         help="final lr as a fraction of --lr (default: 0.1)",
     )
-    g.add_argument("--warmup-steps", type=natural, help="(default: 5%% of --steps)")
-    g.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="(default: 0.1)")
+    g.add_argument("--warmup-steps", metavar="N", type=natural, help="(default: 5%% of --steps)")
+    g.add_argument(
+        "--weight-decay", metavar="X", type=nonneg_float, default=0.1, help="(default: 0.1)"
+    )
     g.add_argument(
         "--grad-clip",
+        metavar="X",
         type=nonneg_float,
         default=1.0,
         help="max global grad norm, 0 = off (default: 1.0)",
     )
     g.add_argument(
-        "--seed", type=int, default=0, help="initial weights and batch order (default: 0)"
+        "--seed",
+        metavar="N",
+        type=int,
+        default=0,
+        help="initial weights and batch order (default: 0)",
     )
 
     g = p.add_argument_group("checkpoints and output")
     g.add_argument(
         "--checkpoint-dir",
+        metavar="DIR",
         type=Path,
         help="where checkpoints go and resume comes from (default: $RAINIER_CHECKPOINT_DIR)",
     )
     g.add_argument(
         "--checkpoint-every",
+        metavar="N",
         type=natural,
         default=0,
         help="steps between checkpoints, 0 = only on stop and at the end (default: 0)",
     )
-    g.add_argument("--keep", type=positive, default=3, help="checkpoints kept (default: 3)")
+    g.add_argument(
+        "--keep", metavar="N", type=positive, default=3, help="checkpoints kept (default: 3)"
+    )
     g.add_argument(
         "--export",
         type=Path,
         metavar="DIR",
         help="write a Hugging Face Llama model folder here at the end",
     )
-    g.add_argument("--model-name", help="name to register the export under (default: job name)")
+    g.add_argument(
+        "--model-name", metavar="NAME", help="name to register the export under (default: job name)"
+    )
     g.add_argument(
         "--no-register",
         dest="register",
@@ -189,19 +227,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not register the export with the control plane",
     )
     g.add_argument(
-        "--metrics-file", type=Path, help="JSON lines (default: CHECKPOINT_DIR/metrics.jsonl)"
+        "--metrics-file",
+        metavar="FILE",
+        type=Path,
+        help="JSON lines (default: CHECKPOINT_DIR/metrics.jsonl)",
     )
     g.add_argument(
-        "--log-every", type=positive, default=10, help="steps between metric lines (default: 10)"
+        "--log-every",
+        metavar="N",
+        type=positive,
+        default=10,
+        help="steps between metric lines (default: 10)",
     )
     g.add_argument(
         "--eval-every",
+        metavar="N",
         type=natural,
         default=0,
         help="steps between validations, 0 = only at the end (default: 0)",
     )
     g.add_argument(
         "--eval-batches",
+        metavar="N",
         type=positive,
         default=8,
         help="validation batches of --batch-size per rank (default: 8)",
@@ -212,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)"
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
-    g.add_argument("--threads", type=positive, help="CPU threads per process (default: torch's)")
+    g.add_argument(
+        "--threads", metavar="N", type=positive, help="CPU threads per process (default: torch's)"
+    )
     return p  # fmt: skip
 
 

@@ -233,7 +233,8 @@ def _train(
         last_saved = at_step
 
     reporter.event(
-        "start", job_id=env.job_id, attempt=env.attempt, rank_count=env.world_size,
+        "start", job_id=env.job_id, job_name=env.job_name, tenant=env.tenant, node=env.node,
+        chips=env.chips, attempt=env.attempt, rank_count=env.world_size,
         device=str(device), flavor=env.flavor, preset=args.preset, config=asdict(cfg),
         params=cfg.n_params(), flops_per_token=flops_per_token, tokens_per_step=tokens_per_step,
         peak_tflops=peak, peak_source=peak_source, step=step, resumed_from=resumed_from,
