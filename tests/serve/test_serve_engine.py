@@ -244,3 +244,48 @@ def test_rejects_prompts_that_cannot_fit(tiny_model_dir: Path) -> None:
         engine.add_request("y", [5] * 10, dataclasses.replace(GREEDY, max_tokens=10_000))
     assert err.value.param == "max_tokens"
     assert not engine.has_unfinished()
+
+
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0},
+        {
+            "rope_type": "llama3",
+            "rope_theta": 500000.0,
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 64,
+        },
+    ],
+    ids=lambda r: r["rope_type"],
+)
+def test_scaled_rope_matches_transformers(rope: dict[str, object], tmp_path: Path) -> None:
+    from transformers import LlamaConfig
+
+    from rainier.serve.model import LlamaModel
+
+    config = LlamaConfig(
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=1,
+        vocab_size=300,
+        max_position_embeddings=1024,
+        rope_parameters=rope,
+        initializer_range=0.2,
+    )
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(config).eval()
+    hf.save_pretrained(str(tmp_path), safe_serialization=True)
+    model = LlamaModel.load(tmp_path, torch.device("cpu"))
+    assert model.config.rope_scaling is not None
+    ids = list(range(3, 203))
+    cache = model.new_kv_cache(num_blocks=13, block_size=16)
+    batch = build_batch([ScheduledChunk(ids, 0, list(range(13)), True)], 16, torch.device("cpu"))
+    ours = model.forward(dataclasses.replace(batch, logits_index=torch.arange(len(ids))), cache)
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

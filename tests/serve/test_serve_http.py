@@ -297,3 +297,33 @@ def test_metrics_and_load(server: ServerProcess, client: openai.OpenAI) -> None:
     assert _metric(text, "rainier_serve_prompt_tokens_total") >= 3
     load = httpx.get(server.base_url + "/load").json()
     assert set(load) == {"running", "waiting"}
+
+
+def test_logprobs_echo_and_several_prompts(server: ServerProcess, client: openai.OpenAI) -> None:
+    got = client.completions.create(
+        model=MODEL, prompt=["hello", "the river"], max_tokens=4, temperature=0, logprobs=3
+    )
+    assert sorted(c.index for c in got.choices) == [0, 1]
+    for choice in got.choices:
+        lp = choice.logprobs
+        assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs
+        assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs)
+        for chosen, top in zip(lp.token_logprobs, lp.top_logprobs, strict=True):
+            assert chosen is not None and chosen <= 0.0
+            assert top is not None and len(top) <= 3
+            assert chosen == pytest.approx(max(top.values()), abs=1e-5)
+    echoed = client.completions.create(
+        model=MODEL, prompt="the river", max_tokens=4, temperature=0, echo=True
+    )
+    assert echoed.choices[0].text == "the river" + got.choices[1].text
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=3,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content is not None and len(content) == chat.usage.completion_tokens  # type: ignore[union-attr]
+    assert all(len(t.top_logprobs) == 2 for t in content)
+    assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}

@@ -174,3 +174,27 @@ def test_chat_templates() -> None:
         render_chat(messages, strict)
     with pytest.raises(ChatTemplateError):
         render_chat(messages, "{{ ''.__class__.__mro__[1].__subclasses__() }}")
+
+
+def test_cli_refuses_a_directory_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rainier.serve.__main__ import main
+
+    assert main(["--model", str(tmp_path), "--port", "0"]) == 2
+    captured = capsys.readouterr()
+    assert "config.json" in captured.err
+    assert captured.out == ""
+
+
+def test_token_bytes_rebuild_the_text(tiny_model_dir: Path) -> None:
+    from rainier.serve.tokenizer import ModelTokenizer
+
+    tok = ModelTokenizer.from_dir(tiny_model_dir)
+    assert tok.byte_level and tok.eos_token == "</s>" and tok.eos_token_ids == (1,)
+    text = " naïve 𝄞 東京 🚀 ok"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert b"".join(tok.token_bytes(i) for i in ids) == text.encode()
+    partial = [i for i in ids if tok.token_text(i).startswith("bytes:")]
+    assert partial, "the rare characters should be split into byte tokens"
+    assert all("\\x" in tok.token_text(i) for i in partial)

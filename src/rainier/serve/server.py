@@ -246,7 +246,10 @@ def create_app(
             token = tokenizer.token_text(entry.token_id)
             result.tokens.append(token)
             result.token_logprobs.append(entry.logprob)
-            result.top_logprobs.append({tokenizer.token_text(t): lp for t, lp in entry.top})
+            top: dict[str, float] = {}
+            for t, lp in entry.top:
+                top.setdefault(tokenizer.token_text(t), lp)
+            result.top_logprobs.append(top)
             result.text_offset.append(offset)
             offset += len(token)
         return result
@@ -259,7 +262,7 @@ def create_app(
                 TopLogprob(
                     token=tokenizer.token_text(t),
                     logprob=lp,
-                    bytes=list(tokenizer.token_text(t).encode()),
+                    bytes=list(tokenizer.token_bytes(t)),
                 )
                 for t, lp in entry.top
             ]
@@ -267,7 +270,7 @@ def create_app(
                 ChatTokenLogprob(
                     token=token,
                     logprob=entry.logprob,
-                    bytes=list(token.encode()),
+                    bytes=list(tokenizer.token_bytes(entry.token_id)),
                     top_logprobs=tops,
                 )
             )

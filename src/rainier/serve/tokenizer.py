@@ -14,6 +14,32 @@ from tokenizers import Tokenizer
 from rainier.serve.config import ModelFormatError
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """Byte-level BPE spells each byte as one printable character: printable Latin-1 bytes as
+    themselves, the rest as code points from 256 up, in byte order."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    table: dict[str, int] = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+BYTE_LEVEL_ALPHABET = _byte_level_alphabet()
+
+
+def _uses_byte_level(tokenizer: Tokenizer) -> bool:
+    decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
+    parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
+    return any(isinstance(d, dict) and d.get("type") == "ByteLevel" for d in parts)
+
+
 def _token_content(value: Any) -> str | None:
     if isinstance(value, dict):
         content = value.get("content")
@@ -38,6 +64,7 @@ class ModelTokenizer:
     bos_token: str | None
     eos_token: str | None
     eos_token_ids: tuple[int, ...]
+    byte_level: bool = False
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelTokenizer:
@@ -62,6 +89,7 @@ class ModelTokenizer:
             bos_token=bos,
             eos_token=eos,
             eos_token_ids=() if eos_id is None else (eos_id,),
+            byte_level=_uses_byte_level(tokenizer),
         )
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -70,5 +98,18 @@ class ModelTokenizer:
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes a token stands for, even when they are part of a character."""
+        piece = self.tokenizer.id_to_token(token_id) or ""
+        if self.byte_level and all(ch in BYTE_LEVEL_ALPHABET for ch in piece):
+            return bytes(BYTE_LEVEL_ALPHABET[ch] for ch in piece)
+        return self.tokenizer.decode([token_id], skip_special_tokens=False).encode()
+
     def token_text(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id], skip_special_tokens=False)
+        """A token as OpenAI shows it in logprobs: its text, or `bytes:\\xNN...` when its
+        bytes are not valid UTF-8 on their own."""
+        raw = self.token_bytes(token_id)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
