@@ -184,7 +184,7 @@ class LLMEngine:
             logits,
             [s.params for s in sampling],
             [s.generator for s in sampling],
-            [s.output_ids for s in sampling],
+            [s.output_ids if s.params.penalized else () for s in sampling],
         )
         now = time.monotonic()
         for seq, num_new in plan.scheduled:

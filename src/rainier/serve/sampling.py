@@ -49,6 +49,10 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
+    @property
+    def penalized(self) -> bool:
+        return self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+
 
 @dataclass(frozen=True)
 class TokenLogprob:
@@ -132,8 +136,7 @@ def sample_batch(
     logprobs: list[TokenLogprob | None] = []
     greedy_choice = torch.argmax(logits, dim=-1).tolist() if len(params) else []
     for row, p in enumerate(params):
-        plain_greedy = p.greedy and p.presence_penalty == 0 and p.frequency_penalty == 0
-        if plain_greedy:
+        if p.greedy and not p.penalized:
             token = int(greedy_choice[row])
         else:
             token = sample_token(logits[row], p, generators[row], output_ids[row])
