@@ -232,6 +232,15 @@ def test_errors_have_openai_shape(server: ServerProcess, client: openai.OpenAI) 
         ({"model": MODEL, "prompt": "x", "n": 0}, "n"),
         ({"model": MODEL, "prompt": "x", "top_p": 0}, "top_p"),
         ({"model": MODEL, "messages": []}, "messages"),
+        ({"model": MODEL, "prompt": "x", "logit_bias": {"5": 10}}, "logit_bias"),
+        (
+            {
+                "model": MODEL,
+                "messages": [{"role": "user", "content": "x"}],
+                "response_format": {"type": "json_object"},
+            },
+            "response_format",
+        ),
     ):
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
         response = httpx.post(server.base_url + path, json=body, timeout=30)

@@ -37,6 +37,14 @@ class SamplingFields(Edge):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     ignore_eos: bool = False
     user: str | None = None
+    logit_bias: dict[str, float] | None = None
+
+    def unsupported(self) -> str | None:
+        """The first field set to something this server does not implement, if any; such a
+        request is refused rather than answered as if the field had been honoured."""
+        if self.logit_bias:
+            return "logit_bias"
+        return None
 
     def stop_list(self) -> tuple[str, ...]:
         if self.stop is None:
@@ -50,6 +58,15 @@ class CompletionRequest(SamplingFields):
     max_tokens: int | None = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def unsupported(self) -> str | None:
+        if self.suffix:
+            return "suffix"
+        if self.best_of is not None and self.best_of != self.n:
+            return "best_of"
+        return super().unsupported()
 
 
 class TextPart(Edge):
@@ -76,6 +93,15 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    def unsupported(self) -> str | None:
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            return "response_format"
+        if self.tools:
+            return "tools"
+        return super().unsupported()
 
 
 class PromptTokensDetails(BaseModel):

@@ -164,14 +164,18 @@ def create_app(
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         return _error(exc.status_code, str(exc.detail), kind, None, None)
 
-    def check_model(name: str) -> None:
-        if name != served_model_name:
+    def check_request(body: SamplingFields) -> None:
+        if body.model != served_model_name:
             raise APIError(
                 404,
-                f"The model `{name}` does not exist; this server serves `{served_model_name}`.",
+                f"The model `{body.model}` does not exist; "
+                f"this server serves `{served_model_name}`.",
                 param="model",
                 code="model_not_found",
             )
+        field_name = body.unsupported()
+        if field_name is not None:
+            raise APIError(400, f"{field_name} is not supported by this server", param=field_name)
 
     def check_fits(prompt_ids: list[int], max_tokens: int | None, prompt_param: str) -> None:
         try:
@@ -296,7 +300,7 @@ def create_app(
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
-        check_model(body.model)
+        check_request(body)
         prompts = _prompt_token_lists(body.prompt, tokenizer.encode)
         if body.echo and body.logprobs is not None:
             raise APIError(400, "echo together with logprobs is not supported", param="echo")
@@ -398,7 +402,7 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-        check_model(body.model)
+        check_request(body)
         if body.top_logprobs is not None and not body.logprobs:
             raise APIError(400, "top_logprobs requires logprobs: true", param="top_logprobs")
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
