@@ -289,3 +289,22 @@ def test_scaled_rope_matches_transformers(rope: dict[str, object], tmp_path: Pat
     with torch.no_grad():
         theirs = hf(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_the_newest_sequence_is_preempted_and_still_completes(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir, kv_memory_mb=0.125)
+    params = dataclasses.replace(GREEDY, max_tokens=150)
+    engine.add_request("old", list(range(3, 103)), params)
+    engine.step()
+    engine.add_request("new", list(range(7, 107)), params)
+    lengths: dict[str, int] = {}
+    saw_preemption = False
+    while engine.has_unfinished():
+        for out in engine.step():
+            lengths[out.request_id] = out.num_output_tokens
+        if engine.scheduler.num_preemptions and not saw_preemption:
+            saw_preemption = True
+            assert [s.seq_id for s in engine.scheduler.running] == ["old"]
+            assert [s.seq_id for s in engine.scheduler.waiting] == ["new"]
+    assert saw_preemption
+    assert lengths == {"old": 150, "new": 150}
