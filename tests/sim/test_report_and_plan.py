@@ -35,6 +35,9 @@ def test_report_is_self_contained_with_pngs_and_json(tmp_path: Path) -> None:
     assert fifo["completed"] == 300
     assert float(fifo["billed_usd"]) > 0
     assert 0 < fifo["utilization"]["h200"] <= 1
+    series = fifo["timeline"]["utilization_h200"]
+    assert len(series) == len(fifo["timeline"]["t_s"]) == 100
+    assert max(series) <= 1 and max(series) > fifo["utilization"]["h200"]
     assert fifo["tenants"]["t0"]["guaranteed_chips"] == {"h200": 16}
 
 

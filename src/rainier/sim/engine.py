@@ -218,7 +218,7 @@ class Simulation:
     def run(self) -> SimResult:
         started = time.perf_counter()
         jobs, heap, tick = self.jobs, self.heap, self.config.tick_s
-        n, nxt, now, same_instant, done = len(jobs), 0, 0.0, 0, 0
+        n, nxt, now, same_instant, batches = len(jobs), 0, 0.0, 0, 0
         for f in self.capacity:
             self.utilization[f].record(0.0, 0)
         self.queue_length.record(0.0, 0)
@@ -258,7 +258,6 @@ class Simulation:
                     self._release(js, at)
                     js.state = DONE
                     js.end_s = at
-                    done += 1
                 elif kind == _STOP and js.state == STOPPING:
                     self._stop(js, at)
             if self.pending_count and not full_arrivals_only:
@@ -266,7 +265,8 @@ class Simulation:
             self.queue_length.record(now, self.pending_count)
             if self.guaranteed:
                 self._watch_guarantees(now)
-            if self.progress is not None and self.events & 0xFFF == 0:
+            batches += 1
+            if self.progress is not None and batches & 0x3FF == 0:
                 self.progress(nxt, n)
         for key, since in self.underserved_since.items():
             self.episodes.append(GuaranteeEpisode(key[0], key[1], since, now))

@@ -64,6 +64,17 @@ def sample(tl: Timeline, grid: np.ndarray) -> np.ndarray:
     return np.where(idx >= 0, v[np.clip(idx, 0, None)], 0.0)
 
 
+def timeline(result: SimResult, points: int = 100) -> dict[str, list[float]]:
+    """Utilization per flavor and queue length, sampled evenly: enough to redraw the charts."""
+    grid = np.linspace(0.0, max(result.end_s, 1.0), points)
+    out = {"t_s": [round(float(t), 3) for t in grid]}
+    for flavor, tl in result.utilization.items():
+        busy = sample(tl, grid) / result.capacity_chips[flavor]
+        out[f"utilization_{flavor}"] = [round(float(u), 4) for u in busy]
+    out["queue_length"] = [float(q) for q in sample(result.queue_length, grid)]
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class JobTable:
     """Completed jobs as columns, so every statistic is one numpy expression."""
@@ -179,6 +190,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
             for f, tl in result.utilization.items()
         },
         "mean_queue_length": time_average(result.queue_length, end_s),
+        "timeline": timeline(result),
         "preemptions": sum(js.preemptions for js in jobs),
         "work_lost_chip_hours": sum(js.lost_chip_s for js in jobs) / 3600,
         "guarantee_violations": sum(int(v["count"]) for v in violations.values()),
