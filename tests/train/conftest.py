@@ -1,4 +1,4 @@
-"""Session fixtures: one corpus, one data cache and one uninterrupted reference run."""
+"""Fixtures every train test shares: one corpus, one data cache, one uninterrupted reference run."""
 
 from __future__ import annotations
 
