@@ -4,7 +4,10 @@ process on either executor, and waits with deadlines."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
 import secrets
 import shutil
 import tempfile
@@ -32,27 +35,32 @@ class WorkerSpec:
     named: bool = True  # False: the node keeps the default name `ray-<node id>`
 
 
+HEAD = WorkerSpec("n-a1", zone="us-a", block="a1")
 WORKERS = (
-    WorkerSpec("w-a1", zone="us-a", block="a1"),
-    WorkerSpec("w-a2", zone="us-a", block="a2"),
-    WorkerSpec("w-b1", zone="us-b", block="b1", named=False),
+    WorkerSpec("n-a2", zone="us-a", block="a2"),
+    WorkerSpec("n-b1", zone="us-b", block="b1", named=False),
 )
 
 
 @dataclass
 class RayCluster:
-    """A head without chips (the driver's node, never removed) and workers that carry chips."""
+    """Chip-carrying nodes: the head (the driver's node, never removed) and the workers."""
 
     cluster: Any
     workers: dict[str, Any] = field(default_factory=dict)  # rainier node name -> Ray node
     specs: dict[str, WorkerSpec] = field(default_factory=dict)
+    head_node_id: str = ""
+
+    @property
+    def names(self) -> list[str]:
+        return [HEAD.name, *self.workers]
 
     @property
     def address(self) -> str:
         return str(self.cluster.address)
 
     def node_id(self, name: str) -> str:
-        return str(self.workers[name].node_id)
+        return self.head_node_id if name == HEAD.name else str(self.workers[name].node_id)
 
     def remove(self, name: str) -> None:
         self.cluster.remove_node(self.workers.pop(name), allow_graceful=False)
@@ -88,8 +96,17 @@ def _reload_ray_config() -> None:
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+def _labels(spec: WorkerSpec) -> dict[str, str]:
+    labels = {"rainier.io/zone": spec.zone, "rainier.io/block": spec.block}
+    if spec.named:
+        labels["rainier.io/node"] = spec.name
+    return labels
+
+
 @contextmanager
-def ray_cluster(workers: tuple[WorkerSpec, ...] = WORKERS) -> Iterator[RayCluster]:
+def ray_cluster(
+    head: WorkerSpec = HEAD, workers: tuple[WorkerSpec, ...] = WORKERS
+) -> Iterator[RayCluster]:
     from ray.cluster_utils import Cluster
 
     import ray
@@ -99,6 +116,8 @@ def ray_cluster(workers: tuple[WorkerSpec, ...] = WORKERS) -> Iterator[RayCluste
             initialize_head=True,
             head_node_args={
                 "num_cpus": 0,
+                "resources": {f"rainier-chips-{head.flavor}": head.chips},
+                "labels": _labels(head),
                 "include_dashboard": False,
                 "_system_config": {
                     "health_check_period_ms": 500,
@@ -106,20 +125,20 @@ def ray_cluster(workers: tuple[WorkerSpec, ...] = WORKERS) -> Iterator[RayCluste
                 },
             },
         )
-        found = RayCluster(cluster)
+        found = RayCluster(cluster, head_node_id=str(cluster.head_node.node_id))
+        found.specs[head.name] = head
         try:
             for spec in workers:
-                labels = {"rainier.io/zone": spec.zone, "rainier.io/block": spec.block}
-                if spec.named:
-                    labels["rainier.io/node"] = spec.name
                 node = cluster.add_node(
+                    wait=False,
                     num_cpus=0,
                     resources={f"rainier-chips-{spec.flavor}": spec.chips},
-                    labels=labels,
+                    labels=_labels(spec),
                 )
                 name = spec.name if spec.named else f"ray-{node.node_id[:12]}"
                 found.workers[name] = node
                 found.specs[name] = spec
+            cluster.wait_for_nodes(timeout=120)
             ray.init(address=cluster.address, namespace="rainier", logging_level="WARNING")
             yield found
         finally:
@@ -201,3 +220,72 @@ def tasks_running(client: Client, job_id: str, count: int) -> Callable[[], dict[
         return job if len(running) >= count else None
 
     return check
+
+
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "learns",
+    "tokens",
+    "from",
+    "text",
+    "while",
+    "gradients",
+    "flow",
+    "through",
+    "layers",
+    "of",
+    "attention",
+    "and",
+    "every",
+    "step",
+    "moves",
+    "weights",
+    "toward",
+    "lower",
+    "loss",
+    "so",
+    "that",
+    "later",
+    "batches",
+    "look",
+    "familiar",
+    "to",
+    "it",
+]
+
+
+def write_corpus(root: Path, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        lines = (
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 14))).capitalize() + "."
+            for _ in range(200)
+        )
+        (root / f"notes-{i}.txt").write_text("\n".join(lines))
+    return root
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    lines = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            lines.append(json.loads(line))
+    return lines
+
+
+def wait_for_job(client: Client, job_id: str, *states: str, timeout_s: float = DEADLINE_S) -> Any:
+    """Like `wait_until(job_state(...))`, but a timeout says what the job was doing and logged."""
+    try:
+        return wait_until(job_state(client, job_id, *states), timeout_s=timeout_s)
+    except AssertionError as exc:
+        job = client.get(f"/api/v1/jobs/{job_id}")
+        logs = client.get(f"/api/v1/jobs/{job_id}/logs")["data"]
+        events = [e["message"] for e in job["events"]]
+        raise AssertionError(
+            f"{exc}\nstate {job['state']}: {job['reason']}\nevents: {events}\nlogs:\n{logs[-3000:]}"
+        ) from None

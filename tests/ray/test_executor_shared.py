@@ -37,7 +37,8 @@ def test_job_succeeds_with_its_environment_and_logs(executor: Target, tmp_path: 
     assert (env["RANK"], env["WORLD_SIZE"], env["RAINIER_FLAVOR"]) == ("0", "1", executor.flavor)
     assert env["RAINIER_NODE"] == done["tasks"][0]["node"]
     assert env["RAINIER_TOKEN"].startswith("rj_")
-    assert not [k for k in env if k.startswith("RAY_")], "Ray's variables reached the task"
+    if executor.cloud.executor == "ray":
+        assert not [k for k in env if k.startswith("RAY_")], "Ray's variables reached the task"
     logs = executor.tenant.get(f"/api/v1/jobs/{submitted['id']}/logs")
     assert logs["data"] == "done\n" and logs["done"] is True
 

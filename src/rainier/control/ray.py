@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
 from ray.experimental import internal_kv
 from ray.util.placement_group import (
@@ -42,6 +41,7 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+import ray
 from rainier.config import Settings
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 from rainier.control.ray_nodes import NODE_ID_LABEL, Snapshot, chips_resource, read_nodes
@@ -56,7 +56,7 @@ GPU_FLAVORS = frozenset({"h200", "gb200"})
 ZERO_CHIP_SHARE = 0.001  # a bundle needs some resource; a zero-chip task takes a sliver
 POLL_WAIT_S = 0.2
 START_TIMEOUT_S = 300.0
-SWEEP_EVERY_S = 30.0
+SWEEP_EVERY_S = 10.0
 SWEEP_ACKED_AGE_S = 5.0
 # Unix sockets live under Ray's temp dir and must fit in 107 bytes, session name included.
 MAX_TEMP_DIR_CHARS = 40
@@ -117,6 +117,9 @@ class RayExecutor:
         return self._temp_dir
 
     def close(self) -> None:
+        """The reconciler has stopped ticking: what it saw end is recorded and may be released."""
+        with contextlib.suppress(RayError):
+            self._release_finished_gangs()
         self._actors.clear()
         self._polls.clear()
         if self._owns_ray:
@@ -248,8 +251,10 @@ class RayExecutor:
         except (ActorUnavailableError, GetTimeoutError):
             return TaskStatus("running", detail="its actor does not answer for now")
         except RayActorError as exc:
-            detail = self._gone(handle) if node_id in self._snapshot.dead_ids else str(exc)
-            return self._ended(task_id, handle, TaskStatus("lost", detail=_first_line(detail)))
+            self._snapshot = read_nodes(ray.nodes())
+            node_died = node_id in self._snapshot.dead_ids or "node has died" in str(exc)
+            detail = self._gone(handle) if node_died else _first_line(str(exc))
+            return self._ended(task_id, handle, TaskStatus("lost", detail=detail))
         except RayError as exc:
             return self._ended(task_id, handle, TaskStatus("lost", detail=_first_line(str(exc))))
         self._seen.add(task_id)

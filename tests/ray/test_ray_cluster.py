@@ -1,0 +1,285 @@
+"""rainier on a real multi-node Ray cluster: inventory, pinned gangs, DDP across nodes, a task
+that serves, crash safety of `start`, and a node lost in the middle of a training job.
+
+The node-loss test removes a node for good, so it runs last in this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from raykit import (
+    HEAD,
+    Cloud,
+    RayCluster,
+    job_state,
+    read_jsonl,
+    tasks_running,
+    wait_for_job,
+    wait_until,
+    write_corpus,
+)
+
+import ray
+from rainier.config import Settings
+from rainier.control.executor import TaskLaunch, TaskStatus
+from rainier.control.ray import RayExecutor
+
+pytestmark = pytest.mark.ray
+PY = sys.executable
+
+
+def h200_job(name: str, command: list[str], **extra: object) -> dict[str, object]:
+    return {
+        "kind": "Job",
+        "name": name,
+        "command": command,
+        "flavor": "h200",
+        "chips_per_node": 8,
+        **extra,
+    }
+
+
+def test_inventory_lists_the_ray_nodes_with_flavor_chips_and_labels(
+    cluster: RayCluster, ray_cloud: Cloud
+) -> None:
+    nodes = wait_until(
+        lambda: (found := ray_cloud.nodes()) and len(found) == len(cluster.names) and found
+    )
+    by_name = {n["name"]: n for n in nodes}
+    assert sorted(by_name) == sorted(cluster.names)
+    for name, spec in cluster.specs.items():
+        node = by_name[name]
+        assert (node["flavor"], node["chips"]) == (spec.flavor, spec.chips)
+        assert (node["zone"], node["block"]) == (spec.zone, spec.block)
+        assert node["source"] == "ray" and node["schedulable"]
+        assert node["address"]
+    unnamed = [name for name, spec in cluster.specs.items() if not spec.named]
+    assert unnamed and all(name.startswith("ray-") for name in unnamed)
+
+
+def test_gang_tasks_run_on_the_ray_nodes_they_were_placed_on(
+    cluster: RayCluster, ray_cloud: Cloud, tmp_path: Path
+) -> None:
+    tenant = ray_cloud.tenant("acme")
+    code = (
+        "import os, json, pathlib; "
+        f"pathlib.Path({str(tmp_path)!r}, 'rank-' + os.environ['RANK']).write_text(json.dumps("
+        "{k: os.environ[k] for k in ('RAINIER_NODE', 'RAINIER_RAY_NODE_ID')}))"
+    )
+    submitted = tenant.post("/api/v1/jobs", h200_job("pinned", [PY, "-c", code], nodes=2))
+    done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
+    assert done["state"] == "succeeded"
+    ranks = [json.loads((tmp_path / f"rank-{r}").read_text()) for r in (0, 1)]
+    assert [r["RAINIER_NODE"] for r in ranks] == done["placement"]
+    assert len({r["RAINIER_RAY_NODE_ID"] for r in ranks}) == 2
+    for r in ranks:
+        assert r["RAINIER_RAY_NODE_ID"] == cluster.node_id(r["RAINIER_NODE"])
+
+
+def test_a_task_serves_on_its_node_address(ray_cloud: Cloud, tmp_path: Path) -> None:
+    tenant = ray_cloud.tenant("acme")
+    ready = tmp_path / "ready"
+    server = (
+        "import http.server, os, pathlib\n"
+        "class Hello(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        body = os.environ['RAINIER_NODE'].encode()\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
+        "address = (os.environ['RAINIER_NODE_ADDRESS'], int(os.environ['MASTER_PORT']))\n"
+        "srv = http.server.HTTPServer(address, Hello)\n"
+        f"pathlib.Path({str(ready)!r}).write_text('%s:%d' % srv.server_address)\n"
+        "srv.serve_forever()\n"
+    )
+    submitted = tenant.post("/api/v1/jobs", h200_job("replica", [PY, "-c", server]))
+    wait_until(ready.exists, what="the server to listen")
+    job = tenant.get(f"/api/v1/jobs/{submitted['id']}")
+    node = job["placement"][0]
+    address = {n["name"]: n["address"] for n in ray_cloud.nodes()}[node]
+    assert ready.read_text().startswith(f"{address}:")
+    assert httpx.get(f"http://{ready.read_text()}/", timeout=10).text == node
+    tenant.post(f"/api/v1/jobs/{submitted['id']}/stop")
+    assert wait_until(job_state(tenant, submitted["id"], "stopped"))["state"] == "stopped"
+
+
+def test_start_never_runs_a_task_twice_even_across_a_restart(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        home=tmp_path / "home", executor="ray", ray_address=cluster.address
+    )
+    runs = tmp_path / "runs"
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    launch = TaskLaunch(
+        task_id=f"{job_id}.a0.r0",
+        job_id=job_id,
+        node=HEAD.name,
+        command=[PY, "-c", f"open({str(runs)!r}, 'a').write('ran\\n')"],
+        env={},
+        log_path=tmp_path / "logs" / "rank-0.log",
+        chips=1,
+        flavor="h200",
+        gang_nodes=(HEAD.name,),
+    )
+    first = RayExecutor(settings)
+    first.inventory()
+    handle = first.start(launch)
+    assert first.start(launch)["actor"] == handle["actor"]
+    first.close()
+
+    restarted = RayExecutor(settings)
+    restarted.inventory()
+    again = restarted.start(launch)
+    assert again["actor"] == handle["actor"]
+
+    def ended() -> TaskStatus | None:
+        status = restarted.status(launch.task_id, handle)
+        return status if status.state != "running" else None
+
+    assert wait_until(ended) == TaskStatus("exited", 0)
+    assert runs.read_text() == "ran\n"
+
+    def released() -> bool:
+        restarted.inventory()
+        try:
+            ray.get_actor(handle["actor"], namespace="rainier")
+        except ValueError:
+            return True
+        return False
+
+    wait_until(released, what="the finished gang to be released")
+    assert restarted.status(launch.task_id, handle).state == "lost"
+    with pytest.raises(LookupError, match="not a live node"):
+        restarted.start(TaskLaunch(**{**launch.__dict__, "task_id": "x.a0.r0", "node": "nope"}))
+    restarted.close()
+
+
+def _train_command(
+    corpus: Path, cache: Path, steps: int, batch_size: int, *extra: str
+) -> list[str]:
+    return [
+        PY,
+        "-m",
+        "rainier.train",
+        "--data",
+        str(corpus),
+        "--data-cache",
+        str(cache),
+        "--preset",
+        "tiny",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        str(batch_size),
+        "--seq-len",
+        "64",
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--log-every",
+        "1",
+        "--no-register",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("train")
+    return write_corpus(root / "corpus"), root / "cache"
+
+
+def _losses(lines: list[dict[str, Any]]) -> dict[int, float]:
+    return {int(x["step"]): float(x["loss"]) for x in lines if "loss" in x}
+
+
+def test_ddp_across_two_nodes_matches_one_process_with_the_same_global_batch(
+    ray_cloud: Cloud, corpus: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, cache = corpus
+    steps = 4
+    reference = tmp_path / "reference"
+    single = subprocess.run(
+        [*_train_command(data, cache, steps, 8), "--checkpoint-dir", str(reference)],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("RAINIER_", "RAY_"))},
+            "OMP_NUM_THREADS": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    expected = _losses(read_jsonl(reference / "metrics.jsonl"))
+    assert sorted(expected) == list(range(1, steps + 1))
+
+    tenant = ray_cloud.tenant("acme")
+    metrics = tmp_path / "ddp.jsonl"
+    command = _train_command(data, cache, steps, 4, "--metrics-file", str(metrics))
+    submitted = tenant.post("/api/v1/jobs", h200_job("ddp", command, nodes=2))
+    done = wait_for_job(tenant, submitted["id"], "succeeded", "failed", timeout_s=120)
+    log = tenant.get(f"/api/v1/jobs/{submitted['id']}/logs")["data"]
+    assert done["state"] == "succeeded", log[-2000:]
+    assert len(set(done["placement"])) == 2
+    lines = read_jsonl(metrics)
+    start = next(x for x in lines if x.get("event") == "start")
+    assert start["rank_count"] == 2
+    got = _losses(lines)
+    assert sorted(got) == sorted(expected)
+    for step, loss in expected.items():
+        assert abs(got[step] - loss) < 1e-4, (step, got[step], loss)
+
+
+def test_a_node_lost_mid_job_restarts_the_gang_from_its_checkpoint_elsewhere(
+    cluster: RayCluster, ray_cloud: Cloud, corpus: tuple[Path, Path]
+) -> None:
+    data, cache = corpus
+    tenant = ray_cloud.tenant("acme")
+    steps = 16
+    command = _train_command(data, cache, steps, 8, "--checkpoint-every", "2")
+    submitted = tenant.post(
+        "/api/v1/jobs",
+        h200_job("resilient", command, nodes=2, max_restarts=1, grace_period_s=3),
+    )
+    job_id = submitted["id"]
+    ckpt = ray_cloud.settings.checkpoints_dir / job_id
+    running = wait_until(tasks_running(tenant, job_id, 2), timeout_s=60)
+    wait_until(
+        lambda: (
+            any(x.get("step", 0) >= 2 and "loss" in x for x in read_jsonl(ckpt / "metrics.jsonl"))
+            and list(ckpt.glob("step-*"))
+        ),
+        timeout_s=90,
+        what="a first checkpoint",
+    )
+    placed = running["placement"]
+    victim = next(name for name in reversed(placed) if name != HEAD.name)
+    cluster.remove(victim)
+
+    wait_until(
+        lambda: victim not in {n["name"] for n in ray_cloud.nodes()},
+        what="the removed node to leave the inventory",
+    )
+    done = wait_for_job(tenant, job_id, "succeeded", "failed", timeout_s=150)
+    assert done["state"] == "succeeded", done["reason"]
+    assert (done["restarts"], done["attempt"]) == (1, 1)
+    first = [t for t in done["tasks"] if t["attempt"] == 0]
+    assert any(t["node"] == victim and t["state"] == "lost" for t in first)
+    assert victim not in done["placement"]
+    events = [e["message"] for e in done["events"]]
+    assert any("lost" in m and f"node {victim} left the Ray cluster" in m for m in events), events
+    lines = read_jsonl(ckpt / "metrics.jsonl")
+    resumed = [x for x in lines if x.get("event") == "start" and x.get("attempt") == 1]
+    assert resumed and resumed[0]["step"] >= 2 and resumed[0]["resumed_from"]
+    assert max(_losses(lines)) == steps
