@@ -26,7 +26,7 @@ from rainier.sim.generator import (
     read_runtimes,
     read_tenant_sizes,
 )
-from rainier.sim.metrics import summarize
+from rainier.sim.metrics import summarize, time_average
 from rainier.sim.model import Cluster, FlavorPool, TenantContract
 from rainier.sim.policies import make_policy
 
@@ -77,9 +77,14 @@ def main() -> None:
     result = Simulation(cluster, trace, policy.scheduler, args.policy, config).run()
     wall = time.perf_counter() - started
     s = summarize(result)
+    arriving_s = max(j.submit_s for j in trace.jobs)
+    busy = {
+        f: time_average(tl, arriving_s) / result.capacity_chips[f]
+        for f, tl in result.utilization.items()
+    }
     print(
         f"{args.policy}: {s['completed']}/{s['jobs']} jobs, mean wait {s['wait_s']['mean']:.0f}s, "
-        f"utilization {', '.join(f'{f} {100 * u:.1f}%' for f, u in s['utilization'].items())}, "
+        f"utilization while jobs arrive {', '.join(f'{f} {100 * u:.1f}%' for f, u in busy.items())}, "
         f"preemptions {s['preemptions']}, guarantee violations {s['guarantee_violations']}",
         file=sys.stderr,
     )
