@@ -1,29 +1,26 @@
 """The OpenAI-compatible HTTP face of one replica.
 
-Handlers translate between the wire format (`protocol`) and engine requests; everything about
-batching stays in the engine thread. A request for `n` choices (or several prompts) becomes
-one engine request per choice, all feeding one asyncio queue that the handler drains, so a
-stream interleaves choices exactly as they are produced.
+Handlers translate between the wire format (`protocol`) and engine requests (through a
+`Fanout` per HTTP request); everything about batching stays in the engine thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rainier.serve.async_engine import AsyncEngine, EngineFailure, Sink
+from rainier.serve.async_engine import AsyncEngine
 from rainier.serve.chat import ChatTemplateError, render_chat
 from rainier.serve.engine import LLMEngine, RequestError
+from rainier.serve.errors import APIError, install_error_handlers
+from rainier.serve.fanout import Choice, Fanout
+from rainier.serve.formatting import chat_logprobs, completion_logprobs, sse, usage
 from rainier.serve.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -32,98 +29,17 @@ from rainier.serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatDelta,
-    ChatLogprobs,
-    ChatTokenLogprob,
     Completion,
     CompletionChoice,
-    CompletionLogprobs,
     CompletionRequest,
     ModelCard,
     ModelList,
-    PromptTokensDetails,
     SamplingFields,
-    TopLogprob,
     Usage,
-    error_response_body,
 )
-from rainier.serve.sampling import SamplingParams, TokenLogprob
-from rainier.serve.sequence import RequestOutput
+from rainier.serve.sampling import SamplingParams
 
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.param = param
-        self.code = code
-
-
-def _error(status: int, message: str, type_: str, param: str | None, code: str | None) -> Response:
-    return JSONResponse(error_response_body(message, type_, param, code), status_code=status)
-
-
-@dataclass
-class Choice:
-    """One engine request's progress, accumulated for the non-streaming answer."""
-
-    index: int
-    prompt_index: int
-    text: str = ""
-    token_ids: list[int] = field(default_factory=list)
-    logprobs: list[TokenLogprob] = field(default_factory=list)
-    final: RequestOutput | None = None
-
-
-class Fanout:
-    """The engine requests behind one HTTP request, and the queue they all report into."""
-
-    def __init__(self, engine: AsyncEngine, base_id: str, count: int) -> None:
-        self.engine = engine
-        self.sink: Sink = asyncio.Queue()
-        self.ids = [f"{base_id}-{i}" for i in range(count)]
-        self.index = {rid: i for i, rid in enumerate(self.ids)}
-        self.unfinished = set(self.ids)
-
-    def submit(self, i: int, prompt_ids: list[int], params: SamplingParams) -> None:
-        self.engine.submit(self.ids[i], prompt_ids, params, self.sink)
-
-    async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
-        while self.unfinished:
-            item = await self.sink.get()
-            if isinstance(item, EngineFailure):
-                self.abort()
-                raise APIError(
-                    400 if item.client_error else 500,
-                    item.message,
-                    "invalid_request_error" if item.client_error else "server_error",
-                )
-            if item.finished:
-                self.unfinished.discard(item.request_id)
-            yield self.index[item.request_id], item
-
-    def abort(self) -> None:
-        for rid in self.unfinished:
-            self.engine.abort(rid)
-        self.unfinished.clear()
-
-
-def _sse(payload: dict[str, object] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-    return f"data: {data}\n\n"
-
-
-async def _until_disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        continue
+CLIENT_CLOSED_REQUEST = 499
 
 
 def create_app(
@@ -145,24 +61,7 @@ def create_app(
 
     app = FastAPI(title="rainier serve", lifespan=lifespan)
     app.state.async_engine = async_engine
-
-    @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> Response:
-        return _error(exc.status, exc.message, exc.type, exc.param, exc.code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-        param = loc[0] if loc else None
-        where = ".".join(loc)
-        message = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
-        return _error(400, message, "invalid_request_error", param, None)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return _error(exc.status_code, str(exc.detail), kind, None, None)
+    install_error_handlers(app)
 
     def check_request(body: SamplingFields) -> None:
         if body.model != served_model_name:
@@ -210,76 +109,6 @@ def create_app(
             param = str(exc).split(":", 1)[0]
             raise APIError(400, str(exc), param=param) from None
 
-    def usage(prompt_tokens: int, completion_tokens: int, cached: int) -> Usage:
-        return Usage(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-        )
-
-    async def collect(
-        request: Request, fanout: Fanout, choices: list[Choice]
-    ) -> list[Choice] | None:
-        """All choices to the end, or None if the client went away first (then aborted)."""
-
-        async def drain() -> list[Choice]:
-            async for i, out in fanout.outputs():
-                c = choices[i]
-                c.text += out.text
-                c.token_ids.extend(out.token_ids)
-                c.logprobs.extend(out.logprobs)
-                if out.finished:
-                    c.final = out
-            return choices
-
-        work = asyncio.ensure_future(drain())
-        gone = asyncio.ensure_future(_until_disconnected(request))
-        try:
-            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            if not work.done():
-                work.cancel()
-                fanout.abort()
-        return work.result() if work.done() and not work.cancelled() else None
-
-    def completion_logprobs(entries: list[TokenLogprob], offset: int) -> CompletionLogprobs:
-        result = CompletionLogprobs()
-        for entry in entries:
-            token = tokenizer.token_text(entry.token_id)
-            result.tokens.append(token)
-            result.token_logprobs.append(entry.logprob)
-            top: dict[str, float] = {}
-            for t, lp in entry.top:
-                top.setdefault(tokenizer.token_text(t), lp)
-            result.top_logprobs.append(top)
-            result.text_offset.append(offset)
-            offset += len(token)
-        return result
-
-    def chat_logprobs(entries: list[TokenLogprob]) -> ChatLogprobs:
-        content = []
-        for entry in entries:
-            token = tokenizer.token_text(entry.token_id)
-            tops = [
-                TopLogprob(
-                    token=tokenizer.token_text(t),
-                    logprob=lp,
-                    bytes=list(tokenizer.token_bytes(t)),
-                )
-                for t, lp in entry.top
-            ]
-            content.append(
-                ChatTokenLogprob(
-                    token=token,
-                    logprob=entry.logprob,
-                    bytes=list(tokenizer.token_bytes(entry.token_id)),
-                    top_logprobs=tops,
-                )
-            )
-        return ChatLogprobs(content=content)
-
     @app.get("/health")
     async def health() -> Response:
         if not async_engine.alive:
@@ -313,7 +142,7 @@ def create_app(
             params = sampling_params(body, max_tokens, body.logprobs, c.index % body.n)
             fanout.submit(c.index, prompts[c.prompt_index], params)
         echoes = [tokenizer.decode(ids) if body.echo else "" for ids in prompts]
-        base_id = fanout.ids[0].rsplit("-", 1)[0]
+        base_id = fanout.base_id
         prompt_tokens = sum(len(p) for p in prompts)
 
         if body.stream:
@@ -325,7 +154,7 @@ def create_app(
                 try:
                     for c in choices:
                         if echoes[c.prompt_index]:
-                            yield _sse(
+                            yield sse(
                                 Completion(
                                     id=base_id,
                                     model=served_model_name,
@@ -337,7 +166,7 @@ def create_app(
                     async for i, out in fanout.outputs():
                         lp = None
                         if body.logprobs is not None:
-                            lp = completion_logprobs(out.logprobs, offsets[i])
+                            lp = completion_logprobs(tokenizer, out.logprobs, offsets[i])
                         offsets[i] += len(out.text)
                         if out.finished:
                             completion_tokens += out.num_output_tokens
@@ -352,13 +181,13 @@ def create_app(
                             finish_reason=out.finish_reason,
                             stop_reason=out.stop_reason,
                         )
-                        yield _sse(
+                        yield sse(
                             Completion(
                                 id=base_id, model=served_model_name, choices=[choice]
                             ).model_dump()
                         )
                     if include_usage:
-                        yield _sse(
+                        yield sse(
                             Completion(
                                 id=base_id,
                                 model=served_model_name,
@@ -367,16 +196,16 @@ def create_app(
                             ).model_dump()
                         )
                 except APIError as exc:
-                    yield _sse(error_response_body(exc.message, exc.type, exc.param, exc.code))
+                    yield sse(exc.body())
                 finally:
                     fanout.abort()
-                yield _sse("[DONE]")
+                yield sse("[DONE]")
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
-        done = await collect(request, fanout, choices)
+        done = await fanout.collect(request, choices)
         if done is None:
-            return Response(status_code=499)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         result = Completion(
             id=base_id,
             model=served_model_name,
@@ -386,7 +215,7 @@ def create_app(
                     text=echoes[c.prompt_index] + c.text,
                     logprobs=None
                     if body.logprobs is None
-                    else completion_logprobs(c.logprobs, len(echoes[c.prompt_index])),
+                    else completion_logprobs(tokenizer, c.logprobs, len(echoes[c.prompt_index])),
                     finish_reason=c.final.finish_reason if c.final else None,
                     stop_reason=c.final.stop_reason if c.final else None,
                 )
@@ -421,13 +250,13 @@ def create_app(
         choices = [Choice(index=i, prompt_index=0) for i in range(body.n)]
         for c in choices:
             fanout.submit(c.index, prompt_ids, sampling_params(body, max_tokens, logprobs, c.index))
-        base_id = fanout.ids[0].rsplit("-", 1)[0]
+        base_id = fanout.base_id
 
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
             def chunk(choices_: list[ChatChunkChoice], usage_: Usage | None = None) -> str:
-                return _sse(
+                return sse(
                     ChatCompletionChunk(
                         id=base_id, model=served_model_name, choices=choices_, usage=usage_
                     ).model_dump(exclude_none=False)
@@ -440,7 +269,9 @@ def create_app(
                         role = ChatDelta(role="assistant", content="")
                         yield chunk([ChatChunkChoice(index=c.index, delta=role)])
                     async for i, out in fanout.outputs():
-                        lp = chat_logprobs(out.logprobs) if logprobs is not None else None
+                        lp = (
+                            chat_logprobs(tokenizer, out.logprobs) if logprobs is not None else None
+                        )
                         if out.text or lp:
                             delta = ChatDelta(content=out.text)
                             yield chunk([ChatChunkChoice(index=i, delta=delta, logprobs=lp)])
@@ -454,16 +285,16 @@ def create_app(
                     if include_usage:
                         yield chunk([], usage(len(prompt_ids), completion_tokens, cached))
                 except APIError as exc:
-                    yield _sse(error_response_body(exc.message, exc.type, exc.param, exc.code))
+                    yield sse(exc.body())
                 finally:
                     fanout.abort()
-                yield _sse("[DONE]")
+                yield sse("[DONE]")
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
-        done = await collect(request, fanout, choices)
+        done = await fanout.collect(request, choices)
         if done is None:
-            return Response(status_code=499)
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
         result = ChatCompletion(
             id=base_id,
             model=served_model_name,
@@ -471,7 +302,7 @@ def create_app(
                 ChatChoice(
                     index=c.index,
                     message=AssistantMessage(content=c.text),
-                    logprobs=chat_logprobs(c.logprobs) if logprobs is not None else None,
+                    logprobs=chat_logprobs(tokenizer, c.logprobs) if logprobs is not None else None,
                     finish_reason=c.final.finish_reason if c.final else None,
                     stop_reason=c.final.stop_reason if c.final else None,
                 )
