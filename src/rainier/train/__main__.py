@@ -41,7 +41,8 @@ environment:
   RAINIER_CHECKPOINT_DIR             default of --checkpoint-dir
   RAINIER_FLAVOR                     the accelerator, for the MFU's peak (cpu: measured)
   RAINIER_CONTROL_URL, RAINIER_TOKEN, RAINIER_JOB_ID, RAINIER_JOB_NAME   metrics + registration
-  RAINIER_TENANT, RAINIER_NODE, RAINIER_CHIPS, RAINIER_ATTEMPT   recorded in the start line
+  RAINIER_CHIPS                      on the cpu flavor: cores granted, the default of --threads
+  RAINIER_TENANT, RAINIER_NODE, RAINIER_ATTEMPT   recorded in the start line
   RAINIER_HOME                       data cache root when there is no checkpoint folder
 
 exit codes:
@@ -260,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
-        "--threads", metavar="N", type=positive, help="CPU threads per process (default: torch's)"
+        "--threads",
+        metavar="N",
+        type=positive,
+        help="CPU threads per process (default: on the cpu flavor, RAINIER_CHIPS / "
+        "LOCAL_WORLD_SIZE; otherwise torch's, split between local ranks)",
     )
     return p  # fmt: skip
 

@@ -119,15 +119,14 @@ class Hold:
 def train(args: TrainArgs, env: RunEnv) -> int:
     stop = StopRequest()
     stop.install()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif env.local_world_size > 1 and not torch.cuda.is_available():
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // env.local_world_size))
     try:
         device = distributed.pick_device(args.device, env)
         distributed.init(env, device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    threads = args.threads or (cpu_threads(env) if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     metrics_file = args.metrics_file
@@ -143,6 +142,19 @@ def train(args: TrainArgs, env: RunEnv) -> int:
     finally:
         reporter.close()
         distributed.shutdown()
+
+
+def cpu_threads(env: RunEnv) -> int | None:
+    """Threads for a CPU rank: its share of the cores it was given, never more.
+
+    On the `cpu` flavor a chip is a core, so RAINIER_CHIPS is what the scheduler granted this
+    node. Oversubscribing is not a small loss: OpenMP threads that wait on a descheduled
+    sibling make a step tens of times slower on a shared machine.
+    """
+    cores = env.chips if env.flavor == "cpu" and env.chips else None
+    if cores is None and env.local_world_size > 1:
+        cores = os.cpu_count() or 1
+    return max(1, cores // env.local_world_size) if cores else None
 
 
 def _train(
