@@ -337,7 +337,7 @@ class DeploymentController:
     executor: Executor
     settings: Settings
     probe_interval_s: float = 0.25
-    probe_timeout_s: float = 2.0
+    probe_timeout_s: float = 5.0
     unready_after_failures: int = 3
     scale_down_after_s: float = field(
         default_factory=lambda: float(os.environ.get("RAINIER_SCALE_DOWN_AFTER_S", "60"))
@@ -457,28 +457,24 @@ class DeploymentController:
                         )
                     )
                 row.attempt, row.url, row.ready = r.attempt, r.url, ready
-                row.running, row.waiting, row.checked_at = r.running, r.waiting, now
+                if r.healthy or fresh:
+                    row.running, row.waiting, row.checked_at = r.running, r.waiting, now
 
     # -- scaling ---------------------------------------------------------------------------
 
     def _autoscale(self, now: float) -> None:
         """Up at once to cover the load; down only after `scale_down_after_s` of less load,
-        to the most that quiet window needed (so to `min` when idle)."""
+        to the most that quiet window needed (so to `min` when idle). A replica too busy to
+        answer a probe counts with the load it last reported, not as idle."""
         with self.store.write() as s:
             deployments = s.scalars(select(Deployment)).all()
-            loads = dict(
-                s.execute(
-                    select(
-                        ReplicaEndpoint.deployment_id,
-                        func.sum(ReplicaEndpoint.running + ReplicaEndpoint.waiting),
-                    )
-                    .where(ReplicaEndpoint.ready.is_(True))
-                    .group_by(ReplicaEndpoint.deployment_id)
-                ).all()
-            )
+            loads: dict[str, int] = {}
+            for e in s.scalars(select(ReplicaEndpoint)):
+                if e.job_id not in self._draining:
+                    loads[e.deployment_id] = loads.get(e.deployment_id, 0) + e.running + e.waiting
             for dep in deployments:
                 doc = DeploymentSpec.model_validate(dep.spec)
-                load = int(loads.get(dep.id) or 0)
+                load = loads.get(dep.id, 0)
                 wanted = math.ceil(load / doc.target_inflight_per_replica)
                 wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
                 state = self._scaling.setdefault(dep.id, _Scaling())
@@ -526,13 +522,13 @@ class DeploymentController:
                 by_dep.setdefault(job.deployment_id or "", []).append(job)
             for dep in deployments.values():
                 self._converge_one(s, dep, by_dep.get(dep.id, []), endpoints, now)
-            live = {j.id for j in replicas}
+            live = {j.id: j.attempt for j in replicas}
             for job_id, row in endpoints.items():
-                if job_id not in live:
+                if live.get(job_id) != row.attempt:
                     s.delete(row)
-            for job_id in set(self._draining) - live:
+            for job_id in set(self._draining) - set(live):
                 del self._draining[job_id]
-            for job_id in set(self._seen) - live:
+            for job_id in set(self._seen) - set(live):
                 self._seen.pop(job_id, None)
 
     def _converge_one(

@@ -1,0 +1,124 @@
+"""A real control plane in this process, a tiny random Llama, and one deployment of it that
+the tests of this package share (a replica takes seconds to start; the tests take turns)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from rainier.api.embedded import EmbeddedServer
+from rainier.cli.client import Client
+from rainier.config import Settings
+from rainier.serve.tiny_model import build_tiny_llama
+
+READY_S = 120.0
+SCALE_DOWN_AFTER_S = "2"
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
+    """Polls `predicate` until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(0.1)
+
+
+@dataclass
+class Cloud:
+    server: EmbeddedServer
+    op: Client
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def tenant(self, name: str, role: str = "admin") -> Client:
+        """A tenant (created if needed) and a fresh key of `role` for it."""
+        tenants = {t["name"] for t in self.op.get("/api/v1/tenants")["items"]}
+        if name not in tenants:
+            self.op.post("/api/v1/tenants", {"kind": "Tenant", "name": name})
+        key = self.op.post("/api/v1/keys", {"tenant": name, "role": role})["key"]
+        return Client(self.server.url, key)
+
+    def openai(self, client: Client, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=client.key, **options)
+
+
+@pytest.fixture(scope="package")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="package")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    home = tmp_path_factory.mktemp("home")
+    previous = os.environ.get("RAINIER_SCALE_DOWN_AFTER_S")
+    os.environ["RAINIER_SCALE_DOWN_AFTER_S"] = SCALE_DOWN_AFTER_S
+    settings = Settings.from_env(
+        home=home, database_url=f"sqlite:///{home / 'rainier.db'}", port=0, tick_s=0.05
+    )
+    try:
+        with EmbeddedServer(settings) as server:
+            op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
+            op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 4})
+            yield Cloud(server, op)
+            for dep in op.get("/api/v1/deployments")["items"]:
+                op.delete(f"/api/v1/deployments/{dep['id']}")
+            wait_until(
+                lambda: (
+                    not op.get("/api/v1/jobs", state=["pending", "running", "stopping"])["items"]
+                ),
+                what="every replica to stop",
+            )
+    finally:
+        if previous is None:
+            os.environ.pop("RAINIER_SCALE_DOWN_AFTER_S", None)
+        else:
+            os.environ["RAINIER_SCALE_DOWN_AFTER_S"] = previous
+
+
+@pytest.fixture(scope="package")
+def acme(cloud: Cloud) -> Client:
+    return cloud.tenant("acme")
+
+
+@pytest.fixture(scope="package")
+def globex(cloud: Cloud) -> Client:
+    return cloud.tenant("globex")
+
+
+def ready_replicas(client: Client, name: str, count: int = 1) -> Callable[[], dict[str, Any]]:
+    def check() -> dict[str, Any]:
+        d: dict[str, Any] = client.get(f"/api/v1/deployments/{name}")
+        return d if d["ready_replicas"] >= count else {}
+
+    return check
+
+
+@pytest.fixture(scope="package")
+def chat(cloud: Cloud, acme: Client, model_dir: Path) -> dict[str, Any]:
+    """The shared deployment: `tiny` registered in acme, served as `chat`, 1..2 replicas."""
+    acme.post("/api/v1/models", {"name": "tiny", "path": str(model_dir)})
+    acme.post(
+        "/api/v1/deployments",
+        {
+            "kind": "Deployment",
+            "name": "chat",
+            "model": "tiny",
+            "replicas": {"min": 1, "max": 2},
+            "target_inflight_per_replica": 2,
+        },
+    )
+    found: dict[str, Any] = wait_until(ready_replicas(acme, "chat"), READY_S, "chat to be ready")
+    return found
