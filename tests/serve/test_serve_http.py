@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import subprocess
@@ -336,3 +337,36 @@ def test_logprobs_echo_and_several_prompts(server: ServerProcess, client: openai
     assert content is not None and len(content) == chat.usage.completion_tokens  # type: ignore[union-attr]
     assert all(len(t.top_logprobs) == 2 for t in content)
     assert httpx.get(server.base_url + "/health").json() == {"status": "ok"}
+
+
+def test_concurrent_streams_match_one_at_a_time(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    prompts = [f"{w} the model" for w in ("hello", "river", "snow", "one two", "cloud", "42")]
+    one_at_a_time = [
+        client.completions.create(model=MODEL, prompt=p, max_tokens=16, temperature=0)
+        .choices[0]
+        .text
+        for p in prompts
+    ]
+
+    async def stream_all() -> list[str]:
+        async_client = openai.AsyncOpenAI(
+            base_url=server.base_url + "/v1", api_key="unused", max_retries=0
+        )
+
+        async def one(prompt: str) -> str:
+            stream = await async_client.completions.create(
+                model=MODEL, prompt=prompt, max_tokens=16, temperature=0, stream=True
+            )
+            return "".join([chunk.choices[0].text async for chunk in stream if chunk.choices])
+
+        try:
+            return list(await asyncio.gather(*(one(p) for p in prompts)))
+        finally:
+            await async_client.close()
+
+    assert asyncio.run(stream_all()) == one_at_a_time
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("other")

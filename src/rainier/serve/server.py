@@ -123,9 +123,19 @@ def create_app(
     async def metrics() -> Response:
         return Response(async_engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    card = ModelCard(id=served_model_name, max_model_len=engine.max_model_len)
+
     @app.get("/v1/models")
     async def models() -> ModelList:
-        return ModelList(data=[ModelCard(id=served_model_name, max_model_len=engine.max_model_len)])
+        return ModelList(data=[card])
+
+    @app.get("/v1/models/{name:path}")
+    async def model(name: str) -> ModelCard:
+        if name != served_model_name:
+            raise APIError(
+                404, f"The model `{name}` does not exist.", param="model", code="model_not_found"
+            )
+        return card
 
     @app.post("/v1/completions", response_model=None)
     async def completions(body: CompletionRequest, request: Request) -> Response:
