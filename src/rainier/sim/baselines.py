@@ -18,13 +18,18 @@ keeps whole nodes free for wide gangs. None of them preempts.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from operator import attrgetter
 
 from rainier.scheduler.types import Admit, ClusterState, Decisions, Wait, Workload
 
+_BY_SUBMISSION = attrgetter("submitted_s", "id")
+_BY_PRIORITY = attrgetter("priority")
 
-def _order(w: Workload) -> tuple[int, float, str]:
-    return (-w.priority, w.submitted_s, w.id)
+
+def in_order(pending: Iterable[Workload]) -> list[Workload]:
+    """Highest priority first, then first submitted (two stable C-level sorts, no key tuples)."""
+    return sorted(sorted(pending, key=_BY_SUBMISSION), key=_BY_PRIORITY, reverse=True)
 
 
 class FreeChips:
@@ -85,7 +90,7 @@ class FifoScheduler:
         if not free.buckets:
             return out
         blocked: set[str] = set()
-        for w in sorted(state.pending, key=_order):
+        for w in in_order(state.pending):
             if w.flavor in blocked:
                 continue
             nodes = free.take(w.flavor, w.nodes, w.chips_per_node)
@@ -103,7 +108,7 @@ class BackfillScheduler:
         started: list[tuple[Workload, tuple[str, ...]]] = []
         shadow: dict[str, float] = {}
         now = state.now_s
-        for w in sorted(state.pending, key=_order):
+        for w in in_order(state.pending):
             reservation = shadow.get(w.flavor)
             if reservation is not None:
                 limit = w.max_duration_s

@@ -222,6 +222,10 @@ class Simulation:
         for f in self.capacity:
             self.utilization[f].record(0.0, 0)
         self.queue_length.record(0.0, 0)
+        queue_t, queue_v = self.queue_length.time_s, self.queue_length.value
+        busy, capacity = self.busy, self.capacity
+        skip_when_full, events = self.config.skip_when_full, 0
+        heappop, arrive, release = heapq.heappop, self._arrive, self._release
         while True:
             t = jobs[nxt].job.submit_s if nxt < n else math.inf
             if heap and heap[0][0] < t:
@@ -236,38 +240,42 @@ class Simulation:
                     f"{self.policy_name}: decisions keep changing at t={t:g}s without time passing"
                 )
             now = t
-            full_arrivals_only = self.config.skip_when_full
+            full_arrivals_only = skip_when_full
             while nxt < n and jobs[nxt].job.submit_s <= t:
                 js = jobs[nxt]
-                self._arrive(js)
-                if full_arrivals_only and self.busy.get(js.job.flavor) != self.capacity.get(
-                    js.job.flavor
-                ):
-                    full_arrivals_only = False
+                arrive(js)
+                if full_arrivals_only:
+                    flavor = js.job.flavor
+                    full_arrivals_only = busy.get(flavor) == capacity.get(flavor)
                 nxt += 1
-                self.events += 1
+                events += 1
             if heap and heap[0][0] <= t:
                 full_arrivals_only = False
-            while heap and heap[0][0] <= t:
-                at, kind, _, index, generation = heapq.heappop(heap)
-                js = jobs[index]
-                self.events += 1
-                if js.generation != generation:
-                    continue
-                if kind == _FINISH and js.state in (RUNNING, STOPPING):
-                    self._release(js, at)
-                    js.state = DONE
-                    js.end_s = at
-                elif kind == _STOP and js.state == STOPPING:
-                    self._stop(js, at)
+                while heap and heap[0][0] <= t:
+                    at, kind, _, index, generation = heappop(heap)
+                    js = jobs[index]
+                    events += 1
+                    if js.generation != generation:
+                        continue
+                    if kind == _FINISH and (js.state == RUNNING or js.state == STOPPING):
+                        release(js, at)
+                        js.state = DONE
+                        js.end_s = at
+                    elif kind == _STOP and js.state == STOPPING:
+                        self._stop(js, at)
             if self.pending_count and not full_arrivals_only:
                 self._schedule(now)
-            self.queue_length.record(now, self.pending_count)
+            if queue_t[-1] == now:
+                queue_v[-1] = self.pending_count
+            else:
+                queue_t.append(now)
+                queue_v.append(self.pending_count)
             if self.guaranteed:
                 self._watch_guarantees(now)
             batches += 1
             if self.progress is not None and batches & 0x3FF == 0:
                 self.progress(nxt, n)
+        self.events = events
         for key, since in self.underserved_since.items():
             self.episodes.append(GuaranteeEpisode(key[0], key[1], since, now))
         if self.progress is not None:
@@ -288,16 +296,9 @@ class Simulation:
             end_s=now,
         )
 
-    def _fits_anywhere(self, job: TraceJob) -> bool:
-        pool = self.pools.get(job.flavor)
-        return (
-            pool is not None
-            and job.chips_per_node <= pool.chips_per_node
-            and job.nodes <= pool.nodes
-        )
-
     def _arrive(self, js: JobState) -> None:
-        if not self._fits_anywhere(js.job):
+        pool = self.pools.get(js.job.flavor)
+        if pool is None or js.job.chips_per_node > pool.chips_per_node or js.job.nodes > pool.nodes:
             js.state = UNPLACEABLE
             return
         js.pending_since_s = js.job.submit_s
@@ -407,7 +408,7 @@ class Simulation:
         if js is None or js.state != PENDING:
             raise PolicyError(f"{self.policy_name}: admits {workload_id!r}, which is not pending")
         w = js.workload
-        if len(names) != w.nodes or len(set(names)) != w.nodes:
+        if len(names) != w.nodes or (w.nodes > 1 and len(set(names)) != w.nodes):
             raise PolicyError(
                 f"{self.policy_name}: admits {workload_id!r} on {len(set(names))} distinct "
                 f"nodes; it needs {w.nodes}"
@@ -432,7 +433,9 @@ class Simulation:
         if js.first_start_s != js.first_start_s:
             js.first_start_s = now
         js.generation += 1
-        self.running[workload_id] = Allocation(w, tuple(names), now)
+        self.running[workload_id] = Allocation(
+            w, names if isinstance(names, tuple) else tuple(names), now
+        )
         self.running_view = None
         self._held_add(js, js.chips)
         self._busy_add(w.flavor, js.chips, now)
