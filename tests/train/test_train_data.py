@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +28,28 @@ def test_files_come_from_paths_folders_and_globs(corpus: Path) -> None:
 def test_jsonl_records_give_their_text_field(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"body": "one"}) + "\n\n" + json.dumps({"body": "two"}) + "\n")
-    assert list(data.iter_documents([path], "body")) == ["one", "two"]
+    assert list(data.iter_pieces([path], "body")) == [("one", True), ("two", True)]
     with pytest.raises(data.DataError, match=r"r\.jsonl:1: no string field 'text'"):
-        list(data.iter_documents([path], "text"))
+        list(data.iter_pieces([path], "text"))
     path.write_text('{"text": "fine"}\n{broken\n')
     with pytest.raises(data.DataError, match=r"r\.jsonl:2: not valid JSON"):
-        list(data.iter_documents([path], "text"))
+        list(data.iter_pieces([path], "text"))
 
 
 def test_prepare_tokenizes_once_and_round_trips(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(data, "SHARD_TOKENS", 3000)
-    monkeypatch.setattr(data, "ENCODE_BATCH_BYTES", 2000)
+    monkeypatch.setattr(data, "ENCODE_BATCH_CHARS", 2000)
+    monkeypatch.setattr(data, "PIECE_CHARS", 700)
+    files = data.find_files([str(corpus)])
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    name = data.fingerprint(files, 512, 0.1, "text")
+    stale = tmp_path / f".tmp-{name}-{socket.gethostname()}-{finished.pid}"
+    stale.mkdir()
     root = data.prepare([str(corpus)], tmp_path, 512, val_fraction=0.1)
+    assert root.name == name and not stale.exists()
     manifest = (root / "manifest.json").stat().st_mtime_ns
     assert data.prepare([str(corpus)], tmp_path, 512, val_fraction=0.1) == root
     assert (root / "manifest.json").stat().st_mtime_ns == manifest
@@ -57,8 +67,14 @@ def test_prepare_tokenizes_once_and_round_trips(
         tokenizer.decode(d.tolist()) for d in np.split(whole, np.where(whole == c.eos_id)[0])
     ]
     documents = [d for d in documents if d]
-    files = data.find_files([str(corpus)])
-    assert documents == list(data.iter_documents(files, "text"))
+    expected: list[str] = []
+    for path in files:
+        with path.open(newline="") as f:
+            if path.suffix == ".jsonl":
+                expected += [json.loads(line)["text"] for line in f]
+            else:
+                expected.append(f.read())
+    assert documents == expected
 
 
 def test_samples_depend_only_on_seed_and_index(corpus: Path, data_cache: Path) -> None:

@@ -28,8 +28,9 @@ from rainier.train.tokenizer import end_of_text_id, train_tokenizer
 TEXT_SUFFIXES = (".txt", ".md", ".py", ".jsonl")
 FORMAT_VERSION = 1
 SHARD_TOKENS = 1 << 26
-TOKENIZER_SAMPLE_BYTES = 256 << 20
-ENCODE_BATCH_BYTES = 8 << 20
+TOKENIZER_SAMPLE_CHARS = 256 << 20
+ENCODE_BATCH_CHARS = 8 << 20
+PIECE_CHARS = 4 << 20
 
 
 class DataError(ValueError):
@@ -65,23 +66,47 @@ def _is_text(path: Path) -> bool:
     return path.suffix.lower() in TEXT_SUFFIXES
 
 
-def iter_documents(files: list[Path], text_field: str) -> Iterator[str]:
+Piece = tuple[str, bool]
+
+
+def iter_pieces(files: list[Path], text_field: str) -> Iterator[Piece]:
+    """Documents as (text, ends_document) pieces, so memory stays flat on any file size.
+
+    A .jsonl record is one document; any other file is one document, read PIECE_CHARS at a
+    time and cut after a newline (byte-level BPE never merges across one, so the tokens are
+    those of the whole file).
+    """
     for path in files:
-        if path.suffix.lower() != ".jsonl":
-            yield path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix.lower() == ".jsonl":
+            yield from ((text, True) for text in _records(path, text_field))
             continue
-        with path.open(encoding="utf-8", errors="replace") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
+        with path.open(encoding="utf-8", errors="replace", newline="") as f:
+            carry = ""
+            while chunk := f.read(PIECE_CHARS):
+                text = carry + chunk
+                cut = text.rfind("\n") + 1
+                if cut == 0 and len(text) < 4 * PIECE_CHARS:
+                    carry = text
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise DataError(f"{path}:{lineno}: no string field {text_field!r}")
-                yield text
+                cut = cut or len(text)
+                yield text[:cut], False
+                carry = text[cut:]
+            yield carry, True
+
+
+def _records(path: Path, text_field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            text = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise DataError(f"{path}:{lineno}: no string field {text_field!r}")
+            yield text
 
 
 @dataclass(frozen=True)
@@ -128,7 +153,12 @@ def prepare(
     if (root / "manifest.json").exists():
         return root
     cache_root.mkdir(parents=True, exist_ok=True)
-    tmp = cache_root / f".tmp-{root.name}-{socket.gethostname()}-{os.getpid()}"
+    prefix = f".tmp-{root.name}-{socket.gethostname()}-"
+    for stale in cache_root.glob(prefix + "*"):
+        pid = stale.name.removeprefix(prefix)
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = cache_root / f"{prefix}{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -143,10 +173,21 @@ def prepare(
     return root
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process that left a temporary folder on this host may still be writing it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _build(
     files: list[Path], out: Path, vocab_size: int, val_fraction: float, text_field: str
 ) -> None:
-    tokenizer = train_tokenizer(_head(iter_documents(files, text_field)), vocab_size)
+    tokenizer = train_tokenizer(_head(iter_pieces(files, text_field)), vocab_size)
     tokenizer.save(str(out / "tokenizer.json"))
     eos = end_of_text_id(tokenizer)
     dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
@@ -166,9 +207,12 @@ def _build(
         shards.append((name, pending_tokens))
         pending, pending_tokens = [], 0
 
-    for batch in _batches(iter_documents(files, text_field)):
-        for enc in tokenizer.encode_batch(batch, add_special_tokens=False):
-            ids = np.asarray([*enc.ids, eos], dtype=np.int64)
+    for batch in _batches(iter_pieces(files, text_field)):
+        texts = [text for text, _ in batch]
+        for enc, (_, ends) in zip(
+            tokenizer.encode_batch(texts, add_special_tokens=False), batch, strict=True
+        ):
+            ids = np.asarray([*enc.ids, eos] if ends else enc.ids, dtype=np.int64)
             pending.append(ids)
             pending_tokens += len(ids)
         if pending_tokens >= SHARD_TOKENS:
@@ -191,23 +235,23 @@ def _build(
     _write_synced(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
 
-def _head(docs: Iterator[str]) -> Iterator[str]:
+def _head(pieces: Iterator[Piece]) -> Iterator[str]:
     """Train the tokenizer on the first few hundred MB: merges barely change past that."""
     seen = 0
-    for doc in docs:
-        yield doc
-        seen += len(doc)
-        if seen >= TOKENIZER_SAMPLE_BYTES:
+    for text, _ in pieces:
+        yield text
+        seen += len(text)
+        if seen >= TOKENIZER_SAMPLE_CHARS:
             return
 
 
-def _batches(docs: Iterator[str]) -> Iterator[list[str]]:
-    batch: list[str] = []
+def _batches(pieces: Iterator[Piece]) -> Iterator[list[Piece]]:
+    batch: list[Piece] = []
     size = 0
-    for doc in docs:
-        batch.append(doc)
-        size += len(doc)
-        if size >= ENCODE_BATCH_BYTES:
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece[0])
+        if size >= ENCODE_BATCH_CHARS:
             yield batch
             batch, size = [], 0
     if batch:
