@@ -196,8 +196,13 @@ def _train_command(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from rainier.train import data
+    from rainier.train.config import PRESETS
+
     root = tmp_path_factory.mktemp("train")
-    return write_corpus(root / "corpus"), root / "cache"
+    corpus, cache = write_corpus(root / "corpus"), root / "cache"
+    data.prepare([str(corpus)], cache, PRESETS["tiny"].vocab_size)
+    return corpus, cache
 
 
 def _losses(lines: list[dict[str, Any]]) -> dict[int, float]:
@@ -210,24 +215,27 @@ def test_ddp_across_two_nodes_matches_one_process_with_the_same_global_batch(
     data, cache = corpus
     steps = 4
     reference = tmp_path / "reference"
-    single = subprocess.run(
+    single = subprocess.Popen(
         [*_train_command(data, cache, steps, 8), "--checkpoint-dir", str(reference)],
         env={
             **{k: v for k, v in os.environ.items() if not k.startswith(("RAINIER_", "RAY_"))},
             "OMP_NUM_THREADS": "1",
         },
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
-    assert single.returncode == 0, single.stderr[-2000:]
-    expected = _losses(read_jsonl(reference / "metrics.jsonl"))
-    assert sorted(expected) == list(range(1, steps + 1))
-
     tenant = ray_cloud.tenant("acme")
     metrics = tmp_path / "ddp.jsonl"
     command = _train_command(data, cache, steps, 4, "--metrics-file", str(metrics))
     submitted = tenant.post("/api/v1/jobs", h200_job("ddp", command, nodes=2))
+    try:
+        _, stderr = single.communicate(timeout=120)
+    finally:
+        single.kill()
+    assert single.returncode == 0, stderr[-2000:]
+    expected = _losses(read_jsonl(reference / "metrics.jsonl"))
+    assert sorted(expected) == list(range(1, steps + 1))
     done = wait_for_job(tenant, submitted["id"], "succeeded", "failed", timeout_s=120)
     log = tenant.get(f"/api/v1/jobs/{submitted['id']}/logs")["data"]
     assert done["state"] == "succeeded", log[-2000:]
@@ -246,7 +254,7 @@ def test_a_node_lost_mid_job_restarts_the_gang_from_its_checkpoint_elsewhere(
 ) -> None:
     data, cache = corpus
     tenant = ray_cloud.tenant("acme")
-    steps = 16
+    steps = 10
     command = _train_command(data, cache, steps, 8, "--checkpoint-every", "2")
     submitted = tenant.post(
         "/api/v1/jobs",
