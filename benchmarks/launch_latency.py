@@ -101,8 +101,9 @@ def ray_cluster() -> Iterator[str]:
     os.environ.update(
         RAY_TMPDIR=str(temp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16)
     )
-    import ray
     from ray.cluster_utils import Cluster
+
+    import ray
 
     def node(name: str, block: str) -> dict[str, Any]:
         labels = {"rainier.io/node": name, "rainier.io/zone": "z", "rainier.io/block": block}
