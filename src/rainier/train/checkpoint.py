@@ -112,9 +112,13 @@ def complete(root: Path) -> list[Checkpoint]:
 
 
 def load_latest(root: Path) -> tuple[Checkpoint, dict[str, Any]] | None:
+    """The newest checkpoint that loads. Memory-mapped: the ranks of a node share one copy in
+    the page cache instead of each holding weights and optimizer state in its own memory."""
     for ckpt in complete(root):
         try:
-            state = torch.load(ckpt.path / STATE_FILE, map_location="cpu", weights_only=True)
+            state = torch.load(
+                ckpt.path / STATE_FILE, map_location="cpu", weights_only=True, mmap=True
+            )
         except Exception as exc:
             print(f"rainier.train: skipping unreadable {ckpt.path}: {exc}", file=sys.stderr)
             continue
