@@ -93,3 +93,11 @@ def test_plan_finds_the_smallest_size_meeting_the_target() -> None:
 def test_plan_unknown_flavor_is_an_input_error() -> None:
     with pytest.raises(SimInputError, match="--flavor"):
         plan(cluster(1, 8), Trace([]), parse_target("p95_wait<1h"), flavor="trn2")
+
+
+def test_utilization_over_the_run_and_while_jobs_arrive() -> None:
+    jobs = [job("x", 0, 3600, chips_per_node=8), job("y", 7200, 7200, chips_per_node=4)]
+    s = summarize(run(cluster(1, 8), jobs, "fifo"))
+    assert s["utilization_while_arriving"]["h200"] == pytest.approx(0.5, abs=0.01)
+    assert s["utilization"]["h200"] == pytest.approx((3600 * 8 + 7200 * 4) / (14400 * 8))
+    assert s["makespan_s"] == 14400

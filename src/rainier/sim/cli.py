@@ -177,11 +177,11 @@ def _one_line(s: dict[str, Any]) -> str:
     def h(v: float | None) -> str:
         return "-" if v is None else f"{v / 3600:.2f}h"
 
-    util = " ".join(f"{f}={100 * u:.1f}%" for f, u in s["utilization"].items())
+    util = " ".join(f"{f}={100 * u:.1f}%" for f, u in s["utilization_while_arriving"].items())
     return (
         f"{s['policy']:>9}: jobs {s['completed']}/{s['jobs']}  "
         f"wait mean {h(s['wait_s']['mean'])} p95 {h(s['wait_s']['p95'])}  "
-        f"jct mean {h(s['jct_s']['mean'])} p95 {h(s['jct_s']['p95'])}  util {util}  "
+        f"jct mean {h(s['jct_s']['mean'])} p95 {h(s['jct_s']['p95'])}  util while arriving {util}  "
         f"preemptions {s['preemptions']}  guarantee violations {s['guarantee_violations']}  "
         f"billed ${s['billed_usd']}"
     )

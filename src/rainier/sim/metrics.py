@@ -5,7 +5,8 @@ Definitions, all over jobs that completed unless said otherwise:
 * JCT: completion minus submission. Queueing delay ("wait"): all the time a job spent pending,
   including the time back in the queue after each preemption.
 * Utilization of a flavor: busy chips (running or stopping) over its chips, time-averaged over
-  [0, end of the run]; the timeline is kept for the report.
+  [0, end of the run], and over the arrival window (first to last submission), which is what a
+  planner compares with the offered load: a trace's tail of long jobs drains at low load.
 * Work lost to preemption: chip-seconds a job ran since its last checkpoint before it was stopped,
   which it must redo.
 * Guarantee violation: a tenant T "is short" of flavor f while it has a pending job of f that
@@ -52,6 +53,14 @@ def time_average(tl: Timeline, end_s: float) -> float:
         return 0.0
     widths = np.diff(np.append(t, max(end_s, float(t[-1]))))
     return float((v * widths).sum() / end_s)
+
+
+def window_average(tl: Timeline, start_s: float, end_s: float) -> float:
+    """Time average over [start_s, end_s]; 0 for an empty window."""
+    if end_s <= start_s:
+        return 0.0
+    grid = np.linspace(start_s, end_s, 2001)
+    return float(sample(tl, grid[:-1]).mean())
 
 
 def sample(tl: Timeline, grid: np.ndarray) -> np.ndarray:
@@ -109,6 +118,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
     table = job_table(result)
     end_s = result.end_s
     first_submit = min((js.job.submit_s for js in jobs), default=0.0)
+    last_submit = max((js.job.submit_s for js in jobs), default=0.0)
     last_end = max((js.end_s for js in jobs if js.state == DONE), default=first_submit)
     states = [js.state for js in jobs]
     cluster = result.cluster
@@ -187,6 +197,10 @@ def summarize(result: SimResult) -> dict[str, Any]:
         "makespan_s": last_end - first_submit,
         "utilization": {
             f: time_average(tl, end_s) / result.capacity_chips[f]
+            for f, tl in result.utilization.items()
+        },
+        "utilization_while_arriving": {
+            f: window_average(tl, first_submit, last_submit) / result.capacity_chips[f]
             for f, tl in result.utilization.items()
         },
         "mean_queue_length": time_average(result.queue_length, end_s),
