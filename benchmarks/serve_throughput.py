@@ -61,6 +61,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, else float32")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     device = args.device
@@ -68,6 +69,9 @@ def main() -> None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         torch.set_num_threads(args.threads)
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "float32" if device == "cpu" else "bfloat16"
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_llama(
@@ -76,7 +80,11 @@ def main() -> None:
         engine = LLMEngine.from_model_dir(
             model_dir,
             EngineConfig(
-                kv_memory_mb=64, max_batch_tokens=2048, enable_prefix_caching=False, device=device
+                kv_memory_mb=64,
+                max_batch_tokens=2048,
+                enable_prefix_caching=False,
+                device=device,
+                dtype=dtype,
             ),
         )
     rng = random.Random(0)
@@ -93,6 +101,7 @@ def main() -> None:
     sequential = tokens_s / wall_s
     result = {
         "device": device,
+        "dtype": dtype,
         "requests": args.requests,
         "max_tokens": args.max_tokens,
         "batched_tokens_per_s": round(batched, 1),

@@ -308,3 +308,21 @@ def test_the_newest_sequence_is_preempted_and_still_completes(tiny_model_dir: Pa
             assert [s.seq_id for s in engine.scheduler.waiting] == ["new"]
     assert saw_preemption
     assert lengths == {"old": 150, "new": 150}
+
+
+def test_bfloat16_halves_the_cache_and_stays_close(tiny_model_dir: Path) -> None:
+    full = make_engine(tiny_model_dir, kv_memory_mb=1.0)
+    half = make_engine(tiny_model_dir, kv_memory_mb=1.0, dtype="bfloat16")
+    assert half.kv_cache.dtype == torch.bfloat16
+    assert half.block_manager.num_blocks == 2 * full.block_manager.num_blocks
+    prompt = full.tokenizer.encode("the compute cloud answers every question")
+    logits = []
+    for engine in (full, half):
+        table = list(range(engine.block_manager.blocks_needed(len(prompt))))
+        batch = build_batch([ScheduledChunk(prompt, 0, table, True)], 8, torch.device("cpu"))
+        batch = dataclasses.replace(batch, logits_index=torch.arange(len(prompt)))
+        logits.append(engine.model.forward(batch, engine.kv_cache))
+    assert logits[1].dtype == torch.float32
+    torch.testing.assert_close(logits[1], logits[0], atol=0.5, rtol=0.05)
+    agree = (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean()
+    assert agree >= 0.75

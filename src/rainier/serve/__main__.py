@@ -36,6 +36,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--dtype", default="float32", help="float32, bfloat16 or float16 (weights and KV cache)"
+    )
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--access-log", action="store_true", help="log each request (stderr)")
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs,
             enable_prefix_caching=not args.no_prefix_caching,
             device=device,
+            dtype=args.dtype,
         )
         engine = LLMEngine.from_model_dir(model_dir, config)
     except (ModelFormatError, ValueError, OSError) as exc:

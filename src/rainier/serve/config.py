@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class ModelFormatError(ValueError):
@@ -141,9 +142,12 @@ class EngineConfig:
     max_num_seqs: int = 128
     enable_prefix_caching: bool = True
     device: str = "cpu"
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.block_size <= 0 or self.max_batch_tokens <= 0 or self.max_num_seqs <= 0:
             raise ValueError("block_size, max_batch_tokens and max_num_seqs must be positive")
         if self.kv_memory_mb <= 0:
             raise ValueError("kv_memory_mb must be positive")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")

@@ -86,7 +86,8 @@ class LLMEngine:
     def from_model_dir(cls, model_dir: str | Path, config: EngineConfig) -> LLMEngine:
         path = Path(model_dir)
         device = torch.device(config.device)
-        model = LlamaModel(ModelConfig.from_dir(path), read_safetensors(path), device)
+        dtype = getattr(torch, config.dtype)
+        model = LlamaModel(ModelConfig.from_dir(path), read_safetensors(path), device, dtype)
         return cls(model, ModelTokenizer.from_dir(path), config, GenerationDefaults.from_dir(path))
 
     @property

@@ -78,15 +78,20 @@ class LlamaModel:
     """Weights plus a pure function of (batch, cache) -> logits; the cache is written in place."""
 
     def __init__(
-        self, config: ModelConfig, tensors: dict[str, torch.Tensor], device: torch.device
+        self,
+        config: ModelConfig,
+        tensors: dict[str, torch.Tensor],
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.config = config
         self.device = device
+        self.dtype = dtype
 
         def take(name: str) -> torch.Tensor:
             if name not in tensors:
                 raise ModelFormatError(f"model.safetensors: missing tensor {name}")
-            return tensors[name].to(device=device, dtype=torch.float32).contiguous()
+            return tensors[name].to(device=device, dtype=dtype).contiguous()
 
         def maybe(name: str) -> torch.Tensor | None:
             return take(name) if name in tensors else None
@@ -125,29 +130,35 @@ class LlamaModel:
         positions = torch.arange(config.max_position_embeddings, dtype=torch.float64)
         freqs = torch.outer(positions, rope_inv_freq(config))
         angles = torch.cat([freqs, freqs], dim=-1)
-        self.cos = angles.cos().to(device=device, dtype=torch.float32)
-        self.sin = angles.sin().to(device=device, dtype=torch.float32)
+        self.cos = angles.cos().to(device=device, dtype=dtype)
+        self.sin = angles.sin().to(device=device, dtype=dtype)
 
     @classmethod
-    def load(cls, model_dir: Path, device: torch.device) -> LlamaModel:
-        return cls(ModelConfig.from_dir(model_dir), read_safetensors(model_dir), device)
+    def load(
+        cls, model_dir: Path, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> LlamaModel:
+        return cls(ModelConfig.from_dir(model_dir), read_safetensors(model_dir), device, dtype)
 
     def new_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         """[layers, 2 (k, v), slots, kv_heads, head_dim], one pool shared by all sequences."""
         c = self.config
         return torch.zeros(
             (c.num_hidden_layers, 2, num_blocks * block_size, c.num_key_value_heads, c.head_dim),
-            dtype=torch.float32,
+            dtype=self.dtype,
             device=self.device,
         )
 
     def kv_bytes_per_token(self) -> int:
         c = self.config
-        return c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * 4
+        element = torch.empty((), dtype=self.dtype).element_size()
+        return c.num_hidden_layers * 2 * c.num_key_value_heads * c.head_dim * element
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        variance = x.pow(2).mean(-1, keepdim=True)
-        return x * torch.rsqrt(variance + self.config.rms_norm_eps) * weight
+        """Normalised in fp32 whatever the weights' dtype: the mean of squares is where half
+        precision loses the most."""
+        wide = x.float()
+        variance = wide.pow(2).mean(-1, keepdim=True)
+        return weight * (wide * torch.rsqrt(variance + self.config.rms_norm_eps)).to(x.dtype)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -178,7 +189,7 @@ class LlamaModel:
             mlp = F.silu(F.linear(x, layer.gate_proj)) * F.linear(x, layer.up_proj)
             hidden = hidden + F.linear(mlp, layer.down_proj)
         last = self._rms_norm(hidden[batch.logits_index], self.norm)
-        return F.linear(last, self.lm_head)
+        return F.linear(last, self.lm_head).float()
 
     def _attention(self, q: torch.Tensor, cache: torch.Tensor, batch: BatchInput) -> torch.Tensor:
         """Grouped-query attention without copying keys: the query heads sharing a KV head are
