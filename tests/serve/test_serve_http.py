@@ -21,7 +21,7 @@ from rainier.serve.engine import LLMEngine
 from rainier.serve.sampling import SamplingParams
 
 MODEL = "tiny"
-STARTUP_DEADLINE_S = 90.0
+STARTUP_DEADLINE_S = 180.0
 
 
 class ServerProcess:

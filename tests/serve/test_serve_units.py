@@ -198,3 +198,46 @@ def test_token_bytes_rebuild_the_text(tiny_model_dir: Path) -> None:
     partial = [i for i in ids if tok.token_text(i).startswith("bytes:")]
     assert partial, "the rare characters should be split into byte tokens"
     assert all("\\x" in tok.token_text(i) for i in partial)
+
+
+def test_engine_thread_fails_requests_instead_of_hanging(tiny_model_dir: Path) -> None:
+    import asyncio
+
+    from rainier.serve.async_engine import AsyncEngine, EngineFailure, Sink
+    from rainier.serve.config import EngineConfig
+    from rainier.serve.engine import LLMEngine
+    from rainier.serve.sequence import RequestOutput
+
+    engine = LLMEngine.from_model_dir(tiny_model_dir, EngineConfig(kv_memory_mb=1, block_size=8))
+    runner = AsyncEngine(engine)
+    params = SamplingParams(max_tokens=4, temperature=0.0)
+
+    async def last(sink: Sink) -> RequestOutput | EngineFailure:
+        while True:
+            item = await sink.get()
+            if isinstance(item, EngineFailure) or item.finished:
+                return item
+
+    def broken(*_: object) -> torch.Tensor:
+        raise RuntimeError("device lost")
+
+    async def scenario() -> None:
+        runner.start()
+        sink: Sink = asyncio.Queue()
+        runner.submit("ok", [0, 5, 6], params, sink)
+        done = await last(sink)
+        assert isinstance(done, RequestOutput) and done.num_output_tokens == 4
+        runner.submit("too-long", [5] * 10_000, params, sink)
+        refused = await last(sink)
+        assert isinstance(refused, EngineFailure) and refused.client_error
+        engine.model.forward = broken  # type: ignore[method-assign]
+        runner.submit("doomed", [0, 5, 6], params, sink)
+        failed = await last(sink)
+        assert isinstance(failed, EngineFailure) and not failed.client_error
+        assert runner.alive and not engine.has_unfinished()
+        await asyncio.to_thread(runner.stop)
+        runner.submit("late", [0, 5, 6], params, sink)
+        assert isinstance(await last(sink), EngineFailure)
+
+    asyncio.run(scenario())
+    assert not runner.alive

@@ -93,12 +93,21 @@ class AsyncEngine:
         sink: Sink,
     ) -> None:
         """Queue a request; outputs (or one `EngineFailure`) will arrive in `sink`."""
+        if not self.alive:
+            sink.put_nowait(EngineFailure("the engine is not running"))
+            return
         self._inbox.put(_Add(request_id, prompt_ids, params, sink, asyncio.get_running_loop()))
 
     def abort(self, request_id: str) -> None:
         self._inbox.put(_Abort(request_id))
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            self._fail_all("the engine stopped")
+
+    def _loop(self) -> None:
         while True:
             block = not self.engine.has_unfinished()
             try:
@@ -125,6 +134,10 @@ class AsyncEngine:
                 self.engine.add_request(message.request_id, message.prompt_ids, message.params)
             except RequestError as exc:
                 self._deliver(tracked, EngineFailure(str(exc), client_error=True))
+                return
+            except Exception:
+                log.exception("could not add request %s", message.request_id)
+                self._deliver(tracked, EngineFailure("the engine could not take this request"))
                 return
             self._tracked[message.request_id] = tracked
             self.metrics.prompt_tokens.inc(len(message.prompt_ids))
