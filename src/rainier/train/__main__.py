@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"environment: {exc}")
     checkpoint_dir = ns.checkpoint_dir or (Path(env.checkpoint_dir) if env.checkpoint_dir else None)
 
-    from rainier.train.loop import TrainArgs, UsageError, train
+    from rainier.train.loop import EXIT_USAGE, TrainArgs, UsageError, train
 
     args = TrainArgs(
         data=ns.data,
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         return train(args, env)
     except UsageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":
