@@ -326,3 +326,24 @@ def test_bfloat16_halves_the_cache_and_stays_close(tiny_model_dir: Path) -> None
     torch.testing.assert_close(logits[1], logits[0], atol=0.5, rtol=0.05)
     agree = (logits[0].argmax(-1) == logits[1].argmax(-1)).float().mean()
     assert agree >= 0.75
+
+
+def test_identical_prompts_arriving_together_compute_the_prefix_once(
+    tiny_model_dir: Path, reference: Callable[[list[int], int], list[int]]
+) -> None:
+    engine = make_engine(tiny_model_dir)
+    prompt = list(range(3, 43))
+    budgets: list[int] = []
+    schedule = engine.scheduler.schedule
+
+    def recording() -> SchedulerOutput:
+        plan = schedule()
+        budgets.append(plan.num_tokens)
+        return plan
+
+    engine.scheduler.schedule = recording  # type: ignore[method-assign]
+    outputs = run_arrivals(engine, [prompt] * 3, [0, 0, 0])
+    assert budgets[:2] == [40, 1 + 8 + 8]
+    assert engine.block_manager.prefix_hit_tokens == 2 * 32
+    expected = reference(prompt, GREEDY.max_tokens)
+    assert outputs == {"r0": expected, "r1": expected, "r2": expected}

@@ -43,7 +43,6 @@ class BlockManager:
         self._hashes: dict[str, list[bytes]] = {}
         self._committed: dict[str, int] = {}
         self.prefix_hit_tokens = 0
-        self.prefix_query_tokens = 0
 
     @property
     def num_free_blocks(self) -> int:
@@ -68,6 +67,21 @@ class BlockManager:
             hashes.append(chain_hash(parent, tokens[i * bs : (i + 1) * bs]))
         return hashes[:limit]
 
+    def hashes_completed(
+        self, seq_id: str, tokens: Sequence[int], start: int, end: int
+    ) -> list[bytes]:
+        """Hashes of the full blocks that computing tokens [start, end) will complete."""
+        if not self.enable_prefix_caching:
+            return []
+        first, last = start // self.block_size, end // self.block_size
+        return self._full_block_hashes(seq_id, tokens, last)[first:]
+
+    def next_block_hash(self, seq_id: str, tokens: Sequence[int], index: int) -> bytes | None:
+        """The hash of full block `index` of a prompt, if the cache could ever serve it."""
+        if not self.enable_prefix_caching or index >= (len(tokens) - 1) // self.block_size:
+            return None
+        return self._full_block_hashes(seq_id, tokens, index + 1)[index]
+
     def find_cached_prefix(self, seq_id: str, tokens: Sequence[int]) -> list[int]:
         """Blocks already holding this sequence's leading full blocks. The last token is never
         served from the cache: its logits are what the step has to produce."""
@@ -80,7 +94,6 @@ class BlockManager:
             if block_id is None:
                 break
             found.append(block_id)
-        self.prefix_query_tokens += len(tokens)
         return found
 
     def allocate(self, seq_id: str, num_tokens: int, cached: Sequence[int] = ()) -> bool:

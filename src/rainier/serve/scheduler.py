@@ -9,6 +9,10 @@ When a running sequence needs a block and the pool is empty, the newest running 
 preempted: its blocks are released and it returns to the waiting queue to be recomputed later.
 Its tokens are kept, so the request never fails and, under greedy sampling, its output is the
 same as if it had never been interrupted. No new sequence is admitted in a step that preempted.
+
+A waiting sequence whose next uncached block is being computed in this very step by another
+sequence (the `n` choices of one request, many requests behind one system prompt) waits one
+step instead, and then reads that block from the prefix cache rather than computing it again.
 """
 
 from __future__ import annotations
@@ -93,14 +97,24 @@ class Scheduler:
             index += 1
         if out.preempted:
             return out
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        in_flight: set[bytes] = set()
+        for seq, num_new in out.scheduled:
+            end = seq.num_computed + num_new
+            in_flight.update(bm.hashes_completed(seq.seq_id, seq.token_ids, seq.num_computed, end))
+        index = 0
+        while index < len(self.waiting) and budget > 0 and len(self.running) < self.max_num_seqs:
+            seq = self.waiting[index]
             cached = bm.find_cached_prefix(seq.seq_id, seq.token_ids)
+            if bm.next_block_hash(seq.seq_id, seq.token_ids, len(cached)) in in_flight:
+                index += 1
+                continue
             num_computed = len(cached) * bm.block_size
             num_new = min(seq.num_tokens - num_computed, budget)
             if not bm.allocate(seq.seq_id, num_computed + num_new, cached):
                 break
-            self.waiting.pop(0)
+            self.waiting.pop(index)
+            end = num_computed + num_new
+            in_flight.update(bm.hashes_completed(seq.seq_id, seq.token_ids, num_computed, end))
             seq.num_computed = num_computed
             if not seq.admitted_once:
                 seq.num_cached_tokens = num_computed
