@@ -83,6 +83,7 @@ def test_metrics_are_posted_with_the_token_and_the_model_registered(reference: R
         {"name": "reference", "path": str(reference.export_dir.resolve()), "job_id": "job-123"}
     ]
     assert reference.run.events("exported")[0]["registered"] is True
+    assert reference.run.events("metrics_not_posted") == []
 
 
 def test_the_metrics_file_holds_what_stdout_said(reference: Reference) -> None:

@@ -68,3 +68,5 @@ def test_an_unreachable_control_plane_costs_the_run_nothing(
     assert all(math.isfinite(r["loss"]) for r in lines if "loss" in r)
     (exported,) = [r for r in lines if r.get("event") == "exported"]
     assert exported["registered"] is False and (export_dir / "model.safetensors").is_file()
+    (unposted,) = [r for r in lines if r.get("event") == "metrics_not_posted"]
+    assert unposted["count"] == 4

@@ -120,6 +120,8 @@ class Reporter:
             self._progress.close()
         if self.poster is not None:
             self.poster.close()
+            if self.poster.failures:
+                self.event("metrics_not_posted", count=self.poster.failures)
         if self._file is not None:
             self._file.close()
 
