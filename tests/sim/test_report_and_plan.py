@@ -10,7 +10,7 @@ import pytest
 
 from rainier.sim.errors import SimInputError
 from rainier.sim.metrics import jain, summarize
-from rainier.sim.model import TenantContract, Trace
+from rainier.sim.model import Cluster, FlavorPool, TenantContract, Trace
 from rainier.sim.plan import parse_target, plan
 from rainier.sim.report import write_report
 
@@ -101,3 +101,17 @@ def test_utilization_over_the_run_and_while_jobs_arrive() -> None:
     assert s["utilization_while_arriving"]["h200"] == pytest.approx(0.5, abs=0.01)
     assert s["utilization"]["h200"] == pytest.approx((3600 * 8 + 7200 * 4) / (14400 * 8))
     assert s["makespan_s"] == 14400
+
+
+def test_plan_without_a_flavor_scales_every_pool() -> None:
+    two = Cluster((FlavorPool("h200", 8, 8), FlavorPool("trn2", 4, 16)))
+    jobs = random_gangs(200, seed=4)
+    jobs += [
+        job(f"t{i}", 300.0 * i, 1200, flavor="trn2", chips_per_node=16, max_duration_s=2400)
+        for i in range(60)
+    ]
+    result = plan(two, Trace(jobs), parse_target("mean_wait<5m"), policy="backfill")
+    assert result.flavor == "h200" and result.best_cluster is not None
+    best = {p.flavor: p.nodes for p in result.best_cluster.pools}
+    assert best["h200"] == result.best_nodes
+    assert best["trn2"] == max(1, -(-4 * best["h200"] // 8))
