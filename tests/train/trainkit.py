@@ -20,8 +20,6 @@ from typing import Any
 
 import torch
 
-torch.set_num_threads(1)
-
 DEADLINE_S = 120.0
 WORDS = (
     "the", "a", "model", "learns", "tokens", "from", "text", "while", "gradients", "flow",
