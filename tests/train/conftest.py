@@ -7,16 +7,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from trainkit import ControlPlaneStub, Reference, clean_env, run_to_end, train_args, write_corpus
 
 
 @pytest.fixture
-def keep_signal_handlers() -> Iterator[None]:
-    """For tests that call the runtime in-process: it installs its own SIGTERM/SIGINT."""
+def in_process() -> Iterator[None]:
+    """For tests that call the runtime in-process: it installs its own SIGTERM/SIGINT handlers
+    and sets torch's thread count, which the rest of the test process should not inherit."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    threads = torch.get_num_threads()
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def test_bad_arguments_exit_2_naming_the_argument(
 
 
 def test_unusable_data_found_while_preparing_exits_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], keep_signal_handlers: None
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], in_process: None
 ) -> None:
     (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{"other": 1}\n')
     code = main(["--data", str(tmp_path / "broken.jsonl"), "--steps", "1", "--seq-len", "8",

@@ -39,7 +39,7 @@ def test_a_diverging_run_stops_before_checkpointing_bad_weights(
     corpus: Path,
     data_cache: Path,
     tmp_path: Path,
-    keep_signal_handlers: None,
+    in_process: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code = train(args_for(corpus, data_cache, tmp_path, lr=1e30, grad_clip=0.0), RunEnv())
@@ -57,7 +57,7 @@ def test_an_unreachable_control_plane_costs_the_run_nothing(
     corpus: Path,
     data_cache: Path,
     tmp_path: Path,
-    keep_signal_handlers: None,
+    in_process: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = RunEnv(control_url=f"http://127.0.0.1:{free_port()}", token="t", job_id="j")
