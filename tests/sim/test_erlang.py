@@ -1,4 +1,10 @@
-"""The engine against queueing theory: M/M/4 under strict FIFO must give Erlang C's mean wait."""
+"""The engine against queueing theory: M/M/4 under strict FIFO must give Erlang C's mean wait.
+
+A 300,000-job sample mean is itself noisy near saturation: over twelve seeds its error against
+Erlang C had a standard deviation of about 1.7%, 3.1% and 4.6% at loads 0.5, 0.8 and 0.9. So the
+seed is fixed, and each run is also checked job by job against the Kiefer-Wolfowitz recursion
+on the same arrivals, which any FIFO multi-server queue must match exactly.
+"""
 
 from __future__ import annotations
 
