@@ -25,11 +25,17 @@ from rainier.train.__main__ import main
         (["--steps", "5", "--val-fraction", "1.5"], "--val-fraction"),
         (["--steps", "5", "--lr", "-1"], "--lr"),
         (["--steps", "5", "--data", "/nonexistent/corpus"], "--data"),
+        (["--steps", "5", "--checkpoint-every", "2"], "--checkpoint-every"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_argument(
-    args: list[str], named: str, corpus: Path, capsys: pytest.CaptureFixture[str]
+    args: list[str],
+    named: str,
+    corpus: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("RAINIER_CHECKPOINT_DIR", raising=False)
     argv = args if "--data" in args else ["--data", str(corpus), *args]
     with pytest.raises(SystemExit) as exc:
         main(argv)

@@ -299,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(f"environment: {exc}")
     checkpoint_dir = ns.checkpoint_dir or (Path(env.checkpoint_dir) if env.checkpoint_dir else None)
+    if ns.checkpoint_every and checkpoint_dir is None:
+        parser.error(
+            "argument --checkpoint-every: needs --checkpoint-dir or RAINIER_CHECKPOINT_DIR"
+        )
 
     from rainier.train.loop import EXIT_USAGE, TrainArgs, UsageError, train
 
