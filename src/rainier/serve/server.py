@@ -158,21 +158,22 @@ def create_app(
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
+            def event(choices_: list[CompletionChoice], usage_: Usage | None = None) -> str:
+                data = Completion(
+                    id=base_id, model=served_model_name, choices=choices_, usage=usage_
+                ).model_dump()
+                if not include_usage:
+                    del data["usage"]
+                return sse(data)
+
             async def stream() -> AsyncIterator[str]:
                 completion_tokens, cached = 0, 0
                 offsets = [len(echoes[c.prompt_index]) for c in choices]
                 try:
                     for c in choices:
                         if echoes[c.prompt_index]:
-                            yield sse(
-                                Completion(
-                                    id=base_id,
-                                    model=served_model_name,
-                                    choices=[
-                                        CompletionChoice(index=c.index, text=echoes[c.prompt_index])
-                                    ],
-                                ).model_dump()
-                            )
+                            echo = echoes[c.prompt_index]
+                            yield event([CompletionChoice(index=c.index, text=echo)])
                     async for i, out in fanout.outputs():
                         lp = None
                         if body.logprobs is not None:
@@ -191,20 +192,9 @@ def create_app(
                             finish_reason=out.finish_reason,
                             stop_reason=out.stop_reason,
                         )
-                        yield sse(
-                            Completion(
-                                id=base_id, model=served_model_name, choices=[choice]
-                            ).model_dump()
-                        )
+                        yield event([choice])
                     if include_usage:
-                        yield sse(
-                            Completion(
-                                id=base_id,
-                                model=served_model_name,
-                                choices=[],
-                                usage=usage(prompt_tokens, completion_tokens, cached),
-                            ).model_dump()
-                        )
+                        yield event([], usage(prompt_tokens, completion_tokens, cached))
                 except APIError as exc:
                     yield sse(exc.body())
                 finally:
@@ -266,11 +256,14 @@ def create_app(
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
             def chunk(choices_: list[ChatChunkChoice], usage_: Usage | None = None) -> str:
-                return sse(
-                    ChatCompletionChunk(
-                        id=base_id, model=served_model_name, choices=choices_, usage=usage_
-                    ).model_dump(exclude_none=False)
-                )
+                data = ChatCompletionChunk(
+                    id=base_id, model=served_model_name, choices=choices_, usage=usage_
+                ).model_dump()
+                for choice in data["choices"]:
+                    choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+                if not include_usage:
+                    del data["usage"]
+                return sse(data)
 
             async def stream() -> AsyncIterator[str]:
                 completion_tokens, cached = 0, 0
