@@ -197,9 +197,14 @@ def test_guarantee_violations_are_detected_and_a_guarantee_policy_has_none() -> 
     assert fifo["guarantee_violations"] >= 1
     assert fifo["tenants"]["a"]["guarantee_violations"] >= 1
     assert fifo["tenants"]["b"]["guarantee_violations"] == 0
+    assert fifo["tenants"]["a"]["entitlement_served"]["h200"] < 0.2
+    assert fifo["tenants"]["b"]["entitlement_served"]["h200"] == 1.0
+    assert fifo["fairness_jain"] < 0.7
     fair = Simulation(c, Trace(jobs), GuaranteeFirst(), "guarantee-first").run()  # type: ignore[arg-type]
     s = summarize(fair)
     assert s["guarantee_violations"] == 0
+    assert s["tenants"]["a"]["entitlement_served"]["h200"] > 0.9
+    assert s["fairness_jain"] > 0.99
     assert s["preemptions"] >= 2
     assert s["completed"] == len(jobs)
 

@@ -134,6 +134,7 @@ class SimResult:
     tenant_chip_s: dict[tuple[str, str], float]
     guarantee_episodes: list[GuaranteeEpisode]
     guarantee_allowance_s: float
+    entitlement: dict[tuple[str, str], tuple[float, float]]
     events: int
     scheduler_calls: int
     wall_s: float
@@ -184,6 +185,10 @@ class Simulation:
         ]
         self.underserved_since: dict[QueueKey, float] = {}
         self.seen: dict[QueueKey, int] = {}
+        self.rates: dict[QueueKey, tuple[float, float]] = {}
+        self.waiting_chips: dict[QueueKey, int] = {}
+        self.entitlement: dict[QueueKey, tuple[float, float]] = {}
+        self.watched_s = 0.0
         self.episodes: list[GuaranteeEpisode] = []
         self.allowance_s = max((j.grace_period_s for j in trace.jobs), default=0.0)
         self.allowance_s += self.config.tick_s
@@ -290,6 +295,7 @@ class Simulation:
             tenant_chip_s=self.tenant_chip_s,
             guarantee_episodes=self.episodes,
             guarantee_allowance_s=self.allowance_s,
+            entitlement=self.entitlement,
             events=self.events,
             scheduler_calls=self.calls,
             wall_s=time.perf_counter() - started,
@@ -322,6 +328,7 @@ class Simulation:
         if self.guaranteed:
             sizes = self.queue_sizes[q]
             sizes[js.chips] = sizes.get(js.chips, 0) + 1
+            self.waiting_chips[q] = self.waiting_chips.get(q, 0) + js.chips
         js.state = PENDING
         self.pending_count += 1
         self.pending_view = None
@@ -335,6 +342,7 @@ class Simulation:
         if window is None or i < window:
             self.window_cache.pop(q, None)
         if self.guaranteed:
+            self.waiting_chips[q] -= js.chips
             sizes = self.queue_sizes[q]
             chips = js.chips
             if sizes[chips] == 1:
@@ -495,12 +503,26 @@ class Simulation:
         self._enqueue(js)
 
     def _watch_guarantees(self, now: float) -> None:
-        """A stretch of being short restarts whenever the tenant is given chips: it is being
-        served, just not all at once."""
+        """Tracks two things per guaranteed (tenant, flavor), both piecewise constant between
+        batches. Stretches of being short, which restart whenever the tenant is given chips (it is
+        being served, just not all at once). And the integrals of what the tenant deserved,
+        min(chips held + chips waiting, guarantee), and received, min(chips held, guarantee):
+        what fairness is computed from."""
         sizes, held, since, seen = self.queue_sizes, self.held, self.underserved_since, self.seen
+        rates, entitlement, waiting_chips = self.rates, self.entitlement, self.waiting_chips
+        elapsed = now - self.watched_s
+        self.watched_s = now
         for key, guaranteed in self.guaranteed:
+            if elapsed > 0 and key in rates:
+                deserved, received = rates[key]
+                total_d, total_r = entitlement.get(key, (0.0, 0.0))
+                entitlement[key] = (total_d + elapsed * deserved, total_r + elapsed * received)
             waiting = sizes.get(key)
             holding = held.get(key, 0)
+            rates[key] = (
+                min(holding + waiting_chips.get(key, 0), guaranteed),
+                min(holding, guaranteed),
+            )
             short = bool(waiting) and holding + min(waiting or (0,)) <= guaranteed
             gained = holding > seen.get(key, 0)
             seen[key] = holding

@@ -17,9 +17,13 @@ Definitions, all over jobs that completed unless said otherwise:
   the allowance: the longest grace period in the trace plus the scheduling tick. Reported as the
   number of such stretches and the seconds they ran past the allowance. Contracts that guarantee
   more chips than the cluster has show up here, as they should.
-* Fairness: Jain's index over tenants with a guarantee, of x = chip-seconds held divided by the
-  chip-seconds the tenant was entitled to and asked for: min(guarantee x run length, the
-  chip-seconds of its jobs). 1.0 means every tenant got the same fraction of its due.
+* Entitlement served: for a tenant and a flavor it holds a guarantee of, what it received over
+  what it deserved, each integrated over the run: deserved = min(chips held + chips of its
+  waiting jobs, guarantee), received = min(chips held, guarantee). A tenant that asks for nothing
+  is owed nothing, and chips borrowed beyond the guarantee do not make up for a shortfall.
+* Fairness: Jain's index of the entitlement served over guaranteed (tenant, flavor) pairs that
+  deserved anything: 1.0 when every tenant got the same fraction of its due, 1/n when one got all
+  of its due and the others none.
 * Money: chip-hours held per tenant and flavor (a preempted gang's grace period included) at the
   flavor's list price, less the contract's discount.
 """
@@ -137,11 +141,6 @@ def summarize(result: SimResult) -> dict[str, Any]:
             v["count"] += 1
             v["seconds"] += length - allowance
 
-    demand: dict[tuple[str, str], float] = {}
-    for js in jobs:
-        key = (js.job.tenant, js.job.flavor)
-        demand[key] = demand.get(key, 0.0) + js.job.chips * js.job.duration_s
-
     by_tenant: dict[str, list[Any]] = {t: [] for t in tenants}
     for js in jobs:
         by_tenant[js.job.tenant].append(js)
@@ -153,6 +152,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
         contract = contracts.get(tenant)
         discount = contract.discount if contract else Decimal(0)
         chip_hours: dict[str, float] = {}
+        served: dict[str, float] = {}
         usd = Decimal(0)
         for flavor in result.capacity_chips:
             held = result.tenant_chip_s.get((tenant, flavor), 0.0)
@@ -160,10 +160,10 @@ def summarize(result: SimResult) -> dict[str, Any]:
                 chip_hours[flavor] = held / 3600
                 price = FLAVORS[flavor].list_usd_per_chip_hour
                 usd += Decimal(repr(held / 3600)) * price * (1 - discount)
-            guaranteed = contract.guaranteed_chips.get(flavor, 0) if contract else 0
-            due = min(guaranteed * end_s, demand.get((tenant, flavor), 0.0))
-            if guaranteed and due > 0:
-                fairness_x.append(held / due)
+            deserved, received = result.entitlement.get((tenant, flavor), (0.0, 0.0))
+            if deserved > 0:
+                fairness_x.append(received / deserved)
+                served[flavor] = received / deserved
         billed_total += usd
         tenant_jobs = by_tenant[tenant]
         per_tenant[tenant] = {
@@ -174,6 +174,7 @@ def summarize(result: SimResult) -> dict[str, Any]:
             "preemptions": sum(js.preemptions for js in tenant_jobs),
             "work_lost_chip_hours": sum(js.lost_chip_s for js in tenant_jobs) / 3600,
             "guaranteed_chips": dict(contract.guaranteed_chips) if contract else {},
+            "entitlement_served": served,
             "mean_chips_held": {
                 f: result.tenant_chip_s.get((tenant, f), 0.0) / end_s if end_s else 0.0
                 for f in result.capacity_chips
