@@ -157,6 +157,7 @@ def _tenant_rows(s: dict[str, Any]) -> list[list[Any]]:
             sum(t["mean_chips_held"].values()),
             sum(t["chip_hours"].values()),
             t["billed_usd"],
+            ", ".join(f"{f} {100 * v:.0f}%" for f, v in t["entitlement_served"].items()) or None,
             t["preemptions"],
             t["guarantee_violations"],
         ]
@@ -231,6 +232,7 @@ def _html(
                 "mean chips held",
                 "chip-hours",
                 "billed USD",
+                "entitlement served",
                 "preemptions",
                 "guarantee violations",
             ],
