@@ -347,3 +347,32 @@ def test_identical_prompts_arriving_together_compute_the_prefix_once(
     assert engine.block_manager.prefix_hit_tokens == 2 * 32
     expected = reference(prompt, GREEDY.max_tokens)
     assert outputs == {"r0": expected, "r1": expected, "r2": expected}
+
+
+@pytest.mark.parametrize(
+    ("block_size", "max_batch_tokens", "kv_memory_mb", "max_num_seqs"),
+    [(1, 7, 0.06, 4), (3, 17, 0.05, 64), (5, 40, 0.08, 3), (16, 9, 0.25, 128)],
+)
+def test_odd_shapes_still_equal_full_recompute(
+    block_size: int,
+    max_batch_tokens: int,
+    kv_memory_mb: float,
+    max_num_seqs: int,
+    tiny_model_dir: Path,
+    reference: Callable[[list[int], int], list[int]],
+) -> None:
+    engine = make_engine(
+        tiny_model_dir,
+        block_size=block_size,
+        max_batch_tokens=max_batch_tokens,
+        kv_memory_mb=kv_memory_mb,
+        max_num_seqs=max_num_seqs,
+    )
+    rng = random.Random(block_size)
+    prompts = random_prompts(engine, rng, 8)
+    prompts += [[*prompts[0][:30], 5, 6, 7], prompts[0][:30]]
+    arrivals = [rng.randint(0, 20) for _ in prompts]
+    outputs = run_arrivals(engine, prompts, arrivals)
+    for i, prompt in enumerate(prompts):
+        assert outputs[f"r{i}"] == reference(prompt, GREEDY.max_tokens), f"request r{i}"
+    assert engine.block_manager.num_used_blocks == 0
