@@ -13,8 +13,9 @@ Speed comes from three choices, each invisible to a correct policy:
 * Pending work is kept in one sorted queue per (tenant, flavor) and the scheduler sees the first
   `queue_window` of each queue (like Slurm's `bf_max_job_test`). Every tenant's head stays
   visible, so guarantees can be served, and the global first-come order of any flavor is a prefix
-  of what is passed. When a window was cut and the scheduler admitted something, it is called
-  again at the same instant, so a strict-order policy never idles while work is hidden.
+  of what is passed. When the scheduler started every job it was shown of a cut queue, it is
+  called again at the same instant with the next ones, so a strict-order policy never idles
+  while work is hidden.
   `queue_window=None` passes everything (the SJF oracle needs it).
 * With `skip_when_full`, for policies that never preempt and read the clock only through
   events (the baselines), a batch that only added jobs to flavors with no free chip skips the
@@ -172,7 +173,7 @@ class Simulation:
         self.window_cache: dict[QueueKey, tuple[Workload, ...]] = {}
         self.pending_count = 0
         self.pending_view: tuple[Workload, ...] | None = ()
-        self.truncated = False
+        self.cut_heads: list[tuple[Workload, ...]] = []
         self.running: dict[str, Allocation] = {}
         self.running_view: tuple[Allocation, ...] | None = ()
         self.busy = dict.fromkeys(self.capacity, 0)
@@ -357,7 +358,7 @@ class Simulation:
             return self.pending_view
         window, cache = self.config.queue_window, self.window_cache
         parts: list[Workload] = []
-        truncated = False
+        cut_heads = []
         for q, keys in self.queues.items():
             if not keys:
                 continue
@@ -366,9 +367,9 @@ class Simulation:
                 cut = keys if window is None else keys[:window]
                 head = cache[q] = tuple(map(_workload_of, cut))
             if window is not None and len(keys) > window:
-                truncated = True
+                cut_heads.append(head)
             parts.extend(head)
-        self.truncated = truncated
+        self.cut_heads = cut_heads
         self.pending_view = tuple(parts)
         return self.pending_view
 
@@ -385,8 +386,11 @@ class Simulation:
             )
             self.calls += 1
             decisions = self.scheduler.schedule(state)
-            admitted = self._apply(decisions, now)
-            if not (admitted and self.truncated and self.pending_count):
+            cut_heads = self.cut_heads
+            if not self._apply(decisions, now) or not cut_heads:
+                return
+            jobs = self.by_id
+            if not any(all(jobs[w.id].state != PENDING for w in head) for head in cut_heads):
                 return
 
     def _apply(self, d: Decisions, now: float) -> bool:
