@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rainier.scheduler import FirstFitScheduler, default_scheduler
@@ -14,7 +16,7 @@ from rainier.sim.engine import DONE, UNPLACEABLE, PolicyError, SimConfig, Simula
 from rainier.sim.metrics import summarize
 from rainier.sim.model import Cluster, FlavorPool, TenantContract, Trace
 
-from .conftest import cluster, job, run
+from .conftest import cluster, job, random_gangs, run
 
 
 class PreemptForUrgent:
@@ -219,3 +221,18 @@ def test_rainier_policy_serves_every_guarantee() -> None:
     s = summarize(run(c, jobs, "rainier"))  # type: ignore[arg-type]
     assert s["completed"] == len(jobs)
     assert s["guarantee_violations"] == 0
+
+
+@pytest.mark.parametrize("policy", ["rainier", "backfill"])
+def test_same_trace_same_results(policy: str) -> None:
+    c, _ = contended()
+    jobs = random_gangs(300, seed=12, tenants=2)
+    jobs = [replace(j, tenant="a" if j.tenant == "t0" else "b") for j in jobs]
+
+    def outcome() -> list[tuple[float, float, int]]:
+        result = run(c, jobs, policy)  # type: ignore[arg-type]
+        return [(js.first_start_s, js.end_s, js.preemptions) for js in result.jobs]
+
+    first = outcome()
+    assert outcome() == first
+    assert all(end > 0 for _, end, _ in first)
