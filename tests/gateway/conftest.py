@@ -19,7 +19,7 @@ from rainier.config import Settings
 from rainier.serve.tiny_model import build_tiny_llama
 
 READY_S = 120.0
-SCALE_DOWN_AFTER_S = "2"
+ENV = {"RAINIER_SCALE_DOWN_AFTER_S": "2", "RAINIER_GATEWAY_WAIT_S": str(READY_S)}
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str = "") -> Any:
@@ -63,8 +63,8 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="package")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     home = tmp_path_factory.mktemp("home")
-    previous = os.environ.get("RAINIER_SCALE_DOWN_AFTER_S")
-    os.environ["RAINIER_SCALE_DOWN_AFTER_S"] = SCALE_DOWN_AFTER_S
+    previous = {k: os.environ.get(k) for k in ENV}
+    os.environ.update(ENV)
     settings = Settings.from_env(
         home=home, database_url=f"sqlite:///{home / 'rainier.db'}", port=0, tick_s=0.05
     )
@@ -82,10 +82,11 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                 what="every replica to stop",
             )
     finally:
-        if previous is None:
-            os.environ.pop("RAINIER_SCALE_DOWN_AFTER_S", None)
-        else:
-            os.environ["RAINIER_SCALE_DOWN_AFTER_S"] = previous
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="package")
@@ -108,17 +109,22 @@ def ready_replicas(client: Client, name: str, count: int = 1) -> Callable[[], di
 
 @pytest.fixture(scope="package")
 def chat(cloud: Cloud, acme: Client, model_dir: Path) -> dict[str, Any]:
-    """The shared deployment: `tiny` registered in acme, served as `chat`, 1..2 replicas."""
+    """The shared deployment: `tiny` registered in acme, served as `chat`. It starts with no
+    replica; the first request wakes it and waits for it, then it keeps 1..2 replicas."""
     acme.post("/api/v1/models", {"name": "tiny", "path": str(model_dir)})
-    acme.post(
-        "/api/v1/deployments",
-        {
-            "kind": "Deployment",
-            "name": "chat",
-            "model": "tiny",
-            "replicas": {"min": 1, "max": 2},
-            "target_inflight_per_replica": 2,
-        },
-    )
+    doc = {
+        "kind": "Deployment",
+        "name": "chat",
+        "model": "tiny",
+        "replicas": {"min": 0, "max": 2},
+        "target_inflight_per_replica": 2,
+    }
+    assert acme.post("/api/v1/deployments", doc)["desired_replicas"] == 0
+    first = cloud.openai(acme).completions.create(model="chat", prompt="wake up", max_tokens=2)
+    assert first.choices[0].text
+    woken = acme.get("/api/v1/deployments/chat")
+    assert woken["ready_replicas"] == 1
+    assert any(e["message"] == "0 -> 1 replicas (a request arrived)" for e in woken["events"])
+    acme.post("/api/v1/deployments", {**doc, "replicas": {"min": 1, "max": 2}})
     found: dict[str, Any] = wait_until(ready_replicas(acme, "chat"), READY_S, "chat to be ready")
     return found

@@ -25,22 +25,28 @@ class Traffic:
 
 
 @contextmanager
-def traffic(oai: openai.OpenAI, threads: int, max_tokens: int) -> Iterator[Traffic]:
-    """`threads` clients sending streamed completions back to back until the block ends."""
+def traffic(oai: openai.OpenAI, threads: int, max_tokens: int, stream: bool) -> Iterator[Traffic]:
+    """`threads` clients sending completions back to back until the block ends."""
     stop = threading.Event()
     seen = Traffic()
 
     def client() -> None:
         while not stop.is_set():
             try:
-                stream = oai.completions.create(
-                    model="chat",
-                    prompt="every request",
-                    max_tokens=max_tokens,
-                    stream=True,
-                    extra_body={"ignore_eos": True},
-                )
-                text = "".join(c.choices[0].text for c in stream if c.choices)
+                if stream:
+                    chunks = oai.completions.create(
+                        model="chat",
+                        prompt="every request",
+                        max_tokens=max_tokens,
+                        stream=True,
+                        extra_body={"ignore_eos": True},
+                    )
+                    text = "".join(c.choices[0].text for c in chunks if c.choices)
+                else:
+                    answer = oai.completions.create(
+                        model="chat", prompt="every request", max_tokens=max_tokens
+                    )
+                    text = answer.choices[0].text
                 with seen.lock:
                     seen.answered += 1
                     if not text:
@@ -67,7 +73,7 @@ def events(client: Client, kind: str) -> list[dict[str, Any]]:
 def test_scales_up_under_load_and_back_down_when_idle(
     cloud: Cloud, acme: Client, chat: dict[str, Any]
 ) -> None:
-    with traffic(cloud.openai(acme), threads=6, max_tokens=48) as seen:
+    with traffic(cloud.openai(acme), threads=6, max_tokens=48, stream=True) as seen:
         wait_until(ready_replicas(acme, "chat", 2), READY_S, "a second ready replica")
         answered = seen.answered
         wait_until(lambda: seen.answered > answered + 4, 60, "answers from both replicas")
@@ -99,7 +105,7 @@ def test_killed_replica_restarts_and_requests_keep_being_answered(
     job = acme.get(f"/api/v1/jobs/{replica['id']}")
     task = next(t for t in job["tasks"] if t["attempt"] == job["attempt"])
     pid = int((cloud.server.settings.tasks_dir / task["id"] / "pid").read_text())
-    with traffic(cloud.openai(acme), threads=2, max_tokens=4) as seen:
+    with traffic(cloud.openai(acme, max_retries=0), threads=2, max_tokens=4, stream=False) as seen:
         wait_until(lambda: seen.answered >= 2, 60, "traffic to flow")
         os.killpg(pid, signal.SIGKILL)
         restarted = wait_until(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import os
 import random
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -32,8 +33,9 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.auth import Authenticator, Principal
 from rainier.spec import DeploymentSpec
 from rainier.store.db import Store
-from rainier.store.tables import Deployment, ReplicaEndpoint, TokenUsageRecord, utcnow
+from rainier.store.tables import Deployment, Event, ReplicaEndpoint, TokenUsageRecord, utcnow
 
+log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
 TRIES = 3
 
@@ -58,8 +60,8 @@ class GatewayError(Exception):
         )
         self.headers = headers or {}
 
-    def response(self) -> JSONResponse:
-        body = {
+    def body(self) -> dict[str, Any]:
+        return {
             "error": {
                 "message": self.message,
                 "type": self.type,
@@ -67,7 +69,9 @@ class GatewayError(Exception):
                 "code": self.code,
             }
         }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,16 @@ class TokenBucket:
     """`rpm` requests a minute, up to `rpm` at once after a quiet minute."""
 
     rpm: int
-    tokens: float = -1.0
-    at: float = field(default_factory=time.monotonic)
+    tokens: float | None = None
+    at: float = 0.0
 
     def take(self, now: float) -> float:
         """0 when a request may pass, else the seconds until one may."""
         rate = self.rpm / 60.0
-        if self.tokens < 0:
+        if self.tokens is None:
             self.tokens = float(self.rpm)
-        self.tokens = min(float(self.rpm), self.tokens + (now - self.at) * rate)
+        else:
+            self.tokens = min(float(self.rpm), self.tokens + max(0.0, now - self.at) * rate)
         self.at = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
@@ -262,6 +267,14 @@ class Gateway:
             dep = s.get(Deployment, deployment_id)
             if dep is not None and dep.desired_replicas == 0:
                 dep.desired_replicas, dep.scaled_at = 1, utcnow()
+                s.add(
+                    Event(
+                        object_id=dep.id,
+                        tenant_id=dep.tenant_id,
+                        kind="scaled-up",
+                        message="0 -> 1 replicas (a request arrived)",
+                    )
+                )
         return True
 
     # -- metering --------------------------------------------------------------------------
@@ -286,8 +299,19 @@ class Gateway:
             return
 
     async def record(self, metered: Metered, usage: Any) -> None:
-        if isinstance(usage, dict):
+        """A failed write is logged, not turned into a failed answer: the tokens are spent
+        either way, and the log line is what an operator reconciles the ledger from."""
+        if not isinstance(usage, dict):
+            return
+        try:
             await run_in_threadpool(self._record, metered, usage)
+        except Exception:
+            log.exception(
+                "cannot record token usage of request %s (%s): %s",
+                metered.request_id,
+                metered.target.name,
+                json.dumps(usage),
+            )
 
     # -- proxying --------------------------------------------------------------------------
 
@@ -317,7 +341,8 @@ class Gateway:
             endpoint = await self.choose(caller, target, tried)
             tried.add(endpoint.url)
             self.inflight[endpoint.job_id] = self.inflight.get(endpoint.job_id, 0) + 1
-            handed_off = False
+            upstream: httpx.Response | None = None
+            content = b""
             try:
                 upstream = await self.http.send(
                     self.http.build_request(
@@ -328,42 +353,54 @@ class Gateway:
                     ),
                     stream=True,
                 )
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
-                now = time.monotonic()
-                self.down_until = {u: t for u, t in self.down_until.items() if t > now}
-                self.down_until[endpoint.url] = now + DOWN_FOR_S
-                self._done(endpoint)
+                relay = stream and upstream.status_code == 200
+                if not relay:
+                    content = await upstream.aread()
+            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout):
+                await self._release(endpoint, upstream)
+                self._mark_down(endpoint)
                 if attempt == TRIES - 1:
                     raise GatewayError(
                         503, f"replicas of {target.name} are unreachable", "server_error"
                     ) from None
                 continue
+            except httpx.TimeoutException:
+                await self._release(endpoint, upstream)
+                raise GatewayError(
+                    504, f"{target.name} took too long to answer", "server_error", "timeout"
+                ) from None
             except BaseException:
-                self._done(endpoint)
+                await self._release(endpoint, upstream)
                 raise
-            try:
-                headers = {"x-request-id": metered.request_id}
-                if stream and upstream.status_code == 200:
-                    handed_off = True
-                    return StreamingResponse(
-                        self._relay(upstream, endpoint, metered, wants_usage),
-                        media_type="text/event-stream",
-                        headers={**headers, "cache-control": "no-cache"},
-                    )
-                content = await upstream.aread()
-                if upstream.status_code == 200:
-                    await self.record(metered, _usage_of(content))
-                return Response(
-                    content,
-                    status_code=upstream.status_code,
-                    media_type=upstream.headers.get("content-type", "application/json"),
-                    headers=headers,
+            headers = {"x-request-id": metered.request_id}
+            if relay:
+                return StreamingResponse(
+                    self._relay(upstream, endpoint, metered, wants_usage),
+                    media_type="text/event-stream",
+                    headers={**headers, "cache-control": "no-cache"},
                 )
-            finally:
-                if not handed_off:
-                    await upstream.aclose()
-                    self._done(endpoint)
+            await self._release(endpoint, upstream)
+            if upstream.status_code == 200:
+                await self.record(metered, _usage_of(content))
+            return Response(
+                content,
+                status_code=upstream.status_code,
+                media_type=upstream.headers.get("content-type", "application/json"),
+                headers=headers,
+            )
         raise GatewayError(503, f"replicas of {target.name} are unreachable", "server_error")
+
+    def _mark_down(self, endpoint: Endpoint) -> None:
+        """A replica that dropped a request is passed over for a while: it is most likely
+        dead, and the controller will tell in a moment."""
+        now = time.monotonic()
+        self.down_until = {u: t for u, t in self.down_until.items() if t > now}
+        self.down_until[endpoint.url] = now + DOWN_FOR_S
+
+    async def _release(self, endpoint: Endpoint, upstream: httpx.Response | None) -> None:
+        if upstream is not None:
+            await upstream.aclose()
+        self._done(endpoint)
 
     def _done(self, endpoint: Endpoint) -> None:
         left = self.inflight.get(endpoint.job_id, 1) - 1
@@ -395,9 +432,12 @@ class Gateway:
                     yield ("\n".join(keep) + "\n\n").encode()
             if lines:
                 yield ("\n".join(lines) + "\n\n").encode()
+        except httpx.TransportError as exc:
+            self._mark_down(endpoint)
+            error = GatewayError(502, f"the replica stopped mid-answer: {exc}", "server_error")
+            yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
-            await upstream.aclose()
-            self._done(endpoint)
+            await self._release(endpoint, upstream)
 
 
 def _usage_of(content: bytes) -> Any:

@@ -465,20 +465,38 @@ class DeploymentController:
     def _autoscale(self, now: float) -> None:
         """Up at once to cover the load; down only after `scale_down_after_s` of less load,
         to the most that quiet window needed (so to `min` when idle). A replica too busy to
-        answer a probe counts with the load it last reported, not as idle."""
+        answer a probe counts with the load it last reported, not as idle; and no quiet window
+        starts while a placed replica is still coming up, since requests wait for it at the
+        gateway (a deployment woken from zero would otherwise sleep again under its first
+        request). Replicas that found no room do not hold the deployment up.
+        """
         with self.store.write() as s:
             deployments = s.scalars(select(Deployment)).all()
             loads: dict[str, int] = {}
+            ready: set[str] = set()
             for e in s.scalars(select(ReplicaEndpoint)):
                 if e.job_id not in self._draining:
                     loads[e.deployment_id] = loads.get(e.deployment_id, 0) + e.running + e.waiting
+                    if e.ready:
+                        ready.add(e.job_id)
+            coming_up = {
+                dep_id
+                for job_id, dep_id in s.execute(
+                    select(Job.id, Job.deployment_id).where(
+                        Job.kind == "replica",
+                        Job.state == "running",
+                        Job.stop_requested.is_(False),
+                    )
+                )
+                if job_id not in ready and job_id not in self._draining
+            }
             for dep in deployments:
                 doc = DeploymentSpec.model_validate(dep.spec)
                 load = loads.get(dep.id, 0)
                 wanted = math.ceil(load / doc.target_inflight_per_replica)
                 wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
                 state = self._scaling.setdefault(dep.id, _Scaling())
-                if wanted >= dep.desired_replicas:
+                if wanted >= dep.desired_replicas or dep.id in coming_up:
                     state.quiet_since = None
                     if wanted > dep.desired_replicas:
                         self._scale(s, dep, wanted, f"in-flight {load}")

@@ -1,0 +1,68 @@
+"""The pure parts: port announcements across restarts, usage in event streams, rate buckets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rainier.api.gateway import TokenBucket, _usage_event
+from rainier.control.deployments import announced_port
+
+
+def announce(port: int) -> str:
+    return json.dumps({"event": "listening", "host": "127.0.0.1", "port": port}) + "\n"
+
+
+def test_announcement_of_the_current_attempt_wins(tmp_path: Path) -> None:
+    log = tmp_path / "rank-0.log"
+    assert announced_port(log, 0) == (None, 0)
+    log.write_text("loading weights\n" + announce(4100) + "Traceback: boom\n")
+    port, offset = announced_port(log, 0)
+    assert port == 4100 and offset == log.stat().st_size
+    assert announced_port(log, offset) == (None, offset), "nothing new since the last read"
+    with open(log, "a") as fh:
+        fh.write("restarting\n" + announce(4200) + '{"event": "listen')
+    port, later = announced_port(log, offset)
+    assert port == 4200 and later == log.stat().st_size - len('{"event": "listen')
+    with open(log, "a") as fh:
+        fh.write('ing", "port": 4300}\n')
+    assert announced_port(log, later)[0] == 4300, "a half-written line is read once whole"
+
+
+def test_usage_chunk_is_dropped_unless_asked_for() -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    final = [f"data: {json.dumps({'id': 'x', 'choices': [], 'usage': usage})}"]
+    assert _usage_event(final, wants_usage=False) == (usage, None)
+    assert _usage_event(final, wants_usage=True) == (usage, final)
+    text = [f"data: {json.dumps({'id': 'x', 'choices': [{'text': 'hi'}], 'usage': None})}"]
+    assert _usage_event(text, wants_usage=False) == (None, text)
+    assert _usage_event(["data: [DONE]"], wants_usage=False) == (None, ["data: [DONE]"])
+
+
+def test_usage_riding_on_a_content_chunk_is_metered_and_removed() -> None:
+    usage = {"prompt_tokens": 1, "completion_tokens": 1}
+    event = [f"data: {json.dumps({'choices': [{'text': 'a'}], 'usage': usage})}"]
+    found, kept = _usage_event(event, wants_usage=False)
+    assert found == usage and kept is not None
+    assert json.loads(kept[0].removeprefix("data: ")) == {"choices": [{"text": "a"}]}
+
+
+@pytest.mark.parametrize("rpm", [1, 3, 600])
+def test_token_bucket_allows_rpm_a_minute(rpm: int) -> None:
+    bucket = TokenBucket(rpm)
+    assert all(bucket.take(100.0) == 0.0 for _ in range(rpm))
+    wait = bucket.take(100.0)
+    assert wait == pytest.approx(60.0 / rpm)
+    assert bucket.take(100.0 + wait / 2) > 0
+    assert bucket.take(100.0 + wait + 1e-6) == 0.0
+    passed = sum(bucket.take(200.0 + i * 0.5) == 0.0 for i in range(240))
+    assert min(240, 2 * rpm) <= passed <= rpm + 2 * rpm, "a burst, then rpm a minute"
+
+
+def test_token_bucket_refills_to_a_burst_of_rpm_only() -> None:
+    bucket = TokenBucket(2)
+    assert bucket.take(0.0) == 0.0
+    assert bucket.take(3600.0) == 0.0 and bucket.take(3600.0) == 0.0
+    assert bucket.take(3600.0) > 0
