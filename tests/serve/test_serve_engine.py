@@ -376,3 +376,12 @@ def test_odd_shapes_still_equal_full_recompute(
     for i, prompt in enumerate(prompts):
         assert outputs[f"r{i}"] == reference(prompt, GREEDY.max_tokens), f"request r{i}"
     assert engine.block_manager.num_used_blocks == 0
+
+
+def test_max_model_len_caps_the_context(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir, max_model_len=64)
+    assert engine.max_model_len == 64
+    with pytest.raises(RequestError):
+        engine.add_request("x", [5] * 60, dataclasses.replace(GREEDY, max_tokens=5))
+    outputs = run_arrivals(engine, [[5] * 60], [0], dataclasses.replace(GREEDY, max_tokens=4))
+    assert len(outputs["r0"]) == 4

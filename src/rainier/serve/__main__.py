@@ -33,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kv-memory-mb", type=float, default=256.0, help="KV cache pool size")
     parser.add_argument("--max-batch-tokens", type=int, default=2048, help="tokens per step")
     parser.add_argument("--max-num-seqs", type=int, default=128, help="sequences per step")
+    parser.add_argument(
+        "--max-model-len", type=int, help="cap on prompt + completion tokens (default: model's)"
+    )
     parser.add_argument("--block-size", type=int, default=16, help="tokens per KV block")
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
@@ -40,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", default="float32", help="float32, bfloat16 or float16 (weights and KV cache)"
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--shutdown-grace-s", type=float, default=10.0, help="on SIGTERM, time to finish streams"
+    )
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--access-log", action="store_true", help="log each request (stderr)")
     return parser.parse_args(argv)
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             enable_prefix_caching=not args.no_prefix_caching,
             device=device,
             dtype=args.dtype,
+            max_model_len=args.max_model_len,
         )
         engine = LLMEngine.from_model_dir(model_dir, config)
     except (ModelFormatError, ValueError, OSError) as exc:
@@ -86,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(engine, name, on_ready=announce)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log)
+        uvicorn.Config(
+            app,
+            log_level=args.log_level,
+            access_log=args.access_log,
+            timeout_graceful_shutdown=args.shutdown_grace_s,
+        )
     )
     server.run(sockets=[sock])
     return 0

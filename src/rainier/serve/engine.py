@@ -72,7 +72,9 @@ class LLMEngine:
         self.kv_cache = model.new_kv_cache(num_blocks, config.block_size)
         self.scheduler = Scheduler(self.block_manager, config.max_batch_tokens, config.max_num_seqs)
         self.max_model_len = min(
-            model.config.max_position_embeddings, num_blocks * config.block_size
+            model.config.max_position_embeddings,
+            num_blocks * config.block_size,
+            config.max_model_len or model.config.max_position_embeddings,
         )
         self.eos_token_ids = frozenset(
             model.config.eos_token_ids
