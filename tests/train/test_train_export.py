@@ -11,7 +11,7 @@ import pytest
 import torch
 from trainkit import Reference, final_state
 
-from rainier.train.config import ModelConfig, build_config
+from rainier.train.config import PRESETS, ModelConfig, build_config
 from rainier.train.export import export
 from rainier.train.model import Transformer
 from rainier.train.tokenizer import END_OF_TEXT
@@ -51,18 +51,20 @@ def test_transformers_loads_the_export_with_the_same_logits(reference: Reference
 def test_grouped_query_attention_and_an_untied_head_export_too(
     reference: Reference, tmp_path: Path
 ) -> None:
+    """Exported over an earlier export of another shape, which it replaces whole."""
     cfg = build_config("tiny", ["n_heads=8", "n_kv_heads=2", "tie_embeddings=false", "n_layers=3"])
+    tokenizer = reference.export_dir / "tokenizer.json"
+    export(Transformer(PRESETS["tiny"]).state_dict(), PRESETS["tiny"], tokenizer, 0,
+           tmp_path / "m")  # fmt: skip
     torch.manual_seed(1)
     ours = Transformer(cfg).eval()
-    folder = export(
-        ours.state_dict(), cfg, reference.export_dir / "tokenizer.json", 0, tmp_path / "m"
-    )
+    folder = export(ours.state_dict(), cfg, tokenizer, 0, tmp_path / "m")
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
     ids = torch.randint(0, cfg.vocab_size, (2, 50))
     with torch.no_grad():
         diff = (hf.eval()(ids).logits - ours(ids)).abs().max().item()
     assert diff < 1e-4
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".old-*"))
 
 
 def test_metrics_are_posted_with_the_token_and_the_model_registered(reference: Reference) -> None:

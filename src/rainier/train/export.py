@@ -96,9 +96,11 @@ def export(
         tmp / "generation_config.json",
         {"bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": cfg.max_seq_len},
     )
+    old = out_dir.parent / f".old-{out_dir.name}-{os.getpid()}"
     if out_dir.exists():
-        shutil.rmtree(out_dir)
+        out_dir.rename(old)
     tmp.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
     return out_dir
 
 
