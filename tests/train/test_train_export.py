@@ -54,8 +54,8 @@ def test_grouped_query_attention_and_an_untied_head_export_too(
     """Exported over an earlier export of another shape, which it replaces whole."""
     cfg = build_config("tiny", ["n_heads=8", "n_kv_heads=2", "tie_embeddings=false", "n_layers=3"])
     tokenizer = reference.export_dir / "tokenizer.json"
-    export(Transformer(PRESETS["tiny"]).state_dict(), PRESETS["tiny"], tokenizer, 0,
-           tmp_path / "m")  # fmt: skip
+    earlier = Transformer(PRESETS["tiny"]).state_dict()
+    export(earlier, PRESETS["tiny"], tokenizer, 0, tmp_path / "m")
     torch.manual_seed(1)
     ours = Transformer(cfg).eval()
     folder = export(ours.state_dict(), cfg, tokenizer, 0, tmp_path / "m")
