@@ -24,6 +24,7 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,8 @@ SWEEP_EVERY_S = 10.0
 SWEEP_ACKED_AGE_S = 5.0
 # Unix sockets live under Ray's temp dir and must fit in 107 bytes, session name included.
 MAX_TEMP_DIR_CHARS = 40
+CONNECT_WAIT_S = 30.0
+RECONNECT_AFTER_S = 10.0
 
 
 @dataclass
@@ -78,7 +81,11 @@ class RayExecutor:
         self.namespace = namespace
         self._owns_ray = False
         self._temp_dir: Path | None = None
-        self._connect()
+        self._ready = threading.Event()
+        self._closing = threading.Event()
+        self._failure: tuple[float, BaseException] | None = None
+        self._queued: list[tuple[str, dict[str, Any], int]] = []  # signals sent before Ray was up
+        self._connector = self._start_connecting()
         self._actor_class = ray.remote(TaskProcess)
         self._snapshot = Snapshot()
         self._actors: dict[str, Any] = {}
@@ -88,6 +95,39 @@ class RayExecutor:
         self._next_sweep = 0.0
 
     # -- connection -------------------------------------------------------------------------
+
+    def _start_connecting(self) -> threading.Thread:
+        """Connecting (or starting a local Ray) takes seconds; the API should not wait for it."""
+        self._failure = None
+        thread = threading.Thread(
+            target=self._connect_once, name="rainier-ray-connect", daemon=True
+        )
+        thread.start()
+        return thread
+
+    def _connect_once(self) -> None:
+        """Stays alive until `close`: a local Ray's processes die with the thread that forked
+        them (they are started with a parent-death signal)."""
+        try:
+            self._connect()
+        except Exception as exc:
+            log.exception("cannot connect to Ray; retrying in %.0f s", RECONNECT_AFTER_S)
+            self._failure = (time.monotonic(), exc)
+            return
+        self._ready.set()
+        self._closing.wait()
+
+    def _connected(self, wait_s: float = 0.0) -> bool:
+        if self._ready.wait(wait_s):
+            return True
+        if self._failure is not None and time.monotonic() - self._failure[0] > RECONNECT_AFTER_S:
+            self._connector = self._start_connecting()
+        return False
+
+    def _require(self) -> None:
+        if not self._connected(CONNECT_WAIT_S):
+            reason = f": {self._failure[1]}" if self._failure else ""
+            raise RuntimeError(f"the Ray cluster is not reachable yet{reason}")
 
     def _connect(self) -> None:
         if ray.is_initialized():
@@ -118,13 +158,17 @@ class RayExecutor:
 
     def close(self) -> None:
         """The reconciler has stopped ticking: what it saw end is recorded and may be released."""
-        with contextlib.suppress(RayError):
-            self._release_finished_gangs()
+        self._ready.wait(CONNECT_WAIT_S)
+        if self._ready.is_set():
+            with contextlib.suppress(RayError):
+                self._release_finished_gangs()
         self._actors.clear()
         self._polls.clear()
         if self._owns_ray:
             ray.shutdown()
             self._owns_ray = False
+        self._closing.set()
+        self._connector.join(timeout=CONNECT_WAIT_S)
         if self._temp_dir is not None:
             shutil.rmtree(self._temp_dir, ignore_errors=True)
             self._temp_dir = None
@@ -132,6 +176,11 @@ class RayExecutor:
     # -- inventory --------------------------------------------------------------------------
 
     def inventory(self) -> ExecutorNodes | None:
+        if not self._connected():
+            return None
+        queued, self._queued = self._queued, []
+        for task_id, handle, signum in queued:
+            self._signal(task_id, handle, signum)
         self._snapshot = read_nodes(ray.nodes())
         self._release_finished_gangs()
         if time.monotonic() >= self._next_sweep:
@@ -140,6 +189,7 @@ class RayExecutor:
         return self._snapshot.inventory()
 
     def node_address(self, node: str) -> str:
+        self._require()
         found = self._snapshot.nodes.get(node)
         if found is None:
             self._snapshot = read_nodes(ray.nodes())
@@ -151,6 +201,7 @@ class RayExecutor:
     # -- starting ---------------------------------------------------------------------------
 
     def start(self, launch: TaskLaunch) -> dict[str, Any]:
+        self._require()
         gang = f"{launch.job_id}.a{launch.attempt}"
         actor_name = f"{ACTOR_PREFIX}{launch.task_id}"
         node = self._node(launch.node)
@@ -226,6 +277,8 @@ class RayExecutor:
     # -- observing --------------------------------------------------------------------------
 
     def status(self, task_id: str, handle: Mapping[str, Any]) -> TaskStatus:
+        if not self._connected():
+            return TaskStatus("running", detail="waiting for the Ray cluster to be reachable")
         node_id = str(handle.get("node_id", ""))
         if node_id in self._snapshot.dead_ids:
             return self._ended(task_id, handle, TaskStatus("lost", detail=self._gone(handle)))
@@ -294,13 +347,16 @@ class RayExecutor:
 
     def kill(self, task_id: str, handle: Mapping[str, Any]) -> None:
         self._signal(task_id, handle, signal.SIGKILL)
-        if task_id not in self._seen:
+        if task_id not in self._seen and self._connected():
             actor = self._actor(task_id, handle)
             if actor is not None:
                 with contextlib.suppress(RayError):
                     ray.kill(actor, no_restart=True)
 
     def _signal(self, task_id: str, handle: Mapping[str, Any], signum: int) -> None:
+        if not self._connected():
+            self._queued.append((task_id, dict(handle), int(signum)))
+            return
         actor = self._actor(task_id, handle)
         if actor is not None:
             actor.signal.remote(int(signum))
