@@ -154,3 +154,23 @@ def test_job_token_reaches_only_its_own_job(
     assert raw(job_client, "GET", f"/api/v1/jobs/{other['id']}").status_code == 404
     forged = Client(cloud.server.url, token[:-4] + "0000")
     assert raw(forged, "GET", f"/api/v1/jobs/{ids['job']}").status_code == 401
+
+
+def test_every_list_is_paginated(cloud: Cloud) -> None:
+    for name in ("t-a", "t-b", "t-c"):
+        cloud.tenant(name)
+        cloud.nodes({"name": f"node-{name}", "flavor": "cpu", "chips": 1})
+    for path, field in [
+        ("/api/v1/tenants", "name"),
+        ("/api/v1/nodes", "name"),
+        ("/api/v1/keys", "id"),
+    ]:
+        seen, cursor = [], None
+        while True:
+            page = cloud.op.get(path, limit=2, cursor=cursor)
+            assert len(page["items"]) <= 2
+            seen += [item[field] for item in page["items"]]
+            if not (cursor := page["next_cursor"]):
+                break
+        assert len(seen) == len(set(seen)) >= 3, path
+        assert seen == sorted(seen), path

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from fastapi import Depends, Query, Request
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from rainier.api.auth import Principal
 from rainier.api.errors import not_found
@@ -48,3 +48,19 @@ def visible_job(s: Session, caller: Principal, ref: str) -> Job:
     if caller.role == "job" and caller.job_id != job.id:
         raise not_found("job", ref)
     return job
+
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
+
+
+def page_of(
+    s: Session, query: Select[Any, Any] | Select[Any], key: InstrumentedAttribute[str], limit: int, cursor: str | None
+) -> tuple[list[Any], str | None]:
+    """One page of `query` in ascending `key` order, and the cursor of the next page."""
+    if cursor:
+        query = query.where(key > cursor)
+    rows = list(s.execute(query.order_by(key).limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = str(getattr(rows[-1][0], key.key)) if more and rows else None
+    return rows, next_cursor

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from rainier.api.auth import Caller, require
-from rainier.api.deps import StoreDep
+from rainier.api.deps import Limit, StoreDep, page_of, visible_tenant
 from rainier.api.errors import ApiError, not_found
 from rainier.api.schemas import ContractOut, Page
 from rainier.spec import ContractSpec
@@ -52,12 +52,19 @@ def apply_contract(
 
 
 @router.get("/contracts")
-def list_contracts(caller: Caller, store: StoreDep) -> Page[ContractOut]:
+def list_contracts(
+    caller: Caller,
+    store: StoreDep,
+    tenant: str | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> Page[ContractOut]:
     with store.read() as s:
         query = select(Contract, Tenant.name).join(Tenant, Tenant.id == Contract.tenant_id)
-        if not caller.is_operator:
-            query = query.where(Contract.tenant_id == caller.tenant_id)
-        return Page(items=[_out(c, t) for c, t in s.execute(query.order_by(Contract.name))])
+        if tenant is not None or not caller.is_operator:
+            query = query.where(Contract.tenant_id == visible_tenant(s, caller, tenant).id)
+        rows, next_cursor = page_of(s, query, Contract.name, limit, cursor)
+        return Page(items=[_out(c, t) for c, t in rows], next_cursor=next_cursor)
 
 
 @router.get("/contracts/{name}")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from rainier.api.auth import Caller, require
-from rainier.api.deps import StoreDep
+from rainier.api.deps import Limit, StoreDep, page_of
 from rainier.api.errors import not_found
 from rainier.api.schemas import NodeOut, Page
 from rainier.spec import NodeLabels, NodeSpec
@@ -56,19 +56,27 @@ def register_local(caller: Caller, store: StoreDep, request: Request) -> NodeOut
 
 
 @router.get("/nodes")
-def list_nodes(caller: Caller, store: StoreDep) -> Page[NodeOut]:
+def list_nodes(
+    caller: Caller,
+    store: StoreDep,
+    flavor: str | None = None,
+    limit: Limit = 1000,
+    cursor: str | None = None,
+) -> Page[NodeOut]:
     require(caller, "operator")
     with store.read() as s:
         used: dict[str, int] = {}
         for job in s.scalars(select(Job).where(Job.state.in_(("running", "stopping")))):
             for name in (job.placement or {}).get("nodes", []):
                 used[name] = used.get(name, 0) + job.chips_per_node
+        query = select(Node) if flavor is None else select(Node).where(Node.flavor == flavor)
+        rows, next_cursor = page_of(s, query, Node.name, limit, cursor)
         items = []
-        for row in s.scalars(select(Node).order_by(Node.name)):
+        for (row,) in rows:
             out = NodeOut.model_validate(row)
             out.used_chips = used.get(row.name, 0)
             items.append(out)
-        return Page(items=items)
+        return Page(items=items, next_cursor=next_cursor)
 
 
 @router.delete("/nodes/{name}")

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from rainier.api.auth import ROLES, Caller, require
-from rainier.api.deps import StoreDep, visible_tenant
+from rainier.api.deps import Limit, StoreDep, page_of, visible_tenant
 from rainier.api.errors import ApiError, conflict, not_found
 from rainier.api.schemas import KeyCreated, KeyIn, KeyOut, Page, TenantOut
 from rainier.spec import TenantSpec
@@ -30,12 +30,15 @@ def create_tenant(doc: TenantSpec, caller: Caller, store: StoreDep) -> TenantOut
 
 
 @router.get("/tenants")
-def list_tenants(caller: Caller, store: StoreDep) -> Page[TenantOut]:
+def list_tenants(
+    caller: Caller, store: StoreDep, limit: Limit = 100, cursor: str | None = None
+) -> Page[TenantOut]:
     with store.read() as s:
-        query = select(Tenant).order_by(Tenant.name)
+        query = select(Tenant)
         if not caller.is_operator:
             query = query.where(Tenant.id == caller.tenant_id)
-        return Page(items=[TenantOut.model_validate(t) for t in s.scalars(query)])
+        rows, next_cursor = page_of(s, query, Tenant.name, limit, cursor)
+        return Page(items=[TenantOut.model_validate(t) for (t,) in rows], next_cursor=next_cursor)
 
 
 @router.get("/tenants/{name}")
@@ -85,14 +88,20 @@ def _key_out(row: ApiKey, tenant: str | None) -> KeyOut:
 
 
 @router.get("/keys")
-def list_keys(caller: Caller, store: StoreDep, tenant: str | None = None) -> Page[KeyOut]:
+def list_keys(
+    caller: Caller,
+    store: StoreDep,
+    tenant: str | None = None,
+    limit: Limit = 100,
+    cursor: str | None = None,
+) -> Page[KeyOut]:
     require(caller, "operator", "admin")
     with store.read() as s:
         query = select(ApiKey, Tenant.name).outerjoin(Tenant, Tenant.id == ApiKey.tenant_id)
         if tenant is not None or not caller.is_operator:
             query = query.where(ApiKey.tenant_id == visible_tenant(s, caller, tenant).id)
-        rows = s.execute(query.order_by(ApiKey.id)).all()
-        return Page(items=[_key_out(k, t) for k, t in rows])
+        rows, next_cursor = page_of(s, query, ApiKey.id, limit, cursor)
+        return Page(items=[_key_out(k, t) for k, t in rows], next_cursor=next_cursor)
 
 
 @router.delete("/keys/{key_id}")
