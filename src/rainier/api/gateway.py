@@ -6,6 +6,11 @@ and the answer streams back as it comes. Every answered request is metered once:
 `usage` is written to `token_usage` under the request id the gateway gave it. For streams the
 gateway always asks the replica for the final usage chunk and drops it again when the client
 did not ask for it. Errors follow OpenAI's shape, so OpenAI clients report them as usual.
+
+When no replica is ready (starting, restarting, or the deployment sits at zero replicas, which
+the request then wakes) the request waits up to `RAINIER_GATEWAY_WAIT_S` seconds. A request a
+replica drops before answering goes to another replica. Rate limits are token buckets kept by
+each server process, so N server processes admit up to N times a deployment's limit.
 """
 
 from __future__ import annotations

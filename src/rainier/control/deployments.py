@@ -10,6 +10,14 @@ the log (each attempt of a replica appends to the same log, so it reads on from 
 previous attempt's output ended and takes the newest announcement), then health-checks the
 replica and asks it for its load. What it learns is kept in `replica_endpoints`, which the
 gateway reads: the table, not the leader's memory, is how any server's gateway finds replicas.
+A newly elected leader has no memory of where earlier attempts' output ended; it takes the
+newest announcement and trusts it only once `/health` answers there. Reading the log needs it
+on a filesystem the control plane sees, as with the local executor.
+
+Scaling follows the sum of requests running and waiting on the replicas (`GET /load`) divided
+by the deployment's target per replica, between its min and max: up at once, down only after
+`RAINIER_SCALE_DOWN_AFTER_S` (60 s by default) of less load. A replica let go is first taken
+out of the gateway's choice and stopped once it has no request left.
 """
 
 from __future__ import annotations
@@ -397,11 +405,15 @@ class DeploymentController:
         if not targets:
             self._results = []
             return
-        with (
-            httpx.Client(timeout=self.probe_timeout_s) as http,
-            ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool,
-        ):
-            found = list(pool.map(lambda t: self._probe(http, t), targets))
+        try:
+            with (
+                httpx.Client(timeout=self.probe_timeout_s) as http,
+                ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool,
+            ):
+                found = list(pool.map(lambda t: self._probe(http, t), targets))
+        except Exception:
+            log.exception("probing replicas failed; trying again next round")
+            return
         self._results = [r for r in found if r is not None]
 
     def _probe(self, http: httpx.Client, target: ProbeTarget) -> ProbeResult | None:
