@@ -236,3 +236,30 @@ def test_same_trace_same_results(policy: str) -> None:
     first = outcome()
     assert outcome() == first
     assert all(end > 0 for _, end, _ in first)
+
+
+def test_many_instant_jobs_at_one_instant_are_not_a_livelock() -> None:
+    jobs = [job(f"z{i}", 0, 0) for i in range(12_000)]
+    result = run(cluster(1, 1), jobs, "fifo")
+    assert all(js.state == DONE and js.end_s == 0 for js in result.jobs)
+
+
+class Flapping:
+    """Stops whatever runs, with no grace, and starts something else: time never moves."""
+
+    def schedule(self, state: ClusterState) -> Decisions:
+        used = {name for a in state.running for name in a.node_names}
+        free = [n.name for n in state.nodes if n.name not in used]
+        return Decisions(
+            preempt=[Preempt(a.workload.id, 0, "flap") for a in state.running if not a.stopping],
+            admit=[
+                Admit(w.id, (node,), 0, "flap")
+                for w, node in zip(state.pending, free, strict=False)
+            ],
+        )
+
+
+def test_a_policy_that_never_lets_time_pass_is_stopped() -> None:
+    jobs = [job("a", 0, 10), job("b", 1, 10)]
+    with pytest.raises(PolicyError, match="without end"):
+        Simulation(cluster(2, 1), Trace(jobs), Flapping(), "flapping").run()

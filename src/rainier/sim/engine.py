@@ -241,11 +241,8 @@ class Simulation:
             if tick > 0:
                 t = math.ceil(t / tick - 1e-9) * tick
             same_instant = same_instant + 1 if t == now else 0
-            if same_instant > _MAX_SAME_INSTANT:
-                raise PolicyError(
-                    f"{self.policy_name}: decisions keep changing at t={t:g}s without time passing"
-                )
             now = t
+            finished = False
             full_arrivals_only = skip_when_full
             while nxt < n and jobs[nxt].job.submit_s <= t:
                 js = jobs[nxt]
@@ -267,8 +264,15 @@ class Simulation:
                         release(js, at)
                         js.state = DONE
                         js.end_s = at
+                        finished = True
                     elif kind == _STOP and js.state == STOPPING:
                         self._stop(js, at)
+            if finished:
+                same_instant = 0
+            elif same_instant > _MAX_SAME_INSTANT:
+                raise PolicyError(
+                    f"{self.policy_name}: preempts and restarts at t={now:g}s without end"
+                )
             if self.pending_count and not full_arrivals_only:
                 self._schedule(now)
             if queue_t[-1] == now:
