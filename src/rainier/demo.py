@@ -21,7 +21,7 @@ import click
 
 from rainier.api.embedded import EmbeddedServer
 from rainier.cli.client import Client
-from rainier.cli.main import describe_text, stream_logs
+from rainier.cli.main import describe_text, statement_text, stream_logs
 from rainier.config import Settings
 
 TENANT = "acme-ai"
@@ -149,7 +149,19 @@ def deploy_and_query(tenant: Client) -> None:
         click.echo("deployment demo-chat deleted; its replica stopped")
 
 
-STEPS: list[Callable[[Client], None]] = [run_command_job, deploy_and_query]
+def print_bill(tenant: Client) -> None:
+    """Last: the month's statement of everything the steps before ran, from the ledger."""
+    say("The tenant reads its bill for this month")
+    month = datetime.now(UTC).strftime("%Y-%m")
+    for contract in tenant.get("/api/v1/contracts")["items"]:
+        st = tenant.get(f"/api/v1/contracts/{contract['name']}/statement", month=month)
+        click.echo(statement_text(st))
+    usage = tenant.get("/api/v1/usage", by="job", since=f"{month}-01")
+    for g in usage["groups"]:
+        click.echo(f"  {g['group']}: {g['quantity']} {g['unit']}s, {g['amount_usd']} USD")
+
+
+STEPS: list[Callable[[Client], None]] = [run_command_job, deploy_and_query, print_bill]
 
 
 def run_demo(keep: bool = False) -> None:

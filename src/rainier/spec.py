@@ -108,6 +108,14 @@ class ContractSpec(Document):
     discount: Decimal = Field(Decimal("0"), ge=0, lt=1, description="off list price")
     priority_tier: int = Field(0, ge=0, le=9)
     weight: float | None = Field(None, gt=0, description="share of idle chips; default guarantee")
+    monthly_budget_usd: Decimal | None = Field(
+        None, gt=0, max_digits=18, decimal_places=2, description="alert at 50/80/100 % of it"
+    )
+    alert_webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="spend alerts are POSTed here, signed with the contract's webhook secret",
+    )
 
     @model_validator(mode="after")
     def _flavors(self) -> ContractSpec:

@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, Gauge
 from rainier import __version__
 from rainier.api import errors, gateway
 from rainier.api.auth import Authenticator
-from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants
+from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
 from rainier.store.db import Store
 
@@ -80,11 +81,20 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         if settings.reconcile:
             holder, lock = holder_identity(settings)
             executor = make_executor(settings)
-            reconciler = Reconciler(store, executor, settings, holder=holder)
+            metering = Metering.from_env(store)
+            reconciler = Reconciler(
+                store,
+                executor,
+                settings,
+                holder=holder,
+                on_task_time=metering.on_task_time,
+                on_tick=metering.tick,
+            )
             app.state.reconciler = reconciler
             app.state.wake = reconciler.wake.set
             thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
             thread.start()
+            metering.start_webhooks(stop)
         try:
             yield
         finally:
@@ -111,7 +121,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.reconciler = None
     app.state.wake = _noop
     errors.install(app)
-    for module in (system, tenants, nodes, contracts, jobs, models, deployments, gateway):
+    for module in (system, tenants, nodes, contracts, jobs, models, deployments, gateway, usage):
         app.include_router(module.router)
     return app
 

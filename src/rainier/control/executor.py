@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -31,9 +32,15 @@ class TaskLaunch:
 
 @dataclass(frozen=True)
 class TaskStatus:
+    """`alive_at`: an instant the task certainly still held its chips (billing runs up to it);
+    `exited_at`: when it let go of them. Executors that cannot tell leave both None, and the
+    reconciler takes the instant it observed instead."""
+
     state: Observed
     exit_code: int | None = None
     detail: str = ""
+    alive_at: datetime | None = None
+    exited_at: datetime | None = None
 
 
 @dataclass

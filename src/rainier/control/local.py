@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ class LocalExecutor:
             return self._handle(task_dir)
         task_dir.mkdir(parents=True, exist_ok=True)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        (task_dir / "spawned").write_text(str(time.time()))
+        spawned_us = time.time_ns() // 1000
+        (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
         env = {**os.environ, **launch.env}
         with open(launch.log_path, "ab") as log:
             proc = subprocess.Popen(
@@ -54,26 +56,34 @@ class LocalExecutor:
                 start_new_session=True,
             )
         self._children[launch.task_id] = proc
-        return {"pid": proc.pid, "pgid": proc.pid, "dir": str(task_dir)}
+        return {"pid": proc.pid, "pgid": proc.pid, "dir": str(task_dir), "started_us": spawned_us}
 
     def _handle(self, task_dir: Path) -> dict[str, Any]:
         pid = _read_int(task_dir / "pid")
-        return {"pid": pid, "pgid": pid, "dir": str(task_dir)}
+        handle: dict[str, Any] = {"pid": pid, "pgid": pid, "dir": str(task_dir)}
+        spawned_us = spawned_micros(task_dir)
+        if spawned_us is not None:
+            handle["started_us"] = spawned_us
+        return handle
 
     def status(self, task_id: str, handle: Mapping[str, Any]) -> TaskStatus:
+        """A task holds its chips from `spawned` to `exited_at`; see `rainier.control.taskwrap`."""
+        seen_at = datetime.now(UTC)
         proc = self._children.get(task_id)
         if proc is not None and proc.poll() is not None:
             self._children.pop(task_id, None)
         task_dir = self._dir(task_id)
         code = _read_int(task_dir / "exit")
         if code is not None:
-            return TaskStatus("exited", code)
+            return TaskStatus("exited", code, exited_at=_instant(_read_int(task_dir / "exited_at")))
         if _locked(task_dir / "lock"):
-            return TaskStatus("running")
+            if (task_dir / "exiting").exists():
+                return TaskStatus("running", alive_at=_instant(spawned_micros(task_dir)))
+            return TaskStatus("running", alive_at=seen_at)
         spawned = _read_float(task_dir / "spawned")
         starting = spawned is not None and time.time() - spawned < SPAWN_GRACE_S
         if starting and not (task_dir / "pid").exists():
-            return TaskStatus("running", detail="starting")
+            return TaskStatus("running", detail="starting", alive_at=seen_at)
         code = _read_int(task_dir / "exit")
         if code is not None:
             return TaskStatus("exited", code)
@@ -130,6 +140,23 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def spawned_micros(task_dir: Path) -> int | None:
+    """The instant the task was spawned, exactly, in epoch microseconds."""
+    try:
+        whole, _, frac = (task_dir / "spawned").read_text().strip().partition(".")
+        return int(whole) * 1_000_000 + int((frac or "0").ljust(6, "0")[:6])
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def instant_of_micros(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+def _instant(micros: int | None) -> datetime | None:
+    return None if micros is None else instant_of_micros(micros)
 
 
 def _read_float(path: Path) -> float | None:

@@ -45,6 +45,7 @@ ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
+TickHook = Callable[[datetime], None]
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Reconciler:
         holder: str | None = None,
         scheduler: Scheduler | None = None,
         on_task_time: TaskHook | None = None,
+        on_tick: TickHook | None = None,
     ):
         self.store = store
         self.executor = executor
@@ -72,6 +74,7 @@ class Reconciler:
         self.holder = holder or f"{socket.gethostname()}:{id(self):x}"
         self.scheduler = scheduler or default_scheduler()
         self.on_task_time = on_task_time
+        self.on_tick = on_tick
         self.ticks = 0
         self.wake = threading.Event()
         self.deployments = DeploymentController(store, executor, settings)
@@ -99,6 +102,8 @@ class Reconciler:
         if admitted:
             self._launch_persisted()
         self.deployments.tick()
+        if self.on_tick is not None:
+            self.on_tick(utcnow())
         self.ticks += 1
         return stats
 
@@ -207,7 +212,7 @@ class Reconciler:
                 if row is not None:
                     row.handle = handle
                     row.state = "running"
-                    row.started_at = row.started_at or utcnow()
+                    row.started_at = row.started_at or _started_at(handle) or utcnow()
                     row.billed_until = row.billed_until or row.started_at
 
     def _launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
@@ -277,7 +282,8 @@ class Reconciler:
                     if status is None or task.state not in LIVE_TASK_STATES:
                         continue
                     if status.state == "exited":
-                        task.state, task.exit_code, task.exited_at = "exited", status.exit_code, now
+                        task.state, task.exit_code = "exited", status.exit_code
+                        task.exited_at = status.exited_at or now
                         _event(
                             s,
                             job.id,
@@ -294,7 +300,7 @@ class Reconciler:
                             "task-lost",
                             f"task {task.rank} lost: {status.detail}",
                         )
-                    self._bill(s, job, task, task.exited_at or now)
+                    self._bill(s, job, task, task.exited_at or status.alive_at or now)
                 if self._advance(s, job, current, now):
                     finished += 1
         return finished
@@ -507,6 +513,14 @@ def _workload(job: Job, tenant: str) -> Workload:
 
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:
     s.add(Event(object_id=object_id, tenant_id=tenant_id, kind=kind, message=message))
+
+
+def _started_at(handle: dict[str, Any]) -> datetime | None:
+    """The executor's own start instant, when its handle records one (epoch microseconds)."""
+    micros = handle.get("started_us")
+    if not isinstance(micros, int):
+        return None
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
 
 
 def _free_port() -> int:

@@ -5,6 +5,9 @@ exclusive lock on `<dir>/lock` while the task lives and writes `<dir>/exit` atom
 task ends, so a control plane restarted after a crash can tell "still running" (lock held),
 "exited with code N" (exit file) and "lost" (neither) for processes that are not its children.
 SIGTERM reaches the whole process group; the wrapper keeps waiting so the task may checkpoint.
+When the task ends it first leaves `<dir>/exiting`, then reads the clock into `<dir>/exited_at`
+(epoch microseconds): an observer that read its clock before it saw no `exiting` knows the task
+held its chips at least until that reading, which is what billing may run up to.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 
@@ -37,12 +41,18 @@ def main(argv: list[str]) -> int:
                 break
             except InterruptedError:
                 continue
-    tmp = task_dir / "exit.tmp"
-    tmp.write_text(str(code))
+    (task_dir / "exiting").touch()
+    _write(task_dir / "exited_at", str(time.time_ns() // 1000))
+    _write(task_dir / "exit", str(code))
+    return 0 if code == 0 else 1
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
     with open(tmp) as fh:
         os.fsync(fh.fileno())
-    os.replace(tmp, task_dir / "exit")
-    return 0 if code == 0 else 1
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -288,3 +288,122 @@ class TokenUsageRecord(Base):
     input_tokens: Mapped[int]
     output_tokens: Mapped[int]
     at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Micros(TypeDecorator[Decimal]):
+    """Exact decimals that SQL sums: NUMERIC on PostgreSQL, integer millionths on SQLite (whose
+    NUMERIC is a float, which would make a statement's total differ from the sum of its lines)."""
+
+    impl = Numeric(24, 6)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(BigInteger())
+        return dialect.type_descriptor(Numeric(24, 6))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        scaled = Decimal(value).scaleb(6)
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{value} has more than 6 decimal places")
+        return int(scaled)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            return Decimal(int(value)).scaleb(-6)
+        return Decimal(value)
+
+
+class ExactRate(TypeDecorator[Decimal]):
+    """A unit price at whatever precision the discount gives it: text on SQLite, never summed."""
+
+    impl = Numeric()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(64))
+        return dialect.type_descriptor(Numeric())
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        return format(value, "f")
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
+
+
+class UsageLineRow(Base):
+    """`rainier.metering.UsageLine` as stored: inserted once (unique `key`), never updated."""
+
+    __tablename__ = "usage_lines"
+    __table_args__ = (
+        Index("ix_usage_lines_contract_start", "contract", "period_start"),
+        Index("ix_usage_lines_tenant_start", "tenant", "period_start"),
+    )
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63))
+    contract: Mapped[str] = mapped_column(String(63))
+    kind: Mapped[str] = mapped_column(String(24))
+    source: Mapped[str] = mapped_column(String(200))
+    resource: Mapped[str] = mapped_column(String(200))
+    sku: Mapped[str] = mapped_column(String(200))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    quantity: Mapped[Decimal] = mapped_column(Micros)
+    unit: Mapped[str] = mapped_column(String(16))
+    rate_usd: Mapped[Decimal] = mapped_column(ExactRate)
+    pricing_unit: Mapped[str] = mapped_column(String(16))
+    amount_usd: Mapped[Decimal] = mapped_column(Micros)
+    list_rate_usd: Mapped[Decimal] = mapped_column(ExactRate)
+    list_amount_usd: Mapped[Decimal] = mapped_column(Micros)
+    price_book_version: Mapped[int]
+    description: Mapped[str] = mapped_column(Text, default="")
+    corrects: Mapped[str | None] = mapped_column(String(64))
+    corrects_kind: Mapped[str | None] = mapped_column(String(24))
+
+
+class PricePoint(Base):
+    """The operator's price book: the rows of the highest `version` are in force (each from its
+    `effective_from`); with no rows at all, `rainier.metering.default_price_book()` applies.
+    `kind` is ``chip`` (sku = flavor, USD per chip-hour) or ``token`` (sku = model or ``*``,
+    USD per million input and output tokens)."""
+
+    __tablename__ = "price_points"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    sku: Mapped[str] = mapped_column(String(200), primary_key=True)
+    effective_from: Mapped[datetime] = mapped_column(primary_key=True)
+    usd: Mapped[Decimal] = mapped_column(ExactRate)
+    output_usd: Mapped[Decimal | None] = mapped_column(ExactRate)
+
+
+class MeteringCursor(Base):
+    """How far periodic metering work has come (reservation periods settled, token rows priced)."""
+
+    __tablename__ = "metering_cursors"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime | None]
+    value: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class SpendAlert(Base):
+    """A spend threshold crossed, once per `key`; doubles as the webhook outbox."""
+
+    __tablename__ = "spend_alerts"
+    __table_args__ = (Index("ix_spend_alerts_pending", "delivered_at", "next_attempt_at"),)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contract: Mapped[str] = mapped_column(String(63), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]]
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    url: Mapped[str] = mapped_column(Text, default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")

@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: 529920724cef
+Revision ID: ba1d7795a73b
 Revises: 
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import rainier.store.tables
 
 
-revision: str = '529920724cef'
+revision: str = 'ba1d7795a73b'
 down_revision: str | None = None
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
@@ -44,6 +44,12 @@ def upgrade() -> None:
     sa.Column('at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('key', name=op.f('pk_meta'))
     )
+    op.create_table('metering_cursors',
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('at', rainier.store.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('value', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_metering_cursors'))
+    )
     op.create_table('nodes',
     sa.Column('id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=63), nullable=False),
@@ -60,6 +66,15 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_nodes')),
     sa.UniqueConstraint('name', name=op.f('uq_nodes_name'))
     )
+    op.create_table('price_points',
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=8), nullable=False),
+    sa.Column('sku', sa.String(length=200), nullable=False),
+    sa.Column('effective_from', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('usd', rainier.store.tables.ExactRate(), nullable=False),
+    sa.Column('output_usd', rainier.store.tables.ExactRate(), nullable=True),
+    sa.PrimaryKeyConstraint('version', 'kind', 'sku', 'effective_from', name=op.f('pk_price_points'))
+    )
     op.create_table('replica_endpoints',
     sa.Column('job_id', sa.String(length=40), nullable=False),
     sa.Column('deployment_id', sa.String(length=40), nullable=False),
@@ -73,6 +88,23 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('replica_endpoints', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_replica_endpoints_deployment_id'), ['deployment_id'], unique=False)
+
+    op.create_table('spend_alerts',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('contract', sa.String(length=63), nullable=False),
+    sa.Column('tenant_id', sa.String(length=40), nullable=True),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('delivered_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_spend_alerts'))
+    )
+    with op.batch_alter_table('spend_alerts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_spend_alerts_contract'), ['contract'], unique=False)
+        batch_op.create_index('ix_spend_alerts_pending', ['delivered_at', 'next_attempt_at'], unique=False)
 
     op.create_table('tenants',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -98,6 +130,33 @@ def upgrade() -> None:
     with op.batch_alter_table('token_usage', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_token_usage_deployment_id'), ['deployment_id'], unique=False)
         batch_op.create_index('ix_token_usage_tenant_at', ['tenant_id', 'at'], unique=False)
+
+    op.create_table('usage_lines',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('tenant', sa.String(length=63), nullable=False),
+    sa.Column('contract', sa.String(length=63), nullable=False),
+    sa.Column('kind', sa.String(length=24), nullable=False),
+    sa.Column('source', sa.String(length=200), nullable=False),
+    sa.Column('resource', sa.String(length=200), nullable=False),
+    sa.Column('sku', sa.String(length=200), nullable=False),
+    sa.Column('period_start', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('period_end', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('quantity', rainier.store.tables.Micros(precision=24, scale=6), nullable=False),
+    sa.Column('unit', sa.String(length=16), nullable=False),
+    sa.Column('rate_usd', rainier.store.tables.ExactRate(), nullable=False),
+    sa.Column('pricing_unit', sa.String(length=16), nullable=False),
+    sa.Column('amount_usd', rainier.store.tables.Micros(precision=24, scale=6), nullable=False),
+    sa.Column('list_rate_usd', rainier.store.tables.ExactRate(), nullable=False),
+    sa.Column('list_amount_usd', rainier.store.tables.Micros(precision=24, scale=6), nullable=False),
+    sa.Column('price_book_version', sa.Integer(), nullable=False),
+    sa.Column('description', sa.Text(), nullable=False),
+    sa.Column('corrects', sa.String(length=64), nullable=True),
+    sa.Column('corrects_kind', sa.String(length=24), nullable=True),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_usage_lines'))
+    )
+    with op.batch_alter_table('usage_lines', schema=None) as batch_op:
+        batch_op.create_index('ix_usage_lines_contract_start', ['contract', 'period_start'], unique=False)
+        batch_op.create_index('ix_usage_lines_tenant_start', ['tenant', 'period_start'], unique=False)
 
     op.create_table('api_keys',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -184,6 +243,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_jobs_deployment_id'), ['deployment_id'], unique=False)
         batch_op.create_index('ix_jobs_state', ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_jobs_tenant_id'), ['tenant_id'], unique=False)
+        batch_op.create_index('ix_jobs_tenant_id_id', ['tenant_id', 'id'], unique=False)
         batch_op.create_index('ix_jobs_tenant_name', ['tenant_id', 'name'], unique=False)
 
     op.create_table('models',
@@ -254,6 +314,7 @@ def downgrade() -> None:
     op.drop_table('models')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_tenant_name')
+        batch_op.drop_index('ix_jobs_tenant_id_id')
         batch_op.drop_index(batch_op.f('ix_jobs_tenant_id'))
         batch_op.drop_index('ix_jobs_state')
         batch_op.drop_index(batch_op.f('ix_jobs_deployment_id'))
@@ -271,17 +332,29 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_api_keys_tenant_id'))
 
     op.drop_table('api_keys')
+    with op.batch_alter_table('usage_lines', schema=None) as batch_op:
+        batch_op.drop_index('ix_usage_lines_tenant_start')
+        batch_op.drop_index('ix_usage_lines_contract_start')
+
+    op.drop_table('usage_lines')
     with op.batch_alter_table('token_usage', schema=None) as batch_op:
         batch_op.drop_index('ix_token_usage_tenant_at')
         batch_op.drop_index(batch_op.f('ix_token_usage_deployment_id'))
 
     op.drop_table('token_usage')
     op.drop_table('tenants')
+    with op.batch_alter_table('spend_alerts', schema=None) as batch_op:
+        batch_op.drop_index('ix_spend_alerts_pending')
+        batch_op.drop_index(batch_op.f('ix_spend_alerts_contract'))
+
+    op.drop_table('spend_alerts')
     with op.batch_alter_table('replica_endpoints', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_replica_endpoints_deployment_id'))
 
     op.drop_table('replica_endpoints')
+    op.drop_table('price_points')
     op.drop_table('nodes')
+    op.drop_table('metering_cursors')
     op.drop_table('meta')
     op.drop_table('leases')
     with op.batch_alter_table('events', schema=None) as batch_op:

@@ -1,0 +1,185 @@
+"""Metering against the store directly: idempotent inserts, bulk ingest, tokens from the
+gateway's table, reservation settlement and the true-up, and SQL sums equal to the pure ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from rainier.control.metering import (
+    LINE_FIELDS,
+    Metering,
+    drawn_usd,
+    ingest_lines,
+    insert_lines,
+    record_tokens,
+    row_line,
+)
+from rainier.metering import (
+    ContractTerms,
+    TaskInterval,
+    TokenUsage,
+    charge_interval,
+    committed_spend,
+    default_price_book,
+)
+from rainier.metering.synthetic import synthetic_contracts, synthetic_lines
+from rainier.store.db import Store
+from rainier.store.tables import (
+    Contract,
+    PricePoint,
+    Tenant,
+    TokenUsageRecord,
+    UsageLineRow,
+    new_id,
+)
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = Store(database_url)
+    s.migrate()
+    yield s
+    s.dispose()
+
+
+def all_lines(store: Store) -> list:
+    with store.read() as s:
+        rows = s.execute(select(*(UsageLineRow.__table__.c[n] for n in LINE_FIELDS))).all()
+    return sorted((row_line(r) for r in rows), key=lambda line: line.key)
+
+
+def add_contract(store: Store, tenant: str, name: str, **spec: object) -> ContractTerms:
+    body = {
+        "kind": "Contract",
+        "name": name,
+        "tenant": tenant,
+        "term": {"start": T0.isoformat(), "end": (T0 + timedelta(hours=3)).isoformat()},
+        "committed_usd": "50.00",
+        "guaranteed_chips": {"h200": 2},
+        "discount": "0.25",
+        **spec,
+    }
+    with store.write() as s:
+        row = s.scalars(select(Tenant).where(Tenant.name == tenant)).one_or_none()
+        if row is None:
+            row = Tenant(id=new_id("ten"), name=tenant)
+            s.add(row)
+            s.flush()
+        s.add(
+            Contract(
+                id=new_id("ctr"),
+                name=name,
+                tenant_id=row.id,
+                term_start=T0,
+                term_end=T0 + timedelta(hours=3),
+                committed_usd=Decimal("50"),
+                spec=body,
+            )
+        )
+    from rainier.control.metering import contract_terms
+
+    with store.read() as s:
+        return contract_terms(s.scalars(select(Contract).where(Contract.name == name)).one())
+
+
+def test_lines_round_trip_exactly_and_inserts_are_idempotent(store: Store) -> None:
+    contracts = synthetic_contracts(3, start=T0, hours=5)
+    lines = list(synthetic_lines(contracts, hours=5))
+    with store.write() as s:
+        insert_lines(s, lines)
+    with store.write() as s:
+        insert_lines(s, lines[:4])
+    assert ingest_lines(store, lines, batch=4) == len(lines)
+    assert all_lines(store) == sorted(lines, key=lambda line: line.key)
+    with store.read() as s:
+        for terms in contracts:
+            assert drawn_usd(s, terms) == committed_spend(terms, lines)
+
+
+def test_bulk_ingest_is_fast_on_sqlite(tmp_path: object) -> None:
+    import time
+    from pathlib import Path
+
+    store = Store(f"sqlite:///{Path(str(tmp_path)) / 'bulk.db'}")
+    store.migrate()
+    lines = list(synthetic_lines(synthetic_contracts(100), hours=200))
+    started = time.perf_counter()
+    assert ingest_lines(store, lines) == len(lines)
+    rate = len(lines) / (time.perf_counter() - started)
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(UsageLineRow)) == len(lines)
+    store.dispose()
+    assert rate > 10_000, f"{rate:.0f} lines/s"
+
+
+def test_tokens_from_the_gateway_table_are_priced_once(store: Store) -> None:
+    terms = add_contract(store, "openai", "openai-tok")
+    with store.write() as s:
+        s.add(PricePoint(version=2, kind="token", sku="*", effective_from=T0, usd=2, output_usd=6))
+        tenant_id = s.scalars(select(Tenant.id).where(Tenant.name == "openai")).one()
+        for n in range(3):
+            s.add(
+                TokenUsageRecord(
+                    request_id=f"req-{n}",
+                    tenant_id=tenant_id,
+                    deployment_id="dep-1",
+                    deployment="chat",
+                    model="llama",
+                    input_tokens=1000,
+                    output_tokens=500 * n,
+                    at=T0 + timedelta(minutes=n),
+                )
+            )
+    metering = Metering(store)
+    metering.tick(T0 + timedelta(hours=1))
+    metering.tick(T0 + timedelta(hours=1))
+    lines = [line for line in all_lines(store) if line.kind.endswith("tokens")]
+    assert len(lines) == 5
+    inputs = [line for line in lines if line.kind == "input_tokens"]
+    assert sum(line.quantity for line in inputs) == 3000
+    assert {line.rate_usd for line in inputs} == {Decimal("1.5")}
+    outputs = sum(line.amount_usd for line in lines if line.kind == "output_tokens")
+    assert outputs == Decimal(1500) * Decimal("4.5") / 1_000_000
+    assert {line.contract for line in lines} == {terms.contract}
+    with store.write() as s:
+        direct = TokenUsage("openai", "", "chat", "req-direct", "llama", 10, 0, T0)
+        assert record_tokens(s, direct) == [terms.contract]
+        record_tokens(s, direct)
+    assert len([line for line in all_lines(store) if line.source == "request:req-direct"]) == 1
+
+
+def test_reservations_settle_and_the_term_is_trued_up(store: Store) -> None:
+    terms = add_contract(store, "acme", "acme-res")
+    prices = default_price_book()
+    used = TaskInterval(
+        "acme", terms.contract, "job-1", "t-1", "h200", 1, T0, T0 + timedelta(minutes=90)
+    )
+    beyond = TaskInterval(
+        "acme", terms.contract, "job-2", "t-2", "h200", 3, T0, T0 + timedelta(minutes=30)
+    )
+    usage = charge_interval(used, terms, prices) + charge_interval(beyond, terms, prices)
+    with store.write() as s:
+        insert_lines(s, usage)
+    metering = Metering(store, settle_delay_s=0)
+    metering.tick(T0 + timedelta(minutes=150))
+    reserved = [line for line in all_lines(store) if line.kind == "reserved_chip_seconds"]
+    assert [line.quantity for line in reserved] == [Decimal(0), Decimal(2 * 3600 - 1800)]
+    metering.tick(T0 + timedelta(hours=4))
+    metering.tick(T0 + timedelta(hours=5))
+    lines = all_lines(store)
+    reserved = sorted(
+        (line for line in lines if line.kind == "reserved_chip_seconds"),
+        key=lambda line: line.period_start,
+    )
+    assert [line.quantity for line in reserved] == [0, 2 * 3600 - 1800, 2 * 3600]
+    (trued,) = [line for line in lines if line.kind == "true_up"]
+    spent = committed_spend(terms, lines)
+    assert trued.amount_usd == Decimal(50) - spent > 0
+    assert len(lines) == len({line.key for line in lines})
