@@ -114,7 +114,12 @@ def ray_cluster() -> Iterator[str]:
     )
     try:
         cluster.add_node(**node("worker", "b2"))
-        ray.init(address=cluster.address, namespace="rainier", logging_level="WARNING")
+        ray.init(
+            address=cluster.address,
+            namespace="rainier",
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
         yield str(cluster.address)
     finally:
         ray.shutdown()

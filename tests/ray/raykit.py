@@ -139,7 +139,12 @@ def ray_cluster(
                 found.workers[name] = node
                 found.specs[name] = spec
             cluster.wait_for_nodes(timeout=120)
-            ray.init(address=cluster.address, namespace="rainier", logging_level="WARNING")
+            ray.init(
+                address=cluster.address,
+                namespace="rainier",
+                logging_level="WARNING",
+                log_to_driver=False,
+            )
             yield found
         finally:
             ray.shutdown()

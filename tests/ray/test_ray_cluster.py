@@ -190,6 +190,8 @@ def _train_command(
         "--log-every",
         "1",
         "--no-register",
+        "--eval-batches",
+        "1",
         *extra,
     ]
 

@@ -134,7 +134,12 @@ class RayExecutor:
             return
         address = self.settings.ray_address
         if address:
-            ray.init(address=address, namespace=self.namespace, logging_level=logging.WARNING)
+            ray.init(
+                address=address,
+                namespace=self.namespace,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         else:
             chips = os.cpu_count() or 1
             ray.init(
@@ -144,6 +149,7 @@ class RayExecutor:
                 labels={f"rainier.io/{k}": "local" for k in ("zone", "block", "rack")},
                 include_dashboard=False,
                 logging_level=logging.WARNING,
+                log_to_driver=False,
                 _temp_dir=str(self._embedded_temp_dir()),
             )
         self._owns_ray = True
