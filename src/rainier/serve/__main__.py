@@ -8,6 +8,7 @@ which is how a supervisor learns where the replica is. Nothing else is written t
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import socket
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         line = {"event": "listening", "host": args.host, "port": port, "model": name}
         print(json.dumps(line), flush=True)
 
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for handler in log_config["handlers"].values():
+        handler["stream"] = "ext://sys.stderr"
     app = create_app(engine, name, on_ready=announce)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             log_level=args.log_level,
             access_log=args.access_log,
             timeout_graceful_shutdown=args.shutdown_grace_s,
+            log_config=log_config,
         )
     )
     server.run(sockets=[sock])
