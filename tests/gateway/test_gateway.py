@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -161,3 +162,16 @@ def test_every_answered_request_is_metered_exactly_once(
     assert sorted(r["request_id"] for r in mine) == sorted(ids)
     assert len({r["request_id"] for r in records}) == len(records)
     assert all(r["input_tokens"] > 0 and 1 <= r["output_tokens"] <= 2 for r in mine)
+
+
+def test_replicas_are_jobs_running_the_serving_runtime(
+    acme: Client, chat: dict[str, Any], model_dir: Path
+) -> None:
+    replicas = acme.get("/api/v1/jobs", kind="replica", state=["running"])["items"]
+    assert replicas
+    for job in replicas:
+        command = job["spec"]["command"]
+        assert command[1:5] == ["-m", "rainier.serve", "--model", str(model_dir)]
+        flags = dict(zip(command[5::2], command[6::2], strict=False))
+        assert flags["--port"] == "0" and flags["--served-model-name"] == "chat"
+        assert job["spec"]["max_restarts"] >= 10 and job["priority"] == 50

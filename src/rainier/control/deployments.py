@@ -221,7 +221,9 @@ def delete_deployment(s: Session, row: Deployment) -> int:
     return len(replicas)
 
 
-def replica_spec(row: Deployment) -> JobSpec:
+def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
+    """What a replica runs; `host` is the address it listens on (all of them when the gateway
+    reaches it from another machine)."""
     doc = DeploymentSpec.model_validate(row.spec)
     command = [
         sys.executable,
@@ -229,6 +231,8 @@ def replica_spec(row: Deployment) -> JobSpec:
         SERVE_MODULE,
         "--model",
         row.model_path,
+        "--host",
+        host,
         "--port",
         "0",
         "--served-model-name",
@@ -620,7 +624,7 @@ class DeploymentController:
         return failed is not None
 
     def _create(self, s: Session, dep: Deployment, count: int) -> None:
-        spec = replica_spec(dep)
+        spec = replica_spec(dep, "127.0.0.1" if self.executor.name == "local" else "0.0.0.0")
         for _ in range(count):
             spec = spec.model_copy(update={"name": _replica_name(dep.name)})
             job = Job(
