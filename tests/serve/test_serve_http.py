@@ -68,8 +68,7 @@ class ServerProcess:
             if line is None:
                 stderr = self.proc.stderr.read() if self.proc.stderr else ""
                 raise RuntimeError(f"the server exited before listening:\n{stderr}")
-            if line.startswith("{"):
-                self.announcement = json.loads(line)
+            self.announcement = json.loads(line)
         self.port = int(str(self.announcement["port"]))
         self.base_url = f"http://127.0.0.1:{self.port}"
 
