@@ -385,3 +385,17 @@ def test_max_model_len_caps_the_context(tiny_model_dir: Path) -> None:
         engine.add_request("x", [5] * 60, dataclasses.replace(GREEDY, max_tokens=5))
     outputs = run_arrivals(engine, [[5] * 60], [0], dataclasses.replace(GREEDY, max_tokens=4))
     assert len(outputs["r0"]) == 4
+
+
+def test_sharded_checkpoints_load_the_same_weights(
+    tiny_model_dir: Path, hf_model: LlamaForCausalLM, tmp_path: Path
+) -> None:
+    from rainier.serve.model import read_safetensors
+
+    hf_model.save_pretrained(str(tmp_path), safe_serialization=True, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    assert not (tmp_path / "model.safetensors").exists()
+    sharded = read_safetensors(tmp_path)
+    single = read_safetensors(tiny_model_dir)
+    assert sharded.keys() == single.keys()
+    assert all(torch.equal(sharded[k], single[k]) for k in single)
