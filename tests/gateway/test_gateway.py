@@ -118,6 +118,8 @@ def test_bad_key_is_401(cloud: Cloud, chat: dict[str, Any]) -> None:
     response = httpx.get(f"{cloud.url}/v1/models")
     assert response.status_code == 401
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    operator = {"Authorization": f"Bearer {cloud.op.key}"}
+    assert httpx.get(f"{cloud.url}/v1/models", headers=operator).status_code == 401
 
 
 def test_rate_limit_is_429_and_applies_without_new_replicas(

@@ -155,8 +155,12 @@ class Gateway:
                 code="invalid_api_key",
             )
         found = await run_in_threadpool(self.auth.resolve, secret.strip())
-        if found is None or found.tenant_id is None:
+        if found is None:
             raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
+        if found.tenant_id is None:
+            raise GatewayError(
+                401, "this key belongs to no tenant: use a tenant's key", code="invalid_api_key"
+            )
         return found
 
     def _target(self, tenant_id: str, name: str) -> Target | None:
