@@ -96,6 +96,69 @@ def run_command_job(tenant: Client) -> None:
         raise click.ClickException(f"job ended {done['state']}")
 
 
+def train_model(tenant: Client) -> None:
+    """A real training job: a tiny Llama-style model on rainier's own source code, exported
+    in HF format and registered as a model by the job itself."""
+    say("The tenant trains a model")
+    import rainier
+
+    corpus = Path(rainier.__file__).parent
+    export = Path(os.environ["RAINIER_HOME"]) / "models" / "demo-gpt"
+    job = tenant.post(
+        "/api/v1/jobs",
+        {
+            "kind": "Job",
+            "name": "train-demo-gpt",
+            "command": [
+                sys.executable,
+                "-m",
+                "rainier.train",
+                "--data",
+                str(corpus),
+                "--preset",
+                "tiny",
+                "--steps",
+                "60",
+                "--batch-size",
+                "8",
+                "--seq-len",
+                "128",
+                "--lr",
+                "3e-3",
+                "--checkpoint-every",
+                "20",
+                "--log-every",
+                "20",
+                "--eval-every",
+                "30",
+                "--export",
+                str(export),
+                "--model-name",
+                "demo-gpt",
+            ],
+            "flavor": "cpu",
+            "chips_per_node": 1,
+            "max_restarts": 1,
+        },
+        idempotent=True,
+    )
+    done = wait_for(tenant, job["id"])
+    detail = tenant.get(f"/api/v1/jobs/{done['id']}")
+    metrics = detail.get("metrics") or {}
+    shown = ", ".join(
+        f"{k}={v:.4g}"
+        for k, v in metrics.items()
+        if k in ("step", "loss", "val_loss", "tokens_per_s", "mfu")
+    )
+    click.echo(f"job {done['id']} {done['state']}: {shown}")
+    if done["state"] != "succeeded":
+        for chunk in stream_logs(tenant, done["id"], 0, follow=False):
+            click.echo(chunk, nl=False)
+        raise click.ClickException(f"training ended {done['state']}")
+    models = tenant.get("/api/v1/models")["items"]
+    click.echo("models: " + ", ".join(f"{m['name']}:{m['version']} ({m['path']})" for m in models))
+
+
 def demo_model(tenant: Client) -> str:
     """The newest model the tenant has (a training step registers one), else a tiny random
     Llama built here: nothing is downloaded."""
@@ -161,7 +224,12 @@ def print_bill(tenant: Client) -> None:
         click.echo(f"  {g['group']}: {g['quantity']} {g['unit']}s, {g['amount_usd']} USD")
 
 
-STEPS: list[Callable[[Client], None]] = [run_command_job, deploy_and_query, print_bill]
+STEPS: list[Callable[[Client], None]] = [
+    run_command_job,
+    train_model,
+    deploy_and_query,
+    print_bill,
+]
 
 
 def run_demo(keep: bool = False) -> None:
