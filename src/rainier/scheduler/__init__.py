@@ -1,6 +1,7 @@
 """Pure scheduling core: cluster state in, decisions out (no I/O, no clock, no database)."""
 
 from rainier.scheduler.firstfit import FirstFitScheduler
+from rainier.scheduler.policy import RainierScheduler
 from rainier.scheduler.types import (
     Admit,
     Allocation,
@@ -23,6 +24,7 @@ __all__ = [
     "NodeInfo",
     "Preempt",
     "Quota",
+    "RainierScheduler",
     "Scheduler",
     "Wait",
     "Workload",
@@ -32,4 +34,4 @@ __all__ = [
 
 def default_scheduler() -> Scheduler:
     """The policy the live control plane uses."""
-    return FirstFitScheduler()
+    return RainierScheduler()

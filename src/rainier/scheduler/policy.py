@@ -56,7 +56,7 @@ from rainier.scheduler.ledger import Ledger, TenantBook
 from rainier.scheduler.placement import place
 from rainier.scheduler.preemption import plan_preemption
 from rainier.scheduler.reservation import Releases, earliest_start
-from rainier.scheduler.running import RunningTable, VictimList, borrowing_victims
+from rainier.scheduler.running import RunningTable, VictimList, still_borrowing, victim_order
 from rainier.scheduler.topology import FlavorNodes, IntArray, build_flavors
 from rainier.scheduler.types import (
     Admit,
@@ -110,6 +110,9 @@ class _Pass:
             for f, t in self.topos.items()
         }
         self.live = ~table.stopping
+        names, codes = np.unique(table.tenant, return_inverse=True)
+        self.tenant_names: list[str] = [str(n) for n in names]
+        self.tenant_code: IntArray = codes.astype(np.int64).reshape(-1)
         self.alive = self.live.copy()
         commit: dict[tuple[str, str], int] = {}
         rows = np.flatnonzero(self.live)
@@ -273,12 +276,27 @@ class _Pass:
     def _borrower_list(self, flavor: str) -> VictimList:
         found = self.borrowers.get(flavor)
         if found is None:
-            t = self.table
-            rows = np.flatnonzero(self.live & (t.flavor == flavor))
-            guaranteed = {name: b.guaranteed(flavor) for name, b in self.ledger.books.items()}
-            chosen = borrowing_victims(t, rows, guaranteed)
-            found = self.borrowers[flavor] = self._victims(flavor, chosen, own=False)
+            rows = victim_order(
+                self.table, np.flatnonzero(self.live & (self.table.flavor == flavor))
+            )
+            found = self.borrowers[flavor] = self._victims(flavor, rows, own=False)
         return found
+
+    def _reclaimable(self, w: Workload) -> VictimList:
+        """Other tenants' allocations of the flavor that are borrowing right now."""
+        pool = self._borrower_list(w.flavor)
+        codes = self.tenant_code[pool.rows]
+        mine = self.tenant_names.index(w.tenant) if w.tenant in self.tenant_names else -1
+        mask = self.alive[pool.rows] & (codes != mine)
+        budget = np.array(
+            [
+                self.ledger.book(t).used(w.flavor) - self.ledger.book(t).guaranteed(w.flavor)
+                for t in self.tenant_names
+            ],
+            dtype=np.int64,
+        )
+        mask[mask] = still_borrowing(codes[mask], pool.chips[mask], budget)
+        return pool.keep(mask)
 
     def _own(self, w: Workload) -> VictimList:
         key = (w.tenant, w.flavor)
@@ -299,9 +317,7 @@ class _Pass:
             return False
         cands = self._victims(w.flavor, np.empty(0, dtype=np.int64), own=False)
         if entitled:
-            pool = self._borrower_list(w.flavor)
-            others = self.table.tenant[pool.rows] != w.tenant
-            cands = pool.keep(self.alive[pool.rows] & others)
+            cands = self._reclaimable(w)
         if w.may_preempt_own:
             cands = cands.then(self._own(w))
         plan = plan_preemption(cap.topo, cap.offer_after_preemption(), w, cands, need_own)

@@ -1,12 +1,13 @@
 """Running allocations as the pass sees them, and which of them are borrowed.
 
 Allocations carry no record of whether they were admitted inside the guarantee, and need none:
-a tenant's allocations of one flavor are ranked most-protected first (not preemptible first,
-then highest priority, earliest started, id) and the guarantee covers them in that order. An
-allocation is *borrowing* if the chips counted up to and including it exceed the guarantee; it
-may straddle the line, in which case part of it is borrowed and it is still borrowing. Only
-borrowing, preemptible allocations may be preempted to reclaim another tenant's guarantee, in the
-reverse order: lowest priority, then latest started first.
+a tenant's preemptible allocations of one flavor are ranked for preemption (lowest priority,
+then latest started, then id), and the guarantee covers them from the other end. An allocation
+is *borrowing* while its tenant, counting the chips of the candidates ranked ahead of it as
+already gone, still holds more than its guarantee; it may straddle the line, in which case part
+of it is borrowed and it is still borrowing. Only borrowing allocations are preempted to reclaim
+another tenant's guarantee, so reclaim never pushes a tenant below its guarantee by more than
+the one allocation that straddles it.
 
 Tens of thousands of allocations arrive every pass, so they are read once into flat arrays
 (`RunningTable`, one row per allocation and one entry per task) and everything after that is
@@ -103,33 +104,29 @@ class RunningTable:
         return np.repeat(np.arange(len(self.allocs), dtype=np.int64), np.diff(self.offsets))
 
 
-def borrowing_victims(
-    table: RunningTable, rows: IntArray, guaranteed: Mapping[str, int]
-) -> IntArray:
-    """Of `rows` (one flavor, none stopping), the borrowing preemptible ones in victim order.
+def victim_order(table: RunningTable, rows: IntArray) -> IntArray:
+    """The preemptible ones of `rows`, lowest priority first, then latest started, then id."""
+    rows = rows[table.preemptible[rows]]
+    return rows[np.lexsort((table.ids[rows], -table.started_s[rows], table.priority[rows]))]
 
-    One lexsort ranks every tenant's allocations at once, a cumulative sum per tenant finds
-    where each guarantee runs out, one more lexsort gives the victim order.
+
+def still_borrowing(tenant: IntArray, chips: IntArray, budget: IntArray) -> BoolArray:
+    """Which candidates (in preemption order) find their tenant still over its guarantee.
+
+    `tenant` codes index `budget`: chips the tenant holds beyond its guarantee right now. A
+    candidate qualifies while the chips of its tenant's candidates ahead of it are below the
+    budget, i.e. it is at least partly borrowed. Any subset of qualifying candidates still
+    qualifies, so trimming a preemption plan never makes it take guaranteed work.
     """
-    if len(rows) == 0:
-        return rows
-    tenant = table.tenant[rows]
-    ids = table.ids[rows]
-    prio = table.priority[rows]
-    pre = table.preemptible[rows]
-    started = table.started_s[rows]
-    order = np.lexsort((ids, started, -prio, pre, tenant))
-    t_sorted = tenant[order]
-    starts = np.r_[True, t_sorted[1:] != t_sorted[:-1]]
-    first = np.flatnonzero(starts)
-    group = np.cumsum(starts) - 1
-    cum = np.cumsum(table.chips[rows][order])
-    before = np.r_[0, cum][first]
-    limit = np.array([guaranteed.get(str(t), 0) for t in t_sorted[first]], dtype=np.int64)
-    over = (cum - before[group]) > limit[group]
-    chosen = order[over & pre[order]]
-    chosen = chosen[np.lexsort((ids[chosen], -started[chosen], prio[chosen]))]
-    return rows[chosen]
+    order = np.argsort(tenant, kind="stable")
+    t = tenant[order]
+    c = chips[order]
+    cum = np.cumsum(c)
+    starts = np.r_[True, t[1:] != t[:-1]]
+    group_base = np.r_[0, cum][np.flatnonzero(starts)][np.cumsum(starts) - 1]
+    ok = np.empty(len(order), dtype=bool)
+    ok[order] = (cum - c - group_base) < budget[t]
+    return ok
 
 
 @dataclass(frozen=True, slots=True)
