@@ -67,3 +67,9 @@ def test_unnamed_nodes_are_named_after_their_ray_id_and_names_stay_unique() -> N
     )
     assert sorted(snapshot.nodes) == ["ray-aaaaaaaaaaaa", "x"]
     assert snapshot.nodes["x"].node_id == NODE_B
+
+
+def test_names_too_long_for_the_nodes_table_are_refused() -> None:
+    labels = {"rainier.io/node": "n" * 36}
+    snapshot = read_nodes([entry(NODE_A, Resources={"rainier-chips-cpu": 1.0}, Labels=labels)])
+    assert snapshot.nodes == {} and snapshot.alive_ids == {NODE_A}

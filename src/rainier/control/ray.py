@@ -88,6 +88,7 @@ class RayExecutor:
         self._connector = self._start_connecting()
         self._actor_class = ray.remote(TaskProcess)
         self._snapshot = Snapshot()
+        self._addresses: dict[str, str] = {}  # every node seen, live or not
         self._actors: dict[str, Any] = {}
         self._polls: dict[str, Any] = {}
         self._gangs: dict[str, _Gang] = {}
@@ -187,7 +188,7 @@ class RayExecutor:
         queued, self._queued = self._queued, []
         for task_id, handle, signum in queued:
             self._signal(task_id, handle, signum)
-        self._snapshot = read_nodes(ray.nodes())
+        self._refresh()
         self._release_finished_gangs()
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + SWEEP_EVERY_S
@@ -195,14 +196,18 @@ class RayExecutor:
         return self._snapshot.inventory()
 
     def node_address(self, node: str) -> str:
-        self._require()
-        found = self._snapshot.nodes.get(node)
+        """The node's address, also for a node that has just left (its replicas are probed
+        until the reconciler notices), so a probe fails on the network, not here."""
+        if node not in self._addresses and self._connected(CONNECT_WAIT_S):
+            self._refresh()
+        found = self._addresses.get(node)
         if found is None:
-            self._snapshot = read_nodes(ray.nodes())
-            found = self._snapshot.nodes.get(node)
-        if found is None:
-            raise LookupError(f"node {node} is not a live node of the Ray cluster")
-        return found.address
+            raise LookupError(f"node {node} is not a node of the Ray cluster")
+        return found
+
+    def _refresh(self) -> None:
+        self._snapshot = read_nodes(ray.nodes())
+        self._addresses.update(self._snapshot.inventory().addresses)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -254,7 +259,7 @@ class RayExecutor:
     def _node(self, name: str) -> Any:
         node = self._snapshot.nodes.get(name)
         if node is None:
-            self._snapshot = read_nodes(ray.nodes())
+            self._refresh()
             node = self._snapshot.nodes.get(name)
         if node is None:
             raise LookupError(f"node {name} is not a live node of the Ray cluster")
@@ -310,7 +315,7 @@ class RayExecutor:
         except (ActorUnavailableError, GetTimeoutError):
             return TaskStatus("running", detail="its actor does not answer for now")
         except RayActorError as exc:
-            self._snapshot = read_nodes(ray.nodes())
+            self._refresh()
             node_died = node_id in self._snapshot.dead_ids or "node has died" in str(exc)
             detail = self._gone(handle) if node_died else _first_line(str(exc))
             return self._ended(task_id, handle, TaskStatus("lost", detail=detail))

@@ -4,7 +4,8 @@ A Ray node is a rainier node when it advertises chips as a custom resource named
 `rainier-chips-<flavor>` (e.g. `rainier-chips-h200: 8`); nodes without one (a head kept for the
 control plane, a CPU pool of another team) are left alone. Its topology comes from the node labels
 `rainier.io/zone`, `rainier.io/block` and `rainier.io/rack`, and its name from `rainier.io/node`,
-or `ray-` and the first 12 hex digits of its Ray node id when that label is absent.
+or `ray-` and the first 12 hex digits of its Ray node id when that label is absent; a name may
+have at most 35 characters.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ log = logging.getLogger("rainier.ray")
 CHIPS_PREFIX = "rainier-chips-"
 LABEL_PREFIX = "rainier.io/"
 NODE_ID_LABEL = "ray.io/node-id"
+MAX_NAME_CHARS = 35  # the nodes table keys a discovered node as `node-<name>` in 40 characters
 
 
 def chips_resource(flavor: str) -> str:
@@ -88,6 +90,14 @@ def _rainier_node(node_id: str, entry: Mapping[str, Any]) -> RayNode | None:
         return None
     labels: Mapping[str, str] = entry.get("Labels") or {}
     name = labels.get(f"{LABEL_PREFIX}node") or f"ray-{node_id[:12]}"
+    if len(name) > MAX_NAME_CHARS:
+        log.warning(
+            "Ray node %s: name %r is longer than %d characters; ignoring it",
+            node_id,
+            name,
+            MAX_NAME_CHARS,
+        )
+        return None
     info = NodeInfo(
         name=name,
         flavor=flavor,
