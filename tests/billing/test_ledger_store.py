@@ -3,9 +3,11 @@ gateway's table, reservation settlement and the true-up, and SQL sums equal to t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 from rainier.control.metering import (
     LINE_FIELDS,
     Metering,
+    contract_terms,
     drawn_usd,
     ingest_lines,
     insert_lines,
@@ -83,8 +86,6 @@ def add_contract(store: Store, tenant: str, name: str, **spec: object) -> Contra
                 spec=body,
             )
         )
-    from rainier.control.metering import contract_terms
-
     with store.read() as s:
         return contract_terms(s.scalars(select(Contract).where(Contract.name == name)).one())
 
@@ -103,20 +104,19 @@ def test_lines_round_trip_exactly_and_inserts_are_idempotent(store: Store) -> No
             assert drawn_usd(s, terms) == committed_spend(terms, lines)
 
 
-def test_bulk_ingest_is_fast_on_sqlite(tmp_path: object) -> None:
-    import time
-    from pathlib import Path
-
-    store = Store(f"sqlite:///{Path(str(tmp_path)) / 'bulk.db'}")
+def test_bulk_ingest_is_fast_on_sqlite(tmp_path: Path) -> None:
+    """Per second of this process's CPU, so that other work on the machine does not count."""
+    store = Store(f"sqlite:///{tmp_path / 'bulk.db'}")
     store.migrate()
     lines = list(synthetic_lines(synthetic_contracts(100), hours=200))
-    started = time.perf_counter()
+    started = time.process_time()
     assert ingest_lines(store, lines) == len(lines)
-    rate = len(lines) / (time.perf_counter() - started)
+    rate = len(lines) / (time.process_time() - started)
+    assert ingest_lines(store, lines[:1000]) == 1000
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(UsageLineRow)) == len(lines)
     store.dispose()
-    assert rate > 10_000, f"{rate:.0f} lines/s"
+    assert rate > 15_000, f"{rate:.0f} lines per CPU second"
 
 
 def test_tokens_from_the_gateway_table_are_priced_once(store: Store) -> None:
@@ -169,7 +169,10 @@ def test_reservations_settle_and_the_term_is_trued_up(store: Store) -> None:
         insert_lines(s, usage)
     metering = Metering(store, settle_delay_s=0)
     metering.tick(T0 + timedelta(minutes=150))
-    reserved = [line for line in all_lines(store) if line.kind == "reserved_chip_seconds"]
+    reserved = sorted(
+        (line for line in all_lines(store) if line.kind == "reserved_chip_seconds"),
+        key=lambda line: line.period_start,
+    )
     assert [line.quantity for line in reserved] == [Decimal(0), Decimal(2 * 3600 - 1800)]
     metering.tick(T0 + timedelta(hours=4))
     metering.tick(T0 + timedelta(hours=5))

@@ -23,14 +23,13 @@ from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
 from rainier.control.metering import (
     contract_terms,
-    drawn_usd,
     iter_lines,
     select_lines,
+    stored_statement,
     webhook_secret,
 )
 from rainier.metering import (
     contract_status,
-    monthly_statement,
     usage_by,
     write_focus_csv,
     write_lines_csv,
@@ -222,19 +221,13 @@ def get_statement(
     start, end = month_bounds(year, mon)
     with store.read() as s:
         row = visible_contract(s, caller, name)
-        terms = contract_terms(row)
-        lines = list(iter_lines(s, select_lines(contract=row.name, since=start, until=end)))
-        before = drawn_usd(s, terms, before=start)
-    if format == "csv":
-        buf = io.StringIO()
-        write_lines_csv(lines, buf)
-        return _csv(buf.getvalue(), f"{row.name}-{year:04d}-{mon:02d}.csv")
-    st = monthly_statement(terms, lines, year, mon)
-    st = dataclasses.replace(
-        st,
-        drawn_before_usd=before,
-        remaining_usd=terms.committed_usd - before - st.drawn_in_period_usd,
-    )
+        if format == "csv":
+            buf = io.StringIO()
+            write_lines_csv(
+                iter_lines(s, select_lines(contract=row.name, since=start, until=end)), buf
+            )
+            return _csv(buf.getvalue(), f"{row.name}-{year:04d}-{mon:02d}.csv")
+        st = stored_statement(s, contract_terms(row), year, mon)
     data: dict[str, Any] = dataclasses.asdict(st)
     return StatementOut(**data, month=f"{year:04d}-{mon:02d}")
 
