@@ -369,3 +369,48 @@ def test_concurrent_streams_match_one_at_a_time(
     assert client.models.retrieve(MODEL).id == MODEL
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("other")
+
+
+def test_preemption_under_load_fails_no_request(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    metrics_url = server.base_url + "/metrics"
+    before = _metric(httpx.get(metrics_url).text, "rainier_serve_preemptions_total")
+    prompts = [f"request {i} about the river" for i in range(24)]
+    extra = {"ignore_eos": True}
+
+    async def run_all() -> list[tuple[str, int]]:
+        async_client = openai.AsyncOpenAI(
+            base_url=server.base_url + "/v1", api_key="unused", max_retries=0
+        )
+
+        async def one(prompt: str) -> tuple[str, int]:
+            stream = await async_client.completions.create(
+                model=MODEL,
+                prompt=prompt,
+                max_tokens=100,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body=extra,
+            )
+            text, tokens = "", 0
+            async for chunk in stream:
+                text += "".join(c.text for c in chunk.choices)
+                tokens = chunk.usage.completion_tokens if chunk.usage else tokens
+            return text, tokens
+
+        try:
+            return list(await asyncio.gather(*(one(p) for p in prompts)))
+        finally:
+            await async_client.close()
+
+    results = asyncio.run(run_all())
+    assert all(tokens == 100 for _, tokens in results)
+    after = httpx.get(metrics_url).text
+    assert _metric(after, "rainier_serve_preemptions_total") > before
+    assert _metric(after, "rainier_serve_kv_blocks_used") == 0
+    alone = client.completions.create(
+        model=MODEL, prompt=prompts[-1], max_tokens=100, temperature=0, extra_body=extra
+    )
+    assert results[-1][0] == alone.choices[0].text

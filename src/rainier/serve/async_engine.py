@@ -147,6 +147,8 @@ class AsyncEngine:
             self.metrics.finished.labels("abort").inc()
 
     def _step(self) -> None:
+        """One engine step. Gauges are refreshed before outputs are handed over, so a client
+        that has its answer never reads load or KV usage from before that answer."""
         try:
             outputs = self.engine.step()
         except Exception:
@@ -154,6 +156,7 @@ class AsyncEngine:
             self.engine.abort_all()
             self._fail_all("the engine failed while running this request")
             return
+        deliveries = []
         for out in outputs:
             tracked = self._tracked.get(out.request_id)
             if tracked is None:
@@ -167,6 +170,9 @@ class AsyncEngine:
             if out.finished:
                 del self._tracked[out.request_id]
                 self.metrics.finished.labels(out.finish_reason or "unknown").inc()
+            deliveries.append((tracked, out))
+        self._publish_stats()
+        for tracked, out in deliveries:
             self._deliver(tracked, out)
 
     def _publish_stats(self) -> None:
