@@ -390,7 +390,8 @@ class RayExecutor:
             self._kv_del(f"gang/{gang}/{rank}")
 
     def _sweep(self) -> None:
-        """Releases gangs that ended while no executor was watching them end."""
+        """Releases gangs that ended while no executor was watching them end, and gangs with
+        a task that never started (the reconciler asks nothing more of it)."""
         try:
             table = placement_group_table()
         except RayError:
@@ -400,12 +401,11 @@ class RayExecutor:
             if not name.startswith(GANG_PREFIX) or entry.get("state") == "REMOVED":
                 continue
             gang = name.removeprefix(GANG_PREFIX)
-            if gang in self._gangs:
-                continue
             size = len(entry.get("bundles", {}))
             if all(self._rank_done(gang, rank) for rank in range(size)):
                 log.info("releasing the placement group of gang %s", gang)
                 self._remove_gang(gang, size)
+                self._gangs.pop(gang, None)
 
     def _rank_done(self, gang: str, rank: int) -> bool:
         task_id = self._kv_get(f"gang/{gang}/{rank}")
