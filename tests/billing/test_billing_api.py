@@ -19,11 +19,11 @@ from sqlalchemy import select
 
 from rainier.cli.client import Client
 from rainier.cli.main import cli
-from rainier.control.metering import LINE_FIELDS, row_line
+from rainier.control.metering import LINE_FIELDS, Metering, row_line
 from rainier.metering import FOCUS_COLUMNS, UsageLine
 from rainier.metering.webhook import SIGNATURE_HEADER, verify
 from rainier.store.db import Store
-from rainier.store.tables import PricePoint, UsageLineRow
+from rainier.store.tables import Contract, PricePoint, SpendAlert, UsageLineRow, utcnow
 
 from .conftest import Cloud, Receiver, wait_until
 
@@ -207,7 +207,6 @@ def test_alerts_fire_once_and_webhooks_are_signed(
     secret = tenant.get("/api/v1/contracts/small/webhook")["secret"].encode()
     run_jobs(tenant, sleeper("burn", 4.0, 4))
     wait_until(lambda: len(receiver.received) >= 3, 30, "three webhooks")
-    time.sleep(0.5)
     payloads = receiver.payloads()
     assert sorted(p["threshold_pct"] for p in payloads) == [50, 80, 100]
     assert {p["type"] for p in payloads} == {"commitment.threshold_crossed"}
@@ -219,6 +218,15 @@ def test_alerts_fire_once_and_webhooks_are_signed(
     events = tenant.get("/api/v1/events", object="small", kind="alert")["items"]
     assert sorted(int(e["message"].split("%")[0].split()[-1]) for e in events) == [50, 80, 100]
     run_jobs(tenant, sleeper("more", 0.5, 4))
-    time.sleep(2.5)
+    store = Store(database_url)
+    try:
+        with store.read() as s:
+            row = s.scalars(select(Contract).where(Contract.name == "small")).one()
+            alerts = s.scalars(select(SpendAlert)).all()
+        assert not Metering(store).check_alerts(row, utcnow()), "an alert fired twice"
+        assert len(alerts) == 3 and all(a.delivered_at is not None for a in alerts)
+        assert sorted(a.attempts for a in alerts) == [1, 1, 2]
+    finally:
+        store.dispose()
     assert len(tenant.get("/api/v1/events", object="small", kind="alert")["items"]) == 3
     assert len(receiver.received) == 3
