@@ -1,4 +1,4 @@
-"""One Ray cluster for the whole session, started only if a test asks for it, and the
+"""One Ray cluster for the whole test run, started only if a test asks for it, and the
 `executor` fixture that runs the shared tests against the local executor and against Ray."""
 
 from __future__ import annotations

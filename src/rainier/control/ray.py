@@ -59,7 +59,7 @@ POLL_WAIT_S = 0.2
 START_TIMEOUT_S = 300.0
 SWEEP_EVERY_S = 10.0
 SWEEP_ACKED_AGE_S = 5.0
-# Unix sockets live under Ray's temp dir and must fit in 107 bytes, session name included.
+# Unix sockets live under Ray's temp dir and must fit in 107 bytes, Ray's own subfolders included.
 MAX_TEMP_DIR_CHARS = 40
 CONNECT_WAIT_S = 30.0
 RECONNECT_AFTER_S = 10.0
