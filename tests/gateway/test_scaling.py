@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -44,7 +45,10 @@ def traffic(oai: openai.OpenAI, threads: int, max_tokens: int, stream: bool) -> 
                     text = "".join(c.choices[0].text for c in chunks if c.choices)
                 else:
                     answer = oai.completions.create(
-                        model="chat", prompt="every request", max_tokens=max_tokens
+                        model="chat",
+                        prompt="every request",
+                        max_tokens=max_tokens,
+                        extra_body={"ignore_eos": True},
                     )
                     text = answer.choices[0].text
                 with seen.lock:
@@ -127,3 +131,28 @@ def test_killed_replica_restarts_and_requests_keep_being_answered(
     assert seen.errors == []
     assert restarted["state"] == "running" and restarted["attempt"] >= 1
     assert [r["id"] for r in after["replica_list"]] == [replica["id"]]
+
+
+def test_new_model_version_rolls_out_while_requests_keep_being_answered(
+    cloud: Cloud, acme: Client, chat: dict[str, Any], model_dir: Path
+) -> None:
+    before = wait_until(ready_replicas(acme, "chat"), READY_S)
+    old = {r["id"] for r in before["replica_list"]}
+    assert acme.post("/api/v1/models", {"name": "tiny", "path": str(model_dir)})["version"] == 2
+    spec = {k: v for k, v in before["spec"].items() if k != "tenant"}
+
+    def replaced() -> dict[str, Any] | None:
+        d: dict[str, Any] = acme.get("/api/v1/deployments/chat")
+        ids = {r["id"] for r in d["replica_list"]}
+        return d if d["ready_replicas"] == len(ids) == 1 and not ids & old else None
+
+    with traffic(cloud.openai(acme, max_retries=0), threads=2, max_tokens=4, stream=False) as seen:
+        wait_until(lambda: seen.answered >= 2, 60, "traffic to flow")
+        applied = acme.post("/api/v1/deployments", {**spec, "model": "tiny:2"})
+        assert (applied["model"], applied["revision"]) == ("tiny:2", before["revision"] + 1)
+        wait_until(replaced, READY_S, "a replica of the new revision to replace the old")
+        answered = seen.answered
+        wait_until(lambda: seen.answered >= answered + 2, 60, "answers from the new revision")
+    assert seen.errors == []
+    usage = acme.get("/api/v1/deployments/chat/usage", limit=10000)["items"]
+    assert usage[0]["model"] == "tiny:1" and usage[-1]["model"] == "tiny:2"

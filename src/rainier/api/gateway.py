@@ -36,9 +36,17 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.auth import Authenticator, Principal
+from rainier.control.deployments import MODEL_ENV
 from rainier.spec import DeploymentSpec
 from rainier.store.db import Store
-from rainier.store.tables import Deployment, Event, ReplicaEndpoint, TokenUsageRecord, utcnow
+from rainier.store.tables import (
+    Deployment,
+    Event,
+    Job,
+    ReplicaEndpoint,
+    TokenUsageRecord,
+    utcnow,
+)
 
 log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
@@ -84,6 +92,7 @@ class Endpoint:
     job_id: str
     url: str
     load: int
+    model: str
 
 
 @dataclass(frozen=True)
@@ -170,10 +179,10 @@ class Gateway:
             ).one_or_none()
             if dep is None:
                 return None
-            endpoints = s.scalars(
-                select(ReplicaEndpoint).where(
-                    ReplicaEndpoint.deployment_id == dep.id, ReplicaEndpoint.ready.is_(True)
-                )
+            endpoints = s.execute(
+                select(ReplicaEndpoint, Job.spec)
+                .join(Job, Job.id == ReplicaEndpoint.job_id)
+                .where(ReplicaEndpoint.deployment_id == dep.id, ReplicaEndpoint.ready.is_(True))
             ).all()
             doc = DeploymentSpec.model_validate(dep.spec)
             return Target(
@@ -185,7 +194,13 @@ class Gateway:
                 desired_replicas=dep.desired_replicas,
                 created_s=int(dep.created_at.timestamp()),
                 endpoints=tuple(
-                    Endpoint(e.job_id, e.url, e.running + e.waiting) for e in endpoints
+                    Endpoint(
+                        e.job_id,
+                        e.url,
+                        e.running + e.waiting,
+                        str(spec.get("env", {}).get(MODEL_ENV) or dep.model),
+                    )
+                    for e, spec in endpoints
                 ),
             )
 
@@ -288,7 +303,7 @@ class Gateway:
 
     # -- metering --------------------------------------------------------------------------
 
-    def _record(self, metered: Metered, usage: dict[str, Any]) -> None:
+    def _record(self, metered: Metered, usage: dict[str, Any], model: str) -> None:
         t = metered.target
         try:
             with self.store.write() as s:
@@ -298,7 +313,7 @@ class Gateway:
                         tenant_id=t.tenant_id,
                         deployment_id=t.id,
                         deployment=t.name,
-                        model=t.model,
+                        model=model,
                         input_tokens=int(usage.get("prompt_tokens") or 0),
                         output_tokens=int(usage.get("completion_tokens") or 0),
                         at=utcnow(),
@@ -307,13 +322,13 @@ class Gateway:
         except IntegrityError:
             return
 
-    async def record(self, metered: Metered, usage: Any) -> None:
+    async def record(self, metered: Metered, usage: Any, endpoint: Endpoint) -> None:
         """A failed write is logged, not turned into a failed answer: the tokens are spent
         either way, and the log line is what an operator reconciles the ledger from."""
         if not isinstance(usage, dict):
             return
         try:
-            await run_in_threadpool(self._record, metered, usage)
+            await run_in_threadpool(self._record, metered, usage, endpoint.model)
         except Exception:
             log.exception(
                 "cannot record token usage of request %s (%s): %s",
@@ -390,7 +405,7 @@ class Gateway:
                 )
             await self._release(endpoint, upstream)
             if upstream.status_code == 200:
-                await self.record(metered, _usage_of(content))
+                await self.record(metered, _usage_of(content), endpoint)
             return Response(
                 content,
                 status_code=upstream.status_code,
@@ -436,7 +451,7 @@ class Gateway:
                 usage, keep = _usage_event(event, wants_usage)
                 if usage is not None and not recorded:
                     recorded = True
-                    await self.record(metered, usage)
+                    await self.record(metered, usage, endpoint)
                 if keep is not None:
                     yield ("\n".join(keep) + "\n\n").encode()
             if lines:

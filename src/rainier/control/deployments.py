@@ -63,6 +63,7 @@ SERVE_MODULE = "rainier.serve"
 REPLICA_MAX_RESTARTS = 100
 REPLICA_GRACE_S = 15.0
 REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
+MODEL_ENV = "RAINIER_MODEL"
 LIVE_JOB_STATES = ("pending", "running", "stopping")
 FAILED_REPLICA_BACKOFF_S = 60.0
 _VERSIONED = re.compile(r"^(?P<name>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(:(?P<version>[0-9]+))?$")
@@ -141,9 +142,10 @@ def resolve_model(s: Session, tenant_id: str, ref: str) -> ResolvedModel:
 # -- applying and deleting deployments ---------------------------------------------------------
 
 
-def _replica_fields(doc: DeploymentSpec, path: str) -> dict[str, object]:
+def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, object]:
     return {
-        "path": path,
+        "model": model.ref,
+        "path": model.path,
         "flavor": doc.flavor,
         "chips": doc.chips_per_replica,
         "priority": doc.priority,
@@ -182,7 +184,9 @@ def apply_deployment(s: Session, tenant_id: str, doc: DeploymentSpec) -> tuple[D
         _event(s, row, "created", f"serving {model.ref} with {doc.replicas.min} replica(s)")
         return row, True
     before = DeploymentSpec.model_validate(row.spec)
-    if _replica_fields(before, row.model_path) != _replica_fields(doc, model.path):
+    if _replica_fields(before, ResolvedModel(row.model, row.model_path)) != _replica_fields(
+        doc, model
+    ):
         row.revision += 1
         _event(s, row, "updated", f"revision {row.revision}: serving {model.ref}")
     else:
@@ -245,7 +249,7 @@ def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
     return JobSpec(
         name=_replica_name(row.name),
         command=command,
-        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision)},
+        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision), MODEL_ENV: row.model},
         flavor=doc.flavor,
         nodes=1,
         chips_per_node=doc.chips_per_replica,
