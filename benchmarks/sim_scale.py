@@ -3,7 +3,9 @@
 The cluster: trn2 and h200 pools of 16-chip nodes in blocks of 4 (UltraServers), 2 blocks a
 rack, 2 zones; 20 tenants whose guarantees split 70% of each pool in proportion to the 20
 largest virtual clusters of SenseTime's Venus cluster (Helios trace). The trace: jobs generated
-from Philly's run times and job sizes (`rainier sim trace philly`) at 90% offered load.
+from Philly's run times and job sizes (`rainier sim trace philly`) at 90% offered load. A few
+hours of arrivals are short against Philly's tail of week-long jobs, so the cluster is still
+filling up when the arrivals stop: the point is the replay speed, not a steady state.
 
 The scheduler is called on a reconciler tick (`--tick`, default 60 s), as the live control plane
 would; `--tick 0` calls it after every event.
@@ -26,7 +28,7 @@ from rainier.sim.generator import (
     read_runtimes,
     read_tenant_sizes,
 )
-from rainier.sim.metrics import summarize, time_average
+from rainier.sim.metrics import summarize, window_average
 from rainier.sim.model import Cluster, FlavorPool, TenantContract
 from rainier.sim.policies import make_policy
 
@@ -79,7 +81,7 @@ def main() -> None:
     s = summarize(result)
     arriving_s = max(j.submit_s for j in trace.jobs)
     busy = {
-        f: time_average(tl, arriving_s) / result.capacity_chips[f]
+        f: window_average(tl, 0.0, arriving_s) / result.capacity_chips[f]
         for f, tl in result.utilization.items()
     }
     print(

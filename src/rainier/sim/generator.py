@@ -6,7 +6,9 @@
 * GPUs per job follow a power-of-two distribution fitted to Philly's published figures
   (median 1, mean 1.93, max 128; see `rainier/data/NOTICE.md`), packed onto the flavor's nodes.
 * Arrivals are Poisson. With a cluster, the rate is set so the offered load (chip-seconds asked
-  per second over chips) is `load`; without one, `jobs_per_hour` sets it.
+  per second over chips) is `load`; without one, `jobs_per_hour` sets it. Philly's run times
+  have a tail of weeks, so a cluster only gets that busy once arrivals span well beyond them: a
+  short trace measures a cluster that is still filling up.
 * Each job's time limit (`max_duration_s`, what backfill plans with) is its run time times
   `limit_factor`, rounded up to a minute: users overestimate, and backfill must live with that.
 """
