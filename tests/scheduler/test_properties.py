@@ -15,7 +15,7 @@ from rainier.scheduler.types import ClusterState
 from .invariants import check_all, own_preemptions_ok
 from .strategies import states
 
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_default_scheduler_is_the_policy() -> None:

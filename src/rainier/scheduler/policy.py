@@ -42,6 +42,7 @@ So a pass is O(N log N + A + T + P log P) plus numpy work per gang, which is wha
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections import deque
@@ -76,7 +77,16 @@ class RainierScheduler:
     reservation_attempts: int = 4
 
     def schedule(self, state: ClusterState) -> Decisions:
-        return _Pass(self, state).run()
+        # A pass allocates hundreds of thousands of short-lived tuples and arrays but no
+        # cycles; pausing the cyclic collector keeps it from rescanning the caller's large,
+        # long-lived state (tens of thousands of allocations) many times over.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            return _Pass(self, state).run()
+        finally:
+            if paused:
+                gc.enable()
 
 
 class _Pass:
@@ -303,10 +313,9 @@ class _Pass:
         ranked = self.own_sorted.get(key)
         t = self.table
         if ranked is None:
-            rows = np.flatnonzero(
-                self.live & t.preemptible & (t.tenant == w.tenant) & (t.flavor == w.flavor)
+            rows = victim_order(
+                t, np.flatnonzero(self.live & (t.tenant == w.tenant) & (t.flavor == w.flavor))
             )
-            rows = rows[np.lexsort((t.ids[rows], -t.started_s[rows], t.priority[rows]))]
             ranked = self.own_sorted[key] = self._victims(w.flavor, rows, own=True)
         return ranked.keep(self.alive[ranked.rows] & (t.priority[ranked.rows] < w.priority))
 

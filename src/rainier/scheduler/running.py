@@ -45,7 +45,6 @@ class RunningTable:
     stopping: BoolArray
     tenant: StrArray
     flavor: StrArray
-    ids: StrArray
     started_s: FloatArray
     priority: IntArray
     preemptible: BoolArray
@@ -55,8 +54,8 @@ class RunningTable:
         n = len(allocs)
         ws = [a.workload for a in allocs]
         inf = math.inf
-        numbers = np.array(
-            [
+        numbers = np.fromiter(
+            chain.from_iterable(
                 (
                     len(a.node_names),
                     w.chips_per_node,
@@ -68,8 +67,9 @@ class RunningTable:
                     w.preemptible,
                 )
                 for a, w in zip(allocs, ws, strict=True)
-            ],
-            dtype=np.float64,
+            ),
+            np.float64,
+            n * 8,
         ).reshape(n, 8)
         sizes = numbers[:, 0].astype(np.int64)
         offsets = np.zeros(n + 1, dtype=np.int64)
@@ -94,7 +94,6 @@ class RunningTable:
             stopping=stopping,
             tenant=np.array([w.tenant for w in ws] or [""], dtype=np.str_)[:n],
             flavor=np.array([w.flavor for w in ws] or [""], dtype=np.str_)[:n],
-            ids=np.array([w.id for w in ws] or [""], dtype=np.str_)[:n],
             started_s=numbers[:, 3].copy(),
             priority=numbers[:, 6].astype(np.int64),
             preemptible=numbers[:, 7] > 0,
@@ -107,7 +106,8 @@ class RunningTable:
 def victim_order(table: RunningTable, rows: IntArray) -> IntArray:
     """The preemptible ones of `rows`, lowest priority first, then latest started, then id."""
     rows = rows[table.preemptible[rows]]
-    return rows[np.lexsort((table.ids[rows], -table.started_s[rows], table.priority[rows]))]
+    ids = np.array([table.allocs[r].workload.id for r in rows.tolist()] or [""], np.str_)
+    return rows[np.lexsort((ids[: len(rows)], -table.started_s[rows], table.priority[rows]))]
 
 
 def still_borrowing(tenant: IntArray, chips: IntArray, budget: IntArray) -> BoolArray:

@@ -63,14 +63,13 @@ def build_flavors(nodes: Iterable[NodeInfo]) -> dict[str, FlavorNodes]:
 def _index(flavor: str, nodes: list[NodeInfo]) -> FlavorNodes:
     keyed = sorted((n.zone, n.block, n.rack, n.name, n.chips) for n in nodes)
     zone, block, rack, names, chips = (list(col) for col in zip(*keyed, strict=True))
-    zones = np.array(zone, dtype=np.str_)
-    blocks = np.char.add(np.char.add(zones, "\0"), np.array(block, dtype=np.str_))
-    racks = np.char.add(np.char.add(blocks, "\0"), np.array(rack, dtype=np.str_))
-    block_new = np.r_[True, blocks[1:] != blocks[:-1]]
+    zones, blocks, racks = (np.array(col, dtype=np.str_) for col in (zone, block, rack))
     zone_new = np.r_[True, zones[1:] != zones[:-1]]
+    block_new = zone_new | np.r_[True, blocks[1:] != blocks[:-1]]
+    rack_new = block_new | np.r_[True, racks[1:] != racks[:-1]]
     block_starts = np.flatnonzero(block_new).astype(np.int64)
     zone_starts = np.flatnonzero(zone_new).astype(np.int64)
-    rack_starts = np.flatnonzero(np.r_[True, racks[1:] != racks[:-1]]).astype(np.int64)
+    rack_starts = np.flatnonzero(rack_new).astype(np.int64)
     block_of = (np.cumsum(block_new) - 1).astype(np.int64)
     return FlavorNodes(
         flavor=flavor,
