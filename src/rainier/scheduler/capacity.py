@@ -58,10 +58,6 @@ class FlavorCapacity:
         for i in range(topo.size):
             self._add(i)
 
-    @property
-    def total_chips(self) -> int:
-        return int(self.topo.chips.sum())
-
     def _key(self, i: int) -> tuple[int, int]:
         return (self.free_list[i], self.block_empty[self.block_of[i]])
 

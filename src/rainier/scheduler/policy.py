@@ -21,23 +21,29 @@ within its borrow limit. Borrowed work must be preemptible. Nothing is preempted
 Starvation. The first workload of a flavor that is blocked by capacity alone (not by quota) gets
 the flavor's reservation: the earliest time it could start given the declared ends of running
 work, and the nodes it would start on (`reservation.py`). Work considered after it may use those
-nodes only if it ends by then, or if it leaves the gang's chips there untouched; work considered
-before it (higher order in a later pass) may still take them, as in Slurm. If the first blocked
-workload has no finite estimate, the next few blocked ones are tried.
+nodes only if it ends by then, or if it leaves the gang's chips there untouched. The promise holds
+against that work only: in a later pass, work ordered ahead of the gang (guaranteed work when the
+gang borrows, a higher tier or priority) may still take the nodes, as a higher-priority arrival
+may in Slurm. Preemption never plans onto reserved nodes. If the first blocked workload has no
+finite estimate, the next few blocked ones are tried.
 
-Cost of a pass, for N nodes, A running allocations with T tasks, P pending workloads, B blocks,
-k nodes per block and F flavors:
+Cost of a pass, for N nodes, A running allocations with T tasks, P pending workloads and
+n_f nodes, b_f blocks of the workload's flavor:
 
-- building: O(N log N) to sort nodes into topology order, O(A + T) to count usage;
-- a 1-node workload: O(log K + k) with K distinct (node free, block free) keys; a failed shape
-  is remembered, so a later workload of the same or a bigger shape fails in O(1);
-- a gang: O(N_f + B_f log B_f) numpy work on its flavor's nodes, no Python loop over nodes;
-- a preemption: O((N_f + T_f) log V) for V candidates, once per gang that needs one;
-- a reservation: O((N_f + T_f) log T_f), at most a few per flavor;
+- building: O(N log N) to sort nodes into topology order, O(A + T) to read running work into
+  flat arrays (no Python object per allocation after that);
+- a 1-node workload: O(log K) for K distinct (node free, block empty nodes) keys, plus the size
+  of its block when it breaks into an empty node (see `capacity.py`); a shape that failed is
+  remembered, so any later workload of the same or a bigger shape fails in O(1);
+- a gang: O(n_f + b_f log b_f) numpy work, no Python loop over nodes;
+- a preemption: O((n_f + T_f) log V) for V candidates, once per gang that needs one, and
+  remembered when it fails;
+- a reservation: O((n_f + T_f) log T_f), a few per flavor at most;
 - ordering: O(P log P) to sort, O(P log tenants) for the fair-share heap.
 
-So a pass is O(N log N + A + T + P log P) plus numpy work per gang, which is what lets a
-500,000-chip cluster with 10,000 pending jobs be scheduled in well under a second.
+So a pass is O(N log N + A + T + P log P) Python-level work plus vectorised work per gang. On
+the benchmark (`benchmarks/scheduler_scale.py`: 500,000 chips, 50,000 running, 10,000 pending)
+a pass takes about 0.65 s of CPU and places over 10,000 workloads a second.
 """
 
 from __future__ import annotations

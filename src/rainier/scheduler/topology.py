@@ -28,11 +28,7 @@ class FlavorNodes:
     block_of: IntArray
     block_starts: IntArray
     rack_starts: IntArray
-    zone_starts: IntArray
     zone_block_starts: IntArray
-    zone_names: tuple[str, ...]
-    block_names: tuple[str, ...]
-    rack_names: tuple[str, ...]
 
     @property
     def size(self) -> int:
@@ -78,9 +74,5 @@ def _index(flavor: str, nodes: list[NodeInfo]) -> FlavorNodes:
         block_of=block_of,
         block_starts=block_starts,
         rack_starts=rack_starts,
-        zone_starts=zone_starts,
         zone_block_starts=block_of[zone_starts],
-        zone_names=tuple(zone[i] for i in zone_starts),
-        block_names=tuple(block[i] for i in block_starts),
-        rack_names=tuple(rack[i] for i in rack_starts),
     )
