@@ -3,8 +3,10 @@
 "Running" means the command itself has started (it touches a file first thing), which is later
 than the task row turning `running` (the executor accepted it); both are reported. Local: a
 1-task job on the embedded server with the local executor. Ray: a 2-node gang on a two-node Ray
-cluster started on this machine (a head and a worker, each with 8 `h200` chips), until both
-ranks run. Medians over several jobs; the last line printed is JSON.
+cluster started on this machine (a head and a worker, each with 8 `h200` chips and, like real
+machines, a few CPUs: Ray keeps that many idle Python workers per node, and an actor that finds
+one starts without waiting for a new process), until both ranks run. Medians over several jobs;
+the last line printed is JSON.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def launch(
 
 
 @contextmanager
-def ray_cluster() -> Iterator[str]:
+def ray_cluster(node_cpus: int) -> Iterator[str]:
     """A head and a worker on this machine, Ray's files in a temp dir, token auth on."""
     temp = Path(tempfile.mkdtemp(prefix="rr-"))
     os.environ.update(
@@ -107,7 +109,7 @@ def ray_cluster() -> Iterator[str]:
 
     def node(name: str, block: str) -> dict[str, Any]:
         labels = {"rainier.io/node": name, "rainier.io/zone": "z", "rainier.io/block": block}
-        return {"num_cpus": 0, "resources": {"rainier-chips-h200": 8}, "labels": labels}
+        return {"num_cpus": node_cpus, "resources": {"rainier-chips-h200": 8}, "labels": labels}
 
     cluster = Cluster(
         initialize_head=True, head_node_args={**node("head", "b1"), "include_dashboard": False}
@@ -132,6 +134,7 @@ def main() -> None:
     parser.add_argument("--local-runs", type=int, default=7)
     parser.add_argument("--ray-runs", type=int, default=3)
     parser.add_argument("--no-ray", action="store_true", help="measure the local executor only")
+    parser.add_argument("--node-cpus", type=int, default=2, help="CPUs each Ray node offers")
     args = parser.parse_args()
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rainier-bench-") as tmp:
@@ -144,7 +147,10 @@ def main() -> None:
         out["local_submit_to_task_row_running_s"] = round(statistics.median(r for r, _ in runs), 4)
         print(f"local: {[round(p, 3) for _, p in runs]}", flush=True)
         if not args.no_ray:
-            with ray_cluster() as address, server(root / "ray", "ray", address) as client:
+            with (
+                ray_cluster(args.node_cpus) as address,
+                server(root / "ray", "ray", address) as client,
+            ):
                 runs = [
                     launch(client, root / f"r{i}", f"r{i}", 2, "h200", 8)
                     for i in range(args.ray_runs)
@@ -155,6 +161,7 @@ def main() -> None:
             )
             print(f"ray gang of 2: {[round(p, 3) for _, p in runs]}", flush=True)
     out["local_runs"], out["ray_runs"] = args.local_runs, 0 if args.no_ray else args.ray_runs
+    out["ray_node_cpus"] = args.node_cpus
     print(json.dumps(out))
 
 
