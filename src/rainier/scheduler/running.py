@@ -118,6 +118,8 @@ def still_borrowing(tenant: IntArray, chips: IntArray, budget: IntArray) -> Bool
     budget, i.e. it is at least partly borrowed. Any subset of qualifying candidates still
     qualifies, so trimming a preemption plan never makes it take guaranteed work.
     """
+    if len(tenant) == 0:
+        return np.zeros(0, dtype=bool)
     order = np.argsort(tenant, kind="stable")
     t = tenant[order]
     c = chips[order]
