@@ -195,3 +195,22 @@ def test_the_blocked_gang_gets_a_reservation_and_a_readable_reason() -> None:
         == "waiting for 64 trn2 chips (4 nodes x 16) in one block; reservation at t=3600"
     )
     assert waits["big"].reservation_s == 3600.0
+
+
+def test_chips_held_for_a_reclaiming_gang_are_not_given_to_anyone_else() -> None:
+    nodes = block_cluster(1, 4)
+    quotas = [Quota("a", {"h200": 16}), Quota("b", {"h200": 16})]
+    running = [
+        Allocation(Workload(f"b{i}", "b", "h200", 1, 8), (f"n0{i}",), float(i)) for i in range(3)
+    ]
+    gang = Workload("a-pair", "a", "h200", nodes=2, chips_per_node=8, within="block")
+    opportunist = Workload("c-one", "c", "h200", 1, 8, priority=50)
+    d = run(ClusterState(10.0, nodes, quotas, running, [opportunist, gang]))
+    assert [p.workload_id for p in d.preempt] == ["b2"]
+    assert d.admit == []
+    waits = {w.workload_id: w.reason for w in d.wait}
+    assert "held" in waits["a-pair"]
+    assert waits["c-one"] == (
+        "waiting for 8 h200 chips on one node; no start time can be estimated "
+        "(the allocations it would need have no max_duration_s)"
+    )
