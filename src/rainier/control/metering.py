@@ -186,8 +186,12 @@ def ingest_lines(store: Store, lines: Iterable[UsageLine], batch: int = 20_000) 
     def flush() -> None:
         with store.engine.begin() as conn:
             if sqlite_:
-                conn.exec_driver_sql("PRAGMA cache_size=-131072")
-                conn.exec_driver_sql(_SQLITE_INSERT, pending)
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    cursor.execute("PRAGMA cache_size=-131072")
+                    cursor.executemany(_SQLITE_INSERT, pending)
+                finally:
+                    cursor.close()
             else:
                 _copy_postgres(conn, pending)
         pending.clear()
