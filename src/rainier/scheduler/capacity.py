@@ -55,8 +55,19 @@ class FlavorCapacity:
         self.reserved_for: str | None = None
         self._buckets: dict[tuple[int, int], dict[int, None]] = {}
         self._keys: list[tuple[int, int]] = []
-        for i in range(topo.size):
-            self._add(i)
+        self._fill()
+
+    def _fill(self) -> None:
+        """Bucket every node at once: one lexsort instead of a bisection per node."""
+        empty = np.array(self.block_empty, dtype=np.int64)[self.topo.block_of]
+        nodes = np.flatnonzero(self.free >= 0)
+        nodes = nodes[np.lexsort((nodes, empty[nodes], self.free[nodes]))]
+        first, second = self.free[nodes], empty[nodes]
+        cut = np.flatnonzero((first[1:] != first[:-1]) | (second[1:] != second[:-1])) + 1
+        for group in np.split(nodes, cut) if len(nodes) else []:
+            key = (int(self.free[group[0]]), int(empty[group[0]]))
+            self._buckets[key] = dict.fromkeys(group.tolist())
+            self._keys.append(key)
 
     def _key(self, i: int) -> tuple[int, int]:
         return (self.free_list[i], self.block_empty[self.block_of[i]])
