@@ -103,9 +103,8 @@ def ray_cluster(node_cpus: int) -> Iterator[str]:
     os.environ.update(
         RAY_TMPDIR=str(temp), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16)
     )
-    from ray.cluster_utils import Cluster
-
     import ray
+    from ray.cluster_utils import Cluster
 
     def node(name: str, block: str) -> dict[str, Any]:
         labels = {"rainier.io/node": name, "rainier.io/zone": "z", "rainier.io/block": block}

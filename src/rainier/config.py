@@ -46,6 +46,7 @@ class Settings:
             "ray_address": os.environ.get("RAINIER_RAY_ADDRESS") or None,
             "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
             "port": int(os.environ.get("RAINIER_PORT", "8000")),
+            "reconcile": os.environ.get("RAINIER_RECONCILE", "1") != "0",
         }
         values.update(overrides)
         if (

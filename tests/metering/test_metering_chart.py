@@ -1,4 +1,3 @@
-import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -35,4 +34,3 @@ def test_burn_down_renders_a_png() -> None:
     assert int.from_bytes(png[16:20], "big") == 200 and int.from_bytes(png[20:24], "big") == 150
     empty = burn_down_png(terms, [], START, width_in=4, height_in=3, dpi=50)
     assert empty.startswith(b"\x89PNG") and empty != png
-    assert "matplotlib.pyplot" not in sys.modules

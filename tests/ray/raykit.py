@@ -107,9 +107,8 @@ def _labels(spec: WorkerSpec) -> dict[str, str]:
 def ray_cluster(
     head: WorkerSpec = HEAD, workers: tuple[WorkerSpec, ...] = WORKERS
 ) -> Iterator[RayCluster]:
-    from ray.cluster_utils import Cluster
-
     import ray
+    from ray.cluster_utils import Cluster
 
     with ray_environment():
         cluster = Cluster(

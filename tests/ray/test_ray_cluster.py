@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 from raykit import (
     HEAD,
     Cloud,
@@ -28,7 +29,6 @@ from raykit import (
     write_corpus,
 )
 
-import ray
 from rainier.config import Settings
 from rainier.control.executor import TaskLaunch, TaskStatus
 from rainier.control.ray import RayExecutor

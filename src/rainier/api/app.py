@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 on_tick=metering.tick,
             )
             app.state.reconciler = reconciler
-            app.state.wake = reconciler.wake.set
+            app.state.wake = reconciler.poke
             thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
             thread.start()
             metering.start_webhooks(stop)
@@ -130,10 +130,29 @@ def _noop(*_: Any) -> None:
     return None
 
 
-def serve(settings: Settings) -> None:
-    """Runs the server in the foreground until interrupted."""
+def app_from_env() -> FastAPI:
+    """The app of one worker process: settings come from the environment."""
+    return create_app(Settings.from_env())
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Runs the server in the foreground until interrupted.
+
+    With several worker processes each runs a reconciler, and the lease lets one act.
+    """
     import uvicorn
 
     logging.basicConfig(level=os.environ.get("RAINIER_LOG_LEVEL", "INFO"))
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    options: dict[str, Any] = {"log_level": "warning", "access_log": False}
+    if workers > 1:
+        os.environ.update(RAINIER_HOST=settings.host, RAINIER_PORT=str(settings.port))
+        uvicorn.run(
+            "rainier.api.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            **options,
+        )
+        return
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, **options)

@@ -54,7 +54,11 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="page size")]
 
 
 def page_of(
-    s: Session, query: Select[Any, Any] | Select[Any], key: InstrumentedAttribute[str], limit: int, cursor: str | None
+    s: Session,
+    query: Select[Any, Any] | Select[Any],
+    key: InstrumentedAttribute[str],
+    limit: int,
+    cursor: str | None,
 ) -> tuple[list[Any], str | None]:
     """One page of `query` in ascending `key` order, and the cursor of the next page."""
     if cursor:

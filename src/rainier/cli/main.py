@@ -78,14 +78,17 @@ def client(ctx: click.Context) -> Client:
 @cli.command()
 @click.option("--host", envvar="RAINIER_HOST", default="127.0.0.1", show_default=True)
 @click.option("--port", envvar="RAINIER_PORT", default=8000, show_default=True, type=int)
-def server(host: str, port: int) -> None:
+@click.option(
+    "--workers", envvar="RAINIER_WORKERS", default=1, show_default=True, type=click.IntRange(1, 64)
+)
+def server(host: str, port: int, workers: int) -> None:
     """Run the control plane (API, gateway, reconciler) in the foreground."""
     from rainier.api.app import serve
     from rainier.config import Settings
 
     settings = Settings.from_env(host=host, port=port)
     click.echo(f"rainier control plane on http://{host}:{port} (home {settings.home})", err=True)
-    serve(settings)
+    serve(settings, workers)
 
 
 @cli.command()

@@ -27,7 +27,8 @@ class TaskLaunch:
     flavor: str = "cpu"
     rank: int = 0
     attempt: int = 0
-    gang_nodes: tuple[str, ...] = ()  # every task's node, by rank: lets Ray reserve the gang at once
+    # every task's node, by rank: lets Ray reserve the gang at once
+    gang_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import ray
 from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayError
 from ray.experimental import internal_kv
 from ray.util.placement_group import (
@@ -42,7 +43,6 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-import ray
 from rainier.config import Settings
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 from rainier.control.ray_nodes import NODE_ID_LABEL, Snapshot, chips_resource, read_nodes

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,8 @@ log = logging.getLogger("rainier.reconciler")
 LEASE = "reconciler"
 ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
+PASS_EVERY_S = 1.0
+MIN_PASS_GAP_S = 0.1
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
 TickHook = Callable[[datetime], None]
@@ -77,16 +79,30 @@ class Reconciler:
         self.on_tick = on_tick
         self.ticks = 0
         self.wake = threading.Event()
+        self._dirty = True
+        self._last_pass = 0.0
+        self._workloads: dict[str, Workload] = {}
+        self._reasons: dict[str, str] = {}
+        self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
 
     # -- the loop -------------------------------------------------------------------------
 
+    def poke(self) -> None:
+        """Something changed (a submission, a stop): schedule on the next tick, right away."""
+        self._dirty = True
+        self.wake.set()
+
     def run(self, stop: threading.Event) -> None:
+        """Ticks every `tick_s`, sooner when poked, but never more often than MIN_PASS_GAP_S:
+        a burst of submissions costs a few ticks, not one tick each."""
         while not stop.is_set():
+            started = time.monotonic()
             try:
                 self.tick()
             except Exception:
                 log.exception("reconciler tick failed; retrying next tick")
+            stop.wait(max(0.0, MIN_PASS_GAP_S - (time.monotonic() - started)))
             self.wake.wait(self.settings.tick_s)
             self.wake.clear()
 
@@ -97,9 +113,13 @@ class Reconciler:
         self._sync_inventory()
         self._launch_persisted()
         stats.finished = self._observe()
-        admitted, preempted = self._schedule()
-        stats.admitted, stats.preempted = admitted, preempted
-        if admitted:
+        since = time.monotonic() - self._last_pass
+        if (since >= MIN_PASS_GAP_S and (self._dirty or stats.finished)) or since > PASS_EVERY_S:
+            self._dirty = False
+            self._last_pass = time.monotonic()
+            admitted, preempted = self._schedule()
+            stats.admitted, stats.preempted = admitted, preempted
+        if stats.admitted:
             self._launch_persisted()
         self.deployments.tick()
         if self.on_tick is not None:
@@ -109,6 +129,8 @@ class Reconciler:
 
     def _hold_lease(self) -> bool:
         now = time.time()
+        if now - self._lease_renewed < self.settings.lease_s / 3:
+            return True  # our lease runs well beyond now; nobody can have taken it
         try:
             with self.store.write() as s:
                 lease = s.get(Lease, LEASE, with_for_update=True)
@@ -118,16 +140,19 @@ class Reconciler:
                             name=LEASE, holder=self.holder, expires_at=now + self.settings.lease_s
                         )
                     )
+                    self._lease_renewed = now
                     return True
                 if lease.holder == self.holder or lease.expires_at < now:
                     lease.holder = self.holder
                     lease.expires_at = now + self.settings.lease_s
+                    self._lease_renewed = now
                     return True
                 return False
         except IntegrityError:
             return False
 
     def release_lease(self) -> None:
+        self._lease_renewed = 0.0
         with self.store.write() as s:
             lease = s.get(Lease, LEASE, with_for_update=True)
             if lease is not None and lease.holder == self.holder:
@@ -383,10 +408,21 @@ class Reconciler:
         names = {t.id: t.name for t in s.scalars(select(Tenant))}
         quotas = _quotas(contracts, names)
         running, pending = [], []
-        for job in s.scalars(
-            select(Job).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
-        ):
-            workload = _workload(job, names.get(job.tenant_id, job.tenant_id))
+        columns = (
+            Job.id,
+            Job.tenant_id,
+            Job.state,
+            Job.started_at,
+            Job.placement,
+            Job.stop_requested,
+            Job.preempting,
+        )
+        rows = s.execute(
+            select(*columns).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
+        ).all()
+        self._cache_workloads(s, [r.id for r in rows], names)
+        for job in rows:
+            workload = self._workloads[job.id]
             if job.state == "pending":
                 pending.append(workload)
             elif job.placement:
@@ -396,6 +432,18 @@ class Reconciler:
                     Allocation(workload, tuple(job.placement["nodes"]), started, stopping)
                 )
         return ClusterState(now_s, nodes, quotas, running, pending)
+
+    def _cache_workloads(self, s: Session, active: list[str], names: dict[str, str]) -> None:
+        """Workloads never change once submitted: parse each job's spec once, not every pass."""
+        alive = set(active)
+        for job_id in [j for j in self._workloads if j not in alive]:
+            del self._workloads[job_id]
+            self._reasons.pop(job_id, None)
+        missing = [j for j in active if j not in self._workloads]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            for job in s.scalars(select(Job).where(Job.id.in_(chunk))):
+                self._workloads[job.id] = _workload(job, names.get(job.tenant_id, job.tenant_id))
 
     def _schedule(self) -> tuple[int, int]:
         now_s = time.time()
@@ -446,11 +494,20 @@ class Reconciler:
                 job.reason = pre.reason
                 _event(s, job.id, job.tenant_id, "preempting", pre.reason)
                 preempted += 1
-            waits = {w.workload_id: w for w in decisions.wait}
-            if waits:
-                for job in s.scalars(select(Job).where(Job.id.in_(list(waits)))):
-                    if job.state == "pending" and job.reason != waits[job.id].reason:
-                        job.reason = waits[job.id].reason
+            changed = [
+                {"jid": w.workload_id, "reason": w.reason}
+                for w in decisions.wait
+                if self._reasons.get(w.workload_id) != w.reason
+            ]
+            if changed:
+                jobs = cast(Table, Job.__table__)
+                s.connection().execute(
+                    update(jobs)
+                    .where(jobs.c.id == bindparam("jid"), jobs.c.state == "pending")
+                    .values(reason=bindparam("reason")),
+                    changed,
+                )
+                self._reasons.update((c["jid"], c["reason"]) for c in changed)
         if preempted:
             self._terminate_preempted()
         return admitted, preempted
@@ -492,7 +549,8 @@ def _quotas(contracts: Any, names: dict[str, str]) -> list[Quota]:
     ]
 
 
-def _workload(job: Job, tenant: str) -> Workload:
+def _workload(job: Any, tenant: str) -> Workload:
+    """`job` is a Job row or a result row with the same columns."""
     spec = job.spec
     return Workload(
         id=job.id,

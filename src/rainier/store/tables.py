@@ -133,6 +133,7 @@ class Job(Base):
         UniqueConstraint("tenant_id", "submit_key", name="uq_jobs_tenant_submit_key"),
         Index("ix_jobs_state", "state"),
         Index("ix_jobs_tenant_name", "tenant_id", "name"),
+        Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
