@@ -173,6 +173,17 @@ def demo_model(tenant: Client) -> str:
     return f"{out['name']}:{out['version']}"
 
 
+def wait_for_token_lines(tenant: Client, timeout_s: float = 30) -> None:
+    """Tokens are priced into the ledger a moment after the request that used them."""
+    since = datetime.now(UTC).strftime("%Y-%m-01")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        kinds = {g["group"] for g in tenant.get("/api/v1/usage", by="kind", since=since)["groups"]}
+        if "output_tokens" in kinds:
+            return
+        time.sleep(0.25)
+
+
 def deploy_and_query(tenant: Client) -> None:
     say("The tenant deploys a model and asks it through the OpenAI-compatible gateway")
     from openai import OpenAI
@@ -201,6 +212,7 @@ def deploy_and_query(tenant: Client) -> None:
                 f"metered: {answer.usage.prompt_tokens} input + "
                 f"{answer.usage.completion_tokens} output tokens"
             )
+        wait_for_token_lines(tenant)
     finally:
         tenant.delete("/api/v1/deployments/demo-chat")
         live = ["pending", "running", "stopping"]
@@ -216,6 +228,16 @@ def print_bill(tenant: Client) -> None:
     """Last: the month's statement of everything the steps before ran, from the ledger."""
     say("The tenant reads its bill for this month")
     month = datetime.now(UTC).strftime("%Y-%m")
+    served = tenant.get("/api/v1/deployments")["items"]
+    deadline = time.monotonic() + 30
+    while served and time.monotonic() < deadline:
+        kinds = {
+            g["group"]
+            for g in tenant.get("/api/v1/usage", by="kind", since=f"{month}-01")["groups"]
+        }
+        if "output_tokens" in kinds:
+            break
+        time.sleep(0.25)  # tokens are priced a moment after the request that used them
     for contract in tenant.get("/api/v1/contracts")["items"]:
         st = tenant.get(f"/api/v1/contracts/{contract['name']}/statement", month=month)
         click.echo(statement_text(st))
