@@ -152,6 +152,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
             host=settings.host,
             port=settings.port,
             workers=workers,
+            timeout_worker_healthcheck=60,  # a worker busy for seconds is not a dead one
             **options,
         )
         return

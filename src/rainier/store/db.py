@@ -42,14 +42,24 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+MIGRATION_LOCK = 7_411_382_019  # any constant: the advisory lock key of rainier's migrations
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe on every start)."""
+    """Bring the schema to the newest revision (idempotent; safe on every start).
+
+    Servers starting together on one database migrate one at a time: SQLite's write lock
+    (writer engines BEGIN IMMEDIATE) or a PostgreSQL advisory lock serialises them, and the
+    later ones find the schema current.
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 
