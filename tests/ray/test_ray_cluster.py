@@ -255,7 +255,7 @@ def _resumed(path: Path) -> dict[str, Any] | None:
     """Attempt 1's start line, once attempt 1 has also trained a step past it."""
     lines = read_jsonl(path)
     for i, line in enumerate(lines):
-        if line.get("event") == "start" and line.get("attempt") == 1:
+        if line.get("event") == "start" and int(line.get("attempt") or 0) >= 1:
             later = [x for x in lines[i + 1 :] if "loss" in x and x["step"] > line["step"]]
             return line if later else None
     return None
@@ -289,10 +289,13 @@ def test_a_node_lost_mid_job_restarts_the_gang_from_its_checkpoint_elsewhere(
     tenant.post(f"/api/v1/jobs/{job_id}/stop")
     done = wait_for_job(tenant, job_id, "stopped", "failed", timeout_s=60)
     assert done["state"] == "stopped", done["reason"]
-    assert (done["restarts"], done["attempt"]) == (1, 1)
+    # one restart for the lost node; a restart placed on the dying node before the inventory
+    # noticed is requeued without spending another
+    assert done["restarts"] == 1 and done["attempt"] >= 1
     first = [t for t in done["tasks"] if t["attempt"] == 0]
     assert any(t["node"] == victim and t["state"] == "lost" for t in first)
     assert victim not in done["placement"] and len(set(done["placement"])) == 2
-    assert [t["exit_code"] for t in done["tasks"] if t["attempt"] == 1] == [0, 0]
+    last = [t["exit_code"] for t in done["tasks"] if t["attempt"] == done["attempt"]]
+    assert last == [0, 0]
     events = [e["message"] for e in done["events"]]
     assert any("lost" in m and f"node {victim} left the Ray cluster" in m for m in events), events

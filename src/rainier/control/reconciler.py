@@ -214,8 +214,9 @@ class Reconciler:
                 .order_by(Task.job_id, Task.rank)
             ).all()
             tenants = {t.id: t.name for t in s.scalars(select(Tenant))}
+        unstartable: set[str] = set()
         for task, job in todo:
-            if job.state != "running" or job.attempt != task.attempt:
+            if job.state != "running" or job.attempt != task.attempt or job.id in unstartable:
                 with self.store.write() as s:
                     row = s.get(Task, task.id)
                     if row is not None and row.handle is None:
@@ -225,11 +226,20 @@ class Reconciler:
             try:
                 handle = self.executor.start(launch)
             except Exception as exc:
+                # The placement went stale (a node died before the inventory noticed): the job
+                # goes back to the queue without spending one of its restarts.
                 log.exception("cannot start task %s", task.id)
+                unstartable.add(job.id)
                 with self.store.write() as s:
                     row = s.get(Task, task.id)
                     if row is not None:
                         row.state, row.exit_code, row.exited_at = "lost", None, utcnow()
+                    current = s.get(Job, job.id)
+                    if current is not None and current.state == "running":
+                        current.preempting = True
+                        current.reason = (
+                            f"could not start task {task.rank} on {task.node}; requeued"
+                        )
                     _event(s, job.id, job.tenant_id, "start-failed", f"task {task.rank}: {exc}")
                 continue
             with self.store.write() as s:
