@@ -9,8 +9,16 @@ did not ask for it. Errors follow OpenAI's shape, so OpenAI clients report them 
 
 When no replica is ready (starting, restarting, or the deployment sits at zero replicas, which
 the request then wakes) the request waits up to `RAINIER_GATEWAY_WAIT_S` seconds. A request a
-replica drops before answering goes to another replica. Rate limits are token buckets kept by
-each server process, so N server processes admit up to N times a deployment's limit.
+replica drops before answering goes to another replica.
+
+Rate limits: a deployment may set requests per minute (`rate_limit_rpm`), and each API key may
+set requests and tokens per minute (`rate_limit_rpm`, `rate_limit_tpm` on the key). They are
+token buckets, all checked before any is charged, answered with 429, `Retry-After` and OpenAI's
+`x-ratelimit-*` headers. The buckets live in the server process: the limit is per process, so
+`rainier server --workers N` admits up to N times each limit. Splitting a limit N ways would
+be exact only if requests spread evenly over the workers, and they do not (one client's
+keep-alive connection stays with one worker), so a single client would get a fraction of
+what it bought; a per-process limit errs on the side of the customer instead.
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ from rainier.api.auth import Authenticator, Principal
 from rainier.control.deployments import MODEL_ENV
 from rainier.spec import DeploymentSpec
 from rainier.store.db import Store
+from rainier.store.keys import hash_key
 from rainier.store.tables import (
+    ApiKey,
     Deployment,
     Event,
     Job,
@@ -51,6 +61,14 @@ from rainier.store.tables import (
 log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
 TRIES = 3
+# How long a key's identity and limits are trusted without asking the database again (a revoke
+# through this process forgets them at once; other processes notice within this time).
+KEY_CACHE_S = 2.0
+# What an answer is assumed to cost when the request sets no `max_tokens`: the server's own
+# default for completions; for chat (which runs to the context length) a guess that the
+# metered usage then corrects.
+DEFAULT_MAX_TOKENS = {"/v1/completions": 16, "/v1/chat/completions": 256}
+CHARS_PER_TOKEN = 4
 
 
 class GatewayError(Exception):
@@ -109,30 +127,90 @@ class Target:
 
 @dataclass
 class TokenBucket:
-    """`rpm` requests a minute, up to `rpm` at once after a quiet minute."""
+    """Holds up to `per_minute` units and refills at `per_minute` a minute: a minute's worth at
+    once after a quiet minute, then the steady rate. The level may drop below zero when a
+    correction charges more than was taken; admissions then wait until that is paid back."""
 
-    rpm: int
-    tokens: float | None = None
+    per_minute: int
+    level: float | None = None
     at: float = 0.0
 
-    def take(self, now: float) -> float:
-        """0 when a request may pass, else the seconds until one may."""
-        rate = self.rpm / 60.0
-        if self.tokens is None:
-            self.tokens = float(self.rpm)
+    @property
+    def rate(self) -> float:
+        return self.per_minute / 60.0
+
+    def _refill(self, now: float) -> float:
+        if self.level is None:
+            self.level = float(self.per_minute)
         else:
-            self.tokens = min(float(self.rpm), self.tokens + max(0.0, now - self.at) * rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / rate
+            gained = max(0.0, now - self.at) * self.rate
+            self.level = min(float(self.per_minute), self.level + gained)
+        self.at = max(self.at, now)
+        return self.level
+
+    def wait(self, amount: float, now: float) -> float:
+        """0 when `amount` may be taken now, else the seconds until it may."""
+        level = self._refill(now)
+        return 0.0 if level >= amount else (amount - level) / self.rate
+
+    def take(self, amount: float = 1.0, now: float | None = None) -> float:
+        """Takes `amount` and answers 0, or takes nothing and answers the seconds to wait."""
+        wait = self.wait(amount, time.monotonic() if now is None else now)
+        if wait == 0.0:
+            assert self.level is not None
+            self.level -= amount
+        return wait
+
+    def adjust(self, amount: float) -> None:
+        """Gives back (amount > 0) or charges (amount < 0) after the fact."""
+        if self.level is not None:
+            self.level = min(float(self.per_minute), self.level + amount)
+
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level if self.level is not None else self.per_minute))
+
+    def reset_s(self) -> float:
+        """Seconds until the bucket is full again."""
+        level = self.level if self.level is not None else float(self.per_minute)
+        return max(0.0, (self.per_minute - level) / self.rate)
+
+
+@dataclass(frozen=True)
+class KeyLimits:
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass
+class KeyBuckets:
+    limits: KeyLimits
+    requests: TokenBucket | None
+    tokens: TokenBucket | None
+
+    @classmethod
+    def of(cls, limits: KeyLimits) -> KeyBuckets:
+        return cls(
+            limits,
+            TokenBucket(limits.rpm) if limits.rpm else None,
+            TokenBucket(limits.tpm) if limits.tpm else None,
+        )
+
+
+@dataclass
+class Admission:
+    """What a request was charged on admission, so the charge can be corrected once the
+    answer's real size is known (or refunded when nothing was answered)."""
+
+    key_id: str | None
+    tokens: int
+    settled: bool = False
 
 
 @dataclass(frozen=True)
 class Metered:
     request_id: str
     target: Target
+    admission: Admission
 
 
 class Gateway:
@@ -149,28 +227,62 @@ class Gateway:
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
         self.buckets: dict[str, TokenBucket] = {}
+        self.key_buckets: dict[str, KeyBuckets] = {}
+        self._keys: dict[str, tuple[float, Principal | None, KeyLimits]] = {}
 
     async def close(self) -> None:
         await self.http.aclose()
 
     # -- who and what ----------------------------------------------------------------------
 
-    async def caller(self, request: Request) -> Principal:
+    def forget_keys(self) -> None:
+        """Drops what this process knows about keys (after a revoke)."""
+        self._keys.clear()
+
+    def _resolve(self, secret: str) -> tuple[Principal | None, KeyLimits]:
+        found = self.auth.resolve(secret)
+        if found is None or found.key_id is None:
+            return found, KeyLimits()
+        with self.store.read() as s:
+            row = s.get(ApiKey, found.key_id)
+            limits = (
+                KeyLimits(row.rate_limit_rpm, row.rate_limit_tpm)
+                if row is not None
+                else KeyLimits()
+            )
+        return found, limits
+
+    async def identify(self, request: Request) -> tuple[Principal, KeyLimits]:
+        """The caller and its key's limits; a key seen in the last `KEY_CACHE_S` seconds is
+        answered from memory, without a database read or a hop to the thread pool."""
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not secret.strip():
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
             raise GatewayError(
                 401,
                 "missing API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key",
             )
-        found = await run_in_threadpool(self.auth.resolve, secret.strip())
+        digest = hash_key(secret)
+        now = time.monotonic()
+        hit = self._keys.get(digest)
+        if hit is not None and now - hit[0] < KEY_CACHE_S:
+            found, limits = hit[1], hit[2]
+        else:
+            found, limits = await run_in_threadpool(self._resolve, secret)
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            self._keys[digest] = (now, found, limits)
         if found is None:
             raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
         if found.tenant_id is None:
             raise GatewayError(
                 401, "this key belongs to no tenant: use a tenant's key", code="invalid_api_key"
             )
-        return found
+        return found, limits
+
+    async def caller(self, request: Request) -> Principal:
+        return (await self.identify(request))[0]
 
     def _target(self, tenant_id: str, name: str) -> Target | None:
         with self.store.read() as s:
@@ -234,28 +346,91 @@ class Gateway:
 
     # -- admission and choice --------------------------------------------------------------
 
-    def admit(self, target: Target) -> None:
+    def admit(
+        self, caller: Principal, limits: KeyLimits, target: Target, tokens: int
+    ) -> tuple[Admission, dict[str, str]]:
+        """Checks the key's request and token buckets and the deployment's request bucket,
+        and charges all of them only when all admit the request (a refused request costs
+        nothing). Answers the charge and the `x-ratelimit-*` headers for the answer.
+
+        `tokens` is an estimate (the prompt's size plus `max_tokens`), not the real count,
+        which is known only when the answer is finished: charging nothing up front would let
+        a burst of concurrent requests all pass on a full bucket and overshoot the limit many
+        times over, while charging the worst case up front bounds it. `settle` then corrects
+        the charge with the metered usage, so over time the key pays for what it used."""
+        now = time.monotonic()
+        keyed = self._key_buckets(caller.key_id, limits)
+        requests = keyed.requests if keyed else None
+        bucket_tokens = keyed.tokens if keyed else None
+        deployment = self._deployment_bucket(target)
+        headers = _limit_headers(requests, bucket_tokens)
+        if bucket_tokens is not None and tokens > bucket_tokens.per_minute:
+            raise GatewayError(
+                429,
+                f"Request too large: it may use up to {tokens} tokens (prompt + max_tokens) "
+                f"but this key's limit is {bucket_tokens.per_minute} tokens per minute. "
+                "Lower max_tokens or shorten the prompt.",
+                type_="tokens",
+                code="rate_limit_exceeded",
+                headers={**headers, "x-should-retry": "false"},
+            )
+        checks: list[tuple[TokenBucket, float, str, str]] = []
+        if requests is not None:
+            checks.append((requests, 1.0, "requests", "requests per minute on this key"))
+        if bucket_tokens is not None:
+            checks.append((bucket_tokens, float(tokens), "tokens", "tokens per minute on this key"))
+        if deployment is not None:
+            checks.append((deployment, 1.0, "requests", f"requests per minute on {target.name}"))
+        refused = [
+            (bucket.wait(amount, now), kind, f"{bucket.per_minute} {what}")
+            for bucket, amount, kind, what in checks
+        ]
+        refused = [r for r in refused if r[0] > 0]
+        if refused:
+            wait = max(r[0] for r in refused)
+            _, kind, what = refused[0]
+            raise GatewayError(
+                429,
+                f"Rate limit reached: {what}. Try again in {wait:.1f}s.",
+                type_=kind,
+                code="rate_limit_exceeded",
+                headers={**headers, "retry-after": str(max(1, math.ceil(wait)))},
+            )
+        for bucket, amount, _, _ in checks:
+            bucket.take(amount, now)
+        charged = tokens if bucket_tokens is not None else 0
+        return Admission(caller.key_id, charged), _limit_headers(requests, bucket_tokens)
+
+    def _key_buckets(self, key_id: str | None, limits: KeyLimits) -> KeyBuckets | None:
+        if key_id is None or (limits.rpm is None and limits.tpm is None):
+            if key_id is not None:
+                self.key_buckets.pop(key_id, None)
+            return None
+        found = self.key_buckets.get(key_id)
+        if found is None or found.limits != limits:
+            found = self.key_buckets[key_id] = KeyBuckets.of(limits)
+        return found
+
+    def _deployment_bucket(self, target: Target) -> TokenBucket | None:
         rpm = target.rate_limit_rpm
         if rpm is None:
             self.buckets.pop(target.id, None)
-            return
+            return None
         bucket = self.buckets.get(target.id)
-        if bucket is None or bucket.rpm != rpm:
+        if bucket is None or bucket.per_minute != rpm:
             bucket = self.buckets[target.id] = TokenBucket(rpm)
-        wait = bucket.take(time.monotonic())
-        if wait > 0:
-            raise GatewayError(
-                429,
-                f"Rate limit reached for {target.name}: {rpm} requests per minute. "
-                f"Try again in {wait:.1f}s.",
-                type_="requests",
-                code="rate_limit_exceeded",
-                headers={
-                    "retry-after": str(math.ceil(wait)),
-                    "x-ratelimit-limit-requests": str(rpm),
-                    "x-ratelimit-remaining-requests": "0",
-                },
-            )
+        return bucket
+
+    def settle(self, admission: Admission, used_tokens: int | None) -> None:
+        """Corrects a request's token charge: to what it used, or to nothing (None) when no
+        answer came. Once per request; later calls change nothing."""
+        if admission.settled or admission.key_id is None or admission.tokens == 0:
+            admission.settled = True
+            return
+        admission.settled = True
+        keyed = self.key_buckets.get(admission.key_id)
+        if keyed is not None and keyed.tokens is not None:
+            keyed.tokens.adjust(admission.tokens - (used_tokens or 0))
 
     async def choose(self, caller: Principal, target: Target, tried: set[str]) -> Endpoint:
         """The ready replica with the fewest requests in flight from here (then by its own
@@ -327,6 +502,8 @@ class Gateway:
         either way, and the log line is what an operator reconciles the ledger from."""
         if not isinstance(usage, dict):
             return
+        used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        self.settle(metered.admission, used)
         try:
             await run_in_threadpool(self._record, metered, usage, endpoint.model)
         except Exception:
@@ -340,7 +517,7 @@ class Gateway:
     # -- proxying --------------------------------------------------------------------------
 
     async def proxy(self, request: Request, path: str) -> Response:
-        caller = await self.caller(request)
+        caller, limits = await self.identify(request)
         try:
             body = await request.json()
         except ValueError:
@@ -351,7 +528,22 @@ class Gateway:
         if not isinstance(name, str) or not name:
             raise GatewayError(400, "you must provide a model parameter", param="model")
         target = await self.target(caller, name)
-        self.admit(target)
+        admission, limit_headers = self.admit(caller, limits, target, estimate_tokens(body, path))
+        try:
+            return await self._forward(body, path, caller, target, admission, limit_headers)
+        except BaseException:
+            self.settle(admission, None)
+            raise
+
+    async def _forward(
+        self,
+        body: dict[str, Any],
+        path: str,
+        caller: Principal,
+        target: Target,
+        admission: Admission,
+        limit_headers: dict[str, str],
+    ) -> Response:
         stream = bool(body.get("stream"))
         wants_usage = False
         if stream:
@@ -359,7 +551,7 @@ class Gateway:
             options = dict(options) if isinstance(options, dict) else {}
             wants_usage = bool(options.get("include_usage"))
             body = {**body, "stream_options": {**options, "include_usage": True}}
-        metered = Metered(f"req-{uuid.uuid4().hex}", target)
+        metered = Metered(f"req-{uuid.uuid4().hex}", target, admission)
         tried: set[str] = set()
         for attempt in range(TRIES):
             endpoint = await self.choose(caller, target, tried)
@@ -396,7 +588,7 @@ class Gateway:
             except BaseException:
                 await self._release(endpoint, upstream)
                 raise
-            headers = {"x-request-id": metered.request_id}
+            headers = {"x-request-id": metered.request_id, **limit_headers}
             if relay:
                 return StreamingResponse(
                     self._relay(upstream, endpoint, metered, wants_usage),
@@ -406,6 +598,8 @@ class Gateway:
             await self._release(endpoint, upstream)
             if upstream.status_code == 200:
                 await self.record(metered, _usage_of(content), endpoint)
+            else:
+                self.settle(admission, None)
             return Response(
                 content,
                 status_code=upstream.status_code,
@@ -462,6 +656,53 @@ class Gateway:
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
             await self._release(endpoint, upstream)
+
+
+def estimate_tokens(body: dict[str, Any], path: str) -> int:
+    """What a request may cost at most, before it runs: its prompt (token ids counted, text at
+    about four characters a token, as the gateway holds no tokenizer) plus `max_tokens` for
+    each of its `n` answers. `Gateway.settle` corrects it with the metered usage."""
+    prompt: Any = body.get("prompt") if path.endswith("/completions") else None
+    if path.endswith("/chat/completions"):
+        messages = body.get("messages")
+        prompt = [m.get("content") for m in messages if isinstance(m, dict)] if messages else []
+    prompt_tokens = _prompt_size(prompt)
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        limit = DEFAULT_MAX_TOKENS.get(path, 16)
+    n = body.get("n")
+    answers = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
+    return prompt_tokens + limit * answers
+
+
+def _prompt_size(prompt: Any) -> int:
+    if isinstance(prompt, str):
+        return max(1, math.ceil(len(prompt) / CHARS_PER_TOKEN))
+    if isinstance(prompt, int):
+        return 1
+    if isinstance(prompt, dict):
+        return _prompt_size(prompt.get("text"))
+    if isinstance(prompt, list):
+        return sum(_prompt_size(p) for p in prompt)
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `6s`, `1m30s`."""
+    if seconds < 1.0:
+        return f"{math.ceil(seconds * 1000)}ms"
+    whole = math.ceil(seconds)
+    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
+
+
+def _limit_headers(requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for kind, bucket in (("requests", requests), ("tokens", tokens)):
+        if bucket is not None:
+            headers[f"x-ratelimit-limit-{kind}"] = str(bucket.per_minute)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining())
+            headers[f"x-ratelimit-reset-{kind}"] = _duration(bucket.reset_s())
+    return headers
 
 
 def _usage_of(content: bytes) -> Any:

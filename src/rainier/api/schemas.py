@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -27,11 +27,19 @@ class TenantOut(Out):
     created_at: datetime
 
 
+MAX_KEY_RPM = 1_000_000
+MAX_KEY_TPM = 1_000_000_000
+KeyRpm = Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_RPM)]
+KeyTpm = Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_TPM)]
+
+
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     tenant: str | None = None
     role: str = "member"
     name: str = ""
+    rate_limit_rpm: KeyRpm | None = None
+    rate_limit_tpm: KeyTpm | None = None
 
 
 class KeyOut(Out):
@@ -42,6 +50,8 @@ class KeyOut(Out):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None = None
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
 
 
 class KeyCreated(KeyOut):

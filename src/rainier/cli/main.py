@@ -50,7 +50,10 @@ output_option = click.option(
 class LazyGroup(click.Group):
     """Subcommands with heavy imports (the simulator) load only when they are called."""
 
-    lazy: dict[str, str] = {"sim": "rainier.sim.cli:sim"}  # noqa: RUF012
+    lazy: dict[str, str] = {  # noqa: RUF012
+        "sim": "rainier.sim.cli:sim",
+        "chat": "rainier.cli.chat:chat",
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), *self.lazy])
@@ -204,12 +207,31 @@ def key() -> None:
     show_default=True,
 )
 @click.option("--name", default="")
+@click.option(
+    "--rpm",
+    type=click.IntRange(1, 1_000_000),
+    help="requests per minute this key may send to /v1 (default: unlimited)",
+)
+@click.option(
+    "--tpm",
+    type=click.IntRange(1, 1_000_000_000),
+    help="tokens (prompt + completion) per minute through /v1 (default: unlimited)",
+)
 @click.option("--save", is_flag=True, help="use this key for this CLI from now on")
 @click.pass_context
-def key_create(ctx: click.Context, tenant: str | None, role: str, name: str, save: bool) -> None:
+def key_create(
+    ctx: click.Context,
+    tenant: str | None,
+    role: str,
+    name: str,
+    rpm: int | None,
+    tpm: int | None,
+    save: bool,
+) -> None:
     """Create an API key; it is shown once."""
     c = client(ctx)
-    out = c.post("/api/v1/keys", {"tenant": tenant, "role": role, "name": name})
+    body = {"tenant": tenant, "role": role, "name": name}
+    out = c.post("/api/v1/keys", {**body, "rate_limit_rpm": rpm, "rate_limit_tpm": tpm})
     click.echo(out["key"])
     if save:
         save_credentials(c.url, out["key"])
@@ -224,7 +246,16 @@ def key_ls(ctx: click.Context, tenant: str | None, output: str) -> None:
     emit(
         client(ctx).get("/api/v1/keys", tenant=tenant),
         output,
-        ["id", "tenant", "role", "name", "prefix", "revoked_at"],
+        [
+            "id",
+            "tenant",
+            "role",
+            "name",
+            "prefix",
+            "rate_limit_rpm",
+            "rate_limit_tpm",
+            "revoked_at",
+        ],
     )
 
 
@@ -459,16 +490,6 @@ def model_ls(ctx: click.Context, name: str | None, tenant: str | None, output: s
     """List models, every version, newest first."""
     data = client(ctx).get("/api/v1/models", name=name, tenant=tenant)
     emit(data, output, ["name", "version", "tenant", "path", "job_id", "created_at"])
-
-
-@cli.command("models")
-@click.option("--name")
-@click.option("--tenant")
-@output_option
-@click.pass_context
-def models(ctx: click.Context, name: str | None, tenant: str | None, output: str) -> None:
-    """List models, every version, newest first (the same as `rainier model ls`)."""
-    ctx.invoke(model_ls, name=name, tenant=tenant, output=output)
 
 
 def fetch(c: Client, path: str, **params: Any) -> bytes:

@@ -92,6 +92,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+    # The gateway's per-key limits (requests and tokens per minute); None: unlimited.
+    rate_limit_rpm: Mapped[int | None]
+    rate_limit_tpm: Mapped[int | None]
 
 
 class Node(Base):

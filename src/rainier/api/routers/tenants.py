@@ -70,6 +70,8 @@ def create_key(body: KeyIn, caller: Caller, store: StoreDep, request: Request) -
             name=body.name,
             key_hash=hash_key(key),
             prefix=key[:10],
+            rate_limit_rpm=body.rate_limit_rpm,
+            rate_limit_tpm=body.rate_limit_tpm,
         )
         s.add(row)
     return KeyCreated(**_key_out(row, tenant.name if tenant else None).model_dump(), key=key)
@@ -84,6 +86,8 @@ def _key_out(row: ApiKey, tenant: str | None) -> KeyOut:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        rate_limit_rpm=row.rate_limit_rpm,
+        rate_limit_tpm=row.rate_limit_tpm,
     )
 
 
@@ -115,4 +119,7 @@ def revoke_key(key_id: str, caller: Caller, store: StoreDep, request: Request) -
         tenant = s.get(Tenant, row.tenant_id) if row.tenant_id else None
         out = _key_out(row, tenant.name if tenant else None)
     request.app.state.auth.forget()
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        gateway.forget_keys()
     return out

@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: ba1d7795a73b
+Revision ID: f5950ad227d2
 Revises: 
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import rainier.store.tables
 
 
-revision: str = 'ba1d7795a73b'
+revision: str = 'f5950ad227d2'
 down_revision: str | None = None
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
@@ -167,6 +167,8 @@ def upgrade() -> None:
     sa.Column('prefix', sa.String(length=16), nullable=False),
     sa.Column('created_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=False),
     sa.Column('revoked_at', rainier.store.tables.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('rate_limit_rpm', sa.Integer(), nullable=True),
+    sa.Column('rate_limit_tpm', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id'], name=op.f('fk_api_keys_tenant_id_tenants')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_keys')),
     sa.UniqueConstraint('key_hash', name=op.f('uq_api_keys_key_hash'))
