@@ -1,114 +1,443 @@
-"""Continuous batching against one-request-at-a-time, on the same engine in the same run.
+"""Serving throughput and latency in the manner of vLLM's `bench serve`, with baselines.
 
-A tiny random Llama (built on the spot, nothing downloaded) gets the same set of requests
-twice: all at once, so the engine batches them, and then one after another. Prints a JSON line
-last: batched and sequential generated tokens per second, their ratio, and the batched run's
-median time to first token and inter-token latency.
+One run, one set of weights (a small random Llama built on the spot, fp32, nothing
+downloaded), one dataset drawn from a seeded distribution: prompt lengths log-normal, output
+lengths exponential (long-tailed, as chat traffic is), both clipped.
 
-    python benchmarks/serve_throughput.py [--requests 32] [--max-tokens 64] [--device auto]
+1. A control plane (`rainier server`) with one deployment of the model: its replica is the
+   real OpenAI server, `python -m rainier.serve`, started by the executor.
+2. Engine, measured at the client over streaming HTTP straight to the replica:
+   max-concurrency mode (`--concurrency`, 32) for the headline figures, then Poisson arrivals
+   at `--rate` requests/s. Per request: TTFT, TPOT ((latency - TTFT) / (tokens - 1)) and the
+   gaps between streamed chunks (ITL); per run: requests/s and output tokens/s.
+3. Gateway: the same short requests sent in turn straight to the replica and through the
+   control plane's `/v1` (auth, routing, metering, streaming); `gateway_overhead_p50_ms` is
+   the p50 of the gateway's latencies minus the p50 of the direct ones;
+   `gateway_requests_per_s` is what the gateway passes at `--concurrency` in flight.
+4. Baselines, after the servers are gone, on the same weights and the same torch threads:
+   HF `transformers` `generate` one request at a time (the first `--sequential-requests`
+   requests; it is a rate), and in static batches of `--concurrency`, left-padded, each batch
+   running until its longest output. Output tokens/s counts the tokens each request asked
+   for, in every mode.
+
+Prints one JSON line last, with the load average before and after (the machine is shared).
+
+    python benchmarks/serve_throughput.py [--requests 64] [--concurrency 32] [--rate 8]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
+import math
+import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
+import httpx
 
-from rainier.serve.config import EngineConfig
-from rainier.serve.engine import LLMEngine
-from rainier.serve.sampling import SamplingParams
 from rainier.serve.tiny_model import build_tiny_llama
 
 
-def run(
-    engine: LLMEngine, prompts: list[list[int]], params: SamplingParams, batched: bool
-) -> tuple[int, float, list[float], list[float]]:
-    """(generated tokens, wall seconds, TTFTs, inter-token gaps)."""
-    submitted: dict[str, float] = {}
-    last: dict[str, float] = {}
-    ttft: list[float] = []
-    itl: list[float] = []
-    generated = 0
+@dataclass(frozen=True)
+class Req:
+    prompt: list[int]
+    output_len: int
+
+
+@dataclass
+class Result:
+    ok: bool = False
+    ttft: float = 0.0
+    latency: float = 0.0
+    output_tokens: int = 0
+    itl: list[float] = field(default_factory=list)
+    error: str = ""
+
+
+def dataset(n: int, seed: int, vocab: int, args: argparse.Namespace) -> list[Req]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        plen = int(rng.lognormvariate(math.log(args.prompt_median), 0.6))
+        olen = int(rng.expovariate(1.0 / args.output_mean))
+        plen = min(max(plen, 8), args.prompt_max)
+        olen = min(max(olen, 4), args.output_max)
+        out.append(Req([rng.randrange(3, vocab) for _ in range(plen)], olen))
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+# -- the client ---------------------------------------------------------------------------------
+
+
+async def one(
+    http: httpx.AsyncClient, url: str, model: str, req: Req, headers: dict[str, str]
+) -> Result:
+    body = {
+        "model": model,
+        "prompt": req.prompt,
+        "max_tokens": req.output_len,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    result = Result()
     start = time.perf_counter()
-    groups = [list(enumerate(prompts))] if batched else [[p] for p in enumerate(prompts)]
-    for group in groups:
-        for i, prompt in group:
-            rid = f"{'b' if batched else 's'}{i}"
-            engine.add_request(rid, prompt, params)
-            submitted[rid] = time.perf_counter()
-        while engine.has_unfinished():
-            outputs = engine.step()
-            now = time.perf_counter()
-            for out in outputs:
-                generated += len(out.token_ids)
-                rid = out.request_id
-                if rid in last:
-                    itl.append(now - last[rid])
-                else:
-                    ttft.append(now - submitted[rid])
-                last[rid] = now
-    return generated, time.perf_counter() - start, ttft, itl
+    last = start
+    try:
+        async with http.stream(
+            "POST", url + "/v1/completions", json=body, headers=headers
+        ) as response:
+            if response.status_code != 200:
+                result.error = f"{response.status_code}: {(await response.aread())[:200]!r}"
+                return result
+            async for line in response.aiter_lines():
+                if not line.startswith("data:") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[5:])
+                now = time.perf_counter()
+                if chunk.get("choices"):
+                    if result.ttft == 0.0:
+                        result.ttft = now - start
+                    else:
+                        result.itl.append(now - last)
+                    last = now
+                if chunk.get("usage"):
+                    result.output_tokens = int(chunk["usage"]["completion_tokens"])
+    except httpx.HTTPError as exc:
+        result.error = repr(exc)
+        return result
+    result.latency = time.perf_counter() - start
+    result.ok = result.output_tokens > 0
+    return result
+
+
+async def drive(
+    url: str,
+    model: str,
+    reqs: list[Req],
+    *,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    seed: int = 0,
+    headers: dict[str, str] | None = None,
+) -> tuple[list[Result], float]:
+    """All of `reqs`, at most `concurrency` in flight, or arriving as a Poisson process of
+    `rate` a second; (results, wall seconds)."""
+    rng = random.Random(seed)
+    gate = asyncio.Semaphore(concurrency or len(reqs))
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    async with httpx.AsyncClient(timeout=600.0, limits=limits) as http:
+
+        async def run(req: Req, delay: float) -> Result:
+            await asyncio.sleep(delay)
+            async with gate:
+                return await one(http, url, model, req, headers or {})
+
+        delays, t = [], 0.0
+        for _ in reqs:
+            delays.append(t)
+            if rate:
+                t += rng.expovariate(rate)
+        start = time.perf_counter()
+        results = await asyncio.gather(*(run(r, d) for r, d in zip(reqs, delays, strict=True)))
+        return list(results), time.perf_counter() - start
+
+
+def summary(results: list[Result], wall: float) -> dict[str, float]:
+    ok = [r for r in results if r.ok]
+    if len(ok) != len(results):
+        errors = {r.error for r in results if not r.ok}
+        raise SystemExit(f"{len(results) - len(ok)} requests failed: {sorted(errors)[:3]}")
+    tokens = sum(r.output_tokens for r in ok)
+    ttft = [r.ttft for r in ok]
+    tpot = [(r.latency - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
+    itl = [gap for r in ok for gap in r.itl]
+    return {
+        "requests_per_s": round(len(ok) / wall, 2),
+        "output_tok_s": round(tokens / wall, 1),
+        "ttft_p50_s": round(pct(ttft, 50), 4),
+        "ttft_p99_s": round(pct(ttft, 99), 4),
+        "tpot_p50_s": round(pct(tpot, 50), 5),
+        "tpot_p99_s": round(pct(tpot, 99), 5),
+        "itl_p50_s": round(pct(itl, 50), 5),
+        "itl_p99_s": round(pct(itl, 99), 5),
+        "wall_s": round(wall, 2),
+    }
+
+
+def gateway_figures(
+    replica: str, gateway: str, key: str, model: str, reqs: list[Req], pairs: int, conc: int
+) -> dict[str, float]:
+    """Latency of short requests (1 output token) straight to the replica and through the
+    gateway, taken in turn so both see the same load; then the gateway's request rate."""
+    auth = {"Authorization": f"Bearer {key}"}
+    short = [Req(r.prompt[:16], 1) for r in reqs]
+
+    async def paired() -> tuple[list[float], list[float]]:
+        direct: list[float] = []
+        through: list[float] = []
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            for i in range(pairs + 10):
+                req = short[i % len(short)]
+                order = [(replica, {}, direct), (gateway, auth, through)]
+                for url, headers, sink in order if i % 2 else order[::-1]:
+                    result = await one(http, url, model, req, headers)
+                    if not result.ok:
+                        raise SystemExit(f"request failed: {result.error}")
+                    if i >= 10:
+                        sink.append(result.latency)
+        return direct, through
+
+    direct, through = asyncio.run(paired())
+    many = [short[i % len(short)] for i in range(max(conc * 4, 128))]
+    results, wall = asyncio.run(drive(gateway, model, many, concurrency=conc, headers=auth))
+    summary(results, wall)
+    results_d, wall_d = asyncio.run(drive(replica, model, many, concurrency=conc))
+    summary(results_d, wall_d)
+    return {
+        "gateway_overhead_p50_ms": round((pct(through, 50) - pct(direct, 50)) * 1000, 3),
+        "direct_latency_p50_ms": round(pct(direct, 50) * 1000, 3),
+        "gateway_latency_p50_ms": round(pct(through, 50) * 1000, 3),
+        "gateway_requests_per_s": round(len(results) / wall, 1),
+        "direct_requests_per_s": round(len(results_d) / wall_d, 1),
+    }
+
+
+# -- the control plane and its replica ------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def control_plane(home: Path, model_dir: Path, threads: int) -> Iterator[tuple[str, str, str]]:
+    """(control plane URL, a tenant key, the replica's URL) of a deployment of `model_dir`."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAINIER_HOME": str(home),
+        "RAINIER_DATABASE_URL": f"sqlite:///{home / 'rainier.db'}",
+        "RAINIER_PORT": str(port),
+    }
+    env.pop("RAINIER_API_KEY", None)
+    log = (home / "server.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rainier.cli.main", "server"], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait(lambda: _ok(f"{url}/healthz"), 60, "the control plane")
+        op = httpx.post(f"{url}/api/v1/init").json()["key"]
+        c = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {op}"}, timeout=30)
+        c.post("/api/v1/nodes", json={"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 8})
+        c.post("/api/v1/tenants", json={"kind": "Tenant", "name": "bench"})
+        made = c.post("/api/v1/keys", json={"tenant": "bench", "role": "admin"})
+        key = made.json()["key"]
+        t = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        doc = {
+            "kind": "Deployment",
+            "name": "bench",
+            "model": str(model_dir),
+            "replicas": {"min": 1, "max": 1},
+            "chips_per_replica": threads,
+            "max_batch_tokens": 2048,
+        }
+        t.post("/api/v1/deployments", json=doc).raise_for_status()
+
+        def ready() -> str | None:
+            d = t.get("/api/v1/deployments/bench").json()
+            urls = [r["url"] for r in d["replica_list"] if r["ready"] and r["url"]]
+            return urls[0] if urls else None
+
+        replica = wait(ready, 300, "the replica")
+        yield url, key, replica
+        t.delete("/api/v1/deployments/bench")
+        wait(
+            lambda: (
+                not c.get("/api/v1/jobs", params={"state": ["running", "stopping"]}).json()["items"]
+            ),
+            60,
+            "the replica to stop",
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait(predicate: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+# -- the baselines ----------------------------------------------------------------------------------
+
+
+def hf_baselines(
+    model_dir: Path, reqs: list[Req], batch: int, sequential: int, threads: int
+) -> dict[str, float]:
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.set_num_threads(threads)
+    model = LlamaForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
+    pad = 2
+
+    def generate(group: list[Req]) -> None:
+        width = max(len(r.prompt) for r in group)
+        ids = torch.full((len(group), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for i, r in enumerate(group):
+            ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
+            mask[i, width - len(r.prompt) :] = 1
+        longest = max(r.output_len for r in group)
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=longest,
+                min_new_tokens=longest,
+                do_sample=False,
+                pad_token_id=pad,
+            )
+        assert out.shape[1] == width + longest
+
+    generate(reqs[:2])
+    start = time.perf_counter()
+    for r in reqs[:sequential]:
+        generate([r])
+    seq_wall = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(0, len(reqs), batch):
+        generate(reqs[i : i + batch])
+    static_wall = time.perf_counter() - start
+    return {
+        "hf_sequential_output_tok_s": round(
+            sum(r.output_len for r in reqs[:sequential]) / seq_wall, 1
+        ),
+        "hf_static_output_tok_s": round(sum(r.output_len for r in reqs) / static_wall, 1),
+        "hf_static_wall_s": round(static_wall, 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto", help="auto = bfloat16 on CUDA, else float32")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--requests", type=int, default=64, help="max-concurrency mode")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
+    parser.add_argument("--poisson-requests", type=int, default=32)
+    parser.add_argument("--sequential-requests", type=int, default=8)
+    parser.add_argument("--gateway-pairs", type=int, default=100)
+    parser.add_argument("--prompt-median", type=int, default=48)
+    parser.add_argument("--prompt-max", type=int, default=256)
+    parser.add_argument("--output-mean", type=int, default=48)
+    parser.add_argument("--output-max", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, every mode")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(args.threads)
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "float32" if device == "cpu" else "bfloat16"
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_llama(
-            Path(tmp) / "model", hidden_size=128, intermediate_size=256, num_layers=4
+            Path(tmp) / "model",
+            hidden_size=args.hidden,
+            intermediate_size=args.hidden * 8 // 3,
+            num_layers=args.layers,
+            num_heads=max(4, args.hidden // 64),
+            num_kv_heads=max(2, args.hidden // 128),
+            max_position_embeddings=1024,
         )
-        engine = LLMEngine.from_model_dir(
-            model_dir,
-            EngineConfig(
-                kv_memory_mb=64,
-                max_batch_tokens=2048,
-                enable_prefix_caching=False,
-                device=device,
-                dtype=dtype,
-            ),
-        )
-    rng = random.Random(0)
-    vocab = engine.model_config.vocab_size
-    prompts = [
-        [rng.randrange(3, vocab) for _ in range(rng.randint(16, 128))] for _ in range(args.requests)
-    ]
-    params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, ignore_eos=True)
-    run(engine, prompts[:2], params, batched=True)
+        vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
+        reqs = dataset(args.requests, args.seed, vocab, args)
+        poisson = dataset(args.poisson_requests, args.seed + 1, vocab, args)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        with control_plane(home, model_dir, args.threads) as (gateway, key, replica):
+            asyncio.run(drive(replica, "bench", reqs[:4], concurrency=4))
+            results, wall = asyncio.run(drive(replica, "bench", reqs, concurrency=args.concurrency))
+            engine = summary(results, wall)
+            results, wall = asyncio.run(
+                drive(replica, "bench", poisson, rate=args.rate, seed=args.seed)
+            )
+            poisson_figures = summary(results, wall)
+            gw = gateway_figures(
+                replica, gateway, key, "bench", reqs, args.gateway_pairs, args.concurrency
+            )
+        hf = hf_baselines(model_dir, reqs, args.concurrency, args.sequential_requests, args.threads)
 
-    tokens_b, wall_b, ttft, itl = run(engine, prompts, params, batched=True)
-    tokens_s, wall_s, _, _ = run(engine, prompts, params, batched=False)
-    batched = tokens_b / wall_b
-    sequential = tokens_s / wall_s
+    engine_tok_s = engine["output_tok_s"]
     result = {
-        "device": device,
-        "dtype": dtype,
-        "requests": args.requests,
-        "max_tokens": args.max_tokens,
-        "batched_tokens_per_s": round(batched, 1),
-        "sequential_tokens_per_s": round(sequential, 1),
-        "speedup": round(batched / sequential, 2),
-        "ttft_p50_ms": round(statistics.median(ttft) * 1000, 2),
-        "itl_p50_ms": round(statistics.median(itl) * 1000, 2),
+        "engine_output_tok_s": engine_tok_s,
+        "hf_static_output_tok_s": hf["hf_static_output_tok_s"],
+        "hf_sequential_output_tok_s": hf["hf_sequential_output_tok_s"],
+        "vs_static": round(engine_tok_s / hf["hf_static_output_tok_s"], 2),
+        "vs_sequential": round(engine_tok_s / hf["hf_sequential_output_tok_s"], 2),
+        "ttft_p50_s": engine["ttft_p50_s"],
+        "ttft_p99_s": engine["ttft_p99_s"],
+        "tpot_p50_s": engine["tpot_p50_s"],
+        "itl_p99_s": engine["itl_p99_s"],
+        "gateway_overhead_p50_ms": gw["gateway_overhead_p50_ms"],
+        "gateway_requests_per_s": gw["gateway_requests_per_s"],
+        "engine": engine,
+        "poisson": {"rate": args.rate, "requests": args.poisson_requests, **poisson_figures},
+        "gateway": gw,
+        "hf_static_wall_s": hf["hf_static_wall_s"],
+        "setup": {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "hidden": args.hidden,
+            "layers": args.layers,
+            "threads": args.threads,
+            "dtype": "float32",
+            "prompt_len": f"lognormal median {args.prompt_median} [8, {args.prompt_max}]",
+            "output_len": f"exponential mean {args.output_mean} [4, {args.output_max}]",
+            "mean_output_len": round(statistics.mean(r.output_len for r in reqs), 1),
+            "sequential_requests": args.sequential_requests,
+        },
+        "load_before": [round(x, 2) for x in load_before],
+        "load_after": [round(x, 2) for x in os.getloadavg()],
     }
     print(json.dumps(result))
 
