@@ -7,6 +7,7 @@ step by step with the platform.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -96,53 +97,60 @@ def run_command_job(tenant: Client) -> None:
         raise click.ClickException(f"job ended {done['state']}")
 
 
-def train_model(tenant: Client) -> None:
-    """A real training job: a tiny Llama-style model on rainier's own source code, exported
-    in HF format and registered as a model by the job itself."""
-    say("The tenant trains a model")
-    import rainier
+TRAIN_STEPS_ENV = "RAINIER_DEMO_TRAIN_STEPS"
+TRAIN_STEPS = 300
+CORPUS_BYTES = 2 << 20
 
-    corpus = Path(rainier.__file__).parent
-    export = Path(os.environ["RAINIER_HOME"]) / "models" / "demo-gpt"
+
+def train_model(tenant: Client) -> None:
+    """A real training job: a small Llama-style model on the Python standard library's own
+    source (a corpus every machine with Python has), exported in HF format and registered as a
+    model by the job itself. The loss is shown as the job reports it, so falling is visible."""
+    say("The tenant trains a model on the Python standard library's source")
+    from rainier.train.data import stdlib_sample
+
+    home = Path(os.environ["RAINIER_HOME"])
+    corpus = stdlib_sample(home / "corpus" / "stdlib", CORPUS_BYTES)
+    files = list(corpus.iterdir())
+    click.echo(
+        f"corpus: {len(files)} modules, {sum(f.stat().st_size for f in files) >> 10} KiB "
+        "of the standard library"
+    )
+    steps = int(os.environ.get(TRAIN_STEPS_ENV) or TRAIN_STEPS)
+    every = max(1, steps // 10)
+    export = home / "models" / "demo-gpt"
+    shape = ["dim=128", "n_layers=4", "n_heads=4", "n_kv_heads=2", "ffn_dim=384", "vocab_size=1024"]
     job = tenant.post(
         "/api/v1/jobs",
         {
             "kind": "Job",
             "name": "train-demo-gpt",
             "command": [
-                sys.executable,
-                "-m",
-                "rainier.train",
-                "--data",
-                str(corpus),
-                "--preset",
-                "tiny",
-                "--steps",
-                "60",
-                "--batch-size",
-                "8",
-                "--seq-len",
-                "128",
-                "--lr",
-                "3e-3",
-                "--checkpoint-every",
-                "20",
-                "--log-every",
-                "20",
-                "--eval-every",
-                "30",
-                "--export",
-                str(export),
-                "--model-name",
-                "demo-gpt",
+                sys.executable, "-m", "rainier.train",
+                "--data", str(corpus),
+                "--preset", "tiny",
+                *(arg for item in shape for arg in ("--override", item)),
+                "--steps", str(steps),
+                "--batch-size", "8",
+                "--seq-len", "128",
+                "--lr", "3e-3",
+                "--checkpoint-every", str(max(every, steps // 3)),
+                "--log-every", str(every),
+                "--eval-every", str(steps),
+                "--export", str(export),
+                "--model-name", "demo-gpt",
             ],
             "flavor": "cpu",
             "chips_per_node": 1,
             "max_restarts": 1,
         },
         idempotent=True,
-    )
+    )  # fmt: skip
+    losses = show_losses(tenant, job["id"])
     done = wait_for(tenant, job["id"])
+    if losses:
+        (s0, first), (s1, last) = losses[0], losses[-1]
+        click.echo(f"loss fell from {first:.3f} (step {s0}) to {last:.3f} (step {s1})")
     detail = tenant.get(f"/api/v1/jobs/{done['id']}")
     metrics = detail.get("metrics") or {}
     shown = ", ".join(
@@ -157,6 +165,28 @@ def train_model(tenant: Client) -> None:
         raise click.ClickException(f"training ended {done['state']}")
     models = tenant.get("/api/v1/models")["items"]
     click.echo("models: " + ", ".join(f"{m['name']}:{m['version']} ({m['path']})" for m in models))
+
+
+def show_losses(tenant: Client, job_id: str) -> list[tuple[int, float]]:
+    """Follow rank 0's JSON lines while the job runs and print one compact line per report."""
+    losses: list[tuple[int, float]] = []
+    pending = ""
+    for chunk in stream_logs(tenant, job_id, 0, follow=True):
+        *lines, pending = (pending + chunk).split("\n")
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or "loss" not in record:
+                continue
+            losses.append((int(record["step"]), float(record["loss"])))
+            extra = f"  val_loss {record['val_loss']:.3f}" if "val_loss" in record else ""
+            click.echo(
+                f"step {record['step']:>5}  loss {record['loss']:.3f}  "
+                f"{record['tokens_per_s']:>7.0f} tokens/s{extra}"
+            )
+    return losses
 
 
 def demo_model(tenant: Client) -> str:

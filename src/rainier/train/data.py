@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,26 @@ def find_files(specs: list[str]) -> list[Path]:
         for p in matches:
             found.setdefault(p.resolve(), None)
     return list(found)
+
+
+def stdlib_sample(dest: Path, max_bytes: int, max_file_bytes: int = 64 << 10) -> Path:
+    """Copy a bounded, deterministic sample of the Python standard library's own modules into
+    `dest`: a corpus every machine with Python has, so a demo or benchmark downloads nothing.
+
+    Top-level modules in name order, skipping very large ones so the sample spans many files.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    dest.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for src in sorted(stdlib.glob("*.py")):
+        size = src.stat().st_size
+        if size > max_file_bytes or total + size > max_bytes:
+            continue
+        shutil.copyfile(src, dest / src.name)
+        total += size
+    if total == 0:
+        raise DataError(f"{stdlib}: no standard library sources found")
+    return dest
 
 
 def _is_text(path: Path) -> bool:
