@@ -34,6 +34,13 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 60.0, what: str 
         time.sleep(0.1)
 
 
+def written(cloud: Cloud) -> None:
+    """Waits until the gateway has written every request it metered (it writes after the
+    answer, so a test reading the ledger right after an answer could be early)."""
+    gateway = cloud.server.app.state.gateway
+    wait_until(lambda: gateway.pending_records == 0, 30, "the metered usage to be written")
+
+
 @dataclass
 class Cloud:
     server: EmbeddedServer

@@ -10,7 +10,7 @@ from typing import Any
 
 from rainier.cli.client import Client
 
-from .conftest import Cloud
+from .conftest import Cloud, written
 
 
 def run_chat(
@@ -31,7 +31,8 @@ def run_chat(
 def test_chat_streams_answers_and_keeps_the_history(
     cloud: Cloud, acme: Client, chat: dict[str, Any]
 ) -> None:
-    before = len(acme.get("/api/v1/deployments/chat/usage", limit=1000)["items"])
+    written(cloud)
+    before = len(acme.get("/api/v1/deployments/chat/usage", limit=10000)["items"])
     done = run_chat(
         cloud,
         acme,
@@ -55,7 +56,8 @@ def test_chat_streams_answers_and_keeps_the_history(
     assert len(turns) == 2
     (first_prompt, first_answer), (second_prompt, _) = turns
     assert second_prompt > first_prompt + first_answer, "the second turn carries the first"
-    after = len(acme.get("/api/v1/deployments/chat/usage", limit=1000)["items"])
+    written(cloud)
+    after = len(acme.get("/api/v1/deployments/chat/usage", limit=10000)["items"])
     assert after == before + 2
 
 

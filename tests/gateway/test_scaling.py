@@ -15,7 +15,7 @@ import openai
 
 from rainier.cli.client import Client
 
-from .conftest import READY_S, Cloud, ready_replicas, wait_until
+from .conftest import READY_S, Cloud, ready_replicas, wait_until, written
 
 
 @dataclass
@@ -155,5 +155,6 @@ def test_new_model_version_rolls_out_while_requests_keep_being_answered(
         answered = seen.answered
         wait_until(lambda: seen.answered >= answered + 2, 60, "answers from the new revision")
     assert seen.errors == []
+    written(cloud)
     usage = acme.get("/api/v1/deployments/chat/usage", limit=10000)["items"]
     assert usage[0]["model"] == "tiny:1" and usage[-1]["model"] == "tiny:2"

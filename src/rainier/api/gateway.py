@@ -3,7 +3,8 @@
 A tenant's API key authenticates; `model` names one of the tenant's deployments (any other name,
 another tenant's included, is "not found"). The request goes to the least-loaded ready replica
 and the answer streams back as it comes. Every answered request is metered once: the replica's
-`usage` is written to `token_usage` under the request id the gateway gave it. For streams the
+`usage` is written to `token_usage` under the request id the gateway gave it, just after the
+answer (off its path, several requests to a transaction under load). For streams the
 gateway always asks the replica for the final usage chunk and drops it again when the client
 did not ask for it. Errors follow OpenAI's shape, so OpenAI clients report them as usual.
 
@@ -64,6 +65,10 @@ TRIES = 3
 # How long a key's identity and limits are trusted without asking the database again (a revoke
 # through this process forgets them at once; other processes notice within this time).
 KEY_CACHE_S = 2.0
+# How long a deployment's settings and ready replicas are reused for later requests. Changes
+# made through this process's API apply at once; the controller's (a replica turning ready or
+# going away) within this time, and a replica gone meanwhile costs a retry, not an error.
+TARGET_CACHE_S = 1.0
 # What an answer is assumed to cost when the request sets no `max_tokens`: the server's own
 # default for completions; for chat (which runs to the context length) a guess that the
 # metered usage then corrects.
@@ -229,9 +234,19 @@ class Gateway:
         self.buckets: dict[str, TokenBucket] = {}
         self.key_buckets: dict[str, KeyBuckets] = {}
         self._keys: dict[str, tuple[float, Principal | None, KeyLimits]] = {}
+        self._targets: dict[tuple[str, str], tuple[float, Target]] = {}
+        self._unwritten: list[dict[str, Any]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.pending_records = 0
 
     async def close(self) -> None:
+        while self._writer is not None and not self._writer.done():
+            await self._writer
         await self.http.aclose()
+
+    def forget_targets(self) -> None:
+        """Drops the cached deployments (after one is applied or deleted)."""
+        self._targets.clear()
 
     # -- who and what ----------------------------------------------------------------------
 
@@ -316,8 +331,19 @@ class Gateway:
                 ),
             )
 
-    async def target(self, caller: Principal, name: str) -> Target:
-        found = await run_in_threadpool(self._target, caller.tenant_id or "", name)
+    async def target(self, caller: Principal, name: str, fresh: bool = False) -> Target:
+        key = (caller.tenant_id or "", name)
+        now = time.monotonic()
+        hit = None if fresh else self._targets.get(key)
+        if hit is not None and now - hit[0] < TARGET_CACHE_S:
+            return hit[1]
+        found = await run_in_threadpool(self._target, *key)
+        if found is not None:
+            if len(self._targets) > 10_000:
+                self._targets.clear()
+            self._targets[key] = (now, found)
+        else:
+            self._targets.pop(key, None)
         if found is None:
             raise GatewayError(
                 404,
@@ -459,7 +485,7 @@ class Gateway:
             if target.desired_replicas == 0 and not woke:
                 woke = await run_in_threadpool(self._wake_from_zero, target.id)
             await asyncio.sleep(0.1)
-            target = await self.target(caller, target.name)
+            target = await self.target(caller, target.name, fresh=True)
 
     def _wake_from_zero(self, deployment_id: str) -> bool:
         with self.store.write() as s:
@@ -478,41 +504,62 @@ class Gateway:
 
     # -- metering --------------------------------------------------------------------------
 
-    def _record(self, metered: Metered, usage: dict[str, Any], model: str) -> None:
-        t = metered.target
+    def _write(self, rows: list[dict[str, Any]]) -> None:
         try:
             with self.store.write() as s:
-                s.add(
-                    TokenUsageRecord(
-                        request_id=metered.request_id,
-                        tenant_id=t.tenant_id,
-                        deployment_id=t.id,
-                        deployment=t.name,
-                        model=model,
-                        input_tokens=int(usage.get("prompt_tokens") or 0),
-                        output_tokens=int(usage.get("completion_tokens") or 0),
-                        at=utcnow(),
-                    )
-                )
-        except IntegrityError:
+                s.add_all([TokenUsageRecord(**row) for row in rows])
             return
+        except IntegrityError:
+            if len(rows) == 1:
+                return
+        for row in rows:  # one request id already recorded: write the others one by one
+            self._write([row])
 
-    async def record(self, metered: Metered, usage: Any, endpoint: Endpoint) -> None:
-        """A failed write is logged, not turned into a failed answer: the tokens are spent
-        either way, and the log line is what an operator reconciles the ledger from."""
+    async def _drain(self) -> None:
+        """Writes what was metered, in one transaction per turn: what arrives while a write
+        is under way goes into the next, so under load writes grow rather than queue up."""
+        while self._unwritten:
+            rows, self._unwritten = self._unwritten, []
+            try:
+                await run_in_threadpool(self._write, rows)
+            except Exception:
+                for row in rows:
+                    log.exception(
+                        "cannot record token usage of request %s (%s): %s in, %s out",
+                        row["request_id"],
+                        row["deployment"],
+                        row["input_tokens"],
+                        row["output_tokens"],
+                    )
+            finally:
+                self.pending_records -= len(rows)
+
+    def record(self, metered: Metered, usage: Any, endpoint: Endpoint) -> None:
+        """Meters an answered request. The write happens after the answer, off its path (a
+        database commit per request would be most of the gateway's latency); a failed write
+        is logged, not turned into a failed answer: the tokens are spent either way, and the
+        log line is what an operator reconciles the ledger from."""
         if not isinstance(usage, dict):
             return
-        used = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        self.settle(metered.admission, used)
-        try:
-            await run_in_threadpool(self._record, metered, usage, endpoint.model)
-        except Exception:
-            log.exception(
-                "cannot record token usage of request %s (%s): %s",
-                metered.request_id,
-                metered.target.name,
-                json.dumps(usage),
-            )
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        self.settle(metered.admission, prompt + completion)
+        t = metered.target
+        self._unwritten.append(
+            {
+                "request_id": metered.request_id,
+                "tenant_id": t.tenant_id,
+                "deployment_id": t.id,
+                "deployment": t.name,
+                "model": endpoint.model,
+                "input_tokens": prompt,
+                "output_tokens": completion,
+                "at": utcnow(),
+            }
+        )
+        self.pending_records += 1
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
 
     # -- proxying --------------------------------------------------------------------------
 
@@ -597,7 +644,7 @@ class Gateway:
                 )
             await self._release(endpoint, upstream)
             if upstream.status_code == 200:
-                await self.record(metered, _usage_of(content), endpoint)
+                self.record(metered, _usage_of(content), endpoint)
             else:
                 self.settle(admission, None)
             return Response(
@@ -645,7 +692,7 @@ class Gateway:
                 usage, keep = _usage_event(event, wants_usage)
                 if usage is not None and not recorded:
                     recorded = True
-                    await self.record(metered, usage, endpoint)
+                    self.record(metered, usage, endpoint)
                 if keep is not None:
                     yield ("\n".join(keep) + "\n\n").encode()
             if lines:
@@ -715,7 +762,7 @@ def _usage_of(content: bytes) -> Any:
 def _usage_event(event: list[str], wants_usage: bool) -> tuple[Any, list[str] | None]:
     """(the usage the event carries or None, the event's lines to pass on or None)."""
     data = "\n".join(line[5:].lstrip() for line in event if line.startswith("data:"))
-    if not data or data == "[DONE]":
+    if not data or data == "[DONE]" or '"usage"' not in data:
         return None, event
     try:
         chunk = json.loads(data)

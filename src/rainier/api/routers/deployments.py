@@ -159,7 +159,15 @@ def apply(
                 raise
     response.status_code = 201 if created else 200
     request.app.state.wake()
+    _forget_targets(request)
     return out
+
+
+def _forget_targets(request: Request) -> None:
+    """The gateway caches deployments briefly; a change made here applies at once."""
+    gateway = getattr(request.app.state, "gateway", None)
+    if gateway is not None:
+        gateway.forget_targets()
 
 
 @router.get("/deployments")
@@ -203,6 +211,7 @@ def remove_deployment(
         name = row.name
         stopped = delete_deployment(s, row)
     request.app.state.wake()
+    _forget_targets(request)
     return {"name": name, "deleted": True, "replicas_stopping": stopped}
 
 
