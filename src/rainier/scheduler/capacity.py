@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -33,20 +34,45 @@ BUCKETED, HELD, RESERVED = 0, 1, 2
 _LOWEST = -(1 << 62)
 
 
+@dataclass(frozen=True, slots=True)
+class StaticLayout:
+    """The parts of a flavor's layout that every pass reads as Python lists; built once per
+    node set (they never change while it does) and only read."""
+
+    block_of: list[int]
+    chips: list[int]
+    members: list[range]
+
+    @staticmethod
+    def of(topo: FlavorNodes) -> StaticLayout:
+        return StaticLayout(
+            topo.block_of.tolist(),
+            topo.chips.tolist(),
+            [range(*topo.block_range(b)) for b in range(topo.block_count)],
+        )
+
+
 class FlavorCapacity:
-    def __init__(self, topo: FlavorNodes, used: IntArray, incoming: IntArray) -> None:
+    def __init__(
+        self,
+        topo: FlavorNodes,
+        used: IntArray,
+        incoming: IntArray,
+        static: StaticLayout | None = None,
+    ) -> None:
+        static = static or StaticLayout.of(topo)
         self.topo = topo
         self.free: IntArray = topo.chips - used
         self.incoming: IntArray = incoming
         self.free_list: list[int] = self.free.tolist()
-        self.block_of: list[int] = topo.block_of.tolist()
-        self.chips: list[int] = topo.chips.tolist()
+        self.block_of: list[int] = static.block_of
+        self.chips: list[int] = static.chips
         self.block_empty: list[int] = (
             np.bincount(topo.block_of, weights=self.free == topo.chips, minlength=topo.block_count)
             .astype(np.int64)
             .tolist()
         )
-        self.members: list[range] = [range(*topo.block_range(b)) for b in range(topo.block_count)]
+        self.members: list[range] = static.members
         self.status: list[int] = [BUCKETED] * topo.size
         self.held: list[int] = []
         self.reserved: IntArray = np.empty(0, dtype=np.int64)

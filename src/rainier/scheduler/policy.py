@@ -52,13 +52,14 @@ import gc
 import heapq
 import math
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import chain
 
 import numpy as np
 
 from rainier.scheduler import reasons
-from rainier.scheduler.capacity import RESERVED, FlavorCapacity
+from rainier.scheduler.capacity import RESERVED, FlavorCapacity, StaticLayout
 from rainier.scheduler.ledger import Ledger, TenantBook
 from rainier.scheduler.placement import place
 from rainier.scheduler.preemption import plan_preemption
@@ -69,10 +70,69 @@ from rainier.scheduler.types import (
     Admit,
     ClusterState,
     Decisions,
+    NodeInfo,
     Preempt,
     Wait,
     Workload,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """The node index of one node set: topology order per flavor and global node ids."""
+
+    nodes: tuple[NodeInfo, ...]
+    topos: dict[str, FlavorNodes]
+    statics: dict[str, StaticLayout]
+    base: dict[str, int]
+    ids: dict[str, int]
+    total: int
+    capacity: dict[str, int]
+
+    @staticmethod
+    def of(nodes: tuple[NodeInfo, ...]) -> _Layout:
+        topos = build_flavors(nodes)
+        base: dict[str, int] = {}
+        ids: dict[str, int] = {}
+        total = 0
+        for f, topo in topos.items():
+            base[f] = total
+            ids.update(zip(topo.names, range(total, total + topo.size), strict=True))
+            total += topo.size
+        statics = {f: StaticLayout.of(t) for f, t in topos.items()}
+        capacity = {f: int(t.chips.sum()) for f, t in topos.items()}
+        return _Layout(nodes, topos, statics, base, ids, total, capacity)
+
+
+class _Memo:
+    """What a pass may reuse from the one before: nothing that depends on anything but its
+    inputs. Sorting nodes into topology order costs far more than the rest of a small pass,
+    and the node set rarely changes, so the index is kept while the nodes compare equal; the
+    running table lends the rows of allocations that are the same objects as last time. Each
+    is replaced whole, never edited, so a pass always sees a consistent pair."""
+
+    __slots__ = ("layout", "running")
+
+    def __init__(self) -> None:
+        self.layout: _Layout | None = None
+        self.running: tuple[_Layout, RunningTable] | None = None
+
+    def layout_of(self, nodes: Sequence[NodeInfo]) -> _Layout:
+        known = self.layout
+        if known is not None and (
+            nodes is known.nodes or (len(nodes) == len(known.nodes) and tuple(nodes) == known.nodes)
+        ):
+            return known
+        self.layout = known = _Layout.of(tuple(nodes))
+        self.running = None
+        return known
+
+    def table_of(self, layout: _Layout, state: ClusterState) -> RunningTable:
+        previous = self.running
+        base = previous[1] if previous is not None and previous[0] is layout else None
+        table = RunningTable.of(state.running, layout.ids, state.now_s, base)
+        self.running = (layout, table)
+        return table
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +141,7 @@ class RainierScheduler:
 
     replicas_first: bool = True
     reservation_attempts: int = 4
+    _memo: _Memo = field(default_factory=_Memo, init=False, repr=False, compare=False, hash=False)
 
     def schedule(self, state: ClusterState) -> Decisions:
         # A pass allocates hundreds of thousands of short-lived tuples and arrays but no
@@ -89,28 +150,24 @@ class RainierScheduler:
         paused = gc.isenabled()
         gc.disable()
         try:
-            return _Pass(self, state).run()
+            return _Pass(self, state, self._memo).run()
         finally:
             if paused:
                 gc.enable()
 
 
 class _Pass:
-    def __init__(self, policy: RainierScheduler, state: ClusterState) -> None:
+    def __init__(self, policy: RainierScheduler, state: ClusterState, memo: _Memo) -> None:
         self.policy = policy
         self.state = state
         self.now = state.now_s
         self.out = Decisions()
-        self.topos: dict[str, FlavorNodes] = build_flavors(state.nodes)
-        self.base: dict[str, int] = {}
-        ids: dict[str, int] = {}
-        total = 0
-        for f, topo in self.topos.items():
-            self.base[f] = total
-            ids.update(zip(topo.names, range(total, total + topo.size), strict=True))
-            total += topo.size
-        self.ledger = Ledger(state.quotas, {f: int(t.chips.sum()) for f, t in self.topos.items()})
-        self.table = table = RunningTable.of(state.running, ids, self.now)
+        layout = memo.layout_of(state.nodes)
+        self.topos: dict[str, FlavorNodes] = layout.topos
+        self.base: dict[str, int] = layout.base
+        total = layout.total
+        self.ledger = Ledger(state.quotas, layout.capacity)
+        self.table = table = memo.table_of(layout, state)
         owner = table.task_owner()
         known = table.node >= 0
         per_task = table.cpn[owner]
@@ -122,6 +179,7 @@ class _Pass:
                 t,
                 used[self.base[f] : self.base[f] + t.size].astype(np.int64),
                 back[self.base[f] : self.base[f] + t.size].astype(np.int64),
+                layout.statics[f],
             )
             for f, t in self.topos.items()
         }
@@ -130,17 +188,17 @@ class _Pass:
         self.tenant_names: list[str] = [str(n) for n in names]
         self.tenant_code: IntArray = codes.astype(np.int64).reshape(-1)
         self.alive = self.live.copy()
-        commit: dict[tuple[str, str], int] = {}
         rows = np.flatnonzero(self.live)
-        for key in zip(
-            table.tenant[rows].tolist(),
-            table.flavor[rows].tolist(),
-            table.chips[rows].tolist(),
-            strict=True,
-        ):
-            commit[key[:2]] = commit.get(key[:2], 0) + key[2]
-        for (tenant, flavor), chips in commit.items():
-            self.ledger.book(tenant).add(flavor, chips)
+        flavor_names, flavor_code = np.unique(table.flavor[rows], return_inverse=True)
+        width = max(1, len(flavor_names))
+        committed = np.bincount(
+            self.tenant_code[rows] * width + flavor_code.reshape(-1),
+            weights=table.chips[rows],
+            minlength=len(names) * width,
+        )
+        for k in np.flatnonzero(committed).tolist():
+            tenant = self.tenant_names[k // width]
+            self.ledger.book(tenant).add(str(flavor_names[k % width]), int(committed[k]))
         self.admitted: dict[str, list[tuple[list[int], int, float]]] = {f: [] for f in self.topos}
         self.failed: dict[tuple[object, ...], float] = {}
         self.possible_shapes: dict[tuple[object, ...], bool] = {}

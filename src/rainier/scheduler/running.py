@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 import numpy.typing as npt
@@ -49,37 +49,44 @@ class RunningTable:
     priority: IntArray
     preemptible: BoolArray
 
+    numbers: FloatArray
+    row_of: Mapping[int, int]
+
     @staticmethod
-    def of(allocs: Sequence[Allocation], ids: Mapping[str, int], now_s: float) -> RunningTable:
+    def of(
+        allocs: Sequence[Allocation],
+        ids: Mapping[str, int],
+        now_s: float,
+        previous: RunningTable | None = None,
+    ) -> RunningTable:
+        """`previous`, a table built with the same `ids`, lends the rows of allocations that are
+        the very same objects: a caller that keeps its `Allocation`s between passes (the
+        simulator, a reconciler with a cache) pays Python-level work only for what changed.
+        Rows are looked up by object identity, which is sound because `previous` holds every
+        allocation it indexes, so none of their ids can have been reused."""
         n = len(allocs)
-        ws = [a.workload for a in allocs]
-        inf = math.inf
-        numbers = np.fromiter(
-            chain.from_iterable(
-                (
-                    len(a.node_names),
-                    w.chips_per_node,
-                    a.stopping,
-                    a.started_s,
-                    inf if w.max_duration_s is None else w.max_duration_s,
-                    w.grace_period_s,
-                    w.priority,
-                    w.preemptible,
-                )
-                for a, w in zip(allocs, ws, strict=True)
-            ),
-            np.float64,
-            n * 8,
-        ).reshape(n, 8)
+        if previous is None or not len(previous.allocs):
+            numbers, offsets, node, tenant, flavor = _read(allocs, ids)
+        else:
+            get_row = previous.row_of.get
+            old = np.fromiter(map(get_row, map(id, allocs), repeat(-1)), np.int64, n)
+            fresh = np.flatnonzero(old < 0)
+            added = [allocs[i] for i in fresh.tolist()]
+            f_numbers, f_offsets, f_node, f_tenant, f_flavor = _read(added, ids)
+            src = old.copy()
+            src[fresh] = len(previous.allocs) + np.arange(len(fresh), dtype=np.int64)
+            numbers = np.concatenate([previous.numbers, f_numbers])[src]
+            tenant = np.concatenate([previous.tenant, f_tenant])[src]
+            flavor = np.concatenate([previous.flavor, f_flavor])[src]
+            starts = np.concatenate([previous.offsets[:-1], len(previous.node) + f_offsets[:-1]])
+            sizes = numbers[:, 0].astype(np.int64)
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(sizes, out=offsets[1:])
+            gather = np.repeat(starts[src] - offsets[:-1], sizes) + np.arange(
+                int(offsets[-1]), dtype=np.int64
+            )
+            node = np.concatenate([previous.node, f_node])[gather]
         sizes = numbers[:, 0].astype(np.int64)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        get = ids.get
-        node = np.fromiter(
-            (get(name, -1) for name in chain.from_iterable(a.node_names for a in allocs)),
-            np.int64,
-            int(offsets[-1]),
-        )
         cpn = numbers[:, 1].astype(np.int64)
         stopping = numbers[:, 2] > 0
         end = numbers[:, 3] + numbers[:, 4]
@@ -92,15 +99,54 @@ class RunningTable:
             chips=cpn * sizes,
             end_s=end,
             stopping=stopping,
-            tenant=np.array([w.tenant for w in ws] or [""], dtype=np.str_)[:n],
-            flavor=np.array([w.flavor for w in ws] or [""], dtype=np.str_)[:n],
+            tenant=tenant,
+            flavor=flavor,
             started_s=numbers[:, 3].copy(),
             priority=numbers[:, 6].astype(np.int64),
             preemptible=numbers[:, 7] > 0,
+            numbers=numbers,
+            row_of=dict(zip(map(id, allocs), range(n), strict=True)),
         )
 
     def task_owner(self) -> IntArray:
         return np.repeat(np.arange(len(self.allocs), dtype=np.int64), np.diff(self.offsets))
+
+
+def _read(
+    allocs: Sequence[Allocation], ids: Mapping[str, int]
+) -> tuple[FloatArray, IntArray, IntArray, StrArray, StrArray]:
+    """One row of numbers per allocation, its tasks' node ids, and its tenant and flavor."""
+    n = len(allocs)
+    ws = [a.workload for a in allocs]
+    inf = math.inf
+    numbers = np.fromiter(
+        chain.from_iterable(
+            (
+                len(a.node_names),
+                w.chips_per_node,
+                a.stopping,
+                a.started_s,
+                inf if w.max_duration_s is None else w.max_duration_s,
+                w.grace_period_s,
+                w.priority,
+                w.preemptible,
+            )
+            for a, w in zip(allocs, ws, strict=True)
+        ),
+        np.float64,
+        n * 8,
+    ).reshape(n, 8)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(numbers[:, 0].astype(np.int64), out=offsets[1:])
+    get = ids.get
+    node = np.fromiter(
+        (get(name, -1) for name in chain.from_iterable(a.node_names for a in allocs)),
+        np.int64,
+        int(offsets[-1]),
+    )
+    tenant = np.array([w.tenant for w in ws] or [""], dtype=np.str_)[:n]
+    flavor = np.array([w.flavor for w in ws] or [""], dtype=np.str_)[:n]
+    return numbers, offsets, node, tenant, flavor
 
 
 def victim_order(table: RunningTable, rows: IntArray) -> IntArray:
