@@ -88,6 +88,9 @@ class _Layout:
     ids: dict[str, int]
     total: int
     capacity: dict[str, int]
+    # Whether a gang shape fits the flavor's nodes at all, when empty: a property of the node
+    # set alone, so it is learnt once per node set rather than once per pass.
+    possible_shapes: dict[tuple[object, ...], bool]
 
     @staticmethod
     def of(nodes: tuple[NodeInfo, ...]) -> _Layout:
@@ -101,7 +104,7 @@ class _Layout:
             total += topo.size
         statics = {f: StaticLayout.of(t) for f, t in topos.items()}
         capacity = {f: int(t.chips.sum()) for f, t in topos.items()}
-        return _Layout(nodes, topos, statics, base, ids, total, capacity)
+        return _Layout(nodes, topos, statics, base, ids, total, capacity, {})
 
 
 class _Memo:
@@ -201,7 +204,7 @@ class _Pass:
             self.ledger.book(tenant).add(str(flavor_names[k % width]), int(committed[k]))
         self.admitted: dict[str, list[tuple[list[int], int, float]]] = {f: [] for f in self.topos}
         self.failed: dict[tuple[object, ...], float] = {}
-        self.possible_shapes: dict[tuple[object, ...], bool] = {}
+        self.possible_shapes = layout.possible_shapes
         self.borrowers: dict[str, VictimList] = {}
         self.task_owner = owner
         self.own_sorted: dict[tuple[str, str], VictimList] = {}
