@@ -37,7 +37,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
@@ -225,9 +225,12 @@ class Gateway:
         self.store = store
         self.auth = auth
         self.wait_for_replica_s = float(os.environ.get("RAINIER_GATEWAY_WAIT_S", "60"))
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(connect=2.0, read=600.0, write=60.0, pool=60.0),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        # aiohttp rather than httpx upstream: its C parser and leaner request path cost a
+        # fraction of the CPU per request, which is most of what the gateway adds.
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_read=600.0),
+            auto_decompress=False,
         )
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
@@ -242,7 +245,7 @@ class Gateway:
     async def close(self) -> None:
         while self._writer is not None and not self._writer.done():
             await self._writer
-        await self.http.aclose()
+        await self.http.close()
 
     def forget_targets(self) -> None:
         """Drops the cached deployments (after one is applied or deleted)."""
@@ -598,42 +601,42 @@ class Gateway:
             options = dict(options) if isinstance(options, dict) else {}
             wants_usage = bool(options.get("include_usage"))
             body = {**body, "stream_options": {**options, "include_usage": True}}
+        payload = json.dumps(body, separators=(",", ":")).encode()
         metered = Metered(f"req-{uuid.uuid4().hex}", target, admission)
         tried: set[str] = set()
         for attempt in range(TRIES):
             endpoint = await self.choose(caller, target, tried)
             tried.add(endpoint.url)
             self.inflight[endpoint.job_id] = self.inflight.get(endpoint.job_id, 0) + 1
-            upstream: httpx.Response | None = None
+            upstream: aiohttp.ClientResponse | None = None
             content = b""
             try:
-                upstream = await self.http.send(
-                    self.http.build_request(
-                        "POST",
-                        endpoint.url + path,
-                        json=body,
-                        headers={"x-request-id": metered.request_id},
-                    ),
-                    stream=True,
+                upstream = await self.http.post(
+                    endpoint.url + path,
+                    data=payload,
+                    headers={
+                        "content-type": "application/json",
+                        "x-request-id": metered.request_id,
+                    },
                 )
-                relay = stream and upstream.status_code == 200
+                relay = stream and upstream.status == 200
                 if not relay:
-                    content = await upstream.aread()
-            except (httpx.NetworkError, httpx.RemoteProtocolError, httpx.ConnectTimeout):
-                await self._release(endpoint, upstream)
+                    content = await upstream.read()
+            except aiohttp.SocketTimeoutError:
+                self._release(endpoint, upstream)
+                raise GatewayError(
+                    504, f"{target.name} took too long to answer", "server_error", "timeout"
+                ) from None
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+                self._release(endpoint, upstream)
                 self._mark_down(endpoint)
                 if attempt == TRIES - 1:
                     raise GatewayError(
                         503, f"replicas of {target.name} are unreachable", "server_error"
                     ) from None
                 continue
-            except httpx.TimeoutException:
-                await self._release(endpoint, upstream)
-                raise GatewayError(
-                    504, f"{target.name} took too long to answer", "server_error", "timeout"
-                ) from None
             except BaseException:
-                await self._release(endpoint, upstream)
+                self._release(endpoint, upstream)
                 raise
             headers = {"x-request-id": metered.request_id, **limit_headers}
             if relay:
@@ -642,14 +645,14 @@ class Gateway:
                     media_type="text/event-stream",
                     headers={**headers, "cache-control": "no-cache"},
                 )
-            await self._release(endpoint, upstream)
-            if upstream.status_code == 200:
+            self._release(endpoint, upstream)
+            if upstream.status == 200:
                 self.record(metered, _usage_of(content), endpoint)
             else:
                 self.settle(admission, None)
             return Response(
                 content,
-                status_code=upstream.status_code,
+                status_code=upstream.status,
                 media_type=upstream.headers.get("content-type", "application/json"),
                 headers=headers,
             )
@@ -662,9 +665,9 @@ class Gateway:
         self.down_until = {u: t for u, t in self.down_until.items() if t > now}
         self.down_until[endpoint.url] = now + DOWN_FOR_S
 
-    async def _release(self, endpoint: Endpoint, upstream: httpx.Response | None) -> None:
+    def _release(self, endpoint: Endpoint, upstream: aiohttp.ClientResponse | None) -> None:
         if upstream is not None:
-            await upstream.aclose()
+            upstream.release()
         self._done(endpoint)
 
     def _done(self, endpoint: Endpoint) -> None:
@@ -675,34 +678,43 @@ class Gateway:
             self.inflight.pop(endpoint.job_id, None)
 
     async def _relay(
-        self, upstream: httpx.Response, endpoint: Endpoint, metered: Metered, wants_usage: bool
+        self,
+        upstream: aiohttp.ClientResponse,
+        endpoint: Endpoint,
+        metered: Metered,
+        wants_usage: bool,
     ) -> AsyncGenerator[bytes, None]:
-        """Passes server-sent events through one by one; the usage chunk is metered and kept
-        only when the client asked for it."""
+        """Passes server-sent events through one by one, as the bytes they came in; only an
+        event that carries usage is parsed: it is metered, and kept only when the client
+        asked for it."""
         recorded = False
         try:
-            lines: list[str] = []
-            async for line in upstream.aiter_lines():
-                if line:
-                    lines.append(line)
+            event: list[bytes] = []
+            async for line in upstream.content:
+                if line.strip():
+                    event.append(line)
                     continue
-                if not lines:
+                if not event:
                     continue
-                event, lines = lines, []
-                usage, keep = _usage_event(event, wants_usage)
+                lines, event = event, []
+                if not any(b'"usage"' in x for x in lines):
+                    yield b"".join(lines) + b"\n"
+                    continue
+                text = [x.decode().rstrip("\r\n") for x in lines]
+                usage, keep = _usage_event(text, wants_usage)
                 if usage is not None and not recorded:
                     recorded = True
                     self.record(metered, usage, endpoint)
                 if keep is not None:
                     yield ("\n".join(keep) + "\n\n").encode()
-            if lines:
-                yield ("\n".join(lines) + "\n\n").encode()
-        except httpx.TransportError as exc:
+            if event:
+                yield b"".join(event) + b"\n"
+        except (aiohttp.ClientError, TimeoutError) as exc:
             self._mark_down(endpoint)
-            error = GatewayError(502, f"the replica stopped mid-answer: {exc}", "server_error")
+            error = GatewayError(502, f"the replica stopped mid-answer: {exc!r}", "server_error")
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
-            await self._release(endpoint, upstream)
+            self._release(endpoint, upstream)
 
 
 def estimate_tokens(body: dict[str, Any], path: str) -> int:
