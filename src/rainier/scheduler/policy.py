@@ -30,8 +30,11 @@ finite estimate, the next few blocked ones are tried.
 Cost of a pass, for N nodes, A running allocations with T tasks, P pending workloads and
 n_f nodes, b_f blocks of the workload's flavor:
 
-- building: O(N log N) to sort nodes into topology order, O(A + T) to read running work into
-  flat arrays (no Python object per allocation after that);
+- building: O(N log N) to sort nodes into topology order, only when the node set differs from
+  the previous pass's (O(1) for the same tuple, O(N) comparisons for an equal new one); O(A + T)
+  to read running work into flat arrays, in Python only for allocations that are not the very
+  objects of the previous pass, in numpy for the rest (no Python object per allocation after
+  that);
 - a 1-node workload: O(log K) for K distinct (node free, block empty nodes) keys, plus the size
   of its block when it breaks into an empty node (see `capacity.py`); a shape that failed is
   remembered, so any later workload of the same or a bigger shape fails in O(1);
