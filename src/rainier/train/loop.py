@@ -305,12 +305,13 @@ def _train(
             reporter.advance(mean_loss)
             loss_sum.zero_()
             loss_steps = 0
+            # Restart the clock before checkpointing: a save's time belongs in the next
+            # window's tokens/s, not outside every window.
+            clock, clock_step = time.perf_counter(), step
         else:
             reporter.advance()
         if args.checkpoint_every > 0 and step % args.checkpoint_every == 0:
             save(step)
-        if step % args.log_every == 0 or evaluate:
-            clock, clock_step = time.perf_counter(), step
 
     save(step)
     if args.export is not None and env.is_main:
