@@ -19,6 +19,7 @@ from rainier import __version__
 from rainier.api import errors, gateway
 from rainier.api.auth import Authenticator
 from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
+from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.metering import Metering
@@ -120,8 +121,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.metrics = ServerMetrics()
     app.state.reconciler = None
     app.state.wake = _noop
+    app.state.submissions = SubmissionWriter(store, lambda: app.state.wake())
     errors.install(app)
-    for module in (system, tenants, nodes, contracts, jobs, models, deployments, gateway, usage):
+    # Routes are matched in order: the hot ones (submissions, the gateway) first.
+    for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
     return app
 

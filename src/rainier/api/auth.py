@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
 
 from rainier.api.errors import ApiError
 from rainier.store.db import Store
@@ -46,6 +47,13 @@ class Authenticator:
         self.store = store
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
+
+    def cached(self, secret: str) -> tuple[bool, Principal | None]:
+        """(hit, principal) without touching the database, so the event loop can ask."""
+        hit = self._cache.get(hash_key(secret))
+        if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+            return True, hit[1]
+        return False, None
 
     def resolve(self, secret: str) -> Principal | None:
         digest = hash_key(secret)
@@ -84,13 +92,17 @@ class Authenticator:
             return Principal(role, key.tenant_id, tenant.name if tenant else None, key_id=key.id)
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
+    """Async so that a cached key costs no hop to the thread pool; a miss looks it up there."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>'")
     auth: Authenticator = request.app.state.auth
-    found = auth.resolve(secret.strip())
+    secret = secret.strip()
+    hit, found = auth.cached(secret)
+    if not hit:
+        found = await run_in_threadpool(auth.resolve, secret)
     if found is None:
         raise ApiError(401, "invalid or revoked API key")
     return found

@@ -14,7 +14,7 @@ from rainier.store.db import Store
 from rainier.store.tables import Job, Tenant
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
 

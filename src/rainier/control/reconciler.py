@@ -45,6 +45,8 @@ ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
 PASS_EVERY_S = 1.0
 MIN_PASS_GAP_S = 0.1
+PASS_SHARE = 0.15  # of the reconciler's time at most: a long queue spaces passes out, so
+# submissions are not slowed by rescheduling thousands of pending jobs on every one of them
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
 TickHook = Callable[[datetime], None]
@@ -81,6 +83,7 @@ class Reconciler:
         self.wake = threading.Event()
         self._dirty = True
         self._last_pass = 0.0
+        self._pass_gap = MIN_PASS_GAP_S
         self._workloads: dict[str, Workload] = {}
         self._reasons: dict[str, str] = {}
         self._lease_renewed = 0.0
@@ -114,11 +117,14 @@ class Reconciler:
         self._launch_persisted()
         stats.finished = self._observe()
         since = time.monotonic() - self._last_pass
-        if (since >= MIN_PASS_GAP_S and (self._dirty or stats.finished)) or since > PASS_EVERY_S:
+        due = since > max(PASS_EVERY_S, self._pass_gap)
+        if (since >= self._pass_gap and (self._dirty or stats.finished)) or due:
             self._dirty = False
             self._last_pass = time.monotonic()
             admitted, preempted = self._schedule()
             stats.admitted, stats.preempted = admitted, preempted
+            cost = time.monotonic() - self._last_pass
+            self._pass_gap = max(MIN_PASS_GAP_S, cost / PASS_SHARE)
         if stats.admitted:
             self._launch_persisted()
         self.deployments.tick()
@@ -131,6 +137,10 @@ class Reconciler:
         now = time.time()
         if now - self._lease_renewed < self.settings.lease_s / 3:
             return True  # our lease runs well beyond now; nobody can have taken it
+        with self.store.read() as s:
+            held = s.get(Lease, LEASE)
+            if held is not None and held.holder != self.holder and held.expires_at >= now:
+                return False  # a follower looks without taking the write lock
         try:
             with self.store.write() as s:
                 lease = s.get(Lease, LEASE, with_for_update=True)
@@ -467,6 +477,12 @@ class Reconciler:
     def _persist(self, decisions: Decisions) -> tuple[int, int]:
         now = utcnow()
         admitted = preempted = 0
+        if (
+            not decisions.admit
+            and not decisions.preempt
+            and all(self._reasons.get(w.workload_id) == w.reason for w in decisions.wait)
+        ):
+            return 0, 0  # nothing to write: don't take the write lock from submissions
         with self.store.write() as s:
             for admit in decisions.admit:
                 job = s.get(Job, admit.workload_id)
