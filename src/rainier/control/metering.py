@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import count, islice
+from operator import itemgetter
 from typing import Any
 
 import httpx
@@ -116,7 +118,9 @@ def _sqlite_stamp(at: datetime) -> str:
     return text
 
 
-def _sqlite_micros(value: Decimal) -> int:
+def _micros(value: Decimal) -> int:
+    """What `Micros` stores on SQLite. A value it cannot hold exactly is refused, not rounded
+    (PostgreSQL's NUMERIC(24, 6) would round it silently, so its loads are checked here too)."""
     scaled = value.scaleb(6)
     whole = int(scaled)
     if whole != scaled:
@@ -135,13 +139,13 @@ def _sqlite_values(line: UsageLine) -> tuple[Any, ...]:
         line.sku,
         _sqlite_stamp(line.period_start),
         _sqlite_stamp(line.period_end),
-        _sqlite_micros(line.quantity),
+        _micros(line.quantity),
         line.unit,
         format(line.rate_usd, "f"),
         line.pricing_unit,
-        _sqlite_micros(line.amount_usd),
+        _micros(line.amount_usd),
         format(line.list_rate_usd, "f"),
-        _sqlite_micros(line.list_amount_usd),
+        _micros(line.list_amount_usd),
         line.price_book_version,
         line.description,
         line.corrects,
@@ -149,20 +153,95 @@ def _sqlite_values(line: UsageLine) -> tuple[Any, ...]:
     )
 
 
+_COLUMNS = ", ".join(LINE_FIELDS)
+_NULLABLE = ("corrects", "corrects_kind")
+assert LINE_FIELDS[-len(_NULLABLE) :] == _NULLABLE
 _SQLITE_INSERT = (
-    f"INSERT INTO usage_lines ({', '.join(LINE_FIELDS)}) "
+    f"INSERT INTO usage_lines ({_COLUMNS}) "
     f"VALUES ({', '.join('?' for _ in LINE_FIELDS)}) ON CONFLICT (key) DO NOTHING"
 )
+# Python's sqlite3 binds None through its adapter lookup, several times slower than a value;
+# lines that correct nothing (nearly all) leave the two nullable columns to SQL.
+_SQLITE_INSERT_UNCORRECTED = (
+    f"INSERT INTO usage_lines ({_COLUMNS}) "
+    f"VALUES ({', '.join('?' for _ in LINE_FIELDS[: -len(_NULLABLE)])}, NULL, NULL) "
+    "ON CONFLICT (key) DO NOTHING"
+)
+_SQLITE_BULK_CACHE_KIB = 512 * 1024
 
 
-_COLUMNS = ", ".join(LINE_FIELDS)
+def _sqlite_uncorrected_rows(
+    lines: Iterable[UsageLine], corrections: list[UsageLine]
+) -> Iterator[tuple[Any, ...]]:
+    """The values of each line as SQLite stores them, made as the driver asks for them (so a
+    load of any size is never held in memory twice); lines with `corrects` set are put aside
+    for the statement that binds those columns."""
+    rates: dict[Decimal, str] = {}
+    stamp_of = _sqlite_stamp
+    for line in lines:
+        if line.corrects is not None or line.corrects_kind is not None:
+            corrections.append(line)
+            continue
+        quantity = line.quantity.scaleb(6)
+        amount = line.amount_usd.scaleb(6)
+        list_amount = line.list_amount_usd.scaleb(6)
+        q, a, la = int(quantity), int(amount), int(list_amount)
+        if q != quantity or a != amount or la != list_amount:
+            _sqlite_values(line)  # raises, naming the value
+        rate = rates.get(line.rate_usd)
+        if rate is None:
+            if len(rates) > 10_000:
+                rates.clear()
+            rate = rates[line.rate_usd] = format(line.rate_usd, "f")
+        list_rate = rates.get(line.list_rate_usd)
+        if list_rate is None:
+            list_rate = rates[line.list_rate_usd] = format(line.list_rate_usd, "f")
+        yield (
+            line.key,
+            line.tenant,
+            line.contract,
+            line.kind,
+            line.source,
+            line.resource,
+            line.sku,
+            stamp_of(line.period_start),
+            stamp_of(line.period_end),
+            q,
+            line.unit,
+            rate,
+            line.pricing_unit,
+            a,
+            list_rate,
+            la,
+            line.price_book_version,
+            line.description,
+        )
 
 
-def _index_order(values: tuple[Any, ...]) -> tuple[str, str]:
-    return values[2], values[7]
+def _ingest_sqlite(conn: Connection, lines: Iterable[UsageLine]) -> None:
+    """One executemany over a generator: no per-row Python beyond making the values. The page
+    cache is widened for the load, so that the key index (random inserts) and the pages the
+    transaction dirtied stay in memory until the commit writes them once instead of spilling
+    them to the WAL again and again; the connection goes back to the pool as it came."""
+    raw: Any = conn.connection.driver_connection
+    cursor = raw.cursor()
+    try:
+        (cache_size,) = cursor.execute("PRAGMA cache_size").fetchone()
+        cursor.execute(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB}")
+        try:
+            corrections: list[UsageLine] = []
+            cursor.executemany(
+                _SQLITE_INSERT_UNCORRECTED, _sqlite_uncorrected_rows(lines, corrections)
+            )
+            if corrections:
+                cursor.executemany(_SQLITE_INSERT, map(_sqlite_values, corrections))
+        finally:
+            cursor.execute(f"PRAGMA cache_size={int(cache_size)}")
+    finally:
+        cursor.close()
 
 
-def _copy_postgres(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+def _copy_postgres(conn: Connection, lines: Iterable[UsageLine]) -> None:
     """COPY into a scratch table, then one INSERT ... ON CONFLICT DO NOTHING from it."""
     raw: Any = conn.connection.driver_connection
     with raw.cursor() as cur:
@@ -171,48 +250,40 @@ def _copy_postgres(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
             "(LIKE usage_lines INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         with cur.copy(f"COPY usage_lines_in ({_COLUMNS}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
+            for line in lines:
+                for value in (line.quantity, line.amount_usd, line.list_amount_usd):
+                    _micros(value)
+                copy.write_row(tuple(getattr(line, name) for name in LINE_FIELDS))
         cur.execute(
             f"INSERT INTO usage_lines ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_lines_in "
             "ON CONFLICT (key) DO NOTHING"
         )
 
 
-def ingest_lines(store: Store, lines: Iterable[UsageLine], batch: int = 100_000) -> int:
-    """Bulk load (imports, benchmarks), a transaction per batch, duplicates skipped. On SQLite
-    the values are converted here and handed to the driver as they are stored, in the order of
-    the (contract, period start) index, so that large batches touch each index page once; on
-    PostgreSQL they are COPYed. The round trip through the ORM's reading is tested."""
-    count = 0
-    sqlite_ = store.is_sqlite
-    pending: list[Any] = []
-
-    def flush() -> None:
+def ingest_lines(store: Store, lines: Iterable[UsageLine], batch: int | None = None) -> int:
+    """Bulk load (imports, benchmarks); returns how many lines were handed in. Lines whose key
+    is stored already (or came earlier in `lines`) are skipped. All lines go in one transaction,
+    so an error anywhere (a value the ledger cannot hold exactly, a lost connection) leaves the
+    ledger as it was; `batch` commits every that many lines instead, for a load too long to
+    hold the write lock throughout. On SQLite the values are converted here and handed to the
+    driver as they are stored; on PostgreSQL they are COPYed. The round trip through the
+    ORM's reading is tested."""
+    counter = count()
+    # zip stops at the end of `lines` before it advances the counter, so the counter holds how
+    # many lines were taken (plus one per earlier look at it), without a Python call per line.
+    source = map(itemgetter(0), zip(lines, counter, strict=False))
+    taken = looks = 0
+    while True:
+        chunk = source if batch is None else islice(source, batch)
         with store.engine.begin() as conn:
-            if sqlite_:
-                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    cursor.execute("PRAGMA cache_size=-131072")
-                    pending.sort(key=_index_order)
-                    cursor.executemany(_SQLITE_INSERT, pending)
-                finally:
-                    cursor.close()
+            if store.is_sqlite:
+                _ingest_sqlite(conn, chunk)
             else:
-                _copy_postgres(conn, pending)
-        pending.clear()
-
-    for line in lines:
-        if sqlite_:
-            pending.append(_sqlite_values(line))
-        else:
-            pending.append(tuple(getattr(line, name) for name in LINE_FIELDS))
-        count += 1
-        if len(pending) >= batch:
-            flush()
-    if pending:
-        flush()
-    return count
+                _copy_postgres(conn, chunk)
+        before, taken = taken, next(counter) - looks
+        looks += 1
+        if batch is None or taken - before < batch:
+            return taken
 
 
 def row_line(row: Any) -> UsageLine:
