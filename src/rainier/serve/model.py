@@ -199,11 +199,12 @@ class LlamaModel:
         groups = c.num_attention_heads // kv_heads
         scale = 1.0 / math.sqrt(dim)
         out = torch.empty_like(q)
-        if batch.decode is not None:
-            d = batch.decode
-            rows = d.token_index.shape[0]
-            keys = cache[0][d.gather_slots].transpose(1, 2)
-            values = cache[1][d.gather_slots].transpose(1, 2)
+        for d in batch.decodes:
+            rows, num_blocks = d.block_ids.shape
+            blocks = cache.view(2, -1, d.mask.shape[-1] // num_blocks, kv_heads, dim)
+            width = d.mask.shape[-1]
+            keys = blocks[0][d.block_ids].view(rows, width, kv_heads, dim).transpose(1, 2)
+            values = blocks[1][d.block_ids].view(rows, width, kv_heads, dim).transpose(1, 2)
             query = q[d.token_index].view(rows, kv_heads, groups, dim)
             attended = F.scaled_dot_product_attention(
                 query, keys, values, attn_mask=d.mask, scale=scale
