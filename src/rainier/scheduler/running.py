@@ -64,6 +64,10 @@ class RunningTable:
         simulator, a reconciler with a cache) pays Python-level work only for what changed.
         Rows are looked up by object identity, which is sound because `previous` holds every
         allocation it indexes, so none of their ids can have been reused."""
+        # The table keeps its own immutable copy (free when the caller passed a tuple): were it
+        # to share a list the caller later edits, an allocation dropped from it could be freed
+        # and its id reused by a new one, which the next pass would mistake for the old row.
+        allocs = tuple(allocs)
         n = len(allocs)
         if previous is None or not len(previous.allocs):
             numbers, offsets, node, tenant, flavor = _read(allocs, ids)
