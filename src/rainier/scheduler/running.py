@@ -61,7 +61,7 @@ class RunningTable:
     ) -> RunningTable:
         """`previous`, a table built with the same `ids`, lends the rows of allocations that are
         the very same objects: a caller that keeps its `Allocation`s between passes (the
-        simulator, a reconciler with a cache) pays Python-level work only for what changed.
+        simulator does) pays Python-level work only for what changed.
         Rows are looked up by object identity, which is sound because `previous` holds every
         allocation it indexes, so none of their ids can have been reused."""
         # The table keeps its own immutable copy (free when the caller passed a tuple): were it
