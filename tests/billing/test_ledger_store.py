@@ -121,6 +121,26 @@ def test_bulk_ingest_stores_corrections_and_skips_what_is_stored(store: Store) -
     assert stored[lines[0].key].corrects is None
 
 
+def test_bulk_ingest_stores_the_values_the_orm_stores(store: Store) -> None:
+    """Byte for byte in the database, rates spelled with trailing zeros or an exponent too."""
+    base = list(synthetic_lines(synthetic_contracts(2, start=T0, hours=2), hours=2))
+    spelled = [
+        replace(base[0], rate_usd=Decimal("2.9250"), list_rate_usd=Decimal("1E+1")),
+        replace(base[1], rate_usd=Decimal("4.5"), list_rate_usd=Decimal("4.50")),
+        replace(base[2], rate_usd=Decimal("1E-7"), quantity=Decimal("3600.000000")),
+        correction(base[3], quantity=Decimal("-0.5"), reason="clock skew", revision=0),
+    ]
+    by_orm = [replace(line, key=line.key[::-1]) for line in spelled]
+    with store.write() as s:
+        insert_lines(s, by_orm)
+    assert ingest_lines(store, spelled) == len(spelled)
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"SELECT {', '.join(LINE_FIELDS)} FROM usage_lines").all()
+    stored = {row[0]: tuple(row[1:]) for row in rows}
+    for bulk, orm in zip(spelled, by_orm, strict=True):
+        assert stored[bulk.key] == stored[orm.key]
+
+
 def test_bulk_ingest_writes_nothing_when_a_line_cannot_be_stored(store: Store) -> None:
     lines = list(synthetic_lines(synthetic_contracts(2, start=T0, hours=4), hours=4))
     inexact = replace(lines[5], amount_usd=Decimal("1.0000001"))
