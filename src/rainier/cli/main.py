@@ -492,6 +492,16 @@ def model_ls(ctx: click.Context, name: str | None, tenant: str | None, output: s
     emit(data, output, ["name", "version", "tenant", "path", "job_id", "created_at"])
 
 
+@cli.command("models")
+@click.option("--name")
+@click.option("--tenant")
+@output_option
+@click.pass_context
+def models(ctx: click.Context, name: str | None, tenant: str | None, output: str) -> None:
+    """List models, every version, newest first (the same as `rainier model ls`)."""
+    ctx.invoke(model_ls, name=name, tenant=tenant, output=output)
+
+
 def fetch(c: Client, path: str, **params: Any) -> bytes:
     """A GET answered with a file (CSV, PNG) rather than JSON; API errors become CLI errors."""
     try:
