@@ -7,6 +7,7 @@ Handlers translate between the wire format (`protocol`) and engine requests (thr
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -166,6 +167,30 @@ def create_app(
                     del data["usage"]
                 return sse(data)
 
+            created = int(time.time())
+
+            def plain(i: int, text: str, finish: str | None, stop: str | int | None) -> str:
+                """The chunk of one choice without logprobs, as `event` would write it, built
+                without the models: it is written once per token of every stream."""
+                data: dict[str, object] = {
+                    "id": base_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": served_model_name,
+                    "choices": [
+                        {
+                            "index": i,
+                            "text": text,
+                            "logprobs": None,
+                            "finish_reason": finish,
+                            "stop_reason": stop,
+                        }
+                    ],
+                }
+                if include_usage:
+                    data["usage"] = None
+                return sse(data)
+
             async def stream() -> AsyncIterator[str]:
                 completion_tokens, cached = 0, 0
                 offsets = [len(echoes[c.prompt_index]) for c in choices]
@@ -184,6 +209,9 @@ def create_app(
                             if i % body.n == 0:
                                 cached += out.num_cached_tokens
                         if not (out.text or out.finished or lp):
+                            continue
+                        if lp is None:
+                            yield plain(i, out.text, out.finish_reason, out.stop_reason)
                             continue
                         choice = CompletionChoice(
                             index=i,
