@@ -118,28 +118,27 @@ def train_model(tenant: Client) -> None:
     )
     steps = int(os.environ.get(TRAIN_STEPS_ENV) or TRAIN_STEPS)
     every = max(1, steps // 10)
-    export = home / "models" / "demo-gpt"
-    shape = ["dim=128", "n_layers=4", "n_heads=4", "n_kv_heads=2", "ffn_dim=384", "vocab_size=1024"]
     job = tenant.post(
         "/api/v1/jobs",
         {
             "kind": "Job",
             "name": "train-demo-gpt",
-            "command": [
-                sys.executable, "-m", "rainier.train",
-                "--data", str(corpus),
-                "--preset", "tiny",
-                *(arg for item in shape for arg in ("--override", item)),
-                "--steps", str(steps),
-                "--batch-size", "8",
-                "--seq-len", "128",
-                "--lr", "3e-3",
-                "--checkpoint-every", str(max(every, steps // 3)),
-                "--log-every", str(every),
-                "--eval-every", str(steps),
-                "--export", str(export),
-                "--model-name", "demo-gpt",
-            ],
+            "train": {
+                "preset": "tiny",
+                "overrides": {
+                    "dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 2,
+                    "ffn_dim": 384, "vocab_size": 1024,
+                },
+                "data": [str(corpus)],
+                "steps": steps,
+                "batch_size": 8,
+                "seq_len": 128,
+                "lr": 3e-3,
+                "checkpoint_every": max(every, steps // 3),
+                "log_every": every,
+                "eval_every": steps,
+                "model_name": "demo-gpt",
+            },
             "flavor": "cpu",
             "chips_per_node": 1,
             "max_restarts": 1,

@@ -130,13 +130,93 @@ class ContractSpec(Document):
         return self
 
 
+class TrainSpec(Document):
+    """A training run of rainier's runtime (`python -m rainier.train`) on the job's gang.
+
+    Checked here, at submission, so that a wrong shape or option is refused with its field
+    instead of failing on the chips an hour later. The model is exported when the run ends
+    and registered under `model_name` (default: the job's name) as a new version.
+    """
+
+    preset: Literal["tiny", "10m", "125m", "1b"] = "tiny"
+    overrides: dict[str, int | float | bool] = Field(
+        default_factory=dict, description="model config fields, e.g. {n_layers: 4}"
+    )
+    data: list[str] = Field(min_length=1, description="text files, folders or globs on the nodes")
+    steps: int | None = Field(None, ge=1, le=100_000_000)
+    tokens: int | None = Field(None, ge=1, description="train this many tokens instead of steps")
+    batch_size: int = Field(8, ge=1, le=65536, description="sequences per rank per step")
+    grad_accum: int = Field(1, ge=1, le=4096)
+    seq_len: int = Field(256, ge=8, le=1_048_576)
+    lr: float = Field(3e-4, gt=0, le=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(100, ge=0, description="steps; 0 = only on stop and at the end")
+    log_every: int = Field(10, ge=1)
+    eval_every: int = Field(0, ge=0, description="steps between validation passes; 0 = at the end")
+    model_name: Name | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainSpec:
+        from rainier.train.config import build_config
+
+        if (self.steps is None) == (self.tokens is None):
+            raise ValueError("give exactly one of steps and tokens")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"grad_accum: {self.grad_accum} does not divide batch_size {self.batch_size}"
+            )
+        try:
+            config = build_config(self.preset, self.override_args())
+        except ValueError as exc:
+            raise ValueError(f"overrides: {exc}") from None
+        if self.seq_len > config.max_seq_len:
+            raise ValueError(
+                f"seq_len: {self.seq_len} exceeds the model's max_seq_len "
+                f"{config.max_seq_len}; add overrides.max_seq_len"
+            )
+        return self
+
+    def override_args(self) -> list[str]:
+        return [
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in self.overrides.items()
+        ]
+
+    def command(self, python: str, job_name: str, world_size: int, export: str) -> list[str]:
+        """The runtime's command line; tokens become steps here, where the gang size is known."""
+        tokens_per_step = self.batch_size * self.seq_len * world_size
+        steps = self.steps or max(1, -(-(self.tokens or 0) // tokens_per_step))
+        argv = [python, "-m", "rainier.train", "--data", *self.data, "--preset", self.preset]
+        for item in self.override_args():
+            argv += ["--override", item]
+        argv += [
+            "--steps", str(steps),
+            "--batch-size", str(self.batch_size),
+            "--grad-accum", str(self.grad_accum),
+            "--seq-len", str(self.seq_len),
+            "--lr", repr(self.lr),
+            "--seed", str(self.seed),
+            "--checkpoint-every", str(self.checkpoint_every),
+            "--log-every", str(self.log_every),
+            "--eval-every", str(self.eval_every),
+            "--export", export,
+            "--model-name", self.model_name or job_name,
+        ]  # fmt: skip
+        if self.warmup_steps is not None:
+            argv += ["--warmup-steps", str(self.warmup_steps)]
+        return argv
+
+
 class JobSpec(Document):
-    """A gang: `nodes` tasks of `chips_per_node` chips each, placed all at once or not at all."""
+    """A gang: `nodes` tasks of `chips_per_node` chips each, placed all at once or not at all.
+
+    It runs `command`, or, with a `train:` section, rainier's training runtime."""
 
     kind: Literal["Job"] = "Job"
     name: Name
     tenant: Name | None = Field(None, description="defaults to the caller's tenant")
-    command: list[str] = Field(min_length=1)
+    command: list[str] | None = Field(None, min_length=1)
+    train: TrainSpec | None = None
     env: dict[str, str] = Field(default_factory=dict)
     flavor: str = "cpu"
     nodes: int = Field(1, ge=1, le=8192)
@@ -158,6 +238,8 @@ class JobSpec(Document):
 
     @model_validator(mode="after")
     def _known_flavor(self) -> JobSpec:
+        if (self.command is None) == (self.train is None):
+            raise ValueError("give exactly one of command and train")
         check_flavor(self.flavor)
         for key in self.env:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):

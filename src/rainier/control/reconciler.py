@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
@@ -35,6 +37,7 @@ from rainier.scheduler import (
     Workload,
     default_scheduler,
 )
+from rainier.spec import TrainSpec
 from rainier.store.db import Store
 from rainier.store.keys import job_token
 from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
@@ -291,7 +294,7 @@ class Reconciler:
             task_id=task.id,
             job_id=job.id,
             node=task.node,
-            command=list(spec["command"]),
+            command=_command_of(spec, job, ckpt),
             env=env,
             log_path=self.settings.logs_dir / job.id / f"rank-{task.rank}.log",
             chips=task.chips,
@@ -593,6 +596,16 @@ def _workload(job: Any, tenant: str) -> Workload:
         may_preempt_own=bool(spec.get("may_preempt_own", False)),
         grace_period_s=float(spec.get("grace_period_s", 30.0)),
     )
+
+
+def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
+    """A job's command line; a `train:` job runs rainier's runtime with the control plane's
+    own interpreter (nodes run rainier from the same installation) and exports beside its
+    checkpoints, where a restarted attempt finds them too."""
+    if spec.get("command"):
+        return list(spec["command"])
+    train = TrainSpec.model_validate(spec["train"])
+    return train.command(sys.executable, job.name, job.nodes, str(checkpoints / "export"))
 
 
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:

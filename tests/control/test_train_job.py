@@ -1,0 +1,60 @@
+"""A `kind: Job` with a `train:` section: the control plane runs rainier's training runtime on
+the job's gang, and the model it exports is registered as a new version when the job ends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+
+from rainier.api.embedded import EmbeddedServer
+from rainier.cli.client import Client
+from rainier.config import Settings
+
+from .conftest import job_state, wait_until
+
+TEXT = "the quick brown fox jumps over the lazy dog; " * 400
+
+
+@pytest.fixture
+def tenant(tmp_path: Path) -> Iterator[Client]:
+    settings = Settings.from_env(
+        home=tmp_path / "home", database_url=f"sqlite:///{tmp_path}/db.sqlite", port=0, tick_s=0.05
+    )
+    with EmbeddedServer(settings) as server:
+        op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
+        op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 2})
+        op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
+        yield Client(
+            server.url, op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
+        )
+
+
+def train_job(corpus: Path, **train: object) -> dict[str, object]:
+    section = {"data": [str(corpus)], "batch_size": 2, "seq_len": 32, "checkpoint_every": 2}
+    return {"kind": "Job", "name": "tiny-gpt", "train": {**section, **train}}
+
+
+def test_a_train_job_trains_and_registers_its_model(tenant: Client, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text(TEXT)
+    submitted = tenant.post("/api/v1/jobs", train_job(corpus, tokens=4 * 2 * 32, seed=3))
+    assert submitted["spec"]["train"]["tokens"] == 256
+    done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"), 120, "training")
+    assert done["state"] == "succeeded", tenant.get(f"/api/v1/jobs/{done['id']}/logs")
+    assert done["metrics"]["step"] == 4  # 256 tokens at 2 x 32 a step
+    (model,) = tenant.get("/api/v1/models")["items"]
+    assert (model["name"], model["version"]) == ("tiny-gpt", 1)
+    assert (Path(model["path"]) / "config.json").is_file()
+    assert (Path(model["path"]) / "model.safetensors").is_file()
+
+
+def test_a_wrong_train_section_is_refused_and_nothing_is_stored(
+    tenant: Client, tmp_path: Path
+) -> None:
+    with pytest.raises(click.ClickException, match=r"train: overrides"):
+        tenant.post("/api/v1/jobs", train_job(tmp_path, steps=2, overrides={"layers": 2}))
+    assert tenant.get("/api/v1/jobs")["items"] == []
