@@ -43,6 +43,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from rainier.api.auth import Authenticator, Principal
 from rainier.control.deployments import MODEL_ENV
@@ -835,7 +836,6 @@ async def get_model(name: str, request: Request) -> Response:
     )
 
 
-@router.post("/completions")
 async def completions(request: Request) -> Response:
     try:
         return await _gateway(request).proxy(request, "/v1/completions")
@@ -843,9 +843,14 @@ async def completions(request: Request) -> Response:
         return exc.response()
 
 
-@router.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
     try:
         return await _gateway(request).proxy(request, "/v1/chat/completions")
     except GatewayError as exc:
         return exc.response()
+
+
+# The two hot routes are plain Starlette routes: they read the raw request themselves, and
+# FastAPI's parameter resolution and response handling would only add to every request.
+for _path, _endpoint in (("/completions", completions), ("/chat/completions", chat_completions)):
+    router.routes.append(Route("/v1" + _path, _endpoint, methods=["POST"]))
