@@ -82,7 +82,11 @@ def test_a_train_section_becomes_the_runtime_command_with_tokens_as_steps() -> N
 @pytest.mark.parametrize(
     ("line", "wrong", "message"),
     [
-        ("  tokens: 100000\n", "  tokens: 100000\n  steps: 10\n", "train: give exactly one of steps"),
+        (
+            "  tokens: 100000\n",
+            "  tokens: 100000\n  steps: 10\n",
+            "train: give exactly one of steps",
+        ),
         ("  overrides: {n_layers: 3}\n", "  overrides: {n_layerz: 3}\n", "train: overrides"),
         ("  seq_len: 128\n", "  seq_len: 100000\n", "train: seq_len: 100000 exceeds"),
         ("  batch_size: 4\n", "  batch_size: 4\n  grad_accum: 3\n", "train: grad_accum"),
