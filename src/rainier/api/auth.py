@@ -31,6 +31,8 @@ class Principal:
     tenant: str | None
     key_id: str | None = None
     job_id: str | None = None
+    rate_limit_rpm: int | None = None
+    rate_limit_tpm: int | None = None
 
     @property
     def is_operator(self) -> bool:
@@ -56,12 +58,10 @@ class Authenticator:
         return False, None
 
     def resolve(self, secret: str) -> Principal | None:
-        digest = hash_key(secret)
-        now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(digest)
-        if hit is not None and now - hit[0] < CACHE_S:
-            return hit[1]
+        hit, found = self.cached(secret)
+        if hit:
+            return found
+        digest, now = hash_key(secret), time.monotonic()
         principal = self._lookup(secret, digest)
         with self._lock:
             if len(self._cache) > 10_000:
@@ -89,7 +89,14 @@ class Authenticator:
                 return None
             tenant = s.get(Tenant, key.tenant_id) if key.tenant_id else None
             role: Role = key.role  # type: ignore[assignment]
-            return Principal(role, key.tenant_id, tenant.name if tenant else None, key_id=key.id)
+            return Principal(
+                role,
+                key.tenant_id,
+                tenant.name if tenant else None,
+                key_id=key.id,
+                rate_limit_rpm=key.rate_limit_rpm,
+                rate_limit_tpm=key.rate_limit_tpm,
+            )
 
 
 async def principal(request: Request) -> Principal:

@@ -49,9 +49,7 @@ from rainier.api.auth import Authenticator, Principal
 from rainier.control.deployments import MODEL_ENV
 from rainier.spec import DeploymentSpec
 from rainier.store.db import Store
-from rainier.store.keys import hash_key
 from rainier.store.tables import (
-    ApiKey,
     Deployment,
     Event,
     Job,
@@ -63,9 +61,6 @@ from rainier.store.tables import (
 log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
 TRIES = 3
-# How long a key's identity and limits are trusted without asking the database again (a revoke
-# through this process forgets them at once; other processes notice within this time).
-KEY_CACHE_S = 2.0
 # How long a deployment's settings and ready replicas are reused for later requests. Changes
 # made through this process's API apply at once; the controller's (a replica turning ready or
 # going away) within this time, and a replica gone meanwhile costs a retry, not an error.
@@ -237,7 +232,6 @@ class Gateway:
         self.down_until: dict[str, float] = {}
         self.buckets: dict[str, TokenBucket] = {}
         self.key_buckets: dict[str, KeyBuckets] = {}
-        self._keys: dict[str, tuple[float, Principal | None, KeyLimits]] = {}
         self._targets: dict[tuple[str, str], tuple[float, Target]] = {}
         self._unwritten: list[dict[str, Any]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -254,26 +248,9 @@ class Gateway:
 
     # -- who and what ----------------------------------------------------------------------
 
-    def forget_keys(self) -> None:
-        """Drops what this process knows about keys (after a revoke)."""
-        self._keys.clear()
-
-    def _resolve(self, secret: str) -> tuple[Principal | None, KeyLimits]:
-        found = self.auth.resolve(secret)
-        if found is None or found.key_id is None:
-            return found, KeyLimits()
-        with self.store.read() as s:
-            row = s.get(ApiKey, found.key_id)
-            limits = (
-                KeyLimits(row.rate_limit_rpm, row.rate_limit_tpm)
-                if row is not None
-                else KeyLimits()
-            )
-        return found, limits
-
     async def identify(self, request: Request) -> tuple[Principal, KeyLimits]:
-        """The caller and its key's limits; a key seen in the last `KEY_CACHE_S` seconds is
-        answered from memory, without a database read or a hop to the thread pool."""
+        """The caller and its key's limits; a key the authenticator saw a moment ago is
+        answered from its cache, without a database read or a hop to the thread pool."""
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         secret = secret.strip()
         if scheme.lower() != "bearer" or not secret:
@@ -282,23 +259,16 @@ class Gateway:
                 "missing API key: send 'Authorization: Bearer <key>'",
                 code="invalid_api_key",
             )
-        digest = hash_key(secret)
-        now = time.monotonic()
-        hit = self._keys.get(digest)
-        if hit is not None and now - hit[0] < KEY_CACHE_S:
-            found, limits = hit[1], hit[2]
-        else:
-            found, limits = await run_in_threadpool(self._resolve, secret)
-            if len(self._keys) > 10_000:
-                self._keys.clear()
-            self._keys[digest] = (now, found, limits)
+        hit, found = self.auth.cached(secret)
+        if not hit:
+            found = await run_in_threadpool(self.auth.resolve, secret)
         if found is None:
             raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
         if found.tenant_id is None:
             raise GatewayError(
                 401, "this key belongs to no tenant: use a tenant's key", code="invalid_api_key"
             )
-        return found, limits
+        return found, KeyLimits(found.rate_limit_rpm, found.rate_limit_tpm)
 
     async def caller(self, request: Request) -> Principal:
         return (await self.identify(request))[0]

@@ -129,28 +129,7 @@ def _micros(value: Decimal) -> int:
 
 
 def _sqlite_values(line: UsageLine) -> tuple[Any, ...]:
-    return (
-        line.key,
-        line.tenant,
-        line.contract,
-        line.kind,
-        line.source,
-        line.resource,
-        line.sku,
-        _sqlite_stamp(line.period_start),
-        _sqlite_stamp(line.period_end),
-        _micros(line.quantity),
-        line.unit,
-        format(line.rate_usd, "f"),
-        line.pricing_unit,
-        _micros(line.amount_usd),
-        format(line.list_rate_usd, "f"),
-        _micros(line.list_amount_usd),
-        line.price_book_version,
-        line.description,
-        line.corrects,
-        line.corrects_kind,
-    )
+    return (*_sqlite_row(line, {}), line.corrects, line.corrects_kind)
 
 
 _COLUMNS = ", ".join(LINE_FIELDS)
@@ -176,49 +155,53 @@ def _sqlite_uncorrected_rows(
     """The values of each line as SQLite stores them, made as the driver asks for them (so a
     load of any size is never held in memory twice); lines with `corrects` set are put aside
     for the statement that binds those columns."""
-    # Amounts repeat (a steady job's hourly lines, reservations, a fixed chip count times an
-    # hour), and a lookup costs a fraction of the three Decimal operations of `_micros`.
     micros: dict[Decimal, int] = {}
-    stamp_of = _sqlite_stamp
     for line in lines:
         if line.corrects is not None or line.corrects_kind is not None:
             corrections.append(line)
             continue
-        try:
-            q, a, la = micros[line.quantity], micros[line.amount_usd], micros[line.list_amount_usd]
-        except KeyError:
-            if len(micros) > 100_000:
-                micros.clear()
-            q = micros[line.quantity] = _micros(line.quantity)
-            a = micros[line.amount_usd] = _micros(line.amount_usd)
-            la = micros[line.list_amount_usd] = _micros(line.list_amount_usd)
-        # `str` spells a Decimal as format "f" does unless it chooses an exponent, and costs
-        # a third of it. (A cache keyed by the Decimal would not do: 4.5 == 4.50.)
-        rate, list_rate = str(line.rate_usd), str(line.list_rate_usd)
-        if "E" in rate:
-            rate = format(line.rate_usd, "f")
-        if "E" in list_rate:
-            list_rate = format(line.list_rate_usd, "f")
-        yield (
-            line.key,
-            line.tenant,
-            line.contract,
-            line.kind,
-            line.source,
-            line.resource,
-            line.sku,
-            stamp_of(line.period_start),
-            stamp_of(line.period_end),
-            q,
-            line.unit,
-            rate,
-            line.pricing_unit,
-            a,
-            list_rate,
-            la,
-            line.price_book_version,
-            line.description,
-        )
+        yield _sqlite_row(line, micros)
+
+
+def _sqlite_row(line: UsageLine, micros: dict[Decimal, int]) -> tuple[Any, ...]:
+    """A line's values as SQLite stores them, but for the two nullable columns. Amounts
+    repeat (a steady job's hourly lines, reservations, a fixed chip count times an hour), and
+    a lookup in `micros` costs a fraction of the three Decimal operations of `_micros`."""
+    try:
+        q, a, la = micros[line.quantity], micros[line.amount_usd], micros[line.list_amount_usd]
+    except KeyError:
+        if len(micros) > 100_000:
+            micros.clear()
+        q = micros[line.quantity] = _micros(line.quantity)
+        a = micros[line.amount_usd] = _micros(line.amount_usd)
+        la = micros[line.list_amount_usd] = _micros(line.list_amount_usd)
+    # `str` spells a Decimal as format "f" does unless it chooses an exponent, and costs a
+    # third of it. (A cache keyed by the Decimal would not do: 4.5 == 4.50.)
+    rate, list_rate = str(line.rate_usd), str(line.list_rate_usd)
+    if "E" in rate:
+        rate = format(line.rate_usd, "f")
+    if "E" in list_rate:
+        list_rate = format(line.list_rate_usd, "f")
+    return (
+        line.key,
+        line.tenant,
+        line.contract,
+        line.kind,
+        line.source,
+        line.resource,
+        line.sku,
+        _sqlite_stamp(line.period_start),
+        _sqlite_stamp(line.period_end),
+        q,
+        line.unit,
+        rate,
+        line.pricing_unit,
+        a,
+        list_rate,
+        la,
+        line.price_book_version,
+        line.description,
+    )
 
 
 def _ingest_sqlite(conn: Connection, lines: Iterable[UsageLine]) -> None:

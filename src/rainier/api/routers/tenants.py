@@ -119,7 +119,4 @@ def revoke_key(key_id: str, caller: Caller, store: StoreDep, request: Request) -
         tenant = s.get(Tenant, row.tenant_id) if row.tenant_id else None
         out = _key_out(row, tenant.name if tenant else None)
     request.app.state.auth.forget()
-    gateway = getattr(request.app.state, "gateway", None)
-    if gateway is not None:
-        gateway.forget_keys()
     return out
