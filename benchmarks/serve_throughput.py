@@ -362,11 +362,23 @@ def hf_baselines(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=64, help="max-concurrency mode")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=256,
+        help="max-concurrency mode (default 256: at 8x the concurrency the run measures the "
+        "steady state at that concurrency, not the drain of the last long outputs)",
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=float, default=8.0, help="Poisson arrivals per second")
     parser.add_argument("--poisson-requests", type=int, default=32)
     parser.add_argument("--sequential-requests", type=int, default=8)
+    parser.add_argument(
+        "--static-requests",
+        type=int,
+        default=128,
+        help="requests of the static-batch baseline (the first ones; it is a rate)",
+    )
     parser.add_argument("--gateway-pairs", type=int, default=100)
     parser.add_argument("--prompt-median", type=int, default=48)
     parser.add_argument("--prompt-max", type=int, default=256)
@@ -405,7 +417,13 @@ def main() -> None:
             gw = gateway_figures(
                 replica, gateway, key, "bench", reqs, args.gateway_pairs, args.concurrency
             )
-        hf = hf_baselines(model_dir, reqs, args.concurrency, args.sequential_requests, args.threads)
+        hf = hf_baselines(
+            model_dir,
+            reqs[: args.static_requests],
+            args.concurrency,
+            args.sequential_requests,
+            args.threads,
+        )
 
     engine_tok_s = engine["output_tok_s"]
     result = {
@@ -435,6 +453,7 @@ def main() -> None:
             "output_len": f"exponential mean {args.output_mean} [4, {args.output_max}]",
             "mean_output_len": round(statistics.mean(r.output_len for r in reqs), 1),
             "sequential_requests": args.sequential_requests,
+            "static_requests": min(args.static_requests, args.requests),
         },
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],

@@ -18,8 +18,10 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
+from rainier.serve.engine_process import EngineStartError, ProcessEngine
 from rainier.serve.server import create_app
 
 
@@ -44,6 +46,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dtype", default="float32", help="float32, bfloat16 or float16 (weights and KV cache)"
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
+    parser.add_argument(
+        "--engine",
+        choices=("process", "thread"),
+        default="process",
+        help="run the engine core in a process of its own (default) or on a thread of the server",
+    )
     parser.add_argument(
         "--shutdown-grace-s", type=float, default=10.0, help="on SIGTERM, time to finish streams"
     )
@@ -73,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             max_model_len=args.max_model_len,
         )
-        engine = LLMEngine.from_model_dir(model_dir, config)
-    except (ModelFormatError, ValueError, OSError) as exc:
+        engine: EngineClient | LLMEngine
+        if args.engine == "process":
+            engine = ProcessEngine.launch(model_dir, config, args.torch_threads)
+        else:
+            engine = LLMEngine.from_model_dir(model_dir, config)
+    except (ModelFormatError, ValueError, OSError, EngineStartError) as exc:
         print(f"rainier.serve: {exc}", file=sys.stderr)
         return 2
 

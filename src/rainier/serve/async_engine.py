@@ -1,9 +1,12 @@
-"""The engine on a thread of its own, fed by the event loop.
+"""The HTTP server's side of the engine: requests out, each step's outputs into per-request
+asyncio queues.
 
 A forward pass holds the CPU (or waits on the GPU) for milliseconds to seconds; on the event
-loop it would stall every connection. So the engine steps in one dedicated thread, the only one
-that touches it. Requests and aborts reach it through a queue, and each step's outputs go back
-to the event loop with `call_soon_threadsafe` into the asyncio queue the request gave.
+loop it would stall every connection. So the engine core (`engine_core`) runs elsewhere: on a
+thread of its own (`AsyncEngine`, for tests and embedded use) or in a process of its own
+(`engine_process.ProcessEngine`, what a replica runs). Either way the event loop does all the
+bookkeeping of who waits for what: one `StepResult` per step arrives on the loop, which updates
+the gauges, then feeds each request's queue.
 """
 
 from __future__ import annotations
@@ -15,179 +18,184 @@ import threading
 import time
 from dataclasses import dataclass
 
-from rainier.serve.engine import LLMEngine, RequestError
+from rainier.serve.config import GenerationDefaults
+from rainier.serve.engine import LLMEngine, check_prompt
+from rainier.serve.engine_core import (
+    AbortRequest,
+    AddRequest,
+    EngineCore,
+    EngineFailure,
+    EngineMessage,
+    Shutdown,
+    StepResult,
+    run_core,
+)
 from rainier.serve.metrics import ServeMetrics
 from rainier.serve.sampling import SamplingParams
 from rainier.serve.sequence import RequestOutput
+from rainier.serve.tokenizer import ModelTokenizer
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class EngineFailure:
-    """Put in a request's sink instead of an output when the engine could not serve it."""
-
-    message: str
-    client_error: bool = False
-
+__all__ = ["AsyncEngine", "EngineClient", "EngineFailure", "Sink"]
 
 Sink = asyncio.Queue[RequestOutput | EngineFailure]
-
-
-@dataclass(frozen=True)
-class _Add:
-    request_id: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    sink: Sink
-    loop: asyncio.AbstractEventLoop
-
-
-@dataclass(frozen=True)
-class _Abort:
-    request_id: str
-
-
-_STOP = object()
 
 
 @dataclass
 class _Tracked:
     sink: Sink
-    loop: asyncio.AbstractEventLoop
     submitted_s: float
     last_token_s: float | None = None
 
 
-class AsyncEngine:
-    def __init__(self, engine: LLMEngine, metrics: ServeMetrics | None = None) -> None:
-        self.engine = engine
+class EngineClient:
+    """What the HTTP layer needs of an engine, wherever the engine runs. Subclasses start and
+    stop the core and carry messages to it (`_send`); results come back through `_deliver`,
+    always called on the event loop."""
+
+    def __init__(
+        self,
+        tokenizer: ModelTokenizer,
+        generation_defaults: GenerationDefaults,
+        vocab_size: int,
+        max_model_len: int,
+        metrics: ServeMetrics | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.generation_defaults = generation_defaults
+        self.vocab_size = vocab_size
+        self.max_model_len = max_model_len
         self.metrics = metrics or ServeMetrics()
-        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._tracked: dict[str, _Tracked] = {}
-        self._thread = threading.Thread(target=self._run, name="rainier-engine", daemon=True)
         self._load = (0, 0)
-        self.metrics.observe_stats(engine.stats())
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._inbox.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout=30)
+        self._stopped = False
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _send(self, message: EngineMessage) -> None:
+        raise NotImplementedError
+
+    def check_request(self, prompt_ids: list[int], max_tokens: int | None) -> None:
+        check_prompt(prompt_ids, max_tokens, self.vocab_size, self.max_model_len)
 
     def load(self) -> dict[str, int]:
         running, waiting = self._load
         return {"running": running, "waiting": waiting}
 
     def submit(
-        self,
-        request_id: str,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        sink: Sink,
+        self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink
     ) -> None:
         """Queue a request; outputs (or one `EngineFailure`) will arrive in `sink`."""
-        if not self.alive:
+        if self._stopped or not self.alive:
             sink.put_nowait(EngineFailure("the engine is not running"))
             return
-        self._inbox.put(_Add(request_id, prompt_ids, params, sink, asyncio.get_running_loop()))
+        self._tracked[request_id] = _Tracked(sink, time.monotonic())
+        self.metrics.prompt_tokens.inc(len(prompt_ids))
+        self._send(AddRequest(request_id, prompt_ids, params))
 
     def abort(self, request_id: str) -> None:
-        self._inbox.put(_Abort(request_id))
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            self._fail_all("the engine stopped")
-
-    def _loop(self) -> None:
-        while True:
-            block = not self.engine.has_unfinished()
-            try:
-                message = self._inbox.get(block=block)
-            except queue.Empty:
-                message = None
-            while message is not None:
-                if message is _STOP:
-                    self._fail_all("the server is shutting down")
-                    return
-                self._handle(message)
-                try:
-                    message = self._inbox.get_nowait()
-                except queue.Empty:
-                    message = None
-            if self.engine.has_unfinished():
-                self._step()
-            self._publish_stats()
-
-    def _handle(self, message: object) -> None:
-        if isinstance(message, _Add):
-            tracked = _Tracked(message.sink, message.loop, time.monotonic())
-            try:
-                self.engine.add_request(message.request_id, message.prompt_ids, message.params)
-            except RequestError as exc:
-                self._deliver(tracked, EngineFailure(str(exc), client_error=True))
-                return
-            except Exception:
-                log.exception("could not add request %s", message.request_id)
-                self._deliver(tracked, EngineFailure("the engine could not take this request"))
-                return
-            self._tracked[message.request_id] = tracked
-            self.metrics.prompt_tokens.inc(len(message.prompt_ids))
-        elif isinstance(message, _Abort) and message.request_id in self._tracked:
-            del self._tracked[message.request_id]
-            self.engine.abort(message.request_id)
+        if self._tracked.pop(request_id, None) is not None:
             self.metrics.finished.labels("abort").inc()
+            self._send(AbortRequest(request_id))
 
-    def _step(self) -> None:
-        """One engine step. Gauges are refreshed before outputs are handed over, so a client
-        that has its answer never reads load or KV usage from before that answer."""
-        try:
-            outputs = self.engine.step()
-        except Exception:
-            log.exception("engine step failed; failing the requests in flight")
-            self.engine.abort_all()
-            self._fail_all("the engine failed while running this request")
-            return
-        deliveries = []
-        for out in outputs:
+    def _deliver(self, result: StepResult) -> None:
+        if result.stats is not None:
+            self._load = (result.stats.running, result.stats.waiting)
+            self.metrics.observe_stats(result.stats)
+        for request_id, failure in result.failures:
+            tracked = self._tracked.pop(request_id, None)
+            if tracked is not None:
+                tracked.sink.put_nowait(failure)
+        metrics = self.metrics
+        for out in result.outputs:
             tracked = self._tracked.get(out.request_id)
             if tracked is None:
                 continue
             if out.first_token:
-                self.metrics.ttft.observe(out.time - tracked.submitted_s)
+                metrics.ttft.observe(out.time - tracked.submitted_s)
             elif tracked.last_token_s is not None:
-                self.metrics.itl.observe(out.time - tracked.last_token_s)
+                metrics.itl.observe(out.time - tracked.last_token_s)
             tracked.last_token_s = out.time
-            self.metrics.generation_tokens.inc(len(out.token_ids))
+            metrics.generation_tokens.inc(len(out.token_ids))
             if out.finished:
                 del self._tracked[out.request_id]
-                self.metrics.finished.labels(out.finish_reason or "unknown").inc()
-            deliveries.append((tracked, out))
-        self._publish_stats()
-        for tracked, out in deliveries:
-            self._deliver(tracked, out)
-
-    def _publish_stats(self) -> None:
-        stats = self.engine.stats()
-        self._load = (stats.running, stats.waiting)
-        self.metrics.observe_stats(stats)
+                metrics.finished.labels(out.finish_reason or "unknown").inc()
+            tracked.sink.put_nowait(out)
 
     def _fail_all(self, message: str) -> None:
-        for tracked in self._tracked.values():
-            self._deliver(tracked, EngineFailure(message))
-        self._tracked.clear()
+        tracked, self._tracked = self._tracked, {}
+        for t in tracked.values():
+            t.sink.put_nowait(EngineFailure(message))
 
-    @staticmethod
-    def _deliver(tracked: _Tracked, item: RequestOutput | EngineFailure) -> None:
+
+class AsyncEngine(EngineClient):
+    """The engine core on a thread of this process."""
+
+    def __init__(self, engine: LLMEngine, metrics: ServeMetrics | None = None) -> None:
+        super().__init__(
+            engine.tokenizer,
+            engine.generation_defaults,
+            engine.model_config.vocab_size,
+            engine.max_model_len,
+            metrics,
+        )
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[EngineMessage] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="rainier-engine", daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.metrics.observe_stats(engine.stats())
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(Shutdown())
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def _send(self, message: EngineMessage) -> None:
+        self._inbox.put(message)
+
+    def _receive(self, block: bool) -> EngineMessage | None:
         try:
-            tracked.loop.call_soon_threadsafe(tracked.sink.put_nowait, item)
+            return self._inbox.get(block=block)
+        except queue.Empty:
+            return None
+
+    def _run(self) -> None:
+        try:
+            run_core(EngineCore(self.engine), self._receive, self._publish)
+        except Exception:
+            log.exception("the engine loop failed")
+        finally:
+            self._stopped = True
+            self._publish_failure("the engine stopped")
+
+    def _publish(self, result: StepResult) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(self._deliver, result)
         except RuntimeError:
             log.debug("event loop closed before an output could be delivered")
+
+    def _publish_failure(self, message: str) -> None:
+        if self._loop is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._fail_all, message)
+        except RuntimeError:
+            log.debug("event loop closed before the engine's end could be delivered")

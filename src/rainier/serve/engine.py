@@ -44,6 +44,33 @@ class EngineStats:
     num_preemptions: int
 
 
+def check_prompt(
+    prompt_ids: list[int], max_tokens: int | None, vocab_size: int, max_model_len: int
+) -> None:
+    """Refuse what could never finish, before it takes a place in the queue. A function of the
+    model's limits alone, so an HTTP front-end in another process than the engine can check a
+    request without a round trip."""
+    num_prompt_tokens = len(prompt_ids)
+    if any(t < 0 or t >= vocab_size for t in prompt_ids):
+        raise RequestError(f"prompt token ids must be in [0, {vocab_size})", param="prompt")
+    if num_prompt_tokens == 0:
+        raise RequestError("the prompt is empty", param="prompt")
+    if num_prompt_tokens >= max_model_len:
+        raise RequestError(
+            f"This model's maximum context length is {max_model_len} tokens, "
+            f"but the prompt has {num_prompt_tokens} tokens.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if max_tokens is not None and num_prompt_tokens + max_tokens > max_model_len:
+        raise RequestError(
+            f"This model's maximum context length is {max_model_len} tokens, but "
+            f"{num_prompt_tokens} prompt tokens plus max_tokens={max_tokens} exceed it.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+
+
 def num_kv_blocks(model: LlamaModel, config: EngineConfig) -> int:
     bytes_per_block = model.kv_bytes_per_token() * config.block_size
     return int(config.kv_memory_mb * 1024 * 1024 // bytes_per_block)
@@ -109,27 +136,7 @@ class LLMEngine:
         return self.scheduler.has_work
 
     def check_request(self, prompt_ids: list[int], max_tokens: int | None) -> None:
-        """Refuse what could never finish, before it takes a place in the queue."""
-        num_prompt_tokens = len(prompt_ids)
-        vocab = self.model_config.vocab_size
-        if any(t < 0 or t >= vocab for t in prompt_ids):
-            raise RequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
-        if num_prompt_tokens == 0:
-            raise RequestError("the prompt is empty", param="prompt")
-        if num_prompt_tokens >= self.max_model_len:
-            raise RequestError(
-                f"This model's maximum context length is {self.max_model_len} tokens, "
-                f"but the prompt has {num_prompt_tokens} tokens.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        if max_tokens is not None and num_prompt_tokens + max_tokens > self.max_model_len:
-            raise RequestError(
-                f"This model's maximum context length is {self.max_model_len} tokens, but "
-                f"{num_prompt_tokens} prompt tokens plus max_tokens={max_tokens} exceed it.",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+        check_prompt(prompt_ids, max_tokens, self.model_config.vocab_size, self.max_model_len)
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
         if request_id in self._sequences:

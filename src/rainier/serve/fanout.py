@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from rainier.serve.async_engine import AsyncEngine, EngineFailure, Sink
+from rainier.serve.async_engine import EngineClient, EngineFailure, Sink
 from rainier.serve.errors import APIError
 from rainier.serve.sampling import SamplingParams, TokenLogprob
 from rainier.serve.sequence import RequestOutput
@@ -31,7 +31,7 @@ class Choice:
 
 
 class Fanout:
-    def __init__(self, engine: AsyncEngine, base_id: str, count: int) -> None:
+    def __init__(self, engine: EngineClient, base_id: str, count: int) -> None:
         self.engine = engine
         self.base_id = base_id
         self.sink: Sink = asyncio.Queue()

@@ -22,18 +22,16 @@ from rainier.serve.config import ModelConfig, ModelFormatError
 
 @dataclass
 class LayerWeights:
+    """One layer's weights, with q/k/v and gate/up each stacked into one matrix at load: on a
+    CPU a step of a few dozen tokens is dominated by per-call overhead, not FLOPs."""
+
     input_norm: torch.Tensor
-    q_proj: torch.Tensor
-    k_proj: torch.Tensor
-    v_proj: torch.Tensor
+    qkv_proj: torch.Tensor
     o_proj: torch.Tensor
     post_norm: torch.Tensor
-    gate_proj: torch.Tensor
-    up_proj: torch.Tensor
+    gate_up_proj: torch.Tensor
     down_proj: torch.Tensor
-    q_bias: torch.Tensor | None = None
-    k_bias: torch.Tensor | None = None
-    v_bias: torch.Tensor | None = None
+    qkv_bias: torch.Tensor | None = None
     o_bias: torch.Tensor | None = None
 
 
@@ -110,20 +108,27 @@ class LlamaModel:
         self.layers: list[LayerWeights] = []
         for i in range(config.num_hidden_layers):
             p = f"model.layers.{i}."
+            qkv = [take(p + f"self_attn.{name}_proj.weight") for name in "qkv"]
+            biases = [maybe(p + f"self_attn.{name}_proj.bias") for name in "qkv"]
+            qkv_bias = None
+            if any(b is not None for b in biases):
+                qkv_bias = torch.cat(
+                    [
+                        b if b is not None else w.new_zeros(w.shape[0])
+                        for w, b in zip(qkv, biases, strict=True)
+                    ]
+                )
             self.layers.append(
                 LayerWeights(
                     input_norm=take(p + "input_layernorm.weight"),
-                    q_proj=take(p + "self_attn.q_proj.weight"),
-                    k_proj=take(p + "self_attn.k_proj.weight"),
-                    v_proj=take(p + "self_attn.v_proj.weight"),
+                    qkv_proj=torch.cat(qkv),
                     o_proj=take(p + "self_attn.o_proj.weight"),
                     post_norm=take(p + "post_attention_layernorm.weight"),
-                    gate_proj=take(p + "mlp.gate_proj.weight"),
-                    up_proj=take(p + "mlp.up_proj.weight"),
+                    gate_up_proj=torch.cat(
+                        [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+                    ),
                     down_proj=take(p + "mlp.down_proj.weight"),
-                    q_bias=maybe(p + "self_attn.q_proj.bias"),
-                    k_bias=maybe(p + "self_attn.k_proj.bias"),
-                    v_bias=maybe(p + "self_attn.v_proj.bias"),
+                    qkv_bias=qkv_bias,
                     o_bias=maybe(p + "self_attn.o_proj.bias"),
                 )
             )
@@ -170,30 +175,31 @@ class LlamaModel:
         """Logits [len(batch.logits_index), vocab] for the tokens that asked for them."""
         c = self.config
         n = batch.num_tokens
+        heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
         cos = self.cos[batch.positions][:, None, :]
         sin = self.sin[batch.positions][:, None, :]
         hidden = self.embed[batch.token_ids]
         for layer_index, layer in enumerate(self.layers):
             x = self._rms_norm(hidden, layer.input_norm)
-            q = F.linear(x, layer.q_proj, layer.q_bias).view(n, c.num_attention_heads, c.head_dim)
-            k = F.linear(x, layer.k_proj, layer.k_bias).view(n, c.num_key_value_heads, c.head_dim)
-            v = F.linear(x, layer.v_proj, layer.v_bias).view(n, c.num_key_value_heads, c.head_dim)
-            q = self._rope(q, cos, sin)
-            k = self._rope(k, cos, sin)
+            qkv = F.linear(x, layer.qkv_proj, layer.qkv_bias).view(n, -1, c.head_dim)
+            qk = self._rope(qkv[:, : heads + kv_heads], cos, sin)
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
             cache = kv_cache[layer_index]
             cache[0].index_copy_(0, batch.slot_mapping, k)
             cache[1].index_copy_(0, batch.slot_mapping, v)
             attn = self._attention(q, cache, batch)
             hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
             x = self._rms_norm(hidden, layer.post_norm)
-            mlp = F.silu(F.linear(x, layer.gate_proj)) * F.linear(x, layer.up_proj)
-            hidden = hidden + F.linear(mlp, layer.down_proj)
+            gate, up = F.linear(x, layer.gate_up_proj).chunk(2, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, layer.down_proj)
         last = self._rms_norm(hidden[batch.logits_index], self.norm)
         return F.linear(last, self.lm_head).float()
 
     def _attention(self, q: torch.Tensor, cache: torch.Tensor, batch: BatchInput) -> torch.Tensor:
-        """Grouped-query attention without copying keys: the query heads sharing a KV head are
-        stacked along the query axis, so each KV head is read once for its whole group."""
+        """Grouped-query attention without copying keys per query head: the query heads sharing
+        a KV head are stacked along the query axis, so each KV head is read once for its whole
+        group. Keys and values are gathered together with `index_select` over whole blocks (or
+        slots), which is several times cheaper than advanced indexing on a CPU."""
         c = self.config
         kv_heads, dim = c.num_key_value_heads, c.head_dim
         groups = c.num_attention_heads // kv_heads
@@ -201,23 +207,22 @@ class LlamaModel:
         out = torch.empty_like(q)
         for d in batch.decodes:
             rows, num_blocks = d.block_ids.shape
-            blocks = cache.view(2, -1, d.mask.shape[-1] // num_blocks, kv_heads, dim)
             width = d.mask.shape[-1]
-            keys = blocks[0][d.block_ids].view(rows, width, kv_heads, dim).transpose(1, 2)
-            values = blocks[1][d.block_ids].view(rows, width, kv_heads, dim).transpose(1, 2)
+            blocks = cache.view(2, -1, (width // num_blocks) * kv_heads * dim)
+            kv = blocks.index_select(1, d.block_ids.view(-1))
+            kv = kv.view(2, rows, width, kv_heads, dim).transpose(2, 3)
             query = q[d.token_index].view(rows, kv_heads, groups, dim)
             attended = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=d.mask, scale=scale
+                query, kv[0], kv[1], attn_mask=d.mask, scale=scale
             )
             out[d.token_index] = attended.reshape(rows, c.num_attention_heads, dim)
         for p in batch.prefills:
             n = p.num_tokens
-            keys = cache[0][p.gather_slots].transpose(0, 1)
-            values = cache[1][p.gather_slots].transpose(0, 1)
+            kv = cache.index_select(1, p.gather_slots).transpose(1, 2)
             query = q[p.token_start : p.token_start + n].view(n, kv_heads, groups, dim)
             query = query.permute(1, 2, 0, 3).reshape(kv_heads, groups * n, dim)
             attended = F.scaled_dot_product_attention(
-                query, keys, values, attn_mask=p.mask.repeat(groups, 1), scale=scale
+                query, kv[0], kv[1], attn_mask=p.mask.repeat(groups, 1), scale=scale
             )
             attended = attended.view(kv_heads, groups, n, dim).permute(2, 0, 1, 3)
             out[p.token_start : p.token_start + n] = attended.reshape(n, c.num_attention_heads, dim)

@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP face of one replica.
 
 Handlers translate between the wire format (`protocol`) and engine requests (through a
-`Fanout` per HTTP request); everything about batching stays in the engine thread.
+`Fanout` per HTTP request); everything about batching stays in the engine core, which runs in a
+process of its own (`engine_process`) or, given an `LLMEngine`, on a thread.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from rainier.serve.async_engine import AsyncEngine
+from rainier.serve.async_engine import AsyncEngine, EngineClient
 from rainier.serve.chat import ChatTemplateError, render_chat
 from rainier.serve.engine import LLMEngine, RequestError
 from rainier.serve.errors import APIError, install_error_handlers
@@ -44,13 +45,13 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 def create_app(
-    engine: LLMEngine,
+    engine: EngineClient | LLMEngine,
     served_model_name: str,
     on_ready: Callable[[], None] | None = None,
 ) -> FastAPI:
-    async_engine = AsyncEngine(engine)
-    tokenizer = engine.tokenizer
-    defaults = engine.generation_defaults
+    async_engine = engine if isinstance(engine, EngineClient) else AsyncEngine(engine)
+    tokenizer = async_engine.tokenizer
+    defaults = async_engine.generation_defaults
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -79,7 +80,7 @@ def create_app(
 
     def check_fits(prompt_ids: list[int], max_tokens: int | None, prompt_param: str) -> None:
         try:
-            engine.check_request(prompt_ids, max_tokens)
+            async_engine.check_request(prompt_ids, max_tokens)
         except RequestError as exc:
             param = exc.param if exc.param == "max_tokens" else prompt_param
             raise APIError(400, str(exc), param=param, code=exc.code) from None
@@ -124,7 +125,7 @@ def create_app(
     async def metrics() -> Response:
         return Response(async_engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    card = ModelCard(id=served_model_name, max_model_len=engine.max_model_len)
+    card = ModelCard(id=served_model_name, max_model_len=async_engine.max_model_len)
 
     @app.get("/v1/models")
     async def models() -> ModelList:
@@ -272,7 +273,7 @@ def create_app(
         prompt_ids = tokenizer.encode(text, add_special_tokens=False)
         requested = body.max_completion_tokens or body.max_tokens
         check_fits(prompt_ids, requested, "messages")
-        max_tokens = requested or engine.max_model_len - len(prompt_ids)
+        max_tokens = requested or async_engine.max_model_len - len(prompt_ids)
         logprobs = (body.top_logprobs or 0) if body.logprobs else None
         fanout = Fanout(async_engine, f"chatcmpl-{uuid.uuid4().hex}", body.n)
         choices = [Choice(index=i, prompt_index=0) for i in range(body.n)]
