@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -37,7 +38,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
@@ -46,6 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Route
 
 from rainier.api.auth import Authenticator, Principal
+from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.control.deployments import MODEL_ENV
 from rainier.spec import DeploymentSpec
 from rainier.store.db import Store
@@ -221,13 +222,7 @@ class Gateway:
         self.store = store
         self.auth = auth
         self.wait_for_replica_s = float(os.environ.get("RAINIER_GATEWAY_WAIT_S", "60"))
-        # aiohttp rather than httpx upstream: its C parser and leaner request path cost a
-        # fraction of the CPU per request, which is most of what the gateway adds.
-        self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_read=600.0),
-            auto_decompress=False,
-        )
+        self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
         self.buckets: dict[str, TokenBucket] = {}
@@ -240,7 +235,7 @@ class Gateway:
     async def close(self) -> None:
         while self._writer is not None and not self._writer.done():
             await self._writer
-        await self.http.close()
+        self.upstream.close()
 
     def forget_targets(self) -> None:
         """Drops the cached deployments (after one is applied or deleted)."""
@@ -579,26 +574,25 @@ class Gateway:
             endpoint = await self.choose(caller, target, tried)
             tried.add(endpoint.url)
             self.inflight[endpoint.job_id] = self.inflight.get(endpoint.job_id, 0) + 1
-            upstream: aiohttp.ClientResponse | None = None
+            upstream: UpstreamResponse | None = None
             content = b""
             try:
-                upstream = await self.http.post(
-                    endpoint.url + path,
-                    data=payload,
-                    headers={
-                        "content-type": "application/json",
-                        "x-request-id": metered.request_id,
-                    },
+                upstream = await self.upstream.request(
+                    "POST",
+                    endpoint.url,
+                    path,
+                    payload,
+                    {"content-type": "application/json", "x-request-id": metered.request_id},
                 )
                 relay = stream and upstream.status == 200
                 if not relay:
                     content = await upstream.read()
-            except aiohttp.SocketTimeoutError:
+            except TimeoutError:
                 self._release(endpoint, upstream)
                 raise GatewayError(
                     504, f"{target.name} took too long to answer", "server_error", "timeout"
                 ) from None
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+            except UpstreamError:
                 self._release(endpoint, upstream)
                 self._mark_down(endpoint)
                 if attempt == TRIES - 1:
@@ -636,7 +630,7 @@ class Gateway:
         self.down_until = {u: t for u, t in self.down_until.items() if t > now}
         self.down_until[endpoint.url] = now + DOWN_FOR_S
 
-    def _release(self, endpoint: Endpoint, upstream: aiohttp.ClientResponse | None) -> None:
+    def _release(self, endpoint: Endpoint, upstream: UpstreamResponse | None) -> None:
         if upstream is not None:
             upstream.release()
         self._done(endpoint)
@@ -650,7 +644,7 @@ class Gateway:
 
     async def _relay(
         self,
-        upstream: aiohttp.ClientResponse,
+        upstream: UpstreamResponse,
         endpoint: Endpoint,
         metered: Metered,
         wants_usage: bool,
@@ -660,32 +654,35 @@ class Gateway:
         asked for it."""
         recorded = False
         try:
-            event: list[bytes] = []
-            async for line in upstream.content:
-                if line.strip():
-                    event.append(line)
-                    continue
-                if not event:
-                    continue
-                lines, event = event, []
-                if not any(b'"usage"' in x for x in lines):
-                    yield b"".join(lines) + b"\n"
-                    continue
-                text = [x.decode().rstrip("\r\n") for x in lines]
-                usage, keep = _usage_event(text, wants_usage)
-                if usage is not None and not recorded:
-                    recorded = True
-                    self.record(metered, usage, endpoint)
-                if keep is not None:
-                    yield ("\n".join(keep) + "\n\n").encode()
-            if event:
-                yield b"".join(event) + b"\n"
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            pending = b""
+            async for chunk in upstream.chunks():
+                pending = pending + chunk if pending else chunk
+                start = 0
+                while (end := _EVENT_END.search(pending, start)) is not None:
+                    event, start = pending[start : end.end()], end.end()
+                    if b'"usage"' not in event:
+                        yield event
+                        continue
+                    lines = event.decode().rstrip("\r\n").splitlines()
+                    usage, keep = _usage_event(lines, wants_usage)
+                    if usage is not None and not recorded:
+                        recorded = True
+                        self.record(metered, usage, endpoint)
+                    if keep is not None:
+                        yield ("\n".join(keep) + "\n\n").encode()
+                pending = pending[start:]
+            if pending.strip():
+                yield pending + b"\n\n"
+        except (UpstreamError, TimeoutError) as exc:
             self._mark_down(endpoint)
             error = GatewayError(502, f"the replica stopped mid-answer: {exc!r}", "server_error")
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
             self._release(endpoint, upstream)
+
+
+# The blank line that ends a server-sent event, in any of the line endings the format allows.
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
 def estimate_tokens(body: dict[str, Any], path: str) -> int:
