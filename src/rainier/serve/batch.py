@@ -71,9 +71,22 @@ def _slot_matrix(tables: list[list[int]], width: int, block_size: int) -> torch.
     return (blocks[:, :, None] * block_size + offsets).reshape(len(tables), -1)[:, :width]
 
 
-def build_batch(chunks: list[ScheduledChunk], block_size: int, device: torch.device) -> BatchInput:
+def _additive(allowed: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A mask to add to the scores: CPU attention converts a boolean mask to this on every
+    call, once per layer; built here it is made once per step."""
+    mask = torch.zeros(allowed.shape, dtype=dtype)
+    return mask.masked_fill_(~allowed, float("-inf")).to(device)
+
+
+def build_batch(
+    chunks: list[ScheduledChunk],
+    block_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+) -> BatchInput:
     """Single-token chunks (decodes) are laid out first, then multi-token chunks (prefills);
-    `logits_index` still lists the chunks that want logits in the order they were given."""
+    `logits_index` still lists the chunks that want logits in the order they were given.
+    Attention masks are additive, in `dtype` (the model's)."""
     decodes = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
     prefills = [i for i, c in enumerate(chunks) if len(c.token_ids) > 1]
     token_ids: list[int] = [chunks[i].token_ids[0] for i in decodes]
@@ -105,7 +118,7 @@ def build_batch(chunks: list[ScheduledChunk], block_size: int, device: torch.dev
                 DecodeGroup(
                     token_index=torch.tensor(rows, dtype=torch.long, device=device),
                     block_ids=torch.tensor(blocks, dtype=torch.long, device=device),
-                    mask=mask[:, None, None, :].to(device),
+                    mask=_additive(mask[:, None, None, :], dtype, device),
                 )
             )
     prefill_chunks: list[PrefillChunk] = []
@@ -126,7 +139,7 @@ def build_batch(chunks: list[ScheduledChunk], block_size: int, device: torch.dev
                 token_start=first,
                 num_tokens=n,
                 gather_slots=context.to(device),
-                mask=(key_pos[None, :] <= query_pos[:, None]).to(device),
+                mask=_additive(key_pos[None, :] <= query_pos[:, None], dtype, device),
             )
         )
     logits_index = [last_token[i] for i, c in enumerate(chunks) if c.needs_logits]

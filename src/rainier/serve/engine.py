@@ -185,7 +185,7 @@ class LLMEngine:
                     needs_logits=start + num_new == seq.num_tokens,
                 )
             )
-        batch = build_batch(chunks, self.config.block_size, self.model.device)
+        batch = build_batch(chunks, self.config.block_size, self.model.device, self.model.dtype)
         logits = self.model.forward(batch, self.kv_cache)
         sampling = [
             seq for (seq, _), c in zip(plan.scheduled, chunks, strict=True) if c.needs_logits
