@@ -29,11 +29,12 @@ DECODE_GROUP_ROWS = 8
 
 @dataclass(frozen=True)
 class DecodeGroup:
-    """Sequences computing one token each, attended in one padded call. Their context is read
-    whole blocks at a time (`block_ids`, padded with block 0 and masked), which copies far
-    fewer, larger pieces than gathering slot by slot."""
+    """Sequences computing one token each (rows `token_start ...` of the batch), attended in
+    one padded call. Their context is read whole blocks at a time (`block_ids`, padded with
+    block 0 and masked), which copies far fewer, larger pieces than gathering slot by slot."""
 
-    token_index: torch.Tensor
+    token_start: int
+    num_tokens: int
     block_ids: torch.Tensor
     mask: torch.Tensor
 
@@ -84,10 +85,14 @@ def build_batch(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
 ) -> BatchInput:
-    """Single-token chunks (decodes) are laid out first, then multi-token chunks (prefills);
-    `logits_index` still lists the chunks that want logits in the order they were given.
-    Attention masks are additive, in `dtype` (the model's)."""
-    decodes = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
+    """Single-token chunks (decodes) are laid out first, shortest context first, so that each
+    decode group is a slice of the batch; then multi-token chunks (prefills). `logits_index`
+    still lists the chunks that want logits in the order they were given. Attention masks are
+    additive, in `dtype` (the model's)."""
+    decodes = sorted(
+        (i for i, c in enumerate(chunks) if len(c.token_ids) == 1),
+        key=lambda i: chunks[i].start_pos,
+    )
     prefills = [i for i, c in enumerate(chunks) if len(c.token_ids) > 1]
     token_ids: list[int] = [chunks[i].token_ids[0] for i in decodes]
     positions: list[int] = [chunks[i].start_pos for i in decodes]
@@ -106,9 +111,8 @@ def build_batch(
                 dtype=torch.long,
             )
         )
-        order = sorted(range(len(decodes)), key=lengths.__getitem__)
-        for g in range(0, len(order), DECODE_GROUP_ROWS):
-            rows = order[g : g + DECODE_GROUP_ROWS]
+        for g in range(0, len(decodes), DECODE_GROUP_ROWS):
+            rows = range(g, min(g + DECODE_GROUP_ROWS, len(decodes)))
             num_blocks = -(-max(lengths[r] for r in rows) // block_size)
             blocks = [tables[r][:num_blocks] for r in rows]
             blocks = [b + [0] * (num_blocks - len(b)) for b in blocks]
@@ -116,7 +120,8 @@ def build_batch(
             mask = torch.arange(num_blocks * block_size)[None, :] < row_lengths[:, None]
             groups.append(
                 DecodeGroup(
-                    token_index=torch.tensor(rows, dtype=torch.long, device=device),
+                    token_start=g,
+                    num_tokens=len(rows),
                     block_ids=torch.tensor(blocks, dtype=torch.long, device=device),
                     mask=_additive(mask[:, None, None, :], dtype, device),
                 )

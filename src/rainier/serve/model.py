@@ -211,11 +211,12 @@ class LlamaModel:
             blocks = cache.view(2, -1, (width // num_blocks) * kv_heads * dim)
             kv = blocks.index_select(1, d.block_ids.view(-1))
             kv = kv.view(2, rows, width, kv_heads, dim).transpose(2, 3)
-            query = q[d.token_index].view(rows, kv_heads, groups, dim)
+            end = d.token_start + rows
+            query = q[d.token_start : end].view(rows, kv_heads, groups, dim)
             attended = F.scaled_dot_product_attention(
                 query, kv[0], kv[1], attn_mask=d.mask, scale=scale
             )
-            out[d.token_index] = attended.reshape(rows, c.num_attention_heads, dim)
+            out[d.token_start : end] = attended.reshape(rows, c.num_attention_heads, dim)
         for p in batch.prefills:
             n = p.num_tokens
             kv = cache.index_select(1, p.gather_slots).transpose(1, 2)
