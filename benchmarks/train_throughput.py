@@ -8,7 +8,9 @@ Both use the same torch thread count (`--threads`, 1 by default: on a machine wh
 processes also use, a team of OpenMP threads stalls whenever one member is descheduled, and the
 figures then measure the neighbours rather than the runtime). The runtime is
 timed from its `start` event to its `done` event, which includes its checkpoint writes and its
-final validation; the bare loop gets two untimed warm-up steps the runtime does not.
+final validation; the bare loop gets two untimed warm-up steps the runtime does not. The bare
+loop runs with the allocator settings the runtime applies to itself (`keep_freed_memory`), so
+the ratio measures the runtime's own work (data, metrics, checkpoints), not glibc's defaults.
 
 MFU counts 6 FLOPs per matmul weight per token plus attention (`ModelConfig.flops_per_token`)
 against an fp32 matmul peak measured at start the way the runtime measures an unknown CPU. The
@@ -35,6 +37,7 @@ import torch
 
 from rainier.train.config import build_config
 from rainier.train.data import stdlib_sample
+from rainier.train.loop import keep_freed_memory
 from rainier.train.metrics import measure_matmul_tflops
 from rainier.train.model import Transformer, lm_loss
 from rainier.train.optim import adamw
@@ -181,6 +184,7 @@ def main() -> None:
         help="torch threads of the runtime, the bare loop and the peak measurement (default 1)",
     )
     args = p.parse_args()
+    keep_freed_memory()
     torch.set_num_threads(args.threads)
     batch, seq = args.batch_size, args.seq_len
     cfg = build_config("tiny", overrides())

@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rainier.train.config import PRESETS, build_config
 from rainier.train.model import Transformer, lm_loss
@@ -76,6 +77,58 @@ def test_a_few_steps_fit_a_fixed_batch() -> None:
     assert losses[-1] < losses[0] / 2
     decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert id(model.norm.weight) not in decayed and id(model.embed_tokens.weight) in decayed
+
+
+def reference_loss(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
+    """The same model in plain autograd ops, the way HF Llama writes it: the model's own
+    backward passes are written by hand and must agree with this one's."""
+    cfg = model.cfg
+    t, half = ids.shape[1] - 1, cfg.head_dim // 2
+    inv_freq = 1.0 / cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2).float() / cfg.head_dim)
+    angles = torch.outer(torch.arange(t).float(), inv_freq).repeat(1, 2)
+    cos, sin = angles.cos(), angles.sin()
+
+    def norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.norm_eps))
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        return x * cos + torch.cat((-x[..., half:], x[..., :half]), -1) * sin
+
+    x = model.embed_tokens(ids[:, :-1])
+    b = x.shape[0]
+    for layer in model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        h = norm(x, layer.input_layernorm.weight)
+        q, k, v = (
+            proj(h).view(b, t, -1, cfg.head_dim).transpose(1, 2)
+            for proj in (attn.q_proj, attn.k_proj, attn.v_proj)
+        )
+        repeat = cfg.n_heads // cfg.n_kv_heads
+        k, v = k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1)
+        y = F.scaled_dot_product_attention(rotate(q), rotate(k), v, is_causal=True)
+        x = x + attn.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+        h = norm(x, layer.post_attention_layernorm.weight)
+        x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+    logits = model.lm_head(norm(x, model.norm.weight))
+    return F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+
+
+@pytest.mark.parametrize("overrides", [[], ["n_kv_heads=4", "tie_embeddings=false"]])
+def test_hand_written_backward_passes_match_autograd(overrides: list[str]) -> None:
+    torch.manual_seed(0)
+    model = Transformer(build_config("tiny", overrides))
+    with torch.no_grad():  # norm gains away from 1, so that their gradients are tested too
+        for p in model.parameters():
+            if p.dim() == 1:
+                p += 0.1 * torch.randn_like(p)
+    ids = torch.randint(0, model.cfg.vocab_size, (3, 40))
+    loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected_loss = reference_loss(model, ids)
+    expected = torch.autograd.grad(expected_loss, list(model.parameters()))
+    assert loss.item() == pytest.approx(expected_loss.item(), abs=1e-5)
+    for (name, _), got, want in zip(model.named_parameters(), grads, expected, strict=True):
+        assert (got - want).abs().max() <= 1e-4 * want.abs().max(), name
 
 
 def test_schedule_warms_up_then_decays_to_its_floor() -> None:

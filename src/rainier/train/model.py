@@ -7,12 +7,15 @@ and rotary positions use the same half-split layout, so export is a rename, not 
 from __future__ import annotations
 
 import math
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rainier.train.config import ModelConfig
+
+Heads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -22,25 +25,92 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalise in fp32 even under autocast: the mean of squares loses too much in bf16.
+        return cast(torch.Tensor, _RMSNorm.apply(x, self.weight, self.eps))
+
+
+class _RMSNorm(torch.autograd.Function):
+    """RMSNorm with a hand-written backward.
+
+    Autograd through the plain formula spends most of the norm's time in `pow`'s backward
+    and in broadcasts it does not need; written out, the backward is a few plain passes over
+    the activations, half the time on a CPU. The forward normalises in fp32 even under
+    autocast: the mean of squares loses too much in bf16.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        r = torch.rsqrt(torch.mean(h * h, -1, keepdim=True).add_(eps))
+        ctx.save_for_backward(x, weight, r)
+        return weight * (h * r).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        x, weight, r = ctx.saved_tensors
+        n = x.float() * r
+        grad_weight = torch.sum((grad.float() * n).flatten(0, -2), 0).to(weight.dtype)
+        gn = grad.float() * weight.float()
+        dot = torch.mean(gn * n, -1, keepdim=True)
+        grad_x = gn.sub_(n.mul_(dot)).mul_(r)
+        return grad_x.to(x.dtype), grad_weight, None
 
 
 def rotary_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of each position's angles, one column per pair of rotated dimensions."""
     inv_freq = 1.0 / (
         cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
     )
-    freqs = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32), inv_freq)
-    angles = torch.cat((freqs, freqs), dim=-1)
+    angles = torch.outer(torch.arange(cfg.max_seq_len, dtype=torch.float32), inv_freq)
     return angles.cos(), angles.sin()
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor, sign: float
+) -> None:
+    """out = x rotated by the angles (sign 1) or back by them (sign -1), half-split layout:
+    dimension i pairs with i + head_dim / 2, as in HF Llama."""
     half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin, value=sign)
+
+
+class _Heads(torch.autograd.Function):
+    """The fused q/k/v projection's output as attention heads, q and k rotated.
+
+    Slicing q, k and v out of one tensor and rotating with `cat` costs autograd a zero-filled
+    gradient per slice and several more passes; here the backward writes each head's gradient
+    once, straight into the gradient of the fused projection.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # (b, t, heads, head_dim) -> (b, heads, t, head_dim), the layout attention takes.
+        all_heads = qkv.transpose(1, 2)
+        q_in, k_in = all_heads[:, :heads], all_heads[:, heads : heads + kv_heads]
+        q, k = q_in.new_empty(q_in.shape), k_in.new_empty(k_in.shape)
+        _rotate(q_in, cos, sin, q, 1.0)
+        _rotate(k_in, cos, sin, k, 1.0)
+        ctx.save_for_backward(cos, sin)
+        return q, k, all_heads[:, heads + kv_heads :].contiguous()
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None, None]:
+        cos, sin = ctx.saved_tensors
+        b, heads, t, d = grad_q.shape
+        kv_heads = grad_k.shape[1]
+        grad = grad_q.new_empty(b, t, heads + 2 * kv_heads, d)
+        all_heads = grad.transpose(1, 2)
+        _rotate(grad_q, cos, sin, all_heads[:, :heads], -1.0)
+        _rotate(grad_k, cos, sin, all_heads[:, heads : heads + kv_heads], -1.0)
+        all_heads[:, heads + kv_heads :].copy_(grad_v)
+        return grad, None, None, None, None
 
 
 class Attention(nn.Module):
@@ -53,15 +123,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """One matmul for q, k and v and one rotary pass for q and k together: on a CPU the
-        three narrow matmuls and the separate elementwise passes cost a fifth of a step. The
+        """One matmul for q, k and v, and their heads split and rotated in one function: on a
+        CPU three narrow matmuls and autograd's elementwise passes cost a fifth of a step. The
         weights stay three modules, so checkpoints and the HF export keep their names."""
         b, t, _ = x.shape
         heads, kv_heads = self.n_heads, self.n_kv_heads
         weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        qkv = F.linear(x, weight).view(b, t, heads + 2 * kv_heads, self.head_dim).transpose(1, 2)
-        qk = apply_rotary(qkv[:, : heads + kv_heads], cos, sin)
-        q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
+        qkv = F.linear(x, weight).view(b, t, heads + 2 * kv_heads, self.head_dim)
+        q, k, v = cast(Heads, _Heads.apply(qkv, cos, sin, heads, kv_heads))
         if self.n_kv_heads != self.n_heads:
             repeat = self.n_heads // self.n_kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
@@ -80,8 +149,30 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
-        gate, up = F.linear(x, weight).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(cast(torch.Tensor, _SwiGLU.apply(F.linear(x, weight))))
+
+
+class _SwiGLU(torch.autograd.Function):
+    """silu(gate) * up from the fused gate/up projection, whose backward writes both halves of
+    the gradient in place: through `chunk`, autograd concatenates them in one more copy."""
+
+    @staticmethod
+    def forward(ctx: Any, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate_up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        gate_up, act = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, act, out=grad_up)
+        torch.mul(grad, up, out=grad_gate)
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        return grad_gate_up
 
 
 class Block(nn.Module):
@@ -137,4 +228,26 @@ class Transformer(nn.Module):
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    """Mean next-token cross-entropy, computed in fp32."""
+    return cast(torch.Tensor, _CrossEntropy.apply(logits.float().flatten(0, 1), targets.flatten()))
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Cross-entropy whose backward is softmax minus one-hot, in place over the saved
+    log-probabilities' exponent: `F.cross_entropy` first zero-fills a logits-sized gradient,
+    scatters into it and then makes two more passes, over the largest activation of a small
+    model's step."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.log_softmax(logits, -1)
+        ctx.save_for_backward(log_probs, targets)
+        return -log_probs.gather(1, targets[:, None]).mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        log_probs, targets = ctx.saved_tensors
+        scale = grad / targets.numel()
+        grad_logits = torch.exp(log_probs).mul_(scale)
+        grad_logits.scatter_add_(1, targets[:, None], (-scale).expand(targets.numel(), 1))
+        return grad_logits, None
