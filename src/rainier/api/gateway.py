@@ -649,7 +649,8 @@ class Gateway:
         metered: Metered,
         wants_usage: bool,
     ) -> AsyncGenerator[bytes, None]:
-        """Passes server-sent events through one by one, as the bytes they came in; only an
+        """Passes server-sent events through as the bytes they came in, as soon as each is
+        complete; the events that arrived together leave together, in one write. Only an
         event that carries usage is parsed: it is metered, and kept only when the client
         asked for it."""
         recorded = False
@@ -657,11 +658,11 @@ class Gateway:
             pending = b""
             async for chunk in upstream.chunks():
                 pending = pending + chunk if pending else chunk
-                start = 0
+                start, ready = 0, []
                 while (end := _EVENT_END.search(pending, start)) is not None:
                     event, start = pending[start : end.end()], end.end()
                     if b'"usage"' not in event:
-                        yield event
+                        ready.append(event)
                         continue
                     lines = event.decode().rstrip("\r\n").splitlines()
                     usage, keep = _usage_event(lines, wants_usage)
@@ -669,7 +670,9 @@ class Gateway:
                         recorded = True
                         self.record(metered, usage, endpoint)
                     if keep is not None:
-                        yield ("\n".join(keep) + "\n\n").encode()
+                        ready.append(("\n".join(keep) + "\n\n").encode())
+                if ready:
+                    yield ready[0] if len(ready) == 1 else b"".join(ready)
                 pending = pending[start:]
             if pending.strip():
                 yield pending + b"\n\n"

@@ -193,7 +193,9 @@ def create_app(
                 return sse(data)
 
             async def stream() -> AsyncIterator[str]:
-                completion_tokens, cached = 0, 0
+                """Events that are ready together (a choice's last text and its end, the usage
+                and `[DONE]`) are written together."""
+                completion_tokens, cached, tail = 0, 0, ""
                 offsets = [len(echoes[c.prompt_index]) for c in choices]
                 try:
                     for c in choices:
@@ -223,12 +225,12 @@ def create_app(
                         )
                         yield event([choice])
                     if include_usage:
-                        yield event([], usage(prompt_tokens, completion_tokens, cached))
+                        tail = event([], usage(prompt_tokens, completion_tokens, cached))
                 except APIError as exc:
-                    yield sse(exc.body())
+                    tail = sse(exc.body())
                 finally:
                     fanout.abort()
-                yield sse("[DONE]")
+                yield tail + sse("[DONE]")
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
@@ -295,7 +297,9 @@ def create_app(
                 return sse(data)
 
             async def stream() -> AsyncIterator[str]:
-                completion_tokens, cached = 0, 0
+                """Events that are ready together (a choice's last text and its end, the usage
+                and `[DONE]`) are written together."""
+                completion_tokens, cached, tail = 0, 0, ""
                 try:
                     for c in choices:
                         role = ChatDelta(role="assistant", content="")
@@ -304,23 +308,26 @@ def create_app(
                         lp = (
                             chat_logprobs(tokenizer, out.logprobs) if logprobs is not None else None
                         )
+                        events = ""
                         if out.text or lp:
                             delta = ChatDelta(content=out.text)
-                            yield chunk([ChatChunkChoice(index=i, delta=delta, logprobs=lp)])
+                            events = chunk([ChatChunkChoice(index=i, delta=delta, logprobs=lp)])
                         if out.finished:
                             completion_tokens += out.num_output_tokens
                             cached += out.num_cached_tokens if i == 0 else 0
                             end = ChatChunkChoice(
                                 index=i, delta=ChatDelta(), finish_reason=out.finish_reason
                             )
-                            yield chunk([end])
+                            events += chunk([end])
+                        if events:
+                            yield events
                     if include_usage:
-                        yield chunk([], usage(len(prompt_ids), completion_tokens, cached))
+                        tail = chunk([], usage(len(prompt_ids), completion_tokens, cached))
                 except APIError as exc:
-                    yield sse(exc.body())
+                    tail = sse(exc.body())
                 finally:
                     fanout.abort()
-                yield sse("[DONE]")
+                yield tail + sse("[DONE]")
 
             return StreamingResponse(stream(), media_type="text/event-stream")
 
