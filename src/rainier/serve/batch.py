@@ -41,11 +41,12 @@ class DecodeGroup:
 
 @dataclass(frozen=True)
 class PrefillChunk:
-    """A run of several query tokens of one sequence, attended causally against its context."""
+    """A run of several query tokens of one sequence, attended causally against its context,
+    which is read whole blocks at a time (`block_ids`) and cut to the mask's width."""
 
     token_start: int
     num_tokens: int
-    gather_slots: torch.Tensor
+    block_ids: torch.Tensor
     mask: torch.Tensor
 
 
@@ -57,6 +58,7 @@ class BatchInput:
     decodes: list[DecodeGroup]
     prefills: list[PrefillChunk]
     logits_index: torch.Tensor
+    block_size: int
 
     @property
     def num_tokens(self) -> int:
@@ -143,7 +145,9 @@ def build_batch(
             PrefillChunk(
                 token_start=first,
                 num_tokens=n,
-                gather_slots=context.to(device),
+                block_ids=torch.tensor(
+                    chunk.block_table[: -(-end // block_size)], dtype=torch.long, device=device
+                ),
                 mask=_additive(key_pos[None, :] <= query_pos[:, None], dtype, device),
             )
         )
@@ -155,4 +159,5 @@ def build_batch(
         decodes=groups,
         prefills=prefill_chunks,
         logits_index=torch.tensor(logits_index, dtype=torch.long, device=device),
+        block_size=block_size,
     )

@@ -179,6 +179,8 @@ class LlamaModel:
         cos = self.cos[batch.positions][:, None, :]
         sin = self.sin[batch.positions][:, None, :]
         hidden = self.embed[batch.token_ids]
+        groups = heads // kv_heads
+        prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
         for layer_index, layer in enumerate(self.layers):
             x = self._rms_norm(hidden, layer.input_norm)
             qkv = F.linear(x, layer.qkv_proj, layer.qkv_bias).view(n, -1, c.head_dim)
@@ -187,7 +189,7 @@ class LlamaModel:
             cache = kv_cache[layer_index]
             cache[0].index_copy_(0, batch.slot_mapping, k)
             cache[1].index_copy_(0, batch.slot_mapping, v)
-            attn = self._attention(q, cache, batch)
+            attn = self._attention(q, cache, batch, prefill_masks)
             hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
             x = self._rms_norm(hidden, layer.post_norm)
             gate, up = F.linear(x, layer.gate_up_proj).chunk(2, dim=-1)
@@ -195,20 +197,28 @@ class LlamaModel:
         last = self._rms_norm(hidden[batch.logits_index], self.norm)
         return F.linear(last, self.lm_head).float()
 
-    def _attention(self, q: torch.Tensor, cache: torch.Tensor, batch: BatchInput) -> torch.Tensor:
+    def _attention(
+        self,
+        q: torch.Tensor,
+        cache: torch.Tensor,
+        batch: BatchInput,
+        prefill_masks: list[torch.Tensor],
+    ) -> torch.Tensor:
         """Grouped-query attention without copying keys per query head: the query heads sharing
         a KV head are stacked along the query axis, so each KV head is read once for its whole
-        group. Keys and values are gathered together with `index_select` over whole blocks (or
-        slots), which is several times cheaper than advanced indexing on a CPU."""
+        group. Keys and values are gathered together with `index_select` over whole blocks,
+        which is several times cheaper than advanced indexing or slot-by-slot gathers on a CPU.
+        `prefill_masks` are the prefills' masks repeated for the stacked query heads."""
         c = self.config
+        block_size = batch.block_size
         kv_heads, dim = c.num_key_value_heads, c.head_dim
         groups = c.num_attention_heads // kv_heads
         scale = 1.0 / math.sqrt(dim)
         out = torch.empty_like(q)
         for d in batch.decodes:
-            rows, num_blocks = d.block_ids.shape
+            rows = d.block_ids.shape[0]
             width = d.mask.shape[-1]
-            blocks = cache.view(2, -1, (width // num_blocks) * kv_heads * dim)
+            blocks = cache.view(2, -1, block_size * kv_heads * dim)
             kv = blocks.index_select(1, d.block_ids.view(-1))
             kv = kv.view(2, rows, width, kv_heads, dim).transpose(2, 3)
             end = d.token_start + rows
@@ -217,13 +227,15 @@ class LlamaModel:
                 query, kv[0], kv[1], attn_mask=d.mask, scale=scale
             )
             out[d.token_start : end] = attended.reshape(rows, c.num_attention_heads, dim)
-        for p in batch.prefills:
-            n = p.num_tokens
-            kv = cache.index_select(1, p.gather_slots).transpose(1, 2)
+        for p, mask in zip(batch.prefills, prefill_masks, strict=True):
+            n, width = p.num_tokens, p.mask.shape[-1]
+            blocks = cache.view(2, -1, block_size * kv_heads * dim)
+            kv = blocks.index_select(1, p.block_ids).view(2, -1, kv_heads, dim)[:, :width]
+            kv = kv.transpose(1, 2)
             query = q[p.token_start : p.token_start + n].view(n, kv_heads, groups, dim)
             query = query.permute(1, 2, 0, 3).reshape(kv_heads, groups * n, dim)
             attended = F.scaled_dot_product_attention(
-                query, kv[0], kv[1], attn_mask=p.mask.repeat(groups, 1), scale=scale
+                query, kv[0], kv[1], attn_mask=mask, scale=scale
             )
             attended = attended.view(kv_heads, groups, n, dim).permute(2, 0, 1, 3)
             out[p.token_start : p.token_start + n] = attended.reshape(n, c.num_attention_heads, dim)
