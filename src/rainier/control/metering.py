@@ -212,9 +212,9 @@ def _sqlite_row(line: UsageLine, micros: dict[str, int]) -> tuple[Any, ...]:
 
 def _ingest_sqlite(conn: Connection, lines: Iterable[UsageLine]) -> None:
     """One executemany over a generator: no per-row Python beyond making the values. The page
-    cache is widened for the load, so that the key index (random inserts) and the pages the
-    transaction dirtied stay in memory until the commit writes them once instead of spilling
-    them to the WAL again and again; the connection goes back to the pool as it came."""
+    cache is widened for the load, so that the pages the transaction dirtied stay in memory
+    until the commit writes them once instead of spilling them to the WAL again and again;
+    the connection goes back to the pool as it came."""
     raw: Any = conn.connection.driver_connection
     cursor = raw.cursor()
     try:
@@ -289,10 +289,14 @@ def select_lines(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Any:
-    """Lines by the indexed columns: a contract or a tenant, period start in [since, until)."""
+    """Lines by the indexed columns: a contract or a tenant, period start in [since, until).
+    The index leads with the tenant, so a contract given without its tenant has the tenant
+    looked up (every line of a contract is its tenant's, see `charges`)."""
     query = select(*(_LINES.c[name] for name in LINE_FIELDS))
     if contract is not None:
         query = query.where(_LINES.c.contract == contract)
+        if tenant is None:
+            query = query.where(_LINES.c.tenant == _tenant_of(contract))
     if tenant is not None:
         query = query.where(_LINES.c.tenant == tenant)
     if since is not None:
@@ -300,6 +304,20 @@ def select_lines(
     if until is not None:
         query = query.where(_LINES.c.period_start < until)
     return query.order_by(_LINES.c.period_start, _LINES.c.key)
+
+
+def _tenant_of(contract: str) -> Any:
+    return (
+        select(Tenant.name)
+        .join(Contract, Contract.tenant_id == Tenant.id)
+        .where(Contract.name == contract)
+        .scalar_subquery()
+    )
+
+
+def _of_contract(terms: ContractTerms) -> Any:
+    """The lines of the contract, by the index: its tenant's, then the contract."""
+    return and_(_LINES.c.tenant == terms.tenant, _LINES.c.contract == terms.contract)
 
 
 def iter_lines(s: Session, query: Any) -> Iterator[UsageLine]:
@@ -311,7 +329,7 @@ def _draws_down(terms: ContractTerms) -> Any:
     """`rainier.metering.draws_down` as a WHERE clause."""
     c = _LINES.c
     return and_(
-        c.contract == terms.contract,
+        _of_contract(terms),
         c.kind != "true_up",
         not_(and_(c.kind == "correction", c.corrects_kind == "true_up")),
         c.period_start >= terms.start,
@@ -332,7 +350,9 @@ def stored_statement(s: Session, terms: ContractTerms, year: int, month: int) ->
     """`monthly_statement` over only that month's lines of the contract (one index range), with
     what was drawn before the month summed by the database."""
     start, end = month_bounds(year, month)
-    lines = iter_lines(s, select_lines(contract=terms.contract, since=start, until=end))
+    lines = iter_lines(
+        s, select_lines(contract=terms.contract, tenant=terms.tenant, since=start, until=end)
+    )
     st = monthly_statement(terms, lines, year, month)
     before = drawn_usd(s, terms, before=start)
     return replace(
@@ -633,7 +653,7 @@ class Metering:
             for a, b in periods:
                 used = s.scalar(
                     select(func.sum(c.quantity)).where(
-                        c.contract == terms.contract,
+                        _of_contract(terms),
                         c.sku == flavor,
                         c.period_start >= a,
                         c.period_start < b,
@@ -647,9 +667,9 @@ class Metering:
                 prior = list(
                     iter_lines(
                         s,
-                        select_lines(contract=terms.contract, since=a, until=b).where(
-                            c.source == f"reservation:{flavor}", c.period_end == b
-                        ),
+                        select_lines(
+                            contract=terms.contract, tenant=terms.tenant, since=a, until=b
+                        ).where(c.source == f"reservation:{flavor}", c.period_end == b),
                     )
                 )
                 line = settle_reservation(terms, flavor, (a, b), prices, Decimal(used or 0), prior)
@@ -666,7 +686,7 @@ class Metering:
     def _true_up(self, terms: ContractTerms, now: datetime) -> None:
         with self.store.write() as s:
             prices = self.prices(s)
-            lines = iter_lines(s, select_lines(contract=terms.contract))
+            lines = iter_lines(s, select_lines(contract=terms.contract, tenant=terms.tenant))
             line = true_up(terms, lines, max(now, terms.end), prices)
             insert_lines(s, [line] if line is not None else [])
             s.add(MeteringCursor(name=f"true_up:{terms.contract}", at=now))
@@ -715,7 +735,7 @@ class Metering:
                 c = _LINES.c
                 month_spent = s.scalar(
                     select(func.sum(c.amount_usd)).where(
-                        c.contract == terms.contract,
+                        _of_contract(terms),
                         c.kind != "true_up",
                         c.period_start >= start,
                         c.period_start < end,

@@ -1,6 +1,6 @@
 """initial schema
 
-Revision ID: f5950ad227d2
+Revision ID: 90d9c4db41d7
 Revises: 
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 import rainier.store.tables
 
 
-revision: str = 'f5950ad227d2'
+revision: str = '90d9c4db41d7'
 down_revision: str | None = None
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
@@ -155,8 +155,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key', name=op.f('pk_usage_lines'))
     )
     with op.batch_alter_table('usage_lines', schema=None) as batch_op:
-        batch_op.create_index('ix_usage_lines_contract_start', ['contract', 'period_start'], unique=False)
-        batch_op.create_index('ix_usage_lines_tenant_start', ['tenant', 'period_start'], unique=False)
+        batch_op.create_index('ix_usage_lines_tenant_start_contract', ['tenant', 'period_start', 'contract'], unique=False)
 
     op.create_table('api_keys',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -335,8 +334,7 @@ def downgrade() -> None:
 
     op.drop_table('api_keys')
     with op.batch_alter_table('usage_lines', schema=None) as batch_op:
-        batch_op.drop_index('ix_usage_lines_tenant_start')
-        batch_op.drop_index('ix_usage_lines_contract_start')
+        batch_op.drop_index('ix_usage_lines_tenant_start_contract')
 
     op.drop_table('usage_lines')
     with op.batch_alter_table('token_usage', schema=None) as batch_op:
