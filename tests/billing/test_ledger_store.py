@@ -18,8 +18,10 @@ from rainier.control.metering import (
     drawn_usd,
     ingest_lines,
     insert_lines,
+    iter_lines,
     record_tokens,
     row_line,
+    select_lines,
 )
 from rainier.metering import (
     ContractTerms,
@@ -102,6 +104,46 @@ def test_lines_round_trip_exactly_and_inserts_are_idempotent(store: Store) -> No
     with store.read() as s:
         for terms in contracts:
             assert drawn_usd(s, terms) == committed_spend(terms, lines)
+
+
+def test_lines_are_found_by_contract_alone_and_by_tenant(store: Store) -> None:
+    """The one index leads with the tenant: a query by contract alone finds the tenant from the
+    contract's row, and neither way picks up another tenant's lines."""
+    a = add_contract(store, "acme", "acme-2026")
+    b = add_contract(store, "bolt", "bolt-2026")
+    lines = [
+        line
+        for terms in (a, b)
+        for h in range(3)
+        for line in charge_interval(
+            TaskInterval(
+                tenant=terms.tenant,
+                contract=terms.contract,
+                job_id="j1",
+                task_id="t0",
+                flavor="h200",
+                chips=2,
+                start=T0 + timedelta(hours=h),
+                end=T0 + timedelta(hours=h + 1),
+            ),
+            terms,
+            default_price_book(),
+        )
+    ]
+    ingest_lines(store, lines)
+    with store.read() as s:
+        for terms in (a, b):
+            mine = sorted(
+                (line for line in lines if line.contract == terms.contract),
+                key=lambda line: (line.period_start, line.key),
+            )
+            assert list(iter_lines(s, select_lines(contract=terms.contract))) == mine
+            assert list(iter_lines(s, select_lines(tenant=terms.tenant))) == mine
+            since, until = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+            assert list(
+                iter_lines(s, select_lines(contract=terms.contract, since=since, until=until))
+            ) == [line for line in mine if since <= line.period_start < until]
+        assert list(iter_lines(s, select_lines(contract="nobody's"))) == []
 
 
 def test_bulk_ingest_stores_corrections_and_skips_what_is_stored(store: Store) -> None:

@@ -239,6 +239,18 @@ def test_keys_are_equal_exactly_when_source_period_and_kind_are(
     assert key(a) == key(a)
 
 
+def test_keys_lead_with_the_period_start_so_later_usage_sorts_later() -> None:
+    def key(start: datetime) -> str:
+        return idempotency_key("c1", "task:j/t", "chip_seconds", start, start + timedelta(hours=1))
+
+    hours = [key(START + timedelta(hours=h)) for h in range(48)]
+    assert hours == sorted(hours)
+    assert all(len(k) == 40 and int(k, 16) >= 0 for k in hours)
+    assert hours[0][:8] == f"{int(START.timestamp()):08x}"
+    same_second = key(START + timedelta(microseconds=1))
+    assert same_second[:8] == hours[0][:8] and same_second != hours[0]
+
+
 def test_a_correction_is_a_new_line_that_names_the_original() -> None:
     (line,) = charge_interval(task(1, START, START + timedelta(minutes=30)), terms(), PRICES)
     undo = correction(line, quantity=-line.quantity, reason="node was lost", revision=0)
