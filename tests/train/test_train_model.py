@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from rainier.train.config import PRESETS, build_config
-from rainier.train.model import Transformer, lm_loss
+from rainier.train.model import Transformer, causal_attention, lm_loss
 from rainier.train.optim import Schedule, adamw
 
 
@@ -121,7 +121,7 @@ def test_hand_written_backward_passes_match_autograd(overrides: list[str]) -> No
         for p in model.parameters():
             if p.dim() == 1:
                 p += 0.1 * torch.randn_like(p)
-    ids = torch.randint(0, model.cfg.vocab_size, (3, 40))
+    ids = torch.randint(0, model.cfg.vocab_size, (2, 151))  # three blocks of attention rows
     loss = lm_loss(model(ids[:, :-1]), ids[:, 1:])
     grads = torch.autograd.grad(loss, list(model.parameters()))
     expected_loss = reference_loss(model, ids)
@@ -129,6 +129,20 @@ def test_hand_written_backward_passes_match_autograd(overrides: list[str]) -> No
     assert loss.item() == pytest.approx(expected_loss.item(), abs=1e-5)
     for (name, _), got, want in zip(model.named_parameters(), grads, expected, strict=True):
         assert (got - want).abs().max() <= 1e-4 * want.abs().max(), name
+
+
+@pytest.mark.parametrize("seq", [1, 63, 64, 65, 200])
+def test_blocked_attention_matches_the_fused_kernel(seq: int) -> None:
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, seq, 16, dtype=torch.float64, requires_grad=True) for _ in "qkv")
+    out = causal_attention(q, k, v)
+    expected = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, (q, k, v), grad)
+    want = torch.autograd.grad(expected, (q, k, v), grad)
+    assert (out - expected).abs().max() < 1e-12
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() < 1e-12
 
 
 def test_schedule_warms_up_then_decays_to_its_floor() -> None:
