@@ -11,7 +11,7 @@ import pytest
 
 from rainier.cli.client import Client
 
-from .conftest import Cloud, written
+from .conftest import Cloud, wait_until, written
 
 
 def usage_of(client: Client, deployment: str, cloud: Cloud) -> dict[str, dict[str, Any]]:
@@ -179,3 +179,43 @@ def test_replicas_are_jobs_running_the_serving_runtime(
         flags = dict(zip(command[5::2], command[6::2], strict=False))
         assert flags["--port"] == "0" and flags["--served-model-name"] == "chat"
         assert job["spec"]["max_restarts"] >= 10 and job["priority"] == 50
+
+
+def test_client_gone_mid_stream_aborts_the_replicas_request(
+    cloud: Cloud, acme: Client, chat: dict[str, Any]
+) -> None:
+    gateway = cloud.server.app.state.gateway
+    body = {
+        "model": "chat",
+        "prompt": "a long answer",
+        "max_tokens": 200,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {acme.key}"}
+    replicas = [r["url"] for r in acme.get("/api/v1/deployments/chat")["replica_list"] if r["url"]]
+
+    def aborted() -> float:
+        name = 'rainier_serve_requests_finished_total{finish_reason="abort"}'
+        total = 0.0
+        for url in replicas:
+            for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+                if line.startswith(name + " "):
+                    total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    before = aborted()
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{cloud.url}/v1/completions", json=body, headers=headers) as stream,
+    ):
+        lines = stream.iter_lines()
+        first = [line for _, line in zip(range(3), lines, strict=False)]
+    assert any(line.startswith("data: {") for line in first)
+
+    def dropped() -> bool:
+        loads = [httpx.get(url + "/load", timeout=5).json() for url in replicas]
+        idle = not gateway.inflight and all(load["running"] == 0 for load in loads)
+        return idle and aborted() > before
+
+    wait_until(dropped, 30, "the replica to abort the abandoned stream")

@@ -31,15 +31,16 @@ import math
 import os
 import random
 import re
+import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +50,7 @@ from rainier.api.auth import Authenticator, Principal
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.control.deployments import MODEL_ENV
 from rainier.spec import DeploymentSpec
+from rainier.sse import EventStreamResponse
 from rainier.store.db import Store
 from rainier.store.tables import (
     Deployment,
@@ -215,6 +217,58 @@ class Metered:
     admission: Admission
 
 
+class UsageWriter:
+    """Writes metered usage on a thread of its own, one transaction per turn: what arrives
+    while a write is under way goes into the next, so under load writes grow rather than queue
+    up. The event loop only appends and notifies; nothing comes back to it, so a request costs
+    the loop no thread-pool hop and no wake-up of its own."""
+
+    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
+        self._write = write
+        self._rows: list[dict[str, Any]] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self.pending = 0
+        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, row: dict[str, Any]) -> None:
+        with self._ready:
+            self._rows.append(row)
+            self.pending += 1
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Writes what is queued, then stops."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._rows and not self._closed:
+                    self._ready.wait()
+                rows, self._rows = self._rows, []
+                if not rows:
+                    return
+            try:
+                self._write(rows)
+            except Exception:
+                for row in rows:
+                    log.exception(
+                        "cannot record token usage of request %s (%s): %s in, %s out",
+                        row["request_id"],
+                        row["deployment"],
+                        row["input_tokens"],
+                        row["output_tokens"],
+                    )
+            finally:
+                with self._ready:
+                    self.pending -= len(rows)
+
+
 class Gateway:
     """One per server; its state (in-flight counts, rate buckets) lives in this process."""
 
@@ -228,14 +282,16 @@ class Gateway:
         self.buckets: dict[str, TokenBucket] = {}
         self.key_buckets: dict[str, KeyBuckets] = {}
         self._targets: dict[tuple[str, str], tuple[float, Target]] = {}
-        self._unwritten: list[dict[str, Any]] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.pending_records = 0
+        self.usage_writer = UsageWriter(self._write)
 
     async def close(self) -> None:
-        while self._writer is not None and not self._writer.done():
-            await self._writer
+        await asyncio.to_thread(self.usage_writer.close)
         self.upstream.close()
+
+    @property
+    def pending_records(self) -> int:
+        """Metered requests not yet written."""
+        return self.usage_writer.pending
 
     def forget_targets(self) -> None:
         """Drops the cached deployments (after one is applied or deleted)."""
@@ -484,25 +540,6 @@ class Gateway:
         for row in rows:  # one request id already recorded: write the others one by one
             self._write([row])
 
-    async def _drain(self) -> None:
-        """Writes what was metered, in one transaction per turn: what arrives while a write
-        is under way goes into the next, so under load writes grow rather than queue up."""
-        while self._unwritten:
-            rows, self._unwritten = self._unwritten, []
-            try:
-                await run_in_threadpool(self._write, rows)
-            except Exception:
-                for row in rows:
-                    log.exception(
-                        "cannot record token usage of request %s (%s): %s in, %s out",
-                        row["request_id"],
-                        row["deployment"],
-                        row["input_tokens"],
-                        row["output_tokens"],
-                    )
-            finally:
-                self.pending_records -= len(rows)
-
     def record(self, metered: Metered, usage: Any, endpoint: Endpoint) -> None:
         """Meters an answered request. The write happens after the answer, off its path (a
         database commit per request would be most of the gateway's latency); a failed write
@@ -514,7 +551,7 @@ class Gateway:
         completion = int(usage.get("completion_tokens") or 0)
         self.settle(metered.admission, prompt + completion)
         t = metered.target
-        self._unwritten.append(
+        self.usage_writer.put(
             {
                 "request_id": metered.request_id,
                 "tenant_id": t.tenant_id,
@@ -526,9 +563,6 @@ class Gateway:
                 "at": utcnow(),
             }
         )
-        self.pending_records += 1
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain())
 
     # -- proxying --------------------------------------------------------------------------
 
@@ -605,9 +639,8 @@ class Gateway:
                 raise
             headers = {"x-request-id": metered.request_id, **limit_headers}
             if relay:
-                return StreamingResponse(
+                return EventStreamResponse(
                     self._relay(upstream, endpoint, metered, wants_usage),
-                    media_type="text/event-stream",
                     headers={**headers, "cache-control": "no-cache"},
                 )
             self._release(endpoint, upstream)

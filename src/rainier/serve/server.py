@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from rainier.serve.async_engine import AsyncEngine, EngineClient
@@ -40,6 +40,7 @@ from rainier.serve.protocol import (
     Usage,
 )
 from rainier.serve.sampling import SamplingParams
+from rainier.sse import EventStreamResponse
 
 CLIENT_CLOSED_REQUEST = 499
 
@@ -232,7 +233,7 @@ def create_app(
                     fanout.abort()
                 yield tail + sse("[DONE]")
 
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            return EventStreamResponse(stream())
 
         done = await fanout.collect(request, choices)
         if done is None:
@@ -329,7 +330,7 @@ def create_app(
                     fanout.abort()
                 yield tail + sse("[DONE]")
 
-            return StreamingResponse(stream(), media_type="text/event-stream")
+            return EventStreamResponse(stream())
 
         done = await fanout.collect(request, choices)
         if done is None:
