@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from trainkit import free_port
 from rainier.train import checkpoint
 from rainier.train.config import PRESETS
 from rainier.train.env import RunEnv
-from rainier.train.loop import EXIT_DIVERGED, EXIT_OK, TrainArgs, train
+from rainier.train.loop import EXIT_DIVERGED, EXIT_OK, TrainArgs, keep_freed_memory, train
 
 
 def args_for(corpus: Path, data_cache: Path, tmp_path: Path, **changes: object) -> TrainArgs:
@@ -70,3 +72,15 @@ def test_an_unreachable_control_plane_costs_the_run_nothing(
     assert exported["registered"] is False and (export_dir / "model.safetensors").is_file()
     (unposted,) = [r for r in lines if r.get("event") == "metrics_not_posted"]
     assert unposted["count"] == 4
+
+
+def test_allocator_settings_leave_a_users_malloc_choice_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    applied = keep_freed_memory()  # glibc's mallopt accepts both thresholds
+    assert applied is True or not sys.platform.startswith("linux")
