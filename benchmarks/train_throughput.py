@@ -37,9 +37,9 @@ from typing import Any
 
 import torch
 
+from rainier.allocator import keep_freed_memory
 from rainier.train.config import build_config
 from rainier.train.data import stdlib_sample
-from rainier.train.loop import keep_freed_memory
 from rainier.train.metrics import measure_matmul_tflops
 from rainier.train.model import Transformer, lm_loss
 from rainier.train.optim import adamw

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import uvicorn
 
+from rainier.allocator import keep_freed_memory
 from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine == "process":
             engine = ProcessEngine.launch(model_dir, config, args.torch_threads)
         else:
+            keep_freed_memory()
             engine = LLMEngine.from_model_dir(model_dir, config)
     except (ModelFormatError, ValueError, OSError, EngineStartError) as exc:
         print(f"rainier.serve: {exc}", file=sys.stderr)

@@ -22,6 +22,7 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from rainier.allocator import keep_freed_memory
 from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, GenerationDefaults, ModelConfig
 from rainier.serve.engine_core import EngineCore, EngineMessage, Shutdown, StepResult, run_core
@@ -48,6 +49,7 @@ def _core_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level)
+    keep_freed_memory()
     import torch
 
     from rainier.serve.config import ModelFormatError

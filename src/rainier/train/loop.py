@@ -11,7 +11,6 @@ Anything else is a crash.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import signal
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from rainier.allocator import keep_freed_memory
 from rainier.train import checkpoint, data, distributed
 from rainier.train.config import ModelConfig
 from rainier.train.env import RunEnv
@@ -115,29 +115,6 @@ class Hold:
         if (where, step) == (self.where, self.step):
             print(f'{{"event": "hold", "at": "{where}", "step": {step}}}', flush=True)
             sys.stdin.readline()
-
-
-def keep_freed_memory() -> bool:
-    """Let glibc keep the memory a training step frees, for the next step to reuse.
-
-    By default glibc serves every allocation over 128 KiB with a fresh mmap and hands the top
-    of the heap back to the kernel once 128 KiB of it is free. A step allocates and frees the
-    same activations and gradients every time, so each step faults all of them in again, page
-    by page and zero-filled: thousands of page faults a step, several percent of a small
-    model's step on a CPU. With these thresholds the heap keeps them and a steady step takes
-    next to no page faults. The peak memory is the same; only returning it to the kernel
-    between steps stops. A `MALLOC_*` setting in the environment is the user's choice and is
-    left alone, and so is any libc without `mallopt`. True when the settings were applied.
-    """
-    if not sys.platform.startswith("linux") or any(k.startswith("MALLOC_") for k in os.environ):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    # 32 MiB is glibc's largest mmap threshold on 64-bit; the heap above it is kept, up to 1 GiB.
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
 
 
 def train(args: TrainArgs, env: RunEnv) -> int:
