@@ -9,7 +9,9 @@ lengths exponential (long-tailed, as chat traffic is), both clipped.
 2. Engine, measured at the client over streaming HTTP straight to the replica:
    max-concurrency mode (`--concurrency`, 32) for the headline figures, then Poisson arrivals
    at `--rate` requests/s. Per request: TTFT, TPOT ((latency - TTFT) / (tokens - 1)) and the
-   gaps between streamed chunks (ITL); per run: requests/s and output tokens/s.
+   gaps between streamed chunks (ITL); per run: requests/s and output tokens/s. The client
+   shares the machine with what it measures, so it is a lean one, as vLLM's (aiohttp) is:
+   keep-alive HTTP/1.1 on `httptools` and uvloop (the gateway's own upstream client).
 3. Gateway: the same short requests sent in turn straight to the replica and through the
    control plane's `/v1` (auth, routing, metering, streaming); `gateway_overhead_p50_ms` is
    the p50 of the gateway's latencies minus the p50 of the direct ones;
@@ -46,7 +48,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import uvloop
 
+from rainier.api.upstream import UpstreamError, UpstreamPool
 from rainier.serve.tiny_model import build_tiny_llama
 
 
@@ -89,7 +93,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def one(
-    http: httpx.AsyncClient, url: str, model: str, req: Req, headers: dict[str, str]
+    pool: UpstreamPool, url: str, model: str, req: Req, headers: dict[str, str]
 ) -> Result:
     body = {
         "model": model,
@@ -104,26 +108,37 @@ async def one(
     start = time.perf_counter()
     last = start
     try:
-        async with http.stream(
-            "POST", url + "/v1/completions", json=body, headers=headers
-        ) as response:
-            if response.status_code != 200:
-                result.error = f"{response.status_code}: {(await response.aread())[:200]!r}"
+        response = await pool.request(
+            "POST",
+            url,
+            "/v1/completions",
+            json.dumps(body).encode(),
+            {"content-type": "application/json", **headers},
+        )
+        try:
+            if response.status != 200:
+                result.error = f"{response.status}: {(await response.read())[:200]!r}"
                 return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data:") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[5:])
+            pending = b""
+            async for piece in response.chunks():
+                pending += piece
+                *events, pending = pending.split(b"\n\n")
                 now = time.perf_counter()
-                if chunk.get("choices"):
-                    if result.ttft == 0.0:
-                        result.ttft = now - start
-                    else:
-                        result.itl.append(now - last)
-                    last = now
-                if chunk.get("usage"):
-                    result.output_tokens = int(chunk["usage"]["completion_tokens"])
-    except httpx.HTTPError as exc:
+                for event in events:
+                    if not event.startswith(b"data: {"):
+                        continue
+                    chunk = json.loads(event[6:])
+                    if chunk.get("choices"):
+                        if result.ttft == 0.0:
+                            result.ttft = now - start
+                        else:
+                            result.itl.append(now - last)
+                        last = now
+                    if chunk.get("usage"):
+                        result.output_tokens = int(chunk["usage"]["completion_tokens"])
+        finally:
+            response.release()
+    except (UpstreamError, TimeoutError) as exc:
         result.error = repr(exc)
         return result
     result.latency = time.perf_counter() - start
@@ -145,13 +160,13 @@ async def drive(
     `rate` a second; (results, wall seconds)."""
     rng = random.Random(seed)
     gate = asyncio.Semaphore(concurrency or len(reqs))
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-    async with httpx.AsyncClient(timeout=600.0, limits=limits) as http:
+    pool = UpstreamPool(read_timeout_s=600.0)
+    try:
 
         async def run(req: Req, delay: float) -> Result:
             await asyncio.sleep(delay)
             async with gate:
-                return await one(http, url, model, req, headers or {})
+                return await one(pool, url, model, req, headers or {})
 
         delays, t = [], 0.0
         for _ in reqs:
@@ -161,6 +176,8 @@ async def drive(
         start = time.perf_counter()
         results = await asyncio.gather(*(run(r, d) for r, d in zip(reqs, delays, strict=True)))
         return list(results), time.perf_counter() - start
+    finally:
+        pool.close()
 
 
 def summary(results: list[Result], wall: float) -> dict[str, float]:
@@ -196,23 +213,26 @@ def gateway_figures(
     async def paired() -> tuple[list[float], list[float]]:
         direct: list[float] = []
         through: list[float] = []
-        async with httpx.AsyncClient(timeout=60.0) as http:
+        pool = UpstreamPool(read_timeout_s=60.0)
+        try:
             for i in range(pairs + 10):
                 req = short[i % len(short)]
                 order = [(replica, {}, direct), (gateway, auth, through)]
                 for url, headers, sink in order if i % 2 else order[::-1]:
-                    result = await one(http, url, model, req, headers)
+                    result = await one(pool, url, model, req, headers)
                     if not result.ok:
                         raise SystemExit(f"request failed: {result.error}")
                     if i >= 10:
                         sink.append(result.latency)
+        finally:
+            pool.close()
         return direct, through
 
-    direct, through = asyncio.run(paired())
+    direct, through = uvloop.run(paired())
     many = [short[i % len(short)] for i in range(max(conc * 4, 128))]
-    results, wall = asyncio.run(drive(gateway, model, many, concurrency=conc, headers=auth))
+    results, wall = uvloop.run(drive(gateway, model, many, concurrency=conc, headers=auth))
     summary(results, wall)
-    results_d, wall_d = asyncio.run(drive(replica, model, many, concurrency=conc))
+    results_d, wall_d = uvloop.run(drive(replica, model, many, concurrency=conc))
     summary(results_d, wall_d)
     return {
         "gateway_overhead_p50_ms": round((pct(through, 50) - pct(direct, 50)) * 1000, 3),
@@ -407,10 +427,10 @@ def main() -> None:
         home = Path(tmp) / "home"
         home.mkdir()
         with control_plane(home, model_dir, args.threads) as (gateway, key, replica):
-            asyncio.run(drive(replica, "bench", reqs[:4], concurrency=4))
-            results, wall = asyncio.run(drive(replica, "bench", reqs, concurrency=args.concurrency))
+            uvloop.run(drive(replica, "bench", reqs[:4], concurrency=4))
+            results, wall = uvloop.run(drive(replica, "bench", reqs, concurrency=args.concurrency))
             engine = summary(results, wall)
-            results, wall = asyncio.run(
+            results, wall = uvloop.run(
                 drive(replica, "bench", poisson, rate=args.rate, seed=args.seed)
             )
             poisson_figures = summary(results, wall)

@@ -124,6 +124,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.wake = _noop
     app.state.submissions = SubmissionWriter(store, lambda: app.state.wake())
     errors.install(app)
+    app.add_middleware(gateway.FastPath)
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
