@@ -49,23 +49,27 @@ class _Tracked:
     last_token_s: float | None = None
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """What the HTTP layer knows of the model: enough to tokenize, fill in defaults and refuse
+    a request that could never fit, without the weights."""
+
+    tokenizer: ModelTokenizer
+    generation_defaults: GenerationDefaults
+    vocab_size: int
+    max_model_len: int
+
+
 class EngineClient:
     """What the HTTP layer needs of an engine, wherever the engine runs. Subclasses start and
     stop the core and carry messages to it (`_send`); results come back through `_deliver`,
     always called on the event loop."""
 
-    def __init__(
-        self,
-        tokenizer: ModelTokenizer,
-        generation_defaults: GenerationDefaults,
-        vocab_size: int,
-        max_model_len: int,
-        metrics: ServeMetrics | None = None,
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.generation_defaults = generation_defaults
-        self.vocab_size = vocab_size
-        self.max_model_len = max_model_len
+    def __init__(self, model: ServedModel, metrics: ServeMetrics | None = None) -> None:
+        self.tokenizer = model.tokenizer
+        self.generation_defaults = model.generation_defaults
+        self.vocab_size = model.vocab_size
+        self.max_model_len = model.max_model_len
         self.metrics = metrics or ServeMetrics()
         self._tracked: dict[str, _Tracked] = {}
         self._load = (0, 0)
@@ -141,13 +145,13 @@ class AsyncEngine(EngineClient):
     """The engine core on a thread of this process."""
 
     def __init__(self, engine: LLMEngine, metrics: ServeMetrics | None = None) -> None:
-        super().__init__(
+        model = ServedModel(
             engine.tokenizer,
             engine.generation_defaults,
             engine.model_config.vocab_size,
             engine.max_model_len,
-            metrics,
         )
+        super().__init__(model, metrics)
         self.engine = engine
         self._inbox: queue.SimpleQueue[EngineMessage] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="rainier-engine", daemon=True)

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from rainier.allocator import keep_freed_memory
-from rainier.serve.async_engine import EngineClient
+from rainier.serve.async_engine import EngineClient, ServedModel
 from rainier.serve.config import EngineConfig, GenerationDefaults, ModelConfig
 from rainier.serve.engine_core import EngineCore, EngineMessage, Shutdown, StepResult, run_core
 from rainier.serve.metrics import ServeMetrics
@@ -83,13 +83,10 @@ class ProcessEngine(EngineClient):
         process: multiprocessing.process.BaseProcess,
         requests: Connection,
         results: Connection,
-        tokenizer: ModelTokenizer,
-        generation_defaults: GenerationDefaults,
-        vocab_size: int,
-        max_model_len: int,
+        model: ServedModel,
         metrics: ServeMetrics | None = None,
     ) -> None:
-        super().__init__(tokenizer, generation_defaults, vocab_size, max_model_len, metrics)
+        super().__init__(model, metrics)
         self._process = process
         self._requests = requests
         self._results = results
@@ -137,9 +134,8 @@ class ProcessEngine(EngineClient):
             process.join(5)
             raise EngineStartError(hello[1])
         _, vocab_size, max_model_len, stats = hello
-        client = cls(
-            process, requests_write, results_read, tokenizer, defaults, vocab_size, max_model_len
-        )
+        model = ServedModel(tokenizer, defaults, vocab_size, max_model_len)
+        client = cls(process, requests_write, results_read, model)
         client.metrics.observe_stats(stats)
         return client
 
