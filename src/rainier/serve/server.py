@@ -194,9 +194,9 @@ def create_app(
                 return sse(data)
 
             async def stream() -> AsyncIterator[str]:
-                """Events that are ready together (a choice's last text and its end, the usage
-                and `[DONE]`) are written together."""
-                completion_tokens, cached, tail = 0, 0, ""
+                """Events that are ready together (a choice's last text and its end; the last
+                choice's end, the usage and `[DONE]`) are written together."""
+                completion_tokens, cached, last, tail = 0, 0, "", ""
                 offsets = [len(echoes[c.prompt_index]) for c in choices]
                 try:
                     for c in choices:
@@ -215,23 +215,27 @@ def create_app(
                         if not (out.text or out.finished or lp):
                             continue
                         if lp is None:
-                            yield plain(i, out.text, out.finish_reason, out.stop_reason)
-                            continue
-                        choice = CompletionChoice(
-                            index=i,
-                            text=out.text,
-                            logprobs=lp,
-                            finish_reason=out.finish_reason,
-                            stop_reason=out.stop_reason,
-                        )
-                        yield event([choice])
+                            text = plain(i, out.text, out.finish_reason, out.stop_reason)
+                        else:
+                            choice = CompletionChoice(
+                                index=i,
+                                text=out.text,
+                                logprobs=lp,
+                                finish_reason=out.finish_reason,
+                                stop_reason=out.stop_reason,
+                            )
+                            text = event([choice])
+                        if out.finished and not fanout.unfinished:
+                            last = text
+                        else:
+                            yield text
                     if include_usage:
                         tail = event([], usage(prompt_tokens, completion_tokens, cached))
                 except APIError as exc:
                     tail = sse(exc.body())
                 finally:
                     fanout.abort()
-                yield tail + sse("[DONE]")
+                yield last + tail + sse("[DONE]")
 
             return EventStreamResponse(stream())
 
@@ -298,9 +302,9 @@ def create_app(
                 return sse(data)
 
             async def stream() -> AsyncIterator[str]:
-                """Events that are ready together (a choice's last text and its end, the usage
-                and `[DONE]`) are written together."""
-                completion_tokens, cached, tail = 0, 0, ""
+                """Events that are ready together (a choice's last text and its end; the last
+                choice's end, the usage and `[DONE]`) are written together."""
+                completion_tokens, cached, last, tail = 0, 0, "", ""
                 try:
                     for c in choices:
                         role = ChatDelta(role="assistant", content="")
@@ -320,7 +324,9 @@ def create_app(
                                 index=i, delta=ChatDelta(), finish_reason=out.finish_reason
                             )
                             events += chunk([end])
-                        if events:
+                        if out.finished and not fanout.unfinished:
+                            last = events
+                        elif events:
                             yield events
                     if include_usage:
                         tail = chunk([], usage(len(prompt_ids), completion_tokens, cached))
@@ -328,7 +334,7 @@ def create_app(
                     tail = sse(exc.body())
                 finally:
                     fanout.abort()
-                yield tail + sse("[DONE]")
+                yield last + tail + sse("[DONE]")
 
             return EventStreamResponse(stream())
 
