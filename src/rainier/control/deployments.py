@@ -66,6 +66,8 @@ REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
 MODEL_ENV = "RAINIER_MODEL"
 LIVE_JOB_STATES = ("pending", "running", "stopping")
 FAILED_REPLICA_BACKOFF_S = 60.0
+# How long a replica waiting to be placed still counts as coming up (see `_autoscale`).
+PLACEMENT_GRACE_S = 60.0
 _VERSIONED = re.compile(r"^(?P<name>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(:(?P<version>[0-9]+))?$")
 
 
@@ -491,7 +493,10 @@ class DeploymentController:
         answer a probe counts with the load it last reported, not as idle; and no quiet window
         starts while a placed replica is still coming up, since requests wait for it at the
         gateway (a deployment woken from zero would otherwise sleep again under its first
-        request). Replicas that found no room do not hold the deployment up.
+        request). A replica still waiting to be placed counts as coming up for its first
+        `PLACEMENT_GRACE_S` (on a busy control plane placing it can take longer than the quiet
+        window); after that it is taken to have found no room, and does not hold the
+        deployment up.
         """
         with self.store.write() as s:
             deployments = s.scalars(select(Deployment)).all()
@@ -502,16 +507,19 @@ class DeploymentController:
                     loads[e.deployment_id] = loads.get(e.deployment_id, 0) + e.running + e.waiting
                     if e.ready:
                         ready.add(e.job_id)
+            placed_since = utcnow() - timedelta(seconds=PLACEMENT_GRACE_S)
             coming_up = {
                 dep_id
-                for job_id, dep_id in s.execute(
-                    select(Job.id, Job.deployment_id).where(
+                for job_id, dep_id, state, created_at in s.execute(
+                    select(Job.id, Job.deployment_id, Job.state, Job.created_at).where(
                         Job.kind == "replica",
-                        Job.state == "running",
+                        Job.state.in_(("pending", "running")),
                         Job.stop_requested.is_(False),
                     )
                 )
-                if job_id not in ready and job_id not in self._draining
+                if job_id not in ready
+                and job_id not in self._draining
+                and (state == "running" or created_at >= placed_since)
             }
             for dep in deployments:
                 doc = DeploymentSpec.model_validate(dep.spec)
