@@ -16,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from rainier.serve.config import GenerationDefaults
@@ -60,7 +61,7 @@ class ServedModel:
     max_model_len: int
 
 
-class EngineClient:
+class EngineClient(ABC):
     """What the HTTP layer needs of an engine, wherever the engine runs. Subclasses start and
     stop the core and carry messages to it (`_send`); results come back through `_deliver`,
     always called on the event loop."""
@@ -76,17 +77,21 @@ class EngineClient:
         self._stopped = False
 
     @property
+    @abstractmethod
     def alive(self) -> bool:
-        raise NotImplementedError
+        """Whether the core still runs (`/health` answers 503 once it does not)."""
 
+    @abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Starts the core's side; called on the event loop that will receive results."""
 
+    @abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stops the core and waits for it; requests still tracked then fail."""
 
+    @abstractmethod
     def _send(self, message: EngineMessage) -> None:
-        raise NotImplementedError
+        """Hands a message to the core without blocking the event loop."""
 
     def check_request(self, prompt_ids: list[int], max_tokens: int | None) -> None:
         check_prompt(prompt_ids, max_tokens, self.vocab_size, self.max_model_len)
