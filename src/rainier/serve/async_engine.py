@@ -17,7 +17,9 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rainier.serve.config import GenerationDefaults
 from rainier.serve.engine import LLMEngine, check_prompt
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 __all__ = ["AsyncEngine", "EngineClient", "EngineFailure", "Sink"]
 
 Sink = asyncio.Queue[RequestOutput | EngineFailure]
+T = TypeVar("T")
 
 
 @dataclass
@@ -192,19 +195,16 @@ class AsyncEngine(EngineClient):
             log.exception("the engine loop failed")
         finally:
             self._stopped = True
-            self._publish_failure("the engine stopped")
+            self._on_loop(self._fail_all, "the engine stopped")
 
     def _publish(self, result: StepResult) -> None:
-        assert self._loop is not None
-        try:
-            self._loop.call_soon_threadsafe(self._deliver, result)
-        except RuntimeError:
-            log.debug("event loop closed before an output could be delivered")
+        self._on_loop(self._deliver, result)
 
-    def _publish_failure(self, message: str) -> None:
+    def _on_loop(self, callback: Callable[[T], None], arg: T) -> None:
+        """Runs `callback(arg)` on the event loop, if there still is one."""
         if self._loop is None:
             return
         try:
-            self._loop.call_soon_threadsafe(self._fail_all, message)
+            self._loop.call_soon_threadsafe(callback, arg)
         except RuntimeError:
-            log.debug("event loop closed before the engine's end could be delivered")
+            log.debug("event loop closed before the engine's news could be delivered")
