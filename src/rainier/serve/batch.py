@@ -52,6 +52,11 @@ class PrefillChunk:
 
 @dataclass(frozen=True)
 class BatchInput:
+    """`block_tables`, `token_seq` and `context_lens` are what the paged-attention kernel
+    reads: each token's row of the block tables and how many positions it sees. `decodes`
+    and `prefills` are what attention composed from PyTorch operators needs instead; they are
+    empty when the batch was built without them."""
+
     token_ids: torch.Tensor
     positions: torch.Tensor
     slot_mapping: torch.Tensor
@@ -59,6 +64,9 @@ class BatchInput:
     prefills: list[PrefillChunk]
     logits_index: torch.Tensor
     block_size: int
+    block_tables: torch.Tensor
+    token_seq: torch.Tensor
+    context_lens: torch.Tensor
 
     @property
     def num_tokens(self) -> int:
@@ -86,11 +94,13 @@ def build_batch(
     block_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
+    groups: bool = True,
 ) -> BatchInput:
     """Single-token chunks (decodes) are laid out first, shortest context first, so that each
     decode group is a slice of the batch; then multi-token chunks (prefills). `logits_index`
     still lists the chunks that want logits in the order they were given. Attention masks are
-    additive, in `dtype` (the model's)."""
+    additive, in `dtype` (the model's). `groups=False` leaves out the decode groups and
+    prefill masks, which only attention composed from PyTorch operators reads."""
     decodes = sorted(
         (i for i, c in enumerate(chunks) if len(c.token_ids) == 1),
         key=lambda i: chunks[i].start_pos,
@@ -100,7 +110,10 @@ def build_batch(
     positions: list[int] = [chunks[i].start_pos for i in decodes]
     last_token = {i: row for row, i in enumerate(decodes)}
     slot_parts: list[torch.Tensor] = []
-    groups: list[DecodeGroup] = []
+    decode_groups: list[DecodeGroup] = []
+    tables_in_order = [chunks[i].block_table for i in decodes]
+    token_seq = list(range(len(decodes)))
+    context_lens = [p + 1 for p in positions]
     if decodes:
         lengths = [p + 1 for p in positions]
         tables = [chunks[i].block_table for i in decodes]
@@ -113,14 +126,14 @@ def build_batch(
                 dtype=torch.long,
             )
         )
-        for g in range(0, len(decodes), DECODE_GROUP_ROWS):
+        for g in range(0, len(decodes) if groups else 0, DECODE_GROUP_ROWS):
             rows = range(g, min(g + DECODE_GROUP_ROWS, len(decodes)))
             num_blocks = -(-max(lengths[r] for r in rows) // block_size)
             blocks = [tables[r][:num_blocks] for r in rows]
             blocks = [b + [0] * (num_blocks - len(b)) for b in blocks]
             row_lengths = torch.tensor([lengths[r] for r in rows], dtype=torch.long)
             mask = torch.arange(num_blocks * block_size)[None, :] < row_lengths[:, None]
-            groups.append(
+            decode_groups.append(
                 DecodeGroup(
                     token_start=g,
                     num_tokens=len(rows),
@@ -137,8 +150,13 @@ def build_batch(
         token_ids.extend(chunk.token_ids)
         positions.extend(range(chunk.start_pos, end))
         last_token[i] = first + n - 1
+        token_seq.extend([len(tables_in_order)] * n)
+        tables_in_order.append(chunk.block_table)
+        context_lens.extend(range(chunk.start_pos + 1, end + 1))
         context = _slot_matrix([chunk.block_table], end, block_size)[0]
         slot_parts.append(context[chunk.start_pos :])
+        if not groups:
+            continue
         key_pos = torch.arange(end)
         query_pos = torch.arange(chunk.start_pos, end)
         prefill_chunks.append(
@@ -152,12 +170,18 @@ def build_batch(
             )
         )
     logits_index = [last_token[i] for i, c in enumerate(chunks) if c.needs_logits]
+    widest = max((len(t) for t in tables_in_order), default=0)
     return BatchInput(
         token_ids=torch.tensor(token_ids, dtype=torch.long, device=device),
         positions=torch.tensor(positions, dtype=torch.long, device=device),
         slot_mapping=torch.cat(slot_parts).to(device),
-        decodes=groups,
+        decodes=decode_groups,
         prefills=prefill_chunks,
         logits_index=torch.tensor(logits_index, dtype=torch.long, device=device),
         block_size=block_size,
+        block_tables=torch.tensor(
+            [t + [0] * (widest - len(t)) for t in tables_in_order], dtype=torch.long
+        ).view(len(tables_in_order), widest),
+        token_seq=torch.tensor(token_seq, dtype=torch.long),
+        context_lens=torch.tensor(context_lens, dtype=torch.long),
     )

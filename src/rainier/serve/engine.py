@@ -185,7 +185,13 @@ class LLMEngine:
                     needs_logits=start + num_new == seq.num_tokens,
                 )
             )
-        batch = build_batch(chunks, self.config.block_size, self.model.device, self.model.dtype)
+        batch = build_batch(
+            chunks,
+            self.config.block_size,
+            self.model.device,
+            self.model.dtype,
+            groups=self.model.paged_attention is None,
+        )
         logits = self.model.forward(batch, self.kv_cache)
         sampling = [
             seq for (seq, _), c in zip(plan.scheduled, chunks, strict=True) if c.needs_logits

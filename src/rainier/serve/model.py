@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import ModelConfig, ModelFormatError
 
@@ -137,6 +138,9 @@ class LlamaModel:
         angles = torch.cat([freqs, freqs], dim=-1)
         self.cos = angles.cos().to(device=device, dtype=dtype)
         self.sin = angles.sin().to(device=device, dtype=dtype)
+        self.paged_attention: PagedAttention | None = None
+        if device.type == "cpu" and dtype == torch.float32:
+            self.paged_attention = PagedAttention.load()
 
     @classmethod
     def load(
@@ -180,6 +184,7 @@ class LlamaModel:
         sin = self.sin[batch.positions][:, None, :]
         hidden = self.embed[batch.token_ids]
         groups = heads // kv_heads
+        scale = 1.0 / math.sqrt(c.head_dim)
         prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
         for layer_index, layer in enumerate(self.layers):
             x = self._rms_norm(hidden, layer.input_norm)
@@ -189,7 +194,13 @@ class LlamaModel:
             cache = kv_cache[layer_index]
             cache[0].index_copy_(0, batch.slot_mapping, k)
             cache[1].index_copy_(0, batch.slot_mapping, v)
-            attn = self._attention(q, cache, batch, prefill_masks)
+            if self.paged_attention is not None:
+                attn = self.paged_attention(
+                    q, cache[0], cache[1], batch.block_tables, batch.token_seq,
+                    batch.context_lens, batch.block_size, scale,
+                )  # fmt: skip
+            else:
+                attn = self._attention(q, cache, batch, prefill_masks)
             hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
             x = self._rms_norm(hidden, layer.post_norm)
             gate, up = F.linear(x, layer.gate_up_proj).chunk(2, dim=-1)

@@ -1,0 +1,112 @@
+"""Small C kernels for the CPU paths, compiled on first use with the machine's C compiler.
+
+PyTorch's CPU operators cover neither attention that reads a paged KV cache in place nor the
+element-wise chains of a small model's step as one pass; composed from operators, both copy
+and re-read memory that a loop written for the purpose touches once. Each kernel is plain C
+(no Python or PyTorch headers, so it builds in well under a second), called through `ctypes`
+with raw pointers, and has a PyTorch equivalent that is used when no compiler is found or
+`RAINIER_KERNELS=0` is set. Tests hold the two to the same results.
+
+The shared object is built for this CPU (`-march=native`) into a per-user cache keyed by the
+source, the flags and the CPU's feature flags, so a home directory shared between different
+machines never runs code built for another one. Builds go to a temporary name and are renamed
+into place, so concurrent processes (a replica per core, DDP ranks) never load a torn file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SOURCES = Path(__file__).parent
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
+
+
+def enabled() -> bool:
+    return os.environ.get("RAINIER_KERNELS", "1") not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    configured = os.environ.get("RAINIER_KERNEL_CACHE")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rainier" / "kernels"
+
+
+def _cpu_features() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _compiler() -> str | None:
+    configured = os.environ.get("CC")
+    candidates = [configured] if configured else ["cc", "gcc", "clang"]
+    for name in candidates:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+@functools.cache
+def load(name: str) -> ctypes.CDLL | None:
+    """The compiled kernel library `name` (`name.c` beside this module), or None when kernels
+    are turned off or it cannot be built here; the reason is logged once."""
+    if not enabled():
+        return None
+    source = SOURCES / f"{name}.c"
+    compiler = _compiler()
+    if compiler is None:
+        log.warning("no C compiler found; %s runs on PyTorch operators", name)
+        return None
+    text = source.read_bytes()
+    key = hashlib.sha256(
+        b"\0".join([text, " ".join(FLAGS).encode(), compiler.encode(), _cpu_features().encode()])
+    ).hexdigest()[:16]
+    target = cache_dir() / f"{name}-{key}.so"
+    if not target.is_file():
+        try:
+            _build(compiler, source, target)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("could not build %s (%s); it runs on PyTorch operators", name, exc)
+            return None
+    try:
+        return ctypes.CDLL(str(target))
+    except OSError as exc:
+        log.warning("could not load %s (%s); it runs on PyTorch operators", target, exc)
+        return None
+
+
+def _build(compiler: str, source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        done = subprocess.run(
+            [compiler, *FLAGS, "-o", partial, str(source), "-lm"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise subprocess.SubprocessError(done.stderr.strip()[-2000:])
+        os.replace(partial, target)
+    finally:
+        Path(partial).unlink(missing_ok=True)

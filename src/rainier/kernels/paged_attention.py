@@ -1,0 +1,74 @@
+"""Typed entry to `paged_attention.c`: attention read straight from a paged KV cache."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from rainier.kernels import load
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+class PagedAttention:
+    """One call per layer for every query token of a step, decodes and prefill chunks alike.
+
+    Only float32 on the CPU: that is the path where composing it from PyTorch operators costs
+    a gather of every context and a padded attention call per group of sequences.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._fn = lib.paged_attention
+        self._fn.restype = ctypes.c_int
+        self._fn.argtypes = [
+            _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR,
+            _I64, _I64, _I64, _I64, _I64, ctypes.c_float,
+        ]  # fmt: skip
+
+    @classmethod
+    def load(cls) -> PagedAttention | None:
+        lib = load("paged_attention")
+        return cls(lib) if lib is not None else None
+
+    def __call__(
+        self,
+        q: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+        block_tables: torch.Tensor,
+        token_seq: torch.Tensor,
+        context_lens: torch.Tensor,
+        block_size: int,
+        scale: float,
+    ) -> torch.Tensor:
+        """`q` [tokens, heads, head_dim] (rows may be strided, as a slice of a fused q/k/v
+        projection is); caches [slots, kv_heads, head_dim]; `block_tables` [sequences,
+        blocks]; `token_seq` and `context_lens` [tokens]. Returns [tokens, heads, head_dim]."""
+        tokens, heads, head_dim = q.shape
+        kv_heads = k_cache.shape[1]
+        if q.dtype != torch.float32 or q.device.type != "cpu":
+            raise ValueError("paged_attention runs on float32 CPU tensors")
+        if q.stride(2) != 1 or q.stride(1) != head_dim:
+            raise ValueError("paged_attention needs each query row's heads contiguous")
+        if heads % kv_heads or k_cache.shape != v_cache.shape:
+            raise ValueError("paged_attention: heads must be a multiple of kv_heads")
+        for t in (k_cache, v_cache, block_tables, token_seq, context_lens):
+            if not t.is_contiguous():
+                raise ValueError("paged_attention needs contiguous caches and index tensors")
+        for t in (block_tables, token_seq, context_lens):
+            if t.dtype != torch.int64:
+                raise ValueError("paged_attention indexes with int64 tensors")
+        out = torch.empty((tokens, heads, head_dim), dtype=q.dtype)
+        if tokens == 0:
+            return out
+        status = self._fn(
+            q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
+            block_tables.data_ptr(), block_tables.shape[1], token_seq.data_ptr(),
+            context_lens.data_ptr(), out.data_ptr(), tokens, heads, kv_heads, head_dim,
+            block_size, scale,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("paged_attention could not allocate its score buffer")
+        return out
