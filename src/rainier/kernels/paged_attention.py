@@ -15,8 +15,9 @@ _PTR = ctypes.c_void_p
 class PagedAttention:
     """One call per layer for every query token of a step, decodes and prefill chunks alike.
 
-    Only float32 on the CPU: that is the path where composing it from PyTorch operators costs
-    a gather of every context and a padded attention call per group of sequences.
+    Only float32 on the CPU, with a head size that is a multiple of 8 (the kernel's vector
+    width): that is the path where composing it from PyTorch operators costs a gather of every
+    context and a padded attention call per group of sequences.
     """
 
     def __init__(self, lib: ctypes.CDLL) -> None:
@@ -50,6 +51,8 @@ class PagedAttention:
         kv_heads = k_cache.shape[1]
         if q.dtype != torch.float32 or q.device.type != "cpu":
             raise ValueError("paged_attention runs on float32 CPU tensors")
+        if head_dim % 8:
+            raise ValueError(f"paged_attention needs a head size divisible by 8, not {head_dim}")
         if q.stride(2) != 1 or q.stride(1) != head_dim:
             raise ValueError("paged_attention needs each query row's heads contiguous")
         if heads % kv_heads or k_cache.shape != v_cache.shape:

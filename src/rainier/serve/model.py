@@ -139,7 +139,7 @@ class LlamaModel:
         self.cos = angles.cos().to(device=device, dtype=dtype)
         self.sin = angles.sin().to(device=device, dtype=dtype)
         self.paged_attention: PagedAttention | None = None
-        if device.type == "cpu" and dtype == torch.float32:
+        if device.type == "cpu" and dtype == torch.float32 and config.head_dim % 8 == 0:
             self.paged_attention = PagedAttention.load()
 
     @classmethod
