@@ -6,6 +6,7 @@ and rotary positions use the same half-split layout, so export is a rename, not 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Any, cast
@@ -14,9 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rainier.kernels.train_ops import TrainOps
 from rainier.train.config import ModelConfig
 
 Heads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@functools.cache
+def _kernels() -> TrainOps | None:
+    return TrainOps.load()
+
+
+def _fused(*tensors: torch.Tensor) -> TrainOps | None:
+    """The C kernels when every tensor is float32 on the CPU and they built here: each fuses
+    an element-wise chain that PyTorch runs as several full passes over an activation."""
+    if all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
+        return _kernels()
+    return None
 
 
 class RMSNorm(nn.Module):
@@ -40,6 +55,11 @@ class _RMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.ops = ops = _fused(x, weight)
+        if ops is not None:
+            out, r = ops.rmsnorm(x, weight, eps)
+            ctx.save_for_backward(x, weight, r)
+            return out
         h = x.float()
         r = torch.rsqrt(torch.mean(h * h, -1, keepdim=True).add_(eps))
         ctx.save_for_backward(x, weight, r)
@@ -48,6 +68,9 @@ class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, weight, r = ctx.saved_tensors
+        if ctx.ops is not None:
+            grad_x, grad_w = ctx.ops.rmsnorm_backward(x, weight, r, grad.float())
+            return grad_x, grad_w, None
         n = x.float() * r
         grad_weight = torch.sum((grad.float() * n).flatten(0, -2), 0).to(weight.dtype)
         gn = grad.float() * weight.float()
@@ -90,13 +113,16 @@ class _Heads(torch.autograd.Function):
     def forward(
         ctx: Any, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        ctx.save_for_backward(cos, sin)
+        ctx.ops = ops = _fused(qkv, cos, sin)
+        if ops is not None:
+            return ops.rotary_heads(qkv, cos, sin, heads, kv_heads)
         # (b, t, heads, head_dim) -> (b, heads, t, head_dim), the layout attention takes.
         all_heads = qkv.transpose(1, 2)
         q_in, k_in = all_heads[:, :heads], all_heads[:, heads : heads + kv_heads]
         q, k = q_in.new_empty(q_in.shape), k_in.new_empty(k_in.shape)
         _rotate(q_in, cos, sin, q, 1.0)
         _rotate(k_in, cos, sin, k, 1.0)
-        ctx.save_for_backward(cos, sin)
         return q, k, all_heads[:, heads + kv_heads :].contiguous()
 
     @staticmethod
@@ -104,6 +130,9 @@ class _Heads(torch.autograd.Function):
         ctx: Any, grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor
     ) -> tuple[torch.Tensor, None, None, None, None]:
         cos, sin = ctx.saved_tensors
+        if ctx.ops is not None:
+            grad = ctx.ops.rotary_heads_backward(grad_q, grad_k, grad_v, cos, sin)
+            return grad, None, None, None, None
         b, heads, t, d = grad_q.shape
         kv_heads = grad_k.shape[1]
         grad = grad_q.new_empty(b, t, heads + 2 * kv_heads, d)
@@ -225,6 +254,10 @@ class _SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gate_up: torch.Tensor) -> torch.Tensor:
+        ctx.ops = ops = _fused(gate_up)
+        if ops is not None:
+            ctx.save_for_backward(gate_up)
+            return ops.swiglu(gate_up)
         gate, up = gate_up.chunk(2, dim=-1)
         act = F.silu(gate)
         ctx.save_for_backward(gate_up, act)
@@ -232,6 +265,8 @@ class _SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        if ctx.ops is not None:
+            return cast(torch.Tensor, ctx.ops.swiglu_backward(ctx.saved_tensors[0], grad))
         gate_up, act = ctx.saved_tensors
         gate, up = gate_up.chunk(2, dim=-1)
         grad_gate_up = torch.empty_like(gate_up)
@@ -307,12 +342,21 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ctx.ops = ops = _fused(logits)
+        if ops is not None:
+            loss, lse = ops.cross_entropy(logits, targets)
+            ctx.save_for_backward(logits, targets, lse)
+            return loss
         log_probs = torch.log_softmax(logits, -1)
         ctx.save_for_backward(log_probs, targets)
         return -log_probs.gather(1, targets[:, None]).mean()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.ops is not None:
+            logits, targets, lse = ctx.saved_tensors
+            scale = float(grad) / targets.numel()
+            return ctx.ops.cross_entropy_backward(logits, targets, lse, scale), None
         log_probs, targets = ctx.saved_tensors
         scale = grad / targets.numel()
         grad_logits = torch.exp(log_probs).mul_(scale)

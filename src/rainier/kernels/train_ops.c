@@ -1,0 +1,280 @@
+/* Fused float32 passes for the element-wise parts of a training step on a CPU.
+ *
+ * Each function does in one sweep over its rows what PyTorch's operators do in several, each
+ * of which reads and writes a full activation: cross-entropy (row maximum, log-sum-exp and
+ * loss; in the backward, softmax minus one-hot), SwiGLU, RMSNorm and the rotation of the
+ * fused q/k/v projection into attention heads. All loops run in a fixed order, so results
+ * are bitwise repeatable from run to run (a resumed run must match an uninterrupted one).
+ *
+ * Row widths need not be multiples of eight: each row ends with a scalar tail. Vectors are
+ * GCC/Clang vector extensions, eight floats wide. No -ffast-math: the exponential relies on
+ * a rounding trick that reassociation would fold away.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v4du __attribute__((vector_size(32), aligned(8)));
+typedef float v4f __attribute__((vector_size(16)));
+
+static inline v8 ld(const float *p) { return *(const v8u *)p; }
+static inline void st(float *p, v8 v) { *(v8u *)p = v; }
+static inline v8 bc(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+static inline v8 pick(v8i mask, v8 yes, v8 no) {
+    return (v8)(((v8i)yes & mask) | ((v8i)no & ~mask));
+}
+static inline v8 vmax(v8 a, v8 b) { return pick(a > b, a, b); }
+
+static inline float sum8(v8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+static inline float max8(v8 v) {
+    float m = v[0];
+    for (int i = 1; i < 8; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* e^x over the whole float range, relative error about 2e-7. x = k ln2 + f with |f| <= ln2/2;
+ * e^f from its degree-6 Taylor polynomial; 2^k built in the exponent field. Inputs are
+ * clamped to where 2^k stays a normal float; NaN passes through. */
+static inline v8 vexp(v8 x) {
+    const v8 lo = bc(-87.0f), hi = bc(88.0f);
+    x = pick(x < lo, lo, x);
+    x = pick(x > hi, hi, x);
+    const v8 round = bc(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const v8 k = (x * bc(1.44269504f) + round) - round;
+    const v8 f = x - k * bc(0.693145752f) - k * bc(1.42860677e-06f);
+    v8 p = bc(1.0f / 720);
+    p = p * f + bc(1.0f / 120);
+    p = p * f + bc(1.0f / 24);
+    p = p * f + bc(1.0f / 6);
+    p = p * f + bc(0.5f);
+    p = p * f + bc(1.0f);
+    p = p * f + bc(1.0f);
+    const v8i scale = (__builtin_convertvector(k, v8i) + 127) << 23;
+    return p * (v8)scale;
+}
+
+static inline v8 vsigmoid(v8 x) { return bc(1.0f) / (bc(1.0f) + vexp(-x)); }
+static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Cross-entropy forward: per row, its maximum and log-sum-exp (kept for the backward) and the
+ * sum over rows of lse - logit[target], in double. Returns -1 on a target outside the row. */
+int cross_entropy_forward(const float *restrict logits, const int64_t *restrict targets,
+                          float *restrict lse, double *restrict loss, int64_t rows,
+                          int64_t vocab) {
+    double total = 0.0;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *x = logits + i * vocab;
+        const int64_t t = targets[i];
+        if (t < 0 || t >= vocab) return -1;
+        int64_t j = 0;
+        float top = -INFINITY;
+        if (vocab >= 8) {
+            v8 m = ld(x);
+            for (j = 8; j + 8 <= vocab; j += 8) m = vmax(m, ld(x + j));
+            top = max8(m);
+        }
+        for (; j < vocab; j++) top = x[j] > top ? x[j] : top;
+        const v8 shift = bc(top);
+        v8 acc = bc(0.0f);
+        for (j = 0; j + 8 <= vocab; j += 8) acc += vexp(ld(x + j) - shift);
+        float sum = sum8(acc);
+        for (; j < vocab; j++) sum += expf(x[j] - top);
+        lse[i] = top + logf(sum);
+        total += (double)lse[i] - (double)x[t];
+    }
+    *loss = total;
+    return 0;
+}
+
+/* grad = scale * (softmax(logits) - onehot(target)), softmax as exp(logit - lse). */
+void cross_entropy_backward(const float *restrict logits, const int64_t *restrict targets,
+                            const float *restrict lse, float *restrict grad, int64_t rows,
+                            int64_t vocab, float scale) {
+    const v8 s = bc(scale);
+    for (int64_t i = 0; i < rows; i++) {
+        const float *x = logits + i * vocab;
+        float *g = grad + i * vocab;
+        const v8 shift = bc(lse[i]);
+        int64_t j = 0;
+        for (; j + 8 <= vocab; j += 8) st(g + j, vexp(ld(x + j) - shift) * s);
+        for (; j < vocab; j++) g[j] = expf(x[j] - lse[i]) * scale;
+        g[targets[i]] -= scale;
+    }
+}
+
+/* out = silu(gate) * up, where each row of `gate_up` is `width` gate values then `width` up
+ * values (the fused projection's output). */
+void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t rows,
+                    int64_t width) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *g = gate_up + 2 * i * width, *u = g + width;
+        float *o = out + i * width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = ld(g + j);
+            st(o + j, gv * vsigmoid(gv) * ld(u + j));
+        }
+        for (; j < width; j++) o[j] = g[j] * sigmoid(g[j]) * u[j];
+    }
+}
+
+/* Both halves of the gradient of the fused projection's output in one pass:
+ * d gate = grad * up * s * (1 + gate * (1 - s)), d up = grad * gate * s, s = sigmoid(gate). */
+void swiglu_backward(const float *restrict gate_up, const float *restrict grad,
+                     float *restrict grad_gate_up, int64_t rows, int64_t width) {
+    const v8 one = bc(1.0f);
+    for (int64_t i = 0; i < rows; i++) {
+        const float *g = gate_up + 2 * i * width, *u = g + width;
+        const float *d = grad + i * width;
+        float *dg = grad_gate_up + 2 * i * width, *du = dg + width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = ld(g + j), dv = ld(d + j), s = vsigmoid(gv);
+            st(du + j, dv * (gv * s));
+            st(dg + j, dv * ld(u + j) * (s * (one + gv * (one - s))));
+        }
+        for (; j < width; j++) {
+            const float s = sigmoid(g[j]);
+            du[j] = d[j] * (g[j] * s);
+            dg[j] = d[j] * u[j] * (s * (1.0f + g[j] * (1.0f - s)));
+        }
+    }
+}
+
+/* out = weight * (x * r), r = 1 / sqrt(mean(x^2) + eps) per row, kept for the backward. */
+void rmsnorm_forward(const float *restrict x, const float *restrict weight, float *restrict out,
+                     float *restrict rstd, int64_t rows, int64_t dim, float eps) {
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xi = x + i * dim;
+        float *oi = out + i * dim;
+        v8 acc = bc(0.0f);
+        int64_t j = 0;
+        for (; j + 8 <= dim; j += 8) acc += ld(xi + j) * ld(xi + j);
+        float ss = sum8(acc);
+        for (; j < dim; j++) ss += xi[j] * xi[j];
+        const float r = 1.0f / sqrtf(ss / (float)dim + eps);
+        rstd[i] = r;
+        const v8 rv = bc(r);
+        for (j = 0; j + 8 <= dim; j += 8) st(oi + j, ld(weight + j) * (ld(xi + j) * rv));
+        for (; j < dim; j++) oi[j] = weight[j] * (xi[j] * r);
+    }
+}
+
+/* With n = x * r and gn = grad * weight: grad_x = (gn - n * mean(gn * n)) * r per row, and
+ * grad_weight = sum over rows of grad * n, accumulated in double in row order. Returns -1 if
+ * the accumulator cannot be allocated. */
+int rmsnorm_backward(const float *restrict x, const float *restrict weight,
+                     const float *restrict rstd, const float *restrict grad,
+                     float *restrict grad_x, float *restrict grad_weight, int64_t rows,
+                     int64_t dim) {
+    double *acc_w = calloc((size_t)dim + 4, sizeof(double));
+    if (acc_w == NULL) return -1;
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xi = x + i * dim, *gi = grad + i * dim;
+        float *dx = grad_x + i * dim;
+        const float r = rstd[i];
+        const v8 rv = bc(r);
+        v8 acc = bc(0.0f);
+        int64_t j = 0;
+        for (; j + 8 <= dim; j += 8) {
+            const v8 n = ld(xi + j) * rv, g = ld(gi + j);
+            acc += (g * ld(weight + j)) * n;
+            const v8 gn = g * n;
+            const v4d lo = __builtin_convertvector((v4f){gn[0], gn[1], gn[2], gn[3]}, v4d);
+            const v4d hi = __builtin_convertvector((v4f){gn[4], gn[5], gn[6], gn[7]}, v4d);
+            *(v4du *)(acc_w + j) += lo;
+            *(v4du *)(acc_w + j + 4) += hi;
+        }
+        float dot = sum8(acc);
+        for (; j < dim; j++) {
+            const float n = xi[j] * r;
+            dot += (gi[j] * weight[j]) * n;
+            acc_w[j] += (double)(gi[j] * n);
+        }
+        const float mean = dot / (float)dim;
+        const v8 mv = bc(mean);
+        for (j = 0; j + 8 <= dim; j += 8) {
+            const v8 n = ld(xi + j) * rv;
+            st(dx + j, (ld(gi + j) * ld(weight + j) - n * mv) * rv);
+        }
+        for (; j < dim; j++) dx[j] = (gi[j] * weight[j] - xi[j] * r * mean) * r;
+    }
+    for (int64_t j = 0; j < dim; j++) grad_weight[j] = (float)acc_w[j];
+    free(acc_w);
+    return 0;
+}
+
+/* Rotates one head row by its position's angles, half-split layout (dimension j pairs with
+ * j + half): out1 = x1 cos - sign x2 sin, out2 = x2 cos + sign x1 sin. */
+static inline void rotate_row(const float *restrict x, const float *restrict c,
+                              const float *restrict s, float *restrict out, int64_t half,
+                              float sign) {
+    const float *x1 = x, *x2 = x + half;
+    float *o1 = out, *o2 = out + half;
+    const v8 sv = bc(sign);
+    int64_t j = 0;
+    for (; j + 8 <= half; j += 8) {
+        const v8 a = ld(x1 + j), b = ld(x2 + j), cv = ld(c + j), ss = ld(s + j) * sv;
+        st(o1 + j, a * cv - b * ss);
+        st(o2 + j, b * cv + a * ss);
+    }
+    for (; j < half; j++) {
+        const float ss = s[j] * sign;
+        o1[j] = x1[j] * c[j] - x2[j] * ss;
+        o2[j] = x2[j] * c[j] + x1[j] * ss;
+    }
+}
+
+/* The fused projection's output [batch, seq, heads + 2 kv_heads, head_dim] as q, k and v, each
+ * [batch, its heads, seq, head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2]. */
+void rotary_heads_forward(const float *restrict qkv, const float *restrict cos_t,
+                          const float *restrict sin_t, float *restrict q, float *restrict k,
+                          float *restrict v, int64_t batch, int64_t seq, int64_t heads,
+                          int64_t kv_heads, int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            const float *row = qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                rotate_row(row + h * head_dim, c, s, q + ((b * heads + h) * seq + t) * head_dim,
+                           half, 1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                const float *src = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                rotate_row(src, c, s, k + at, half, 1.0f);
+                const float *vs = src + kv_heads * head_dim;
+                for (int64_t j = 0; j < head_dim; j++) v[at + j] = vs[j];
+            }
+        }
+}
+
+/* The inverse: the gradients of q, k and v, q and k rotated back, into the fused layout. */
+void rotary_heads_backward(const float *restrict grad_q, const float *restrict grad_k,
+                           const float *restrict grad_v, const float *restrict cos_t,
+                           const float *restrict sin_t, float *restrict grad_qkv, int64_t batch,
+                           int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            float *row = grad_qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                rotate_row(grad_q + ((b * heads + h) * seq + t) * head_dim, c, s,
+                           row + h * head_dim, half, -1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                float *dst = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                rotate_row(grad_k + at, c, s, dst, half, -1.0f);
+                float *vd = dst + kv_heads * head_dim;
+                for (int64_t j = 0; j < head_dim; j++) vd[j] = grad_v[at + j];
+            }
+        }
+}

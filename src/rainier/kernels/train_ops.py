@@ -1,0 +1,176 @@
+"""Typed entry to `train_ops.c`: fused element-wise passes of a training step on a CPU.
+
+Only float32 CPU tensors: on a GPU, or under bf16, PyTorch's operators are what the model
+uses. Inputs are made contiguous here (a no-op for the activations a step passes), outputs
+are new tensors, and nothing is written into an input.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import torch
+
+from rainier.kernels import load
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_F32 = ctypes.c_float
+
+
+def _bind(lib: ctypes.CDLL, name: str, restype: type | None, *argtypes: type) -> Any:
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn
+
+
+def _check(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise ValueError("train_ops run on float32 CPU tensors")
+
+
+class TrainOps:
+    """Forward and backward of cross-entropy, SwiGLU, RMSNorm and the rotary head split."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._ce_fwd = _bind(lib, "cross_entropy_forward", ctypes.c_int,
+                             _PTR, _PTR, _PTR, _PTR, _I64, _I64)  # fmt: skip
+        self._ce_bwd = _bind(lib, "cross_entropy_backward", None,
+                             _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)  # fmt: skip
+        self._swiglu_fwd = _bind(lib, "swiglu_forward", None, _PTR, _PTR, _I64, _I64)
+        self._swiglu_bwd = _bind(lib, "swiglu_backward", None, _PTR, _PTR, _PTR, _I64, _I64)
+        self._rms_fwd = _bind(lib, "rmsnorm_forward", None,
+                              _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)  # fmt: skip
+        self._rms_bwd = _bind(lib, "rmsnorm_backward", ctypes.c_int,
+                              _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64)  # fmt: skip
+        heads_args = (_PTR,) * 6 + (_I64,) * 5
+        self._heads_fwd = _bind(lib, "rotary_heads_forward", None, *heads_args)
+        self._heads_bwd = _bind(lib, "rotary_heads_backward", None, *heads_args)
+
+    @classmethod
+    def load(cls) -> TrainOps | None:
+        lib = load("train_ops")
+        return cls(lib) if lib is not None else None
+
+    def cross_entropy(
+        self, logits: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss over the rows of `logits` [rows, vocab] (a 0-d tensor) and each row's
+        log-sum-exp, which `cross_entropy_backward` takes."""
+        _check(logits)
+        rows, vocab = logits.shape
+        logits = logits.contiguous()
+        targets = targets.to(torch.int64).contiguous()
+        lse = torch.empty(rows, dtype=torch.float32)
+        total = ctypes.c_double()
+        status = self._ce_fwd(
+            logits.data_ptr(), targets.data_ptr(), lse.data_ptr(), ctypes.byref(total), rows, vocab
+        )
+        if status != 0:
+            raise IndexError(f"cross_entropy: a target is outside [0, {vocab})")
+        return torch.tensor(total.value / max(rows, 1), dtype=torch.float32), lse
+
+    def cross_entropy_backward(
+        self, logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: float
+    ) -> torch.Tensor:
+        """scale * (softmax(logits) - onehot(targets)), one pass over the logits."""
+        rows, vocab = logits.shape
+        logits = logits.contiguous()
+        targets = targets.to(torch.int64).contiguous()
+        grad = torch.empty((rows, vocab), dtype=torch.float32)
+        self._ce_bwd(
+            logits.data_ptr(), targets.data_ptr(), lse.data_ptr(), grad.data_ptr(), rows, vocab,
+            scale,
+        )  # fmt: skip
+        return grad
+
+    def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up over `gate_up` [..., 2 * width], gate the first half of each row."""
+        _check(gate_up)
+        gate_up = gate_up.contiguous()
+        width = gate_up.shape[-1] // 2
+        out = gate_up.new_empty((*gate_up.shape[:-1], width))
+        self._swiglu_fwd(gate_up.data_ptr(), out.data_ptr(), out.numel() // max(width, 1), width)
+        return out
+
+    def swiglu_backward(self, gate_up: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        _check(gate_up, grad)
+        gate_up, grad = gate_up.contiguous(), grad.contiguous()
+        width = gate_up.shape[-1] // 2
+        out = torch.empty_like(gate_up)
+        rows = grad.numel() // max(width, 1)
+        self._swiglu_bwd(gate_up.data_ptr(), grad.data_ptr(), out.data_ptr(), rows, width)
+        return out
+
+    def rmsnorm(
+        self, x: torch.Tensor, weight: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """weight * x / rms(x) over the last dimension, and each row's 1 / rms."""
+        _check(x, weight)
+        x, weight = x.contiguous(), weight.contiguous()
+        dim = x.shape[-1]
+        rows = x.numel() // max(dim, 1)
+        out = torch.empty_like(x)
+        rstd = x.new_empty((*x.shape[:-1], 1))
+        self._rms_fwd(x.data_ptr(), weight.data_ptr(), out.data_ptr(), rstd.data_ptr(), rows, dim,
+                      eps)  # fmt: skip
+        return out, rstd
+
+    def rmsnorm_backward(
+        self, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gradients of x and of the weight."""
+        _check(x, weight, rstd, grad)
+        x, weight, grad = x.contiguous(), weight.contiguous(), grad.contiguous()
+        rstd = rstd.contiguous()
+        dim = x.shape[-1]
+        rows = x.numel() // max(dim, 1)
+        grad_x, grad_weight = torch.empty_like(x), torch.empty_like(weight)
+        status = self._rms_bwd(
+            x.data_ptr(), weight.data_ptr(), rstd.data_ptr(), grad.data_ptr(), grad_x.data_ptr(),
+            grad_weight.data_ptr(), rows, dim,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("rmsnorm_backward could not allocate its accumulator")
+        return grad_x, grad_weight
+
+    def rotary_heads(
+        self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`qkv` [batch, seq, heads + 2 kv_heads, head_dim] as q, k, v [batch, heads, seq,
+        head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2], half-split layout."""
+        _check(qkv, cos, sin)
+        qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
+        b, t, _, d = qkv.shape
+        q = qkv.new_empty((b, heads, t, d))
+        k, v = qkv.new_empty((b, kv_heads, t, d)), qkv.new_empty((b, kv_heads, t, d))
+        self._heads_fwd(
+            qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), k.data_ptr(),
+            v.data_ptr(), b, t, heads, kv_heads, d,
+        )  # fmt: skip
+        return q, k, v
+
+    def rotary_heads_backward(
+        self,
+        grad_q: torch.Tensor,
+        grad_k: torch.Tensor,
+        grad_v: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """The gradient of the fused projection's output [batch, seq, heads + 2 kv_heads,
+        head_dim]: q and k rotated back."""
+        _check(grad_q, grad_k, grad_v, cos, sin)
+        grad_q, grad_k, grad_v = grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous()
+        cos, sin = cos.contiguous(), sin.contiguous()
+        b, heads, t, d = grad_q.shape
+        kv_heads = grad_k.shape[1]
+        grad = grad_q.new_empty((b, t, heads + 2 * kv_heads, d))
+        self._heads_bwd(
+            grad_q.data_ptr(), grad_k.data_ptr(), grad_v.data_ptr(), cos.data_ptr(),
+            sin.data_ptr(), grad.data_ptr(), b, t, heads, kv_heads, d,
+        )  # fmt: skip
+        return grad
