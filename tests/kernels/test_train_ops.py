@@ -1,0 +1,156 @@
+"""The fused training kernels against the PyTorch operators they stand in for."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import rainier.train.model as model_mod
+from rainier.kernels.train_ops import TrainOps
+from rainier.train.config import build_config
+from rainier.train.model import Transformer, lm_loss
+
+OPS = TrainOps.load()
+pytestmark = pytest.mark.skipif(OPS is None, reason="no C compiler, or kernels turned off")
+
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def ops() -> TrainOps:
+    assert OPS is not None
+    return OPS
+
+
+def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = RTOL) -> None:
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=ATOL * expected.abs().max())
+
+
+@pytest.mark.parametrize(("rows", "vocab"), [(1, 5), (7, 37), (33, 8), (64, 2048)])
+def test_cross_entropy_matches_pytorch(rows: int, vocab: int) -> None:
+    gen = torch.Generator().manual_seed(rows * vocab)
+    logits = torch.randn(rows, vocab, generator=gen) * 4
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    ref_logits = logits.clone().requires_grad_()
+    ref = F.cross_entropy(ref_logits, targets)
+    ref.backward(torch.tensor(0.75))
+    assert ref_logits.grad is not None
+
+    loss, lse = ops().cross_entropy(logits, targets)
+    close(loss, ref.detach())
+    close(lse, torch.logsumexp(logits, -1))
+    grad = ops().cross_entropy_backward(logits, targets, lse, 0.75 / rows)
+    close(grad, ref_logits.grad)
+
+
+def test_cross_entropy_rejects_a_target_outside_the_vocabulary() -> None:
+    with pytest.raises(IndexError):
+        ops().cross_entropy(torch.zeros(2, 10), torch.tensor([3, 10]))
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (5, 13), (2, 9, 24), (4, 768)])
+def test_swiglu_matches_pytorch(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    gate_up = torch.randn(*shape[:-1], 2 * shape[-1], generator=gen) * 3
+    gate_up.view(-1)[:4] = torch.tensor([-120.0, 120.0, -30.0, 30.0])[: gate_up.numel()]
+    grad = torch.randn(*shape, generator=gen)
+    ref_in = gate_up.clone().requires_grad_()
+    gate, up = ref_in.chunk(2, dim=-1)
+    ref = F.silu(gate) * up
+    ref.backward(grad)
+    assert ref_in.grad is not None
+
+    close(ops().swiglu(gate_up), ref.detach())
+    close(ops().swiglu_backward(gate_up, grad), ref_in.grad)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (6, 19), (3, 5, 256)])
+def test_rmsnorm_matches_pytorch(shape: tuple[int, ...]) -> None:
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(*shape, generator=gen) * 2
+    weight = 1 + torch.randn(shape[-1], generator=gen) / 4
+    grad = torch.randn(*shape, generator=gen)
+    ref_x, ref_w = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    ref = ref_w * ref_x * torch.rsqrt(ref_x.pow(2).mean(-1, keepdim=True) + 1e-5)
+    ref.backward(grad)
+    assert ref_x.grad is not None and ref_w.grad is not None
+
+    out, rstd = ops().rmsnorm(x, weight, 1e-5)
+    close(out, ref.detach())
+    grad_x, grad_w = ops().rmsnorm_backward(x, weight, rstd, grad)
+    close(grad_x, ref_x.grad)
+    close(grad_w, ref_w.grad)
+
+
+@pytest.mark.parametrize(
+    ("batch", "seq", "heads", "kv_heads", "head_dim"),
+    [(1, 3, 1, 1, 6), (2, 5, 4, 2, 22), (2, 17, 4, 4, 64)],
+)
+def test_rotary_heads_match_pytorch(
+    monkeypatch: pytest.MonkeyPatch, batch: int, seq: int, heads: int, kv_heads: int, head_dim: int
+) -> None:
+    gen = torch.Generator().manual_seed(seq * head_dim)
+    qkv = torch.randn(batch, seq, heads + 2 * kv_heads, head_dim, generator=gen)
+    angles = torch.rand(seq, head_dim // 2, generator=gen) * 6
+    cos, sin = angles.cos(), angles.sin()
+    grads = (
+        torch.randn(batch, heads, seq, head_dim, generator=gen),
+        torch.randn(batch, kv_heads, seq, head_dim, generator=gen),
+        torch.randn(batch, kv_heads, seq, head_dim, generator=gen),
+    )
+    monkeypatch.setattr(model_mod, "_kernels", lambda: None)
+    ref_in = qkv.clone().requires_grad_()
+    ref = model_mod._Heads.apply(ref_in, cos, sin, heads, kv_heads)
+    torch.autograd.backward(ref, grads)
+    assert ref_in.grad is not None
+
+    for actual, expected in zip(
+        ops().rotary_heads(qkv, cos, sin, heads, kv_heads), ref, strict=True
+    ):
+        close(actual, expected.detach())
+    close(ops().rotary_heads_backward(*grads, cos, sin), ref_in.grad)
+
+
+def tiny_model() -> Transformer:
+    overrides = ["dim=72", "n_layers=2", "n_heads=4", "n_kv_heads=2", "ffn_dim=100"]
+    overrides += ["vocab_size=263", "max_seq_len=32"]
+    torch.manual_seed(0)
+    return Transformer(build_config("tiny", overrides))
+
+
+def loss_and_grads(
+    model: Transformer, tokens: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    model.zero_grad(set_to_none=True)
+    loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+    loss.backward()
+    grads = {}
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        grads[name] = p.grad.clone()
+    return loss.detach(), grads
+
+
+def test_model_loss_and_grads_match_the_pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_model()
+    tokens = torch.randint(
+        0, model.cfg.vocab_size, (3, 30), generator=torch.Generator().manual_seed(1)
+    )
+    fused_loss, fused = loss_and_grads(model, tokens)
+    again_loss, again = loss_and_grads(model, tokens)
+    monkeypatch.setattr(model_mod, "_kernels", lambda: None)
+    ref_loss, ref = loss_and_grads(model, tokens)
+
+    close(fused_loss, ref_loss)
+    assert torch.equal(fused_loss, again_loss)
+    for name, grad in ref.items():
+        close(fused[name], grad, rtol=1e-4)
+        assert torch.equal(fused[name], again[name]), f"{name} differs between identical steps"
+
+
+def test_other_dtypes_take_the_pytorch_path() -> None:
+    model = tiny_model().double()
+    tokens = torch.randint(0, model.cfg.vocab_size, (2, 9))
+    loss, grads = loss_and_grads(model, tokens)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert all(g.dtype == torch.float64 for g in grads.values())
