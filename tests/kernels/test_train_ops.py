@@ -23,7 +23,7 @@ def ops() -> TrainOps:
 
 
 def close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = RTOL) -> None:
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=ATOL * expected.abs().max())
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=ATOL * float(expected.abs().max()))
 
 
 @pytest.mark.parametrize(("rows", "vocab"), [(1, 5), (7, 37), (33, 8), (64, 2048)])
