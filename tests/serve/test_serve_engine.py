@@ -121,20 +121,20 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("attention", ["kernel", "torch"])
+@pytest.mark.parametrize("forward", ["kernels", "torch"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_batched_greedy_equals_full_recompute(
     scenario: str,
-    attention: str,
+    forward: str,
     tiny_model_dir: Path,
     reference: Callable[[list[int], int], list[int]],
 ) -> None:
-    """`attention`: the paged-attention C kernel, or attention composed from PyTorch
-    operators, which is what runs where no C compiler is found."""
+    """`kernels`: the forward pass on the C kernels, or composed from PyTorch operators,
+    which is what runs where no C compiler is found."""
     engine = make_engine(tiny_model_dir, **SCENARIOS[scenario])
-    if attention == "torch":
-        engine.model.paged_attention = None
-    elif engine.model.paged_attention is None:
+    if forward == "torch":
+        engine.model.kernels = None
+    elif engine.model.kernels is None:
         pytest.skip("no C compiler here: only the PyTorch path runs")
     rng = random.Random(7)
     prompts = random_prompts(engine, rng, 14)
@@ -407,3 +407,15 @@ def test_sharded_checkpoints_load_the_same_weights(
     single = read_safetensors(tiny_model_dir)
     assert sharded.keys() == single.keys()
     assert all(torch.equal(sharded[k], single[k]) for k in single)
+
+
+def test_the_kernels_refuse_a_batch_that_points_outside_the_cache(tiny_model_dir: Path) -> None:
+    engine = make_engine(tiny_model_dir)
+    if engine.model.kernels is None:
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    blocks = engine.kv_cache.shape[2] // engine.config.block_size
+    prompt = [5, 6, 7]
+    for table, start in (([blocks], 0), ([0], engine.model.cos.shape[0])):
+        batch = build_batch([ScheduledChunk(prompt, start, table, True)], 8, torch.device("cpu"))
+        with pytest.raises(IndexError, match="outside"):
+            engine.model.forward(batch, engine.kv_cache)

@@ -12,25 +12,13 @@
  * positions is a few KiB per head), which is exact, not the online rescaling a GPU kernel
  * needs to stay in registers.
  *
- * `head_dim` must be a multiple of 8. Vectors are GCC/Clang vector extensions, eight floats wide: AVX2 where -march=native has
- * it, split by the compiler elsewhere. No -ffast-math: the exponential below relies on a
- * rounding trick that reassociation would fold away.
+ * `head_dim` must be a multiple of 8, the vector width.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-static inline v8 load8(const float *p) { return *(const v8u *)p; }
-static inline void store8(float *p, v8 v) { *(v8u *)p = v; }
-static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-
-static inline float hsum8(v8 v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
+#include "vec8.h"
 
 /* Scores of one query row against `n` key rows `stride` floats apart. Eight keys at a time,
  * each with its own accumulator, so eight independent chains of fused multiply-adds keep the
@@ -66,26 +54,6 @@ static void weigh_block_64(v8 acc[8], const float *restrict w, const float *rest
 static void weigh_block_8(v8 *acc, const float *restrict w, const float *restrict value,
                           int64_t n, int64_t stride) {
     for (int64_t j = 0; j < n; j++, value += stride) *acc += splat8(w[j]) * load8(value);
-}
-
-/* e^x for x <= 0 (a score minus the row's maximum), relative error about 2e-7: x = n ln2 + r
- * with |r| <= ln2 / 2, e^r by its Taylor series to r^6, 2^n put into the exponent bits. */
-static inline v8 exp8(v8 x) {
-    const v8 lo = splat8(-87.0f);
-    const v8i below = x < lo;
-    x = (v8)(((v8i)x & ~below) | ((v8i)lo & below));
-    const v8 magic = splat8(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-    v8 n = (x * splat8(1.44269504f) + magic) - magic;
-    v8 r = x - n * splat8(0.693145752f) - n * splat8(1.42860677e-06f);
-    v8 p = splat8(1.0f / 720);
-    p = p * r + splat8(1.0f / 120);
-    p = p * r + splat8(1.0f / 24);
-    p = p * r + splat8(1.0f / 6);
-    p = p * r + splat8(0.5f);
-    p = p * r + splat8(1.0f);
-    p = p * r + splat8(1.0f);
-    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
-    return p * (v8)bits;
 }
 
 /* s[j] = softmax(scale * s)[j], in place. */

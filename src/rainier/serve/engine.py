@@ -190,7 +190,7 @@ class LLMEngine:
             self.config.block_size,
             self.model.device,
             self.model.dtype,
-            groups=self.model.paged_attention is None,
+            groups=self.model.kernels is None,
         )
         logits = self.model.forward(batch, self.kv_cache)
         sampling = [

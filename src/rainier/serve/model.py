@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import ModelConfig, ModelFormatError
@@ -34,6 +35,19 @@ class LayerWeights:
     down_proj: torch.Tensor
     qkv_bias: torch.Tensor | None = None
     o_bias: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`."""
+
+    attention: PagedAttention
+    layer: LayerOps
+
+    @classmethod
+    def load(cls) -> Kernels | None:
+        attention, layer = PagedAttention.load(), LayerOps.load()
+        return cls(attention, layer) if attention is not None and layer is not None else None
 
 
 def read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -138,9 +152,9 @@ class LlamaModel:
         angles = torch.cat([freqs, freqs], dim=-1)
         self.cos = angles.cos().to(device=device, dtype=dtype)
         self.sin = angles.sin().to(device=device, dtype=dtype)
-        self.paged_attention: PagedAttention | None = None
+        self.kernels: Kernels | None = None
         if device.type == "cpu" and dtype == torch.float32 and config.head_dim % 8 == 0:
-            self.paged_attention = PagedAttention.load()
+            self.kernels = Kernels.load()
 
     @classmethod
     def load(
@@ -177,6 +191,8 @@ class LlamaModel:
     @torch.inference_mode()
     def forward(self, batch: BatchInput, kv_cache: torch.Tensor) -> torch.Tensor:
         """Logits [len(batch.logits_index), vocab] for the tokens that asked for them."""
+        if self.kernels is not None:
+            return self._forward_with_kernels(batch, kv_cache, self.kernels)
         c = self.config
         n = batch.num_tokens
         heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
@@ -184,7 +200,6 @@ class LlamaModel:
         sin = self.sin[batch.positions][:, None, :]
         hidden = self.embed[batch.token_ids]
         groups = heads // kv_heads
-        scale = 1.0 / math.sqrt(c.head_dim)
         prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
         for layer_index, layer in enumerate(self.layers):
             x = self._rms_norm(hidden, layer.input_norm)
@@ -194,19 +209,62 @@ class LlamaModel:
             cache = kv_cache[layer_index]
             cache[0].index_copy_(0, batch.slot_mapping, k)
             cache[1].index_copy_(0, batch.slot_mapping, v)
-            if self.paged_attention is not None:
-                attn = self.paged_attention(
-                    q, cache[0], cache[1], batch.block_tables, batch.token_seq,
-                    batch.context_lens, batch.block_size, scale,
-                )  # fmt: skip
-            else:
-                attn = self._attention(q, cache, batch, prefill_masks)
+            attn = self._attention(q, cache, batch, prefill_masks)
             hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
             x = self._rms_norm(hidden, layer.post_norm)
             gate, up = F.linear(x, layer.gate_up_proj).chunk(2, dim=-1)
             hidden = hidden + F.linear(F.silu(gate) * up, layer.down_proj)
         last = self._rms_norm(hidden[batch.logits_index], self.norm)
         return F.linear(last, self.lm_head).float()
+
+    def _forward_with_kernels(
+        self, batch: BatchInput, kv_cache: torch.Tensor, kernels: Kernels
+    ) -> torch.Tensor:
+        """The same layers with each element-wise chain one kernel call and attention read in
+        place from the cache; the residual add is folded into the next RMSNorm."""
+        c = self.config
+        n, heads, eps = batch.num_tokens, c.num_attention_heads, c.rms_norm_eps
+        self._check_indexes(batch, kv_cache)
+        ops = kernels.layer
+        scale = 1.0 / math.sqrt(c.head_dim)
+        hidden = self.embed[batch.token_ids]
+        x = ops.rms_norm(hidden, self.layers[0].input_norm, eps)
+        for i, layer in enumerate(self.layers):
+            qkv = F.linear(x, layer.qkv_proj, layer.qkv_bias).view(n, -1, c.head_dim)
+            k_cache, v_cache = kv_cache[i]
+            ops.rope_store(
+                qkv, heads, self.cos, self.sin, batch.positions, batch.slot_mapping, k_cache,
+                v_cache,
+            )  # fmt: skip
+            attn = kernels.attention(
+                qkv[:, :heads], k_cache, v_cache, batch.block_tables, batch.token_seq,
+                batch.context_lens, batch.block_size, scale,
+            )  # fmt: skip
+            attn_out = F.linear(attn.view(n, -1), layer.o_proj, layer.o_bias)
+            x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
+            down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up_proj)), layer.down_proj)
+            if i + 1 < len(self.layers):
+                x = ops.add_rms_norm(hidden, down, self.layers[i + 1].input_norm, eps)
+            else:
+                hidden += down
+        last = ops.rms_norm(hidden[batch.logits_index], self.norm, eps)
+        return F.linear(last, self.lm_head)
+
+    def _check_indexes(self, batch: BatchInput, kv_cache: torch.Tensor) -> None:
+        """The kernels follow these indexes with raw pointers: one out of range would read or
+        write outside the cache rather than raise."""
+        slots = kv_cache.shape[2]
+        tables = batch.block_tables
+        ok = (
+            int(batch.positions.max()) < self.cos.shape[0]
+            and int(batch.slot_mapping.max()) < slots
+            and int(tables.max()) < slots // batch.block_size
+            and int(batch.token_seq.max()) < tables.shape[0]
+            and int(batch.context_lens.max()) <= tables.shape[1] * batch.block_size
+            and int(torch.minimum(batch.slot_mapping.min(), tables.min())) >= 0
+        )
+        if not ok:
+            raise IndexError("a batch index points outside the KV cache or the rotary tables")
 
     def _attention(
         self,

@@ -1,0 +1,113 @@
+/* The element-wise passes of a Llama layer, each one pass over its rows.
+ *
+ * Composed from PyTorch operators, an RMSNorm is eight calls and a rotary embedding six, each
+ * reading and writing its whole input; with a few dozen tokens in a step, the calls' fixed
+ * cost is most of the time. Each function here replaces one such chain. Every tensor is
+ * float32 and row-major with rows `dim` floats apart unless a stride is given.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "vec8.h"
+
+static float sum_squares(const float *x, int64_t n) {
+    v8 a0 = splat8(0.0f), a1 = splat8(0.0f);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const v8 u = load8(x + i), w = load8(x + i + 8);
+        a0 += u * u;
+        a1 += w * w;
+    }
+    for (; i + 8 <= n; i += 8) {
+        const v8 u = load8(x + i);
+        a0 += u * u;
+    }
+    float sum = hsum8(a0 + a1);
+    for (; i < n; i++) sum += x[i] * x[i];
+    return sum;
+}
+
+/* out = weight * (x / sqrt(mean(x^2) + eps)) */
+static void normalise(float *restrict out, const float *restrict x, const float *restrict weight,
+                      float sum_sq, int64_t dim, float eps) {
+    const float inv = 1.0f / sqrtf(sum_sq / (float)dim + eps);
+    const v8 iv = splat8(inv);
+    int64_t i = 0;
+    for (; i + 8 <= dim; i += 8) store8(out + i, load8(weight + i) * (load8(x + i) * iv));
+    for (; i < dim; i++) out[i] = weight[i] * (x[i] * inv);
+}
+
+void rms_norm(const float *x, int64_t x_stride, const float *weight, float *out, int64_t rows,
+              int64_t dim, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * x_stride;
+        normalise(out + r * dim, row, weight, sum_squares(row, dim), dim, eps);
+    }
+}
+
+/* hidden += delta (the residual connection), then out = rms_norm(hidden): one read of each. */
+void add_rms_norm(float *hidden, const float *delta, const float *weight, float *out,
+                  int64_t rows, int64_t dim, float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        float *h = hidden + r * dim;
+        const float *d = delta + r * dim;
+        v8 acc = splat8(0.0f);
+        int64_t i = 0;
+        for (; i + 8 <= dim; i += 8) {
+            const v8 v = load8(h + i) + load8(d + i);
+            store8(h + i, v);
+            acc += v * v;
+        }
+        float sum_sq = hsum8(acc);
+        for (; i < dim; i++) {
+            h[i] += d[i];
+            sum_sq += h[i] * h[i];
+        }
+        normalise(out + r * dim, h, weight, sum_sq, dim, eps);
+    }
+}
+
+/* Rotary positions applied in place to the query and key heads of each row of a fused q/k/v
+ * projection ([rows, heads + 2 * kv_heads, head_dim]), in the "rotate half" convention of HF
+ * Llama, then the row's keys and values copied to its cache slot ([slots, kv_heads, head_dim]
+ * each). `cos` and `sin` are tables [positions, head_dim]. */
+void rope_store(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                const float *cos, const float *sin, const int64_t *positions,
+                const int64_t *slots, float *k_cache, float *v_cache) {
+    const int64_t half = head_dim / 2, kv_width = kv_heads * head_dim;
+    const int64_t width = (heads + 2 * kv_heads) * head_dim;
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = qkv + r * width;
+        const float *c = cos + positions[r] * head_dim, *s = sin + positions[r] * head_dim;
+        for (int64_t h = 0; h < heads + kv_heads; h++) {
+            float *restrict x1 = row + h * head_dim, *restrict x2 = x1 + half;
+            for (int64_t i = 0; i < half; i++) {
+                const float a = x1[i], b = x2[i];
+                x1[i] = a * c[i] - b * s[i];
+                x2[i] = b * c[half + i] + a * s[half + i];
+            }
+        }
+        memcpy(k_cache + slots[r] * kv_width, row + heads * head_dim, sizeof(float) * kv_width);
+        memcpy(v_cache + slots[r] * kv_width, row + heads * head_dim + kv_width,
+               sizeof(float) * kv_width);
+    }
+}
+
+/* out = silu(gate) * up, where each row of `gate_up` is [gate (ffn) | up (ffn)]. */
+void silu_mul(const float *gate_up, float *out, int64_t rows, int64_t ffn) {
+    const v8 one = splat8(1.0f), cap = splat8(80.0f);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *g = gate_up + r * 2 * ffn, *u = g + ffn;
+        float *o = out + r * ffn;
+        int64_t i = 0;
+        for (; i + 8 <= ffn; i += 8) {
+            const v8 x = load8(g + i);
+            v8 neg = -x;
+            const v8i over = neg > cap;
+            neg = (v8)(((v8i)neg & ~over) | ((v8i)cap & over));
+            store8(o + i, x / (one + exp8(neg)) * load8(u + i));
+        }
+        for (; i < ffn; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}

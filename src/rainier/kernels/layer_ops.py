@@ -1,0 +1,105 @@
+"""Typed entry to `layer_ops.c`: a Llama layer's element-wise passes, one call each.
+
+These sit on a serving step's hot path, so they check only what would make the C code read or
+write out of bounds (dtype, device, contiguity, shapes); the caller owns the meaning.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import torch
+
+from rainier.kernels import load
+
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_F32 = ctypes.c_float
+
+
+def _check(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
+            raise ValueError("layer_ops take contiguous float32 CPU tensors")
+
+
+class LayerOps:
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        def bind(name: str, *argtypes: type) -> Callable[..., None]:
+            fn = getattr(lib, name)
+            fn.restype = None
+            fn.argtypes = list(argtypes)
+            return fn
+
+        self._rms_norm = bind("rms_norm", _PTR, _I64, _PTR, _PTR, _I64, _I64, _F32)
+        self._add_rms_norm = bind("add_rms_norm", _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)
+        self._rope_store = bind(
+            "rope_store", _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR
+        )
+        self._silu_mul = bind("silu_mul", _PTR, _PTR, _I64, _I64)
+
+    @classmethod
+    def load(cls) -> LayerOps | None:
+        lib = load("layer_ops")
+        return cls(lib) if lib is not None else None
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """`x` [rows, dim]; its rows may be strided (a selection of a batch's rows)."""
+        rows, dim = x.shape
+        if x.stride(1) != 1 or x.dtype != torch.float32 or weight.shape != (dim,):
+            raise ValueError("rms_norm takes float32 rows and a weight of their width")
+        _check(weight)
+        out = torch.empty((rows, dim), dtype=torch.float32)
+        self._rms_norm(x.data_ptr(), x.stride(0), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        return out
+
+    def add_rms_norm(
+        self, hidden: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float
+    ) -> torch.Tensor:
+        """Adds `delta` to `hidden` in place and returns the RMSNorm of the sum."""
+        _check(hidden, delta, weight)
+        rows, dim = hidden.shape
+        if delta.shape != hidden.shape or weight.shape != (dim,):
+            raise ValueError("add_rms_norm: hidden, delta and weight disagree in shape")
+        out = torch.empty_like(hidden)
+        self._add_rms_norm(
+            hidden.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps
+        )
+        return out
+
+    def rope_store(
+        self,
+        qkv: torch.Tensor,
+        heads: int,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        k_cache: torch.Tensor,
+        v_cache: torch.Tensor,
+    ) -> None:
+        """Rotates the query and key heads of `qkv` [rows, heads + 2 kv_heads, head_dim] in
+        place and writes each row's keys and values to its slot of the caches."""
+        _check(qkv, cos, sin, k_cache, v_cache)
+        rows, width, head_dim = qkv.shape
+        kv_heads = k_cache.shape[1]
+        if width != heads + 2 * kv_heads or k_cache.shape[2] != head_dim or head_dim % 2:
+            raise ValueError("rope_store: qkv does not match the caches' heads")
+        if cos.shape[1] != head_dim or v_cache.shape != k_cache.shape:
+            raise ValueError("rope_store: the rotary tables or caches have the wrong width")
+        for index in (positions, slots):
+            if index.dtype != torch.int64 or not index.is_contiguous() or len(index) != rows:
+                raise ValueError("rope_store: positions and slots are int64, one per row")
+        self._rope_store(
+            qkv.data_ptr(), rows, heads, kv_heads, head_dim, cos.data_ptr(), sin.data_ptr(),
+            positions.data_ptr(), slots.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
+        )  # fmt: skip
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up for `gate_up` [rows, 2 * ffn] laid out [gate | up]."""
+        _check(gate_up)
+        rows, width = gate_up.shape
+        out = torch.empty((rows, width // 2), dtype=torch.float32)
+        self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, width // 2)
+        return out

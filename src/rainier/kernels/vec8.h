@@ -1,0 +1,42 @@
+/* Eight-float vectors for the kernels, as GCC/Clang vector extensions: AVX2 where
+ * -march=native has it, split by the compiler elsewhere. Kernels are built without
+ * -ffast-math, so sums keep the order written here and the rounding trick in exp8 holds. */
+#ifndef RAINIER_VEC8_H
+#define RAINIER_VEC8_H
+
+#include <stdint.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+static inline v8 load8(const float *p) { return *(const v8u *)p; }
+static inline void store8(float *p, v8 v) { *(v8u *)p = v; }
+static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+
+static inline float hsum8(v8 v) {
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* e^x, relative error about 2e-7, for x up to 88 (beyond, the result is not defined) and
+ * flushed to about 1.6e-38 below -87: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor
+ * series to r^6, 2^n put into the exponent bits. */
+static inline v8 exp8(v8 x) {
+    const v8 lo = splat8(-87.0f);
+    const v8i below = x < lo;
+    x = (v8)(((v8i)x & ~below) | ((v8i)lo & below));
+    const v8 magic = splat8(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    v8 n = (x * splat8(1.44269504f) + magic) - magic;
+    v8 r = x - n * splat8(0.693145752f) - n * splat8(1.42860677e-06f);
+    v8 p = splat8(1.0f / 720);
+    p = p * r + splat8(1.0f / 120);
+    p = p * r + splat8(1.0f / 24);
+    p = p * r + splat8(1.0f / 6);
+    p = p * r + splat8(0.5f);
+    p = p * r + splat8(1.0f);
+    p = p * r + splat8(1.0f);
+    v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
+    return p * (v8)bits;
+}
+
+#endif
