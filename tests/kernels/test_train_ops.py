@@ -154,3 +154,24 @@ def test_other_dtypes_take_the_pytorch_path() -> None:
     loss, grads = loss_and_grads(model, tokens)
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     assert all(g.dtype == torch.float64 for g in grads.values())
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "first_row"), [(1, 1, 0), (5, 13, 8), (64, 192, 128), (3, 20, 0)]
+)
+def test_causal_softmax_and_its_gradient_match_pytorch(
+    rows: int, cols: int, first_row: int
+) -> None:
+    gen = torch.Generator().manual_seed(rows * cols + first_row)
+    scores = torch.randn(3, rows, cols, generator=gen) * 5
+    mask = torch.full((first_row + rows, cols), float("-inf")).triu_(1)[first_row:]
+    ref = torch.softmax(scores * 0.3 + mask, -1)
+    weights = scores.clone()
+    ops().causal_softmax_(weights, first_row, 0.3)
+    close(weights, ref)
+
+    grad_w = torch.randn(3, rows, cols, generator=gen)
+    delta = torch.randn(3, rows + 4, 1, generator=gen)
+    expected = (grad_w - delta[:, 2 : 2 + rows]) * ref
+    ops().softmax_grad_(grad_w, weights, delta[:, 2 : 2 + rows])
+    close(grad_w, expected)

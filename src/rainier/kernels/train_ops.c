@@ -278,3 +278,54 @@ void rotary_heads_backward(const float *restrict grad_q, const float *restrict g
             }
         }
 }
+
+/* A block of causal attention scores [batch, rows, cols] in place: row i is query position
+ * first_row + i and sees keys 0 ..= first_row + i; those become softmax(scale * score), the
+ * rest 0. The mask is implicit, so masked scores are neither read nor exponentiated. */
+void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t cols,
+                    int64_t first_row, float scale) {
+    const v8 sv = bc(scale);
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < rows; i++) {
+            float *s = scores + (b * rows + i) * cols;
+            const int64_t n = first_row + i + 1 < cols ? first_row + i + 1 : cols;
+            float top = s[0];
+            for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
+            const v8 shift = bc(top * scale);
+            v8 acc = bc(0.0f);
+            int64_t j = 0;
+            for (; j + 8 <= n; j += 8) {
+                const v8 e = vexp(ld(s + j) * sv - shift);
+                st(s + j, e);
+                acc += e;
+            }
+            float sum = sum8(acc);
+            for (; j < n; j++) {
+                s[j] = expf(s[j] * scale - top * scale);
+                sum += s[j];
+            }
+            const float inv = 1.0f / sum;
+            const v8 iv = bc(inv);
+            for (j = 0; j + 8 <= n; j += 8) st(s + j, ld(s + j) * iv);
+            for (; j < n; j++) s[j] *= inv;
+            for (j = n; j < cols; j++) s[j] = 0.0f;
+        }
+}
+
+/* The softmax backward in place over a block of scores' gradients [batch, rows, cols]:
+ * grad = (grad - delta[row]) * weights, delta the row's sum of grad * weights, given with
+ * `delta_stride` floats between batch entries. */
+void softmax_grad(float *restrict grad, const float *restrict weights,
+                  const float *restrict delta, int64_t delta_stride, int64_t batch,
+                  int64_t rows, int64_t cols) {
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < rows; i++) {
+            float *g = grad + (b * rows + i) * cols;
+            const float *w = weights + (b * rows + i) * cols;
+            const float d = delta[b * delta_stride + i];
+            const v8 dv = bc(d);
+            int64_t j = 0;
+            for (; j + 8 <= cols; j += 8) st(g + j, (ld(g + j) - dv) * ld(w + j));
+            for (; j < cols; j++) g[j] = (g[j] - d) * w[j];
+        }
+}

@@ -33,7 +33,8 @@ def _check(*tensors: torch.Tensor) -> None:
 
 
 class TrainOps:
-    """Forward and backward of cross-entropy, SwiGLU, RMSNorm and the rotary head split."""
+    """Forward and backward of cross-entropy, SwiGLU, RMSNorm, the rotary head split and the
+    softmax of causal attention's blocks of scores."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
         self._ce_fwd = _bind(lib, "cross_entropy_forward", ctypes.c_int,
@@ -49,6 +50,10 @@ class TrainOps:
         heads_args = (_PTR,) * 6 + (_I64,) * 5
         self._heads_fwd = _bind(lib, "rotary_heads_forward", None, *heads_args)
         self._heads_bwd = _bind(lib, "rotary_heads_backward", None, *heads_args)
+        self._causal_softmax = _bind(lib, "causal_softmax", None,
+                                     _PTR, _I64, _I64, _I64, _I64, _F32)  # fmt: skip
+        self._softmax_grad = _bind(lib, "softmax_grad", None,
+                                   _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64)  # fmt: skip
 
     @classmethod
     def load(cls) -> TrainOps | None:
@@ -174,3 +179,32 @@ class TrainOps:
             sin.data_ptr(), grad.data_ptr(), b, t, heads, kv_heads, d,
         )  # fmt: skip
         return grad
+
+    def causal_softmax_(self, scores: torch.Tensor, first_row: int, scale: float) -> None:
+        """In place over contiguous `scores` [batch, rows, cols]: row i is query position
+        `first_row + i`, which sees keys up to itself; softmax(scale * scores) over those, 0
+        over the rest."""
+        _check(scores)
+        if not scores.is_contiguous():
+            raise ValueError("causal_softmax_ works in place on a contiguous tensor")
+        batch, rows, cols = scores.shape
+        self._causal_softmax(scores.data_ptr(), batch, rows, cols, first_row, scale)
+
+    def softmax_grad_(self, grad: torch.Tensor, weights: torch.Tensor, delta: torch.Tensor) -> None:
+        """grad = (grad - delta) * weights in place, over contiguous [batch, rows, cols] blocks;
+        `delta` [batch, rows, 1] may be a slice of a longer tensor along rows."""
+        _check(grad, weights, delta)
+        if not (grad.is_contiguous() and weights.is_contiguous()) or delta.stride(1) != 1:
+            raise ValueError("softmax_grad_ needs contiguous blocks and delta's rows adjacent")
+        if grad.shape != weights.shape or delta.shape != (*grad.shape[:2], 1):
+            raise ValueError("softmax_grad_: grad, weights and delta do not match")
+        batch, rows, cols = grad.shape
+        self._softmax_grad(
+            grad.data_ptr(),
+            weights.data_ptr(),
+            delta.data_ptr(),
+            delta.stride(0),
+            batch,
+            rows,
+            cols,
+        )

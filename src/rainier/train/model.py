@@ -209,9 +209,14 @@ class _BlockedAttention(torch.autograd.Function):
         bounds = [*range(0, t, ATTENTION_BLOCK), t]
         out = torch.empty_like(q)
         weights = []
+        ctx.ops = ops = _fused(q, k, v)
         for r0, r1 in itertools.pairwise(bounds):
-            scores = torch.baddbmm(mask[r0:r1, :r1], q[:, r0:r1], k[:, :r1].mT, alpha=scale)
-            w = torch.softmax(scores, -1)
+            if ops is not None:
+                w = torch.bmm(q[:, r0:r1], k[:, :r1].mT)
+                ops.causal_softmax_(w, r0, scale)
+            else:
+                scores = torch.baddbmm(mask[r0:r1, :r1], q[:, r0:r1], k[:, :r1].mT, alpha=scale)
+                w = torch.softmax(scores, -1)
             torch.bmm(w, v[:, :r1], out=out[:, r0:r1])
             weights.append(w)
         ctx.save_for_backward(q, k, v, out, *weights)
@@ -228,7 +233,11 @@ class _BlockedAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (q, k, v))
         for (r0, r1), w in zip(itertools.pairwise(ctx.bounds), weights, strict=True):
             grad_v[:, :r1].baddbmm_(w.mT, grad[:, r0:r1])
-            grad_scores = torch.bmm(grad[:, r0:r1], v[:, :r1].mT).sub_(delta[:, r0:r1]).mul_(w)
+            grad_scores = torch.bmm(grad[:, r0:r1], v[:, :r1].mT)
+            if ctx.ops is not None:
+                ctx.ops.softmax_grad_(grad_scores, w, delta[:, r0:r1])
+            else:
+                grad_scores.sub_(delta[:, r0:r1]).mul_(w)
             grad_q[:, r0:r1].baddbmm_(grad_scores, k[:, :r1], alpha=ctx.scale)
             grad_k[:, :r1].baddbmm_(grad_scores.mT, q[:, r0:r1], alpha=ctx.scale)
         return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape)
