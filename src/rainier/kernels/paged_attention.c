@@ -20,40 +20,62 @@
 
 #include "vec8.h"
 
-/* Scores of one query row against `n` key rows `stride` floats apart. Eight keys at a time,
- * each with its own accumulator, so eight independent chains of fused multiply-adds keep the
- * vector units busy instead of waiting on one chain's latency. */
-static void scores_block(float *restrict out, const float *restrict query,
-                         const float *restrict key, int64_t n, int64_t stride, int64_t dim) {
+/* Scores of two query rows of a group against `n` key rows `stride` floats apart. Each key
+ * load serves both rows, and four keys at a time give eight independent chains of fused
+ * multiply-adds, so the vector units do not wait on one chain's latency. A group with one
+ * row passes it twice. */
+static void scores_pair(float *restrict out0, float *restrict out1, const float *q0,
+                        const float *q1, const float *restrict key, int64_t n, int64_t stride,
+                        int64_t dim) {
     int64_t j = 0;
-    for (; j + 8 <= n; j += 8, key += 8 * stride) {
-        v8 a[8] = {0};
+    for (; j + 4 <= n; j += 4, key += 4 * stride) {
+        v8 a[4] = {0}, b[4] = {0};
         for (int64_t c = 0; c < dim; c += 8) {
-            const v8 qv = load8(query + c);
-            for (int i = 0; i < 8; i++) a[i] += qv * load8(key + i * stride + c);
+            const v8 x0 = load8(q0 + c), x1 = load8(q1 + c);
+            for (int i = 0; i < 4; i++) {
+                const v8 k = load8(key + i * stride + c);
+                a[i] += x0 * k;
+                b[i] += x1 * k;
+            }
         }
-        for (int i = 0; i < 8; i++) out[j + i] = hsum8(a[i]);
+        for (int i = 0; i < 4; i++) {
+            out0[j + i] = hsum8(a[i]);
+            out1[j + i] = hsum8(b[i]);
+        }
     }
     for (; j < n; j++, key += stride) {
-        v8 a = splat8(0.0f);
-        for (int64_t c = 0; c < dim; c += 8) a += load8(query + c) * load8(key + c);
-        out[j] = hsum8(a);
+        v8 a = splat8(0.0f), b = splat8(0.0f);
+        for (int64_t c = 0; c < dim; c += 8) {
+            const v8 k = load8(key + c);
+            a += load8(q0 + c) * k;
+            b += load8(q1 + c) * k;
+        }
+        out0[j] = hsum8(a);
+        out1[j] = hsum8(b);
     }
 }
 
-/* out[0:64] += sum_j w[j] * value_j[0:64] over `n` value rows `stride` floats apart; the 64
- * outputs stay in eight registers for the whole run. */
-static void weigh_block_64(v8 acc[8], const float *restrict w, const float *restrict value,
-                           int64_t n, int64_t stride) {
+/* acc0/acc1 += sum_j w0[j] / w1[j] * value_j over 32 columns of `n` value rows: each value
+ * load serves both rows of the pair, and the eight sums stay in registers. */
+static void weigh_pair_32(v8 acc0[4], v8 acc1[4], const float *w0, const float *w1,
+                          const float *restrict value, int64_t n, int64_t stride) {
     for (int64_t j = 0; j < n; j++, value += stride) {
-        const v8 wv = splat8(w[j]);
-        for (int i = 0; i < 8; i++) acc[i] += wv * load8(value + 8 * i);
+        const v8 x0 = splat8(w0[j]), x1 = splat8(w1[j]);
+        for (int i = 0; i < 4; i++) {
+            const v8 v = load8(value + 8 * i);
+            acc0[i] += x0 * v;
+            acc1[i] += x1 * v;
+        }
     }
 }
 
-static void weigh_block_8(v8 *acc, const float *restrict w, const float *restrict value,
-                          int64_t n, int64_t stride) {
-    for (int64_t j = 0; j < n; j++, value += stride) *acc += splat8(w[j]) * load8(value);
+static void weigh_pair_8(v8 *acc0, v8 *acc1, const float *w0, const float *w1,
+                         const float *restrict value, int64_t n, int64_t stride) {
+    for (int64_t j = 0; j < n; j++, value += stride) {
+        const v8 v = load8(value);
+        *acc0 += splat8(w0[j]) * v;
+        *acc1 += splat8(w1[j]) * v;
+    }
 }
 
 /* s[j] = softmax(scale * s)[j], in place. */
@@ -90,7 +112,7 @@ int paged_attention(
     int64_t longest = 1;
     for (int64_t t = 0; t < num_tokens; t++)
         if (context_lens[t] > longest) longest = context_lens[t];
-    float *scores = malloc(sizeof(float) * (size_t)(groups * longest));
+    float *scores = malloc(sizeof(float) * (size_t)(2 * longest));
     if (scores == NULL) return -1;
     const int64_t slot_stride = kv_heads * head_dim;
 
@@ -98,37 +120,46 @@ int paged_attention(
         const int64_t *table = block_tables + token_seq[t] * max_blocks;
         const int64_t length = context_lens[t];
         for (int64_t h = 0; h < kv_heads; h++) {
-            const float *query = q + t * q_token_stride + h * groups * head_dim;
             const float *keys = k_cache + h * head_dim, *values = v_cache + h * head_dim;
-            for (int64_t start = 0; start < length; start += block_size) {
-                const int64_t n = length - start < block_size ? length - start : block_size;
-                const int64_t row = table[start / block_size] * block_size * slot_stride;
-                for (int64_t g = 0; g < groups; g++)
-                    scores_block(scores + g * length + start, query + g * head_dim, keys + row, n,
-                                 slot_stride, head_dim);
-            }
-            for (int64_t g = 0; g < groups; g++) softmax(scores + g * length, length, scale);
-            for (int64_t g = 0; g < groups; g++) {
-                float *o = out + (t * heads + h * groups + g) * head_dim;
-                const float *w = scores + g * length;
+            for (int64_t g = 0; g < groups; g += 2) {
+                const int64_t g1 = g + 1 < groups ? g + 1 : g;
+                const float *q0 = q + t * q_token_stride + (h * groups + g) * head_dim;
+                const float *q1 = q + t * q_token_stride + (h * groups + g1) * head_dim;
+                float *s0 = scores, *s1 = scores + length;
+                for (int64_t start = 0; start < length; start += block_size) {
+                    const int64_t n = length - start < block_size ? length - start : block_size;
+                    const int64_t row = table[start / block_size] * block_size * slot_stride;
+                    scores_pair(s0 + start, s1 + start, q0, q1, keys + row, n, slot_stride,
+                                head_dim);
+                }
+                softmax(s0, length, scale);
+                softmax(s1, length, scale);
+                float *o0 = out + (t * heads + h * groups + g) * head_dim;
+                float *o1 = out + (t * heads + h * groups + g1) * head_dim;
                 int64_t c = 0;
-                for (; c + 64 <= head_dim; c += 64) {
-                    v8 acc[8] = {0};
+                for (; c + 32 <= head_dim; c += 32) {
+                    v8 acc0[4] = {0}, acc1[4] = {0};
                     for (int64_t start = 0; start < length; start += block_size) {
                         const int64_t n = length - start < block_size ? length - start : block_size;
                         const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        weigh_block_64(acc, w + start, values + row + c, n, slot_stride);
+                        weigh_pair_32(acc0, acc1, s0 + start, s1 + start, values + row + c, n,
+                                      slot_stride);
                     }
-                    for (int i = 0; i < 8; i++) store8(o + c + 8 * i, acc[i]);
+                    for (int i = 0; i < 4; i++) {
+                        store8(o0 + c + 8 * i, acc0[i]);
+                        store8(o1 + c + 8 * i, acc1[i]);
+                    }
                 }
                 for (; c < head_dim; c += 8) {
-                    v8 acc = splat8(0.0f);
+                    v8 acc0 = splat8(0.0f), acc1 = splat8(0.0f);
                     for (int64_t start = 0; start < length; start += block_size) {
                         const int64_t n = length - start < block_size ? length - start : block_size;
                         const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        weigh_block_8(&acc, w + start, values + row + c, n, slot_stride);
+                        weigh_pair_8(&acc0, &acc1, s0 + start, s1 + start, values + row + c, n,
+                                     slot_stride);
                     }
-                    store8(o + c, acc);
+                    store8(o0 + c, acc0);
+                    store8(o1 + c, acc1);
                 }
             }
         }

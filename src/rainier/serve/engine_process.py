@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import queue
+import select
 import signal
 import threading
 from multiprocessing.connection import Connection
@@ -64,8 +65,13 @@ def _core_main(
         return
     results.send(("ready", engine.model_config.vocab_size, engine.max_model_len, engine.stats()))
 
+    # One poll object for the life of the process: `Connection.poll` builds a selector on every
+    # call, and the loop asks between every two steps.
+    waiting = select.poll()
+    waiting.register(requests.fileno(), select.POLLIN)
+
     def receive(block: bool) -> EngineMessage | None:
-        if not block and not requests.poll():
+        if not block and not waiting.poll(0):
             return None
         try:
             message: EngineMessage = requests.recv()
