@@ -175,3 +175,10 @@ def test_causal_softmax_and_its_gradient_match_pytorch(
     expected = (grad_w - delta[:, 2 : 2 + rows]) * ref
     ops().softmax_grad_(grad_w, weights, delta[:, 2 : 2 + rows])
     close(grad_w, expected)
+
+
+def test_torch_compile_traces_the_pytorch_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(2, 8)
+    assert model_mod._fused(x) is not None
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert model_mod._fused(x) is None

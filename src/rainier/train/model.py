@@ -28,7 +28,10 @@ def _kernels() -> TrainOps | None:
 
 def _fused(*tensors: torch.Tensor) -> TrainOps | None:
     """The C kernels when every tensor is float32 on the CPU and they built here: each fuses
-    an element-wise chain that PyTorch runs as several full passes over an activation."""
+    an element-wise chain that PyTorch runs as several full passes over an activation. Not
+    under `torch.compile`, which fuses those chains itself and cannot trace a ctypes call."""
+    if torch.compiler.is_compiling():
+        return None
     if all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
         return _kernels()
     return None
