@@ -313,11 +313,12 @@ void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t
 }
 
 /* The softmax backward in place over a block of scores' gradients [batch, rows, cols]:
- * grad = (grad - delta[row]) * weights, delta the row's sum of grad * weights, given with
- * `delta_stride` floats between batch entries. */
+ * grad = (grad - delta[row]) * weights * scale, delta the row's sum of grad * weights, given
+ * with `delta_stride` floats between batch entries; `scale` is the scores' own, folded in. */
 void softmax_grad(float *restrict grad, const float *restrict weights,
                   const float *restrict delta, int64_t delta_stride, int64_t batch,
-                  int64_t rows, int64_t cols) {
+                  int64_t rows, int64_t cols, float scale) {
+    const v8 sv = bc(scale);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *g = grad + (b * rows + i) * cols;
@@ -325,7 +326,7 @@ void softmax_grad(float *restrict grad, const float *restrict weights,
             const float d = delta[b * delta_stride + i];
             const v8 dv = bc(d);
             int64_t j = 0;
-            for (; j + 8 <= cols; j += 8) st(g + j, (ld(g + j) - dv) * ld(w + j));
-            for (; j < cols; j++) g[j] = (g[j] - d) * w[j];
+            for (; j + 8 <= cols; j += 8) st(g + j, (ld(g + j) - dv) * (ld(w + j) * sv));
+            for (; j < cols; j++) g[j] = (g[j] - d) * (w[j] * scale);
         }
 }

@@ -53,7 +53,7 @@ class TrainOps:
         self._causal_softmax = _bind(lib, "causal_softmax", None,
                                      _PTR, _I64, _I64, _I64, _I64, _F32)  # fmt: skip
         self._softmax_grad = _bind(lib, "softmax_grad", None,
-                                   _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64)  # fmt: skip
+                                   _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _F32)  # fmt: skip
 
     @classmethod
     def load(cls) -> TrainOps | None:
@@ -190,9 +190,11 @@ class TrainOps:
         batch, rows, cols = scores.shape
         self._causal_softmax(scores.data_ptr(), batch, rows, cols, first_row, scale)
 
-    def softmax_grad_(self, grad: torch.Tensor, weights: torch.Tensor, delta: torch.Tensor) -> None:
-        """grad = (grad - delta) * weights in place, over contiguous [batch, rows, cols] blocks;
-        `delta` [batch, rows, 1] may be a slice of a longer tensor along rows."""
+    def softmax_grad_(
+        self, grad: torch.Tensor, weights: torch.Tensor, delta: torch.Tensor, scale: float = 1.0
+    ) -> None:
+        """grad = (grad - delta) * weights * scale in place, over contiguous [batch, rows, cols]
+        blocks; `delta` [batch, rows, 1] may be a slice of a longer tensor along rows."""
         _check(grad, weights, delta)
         if not (grad.is_contiguous() and weights.is_contiguous()) or delta.stride(1) != 1:
             raise ValueError("softmax_grad_ needs contiguous blocks and delta's rows adjacent")
@@ -200,11 +202,6 @@ class TrainOps:
             raise ValueError("softmax_grad_: grad, weights and delta do not match")
         batch, rows, cols = grad.shape
         self._softmax_grad(
-            grad.data_ptr(),
-            weights.data_ptr(),
-            delta.data_ptr(),
-            delta.stride(0),
-            batch,
-            rows,
-            cols,
-        )
+            grad.data_ptr(), weights.data_ptr(), delta.data_ptr(), delta.stride(0), batch, rows,
+            cols, scale,
+        )  # fmt: skip

@@ -208,11 +208,12 @@ class _BlockedAttention(torch.autograd.Function):
         t, d = shape[-2:]
         q, k, v = (x.reshape(-1, t, d) for x in (q, k, v))
         scale = 1.0 / math.sqrt(d)
-        mask = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
+        ctx.ops = ops = _fused(q, k, v)
+        if ops is None:
+            mask = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
         bounds = [*range(0, t, ATTENTION_BLOCK), t]
         out = torch.empty_like(q)
         weights = []
-        ctx.ops = ops = _fused(q, k, v)
         for r0, r1 in itertools.pairwise(bounds):
             if ops is not None:
                 w = torch.bmm(q[:, r0:r1], k[:, :r1].mT)
@@ -233,17 +234,46 @@ class _BlockedAttention(torch.autograd.Function):
         grad = grad.reshape(q.shape)
         # Row sums of grad * out are those of (grad of the weights) * weights, the softmax term.
         delta = (grad * out).sum(-1, keepdim=True)
+        if ctx.ops is not None:
+            grads = _fused_attention_backward(ctx.ops, q, k, v, grad, delta, weights, ctx)
+            return cast(Heads, tuple(g.view(shape) for g in grads))
         grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (q, k, v))
         for (r0, r1), w in zip(itertools.pairwise(ctx.bounds), weights, strict=True):
             grad_v[:, :r1].baddbmm_(w.mT, grad[:, r0:r1])
-            grad_scores = torch.bmm(grad[:, r0:r1], v[:, :r1].mT)
-            if ctx.ops is not None:
-                ctx.ops.softmax_grad_(grad_scores, w, delta[:, r0:r1])
-            else:
-                grad_scores.sub_(delta[:, r0:r1]).mul_(w)
+            grad_scores = torch.bmm(grad[:, r0:r1], v[:, :r1].mT).sub_(delta[:, r0:r1]).mul_(w)
             grad_q[:, r0:r1].baddbmm_(grad_scores, k[:, :r1], alpha=ctx.scale)
             grad_k[:, :r1].baddbmm_(grad_scores.mT, q[:, r0:r1], alpha=ctx.scale)
         return grad_q.view(shape), grad_k.view(shape), grad_v.view(shape)
+
+
+def _fused_attention_backward(
+    ops: TrainOps,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    grad: torch.Tensor,
+    delta: torch.Tensor,
+    weights: list[torch.Tensor],
+    ctx: Any,
+) -> Heads:
+    """`_BlockedAttention`'s backward with the softmax's in one C pass, the scale folded into
+    it. The last block goes first: it spans every key, so its products initialise the
+    gradients of k and v, and each block's rows of the gradient of q are written once; no
+    gradient is zero-filled."""
+    grad_q, grad_k, grad_v = (torch.empty_like(x) for x in (q, k, v))
+    blocks = list(zip(itertools.pairwise(ctx.bounds), weights, strict=True))
+    for i, ((r0, r1), w) in enumerate(reversed(blocks)):
+        g = grad[:, r0:r1]
+        grad_scores = torch.bmm(g, v[:, :r1].mT)
+        ops.softmax_grad_(grad_scores, w, delta[:, r0:r1], ctx.scale)
+        torch.bmm(grad_scores, k[:, :r1], out=grad_q[:, r0:r1])
+        if i == 0:
+            torch.bmm(w.mT, g, out=grad_v)
+            torch.bmm(grad_scores.mT, q[:, r0:r1], out=grad_k)
+        else:
+            grad_v[:, :r1].baddbmm_(w.mT, g)
+            grad_k[:, :r1].baddbmm_(grad_scores.mT, q[:, r0:r1])
+    return grad_q, grad_k, grad_v
 
 
 class MLP(nn.Module):
