@@ -116,7 +116,7 @@ def create_app(
     async def health() -> Response:
         if not async_engine.alive:
             return JSONResponse({"status": "engine stopped"}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", **async_engine.load()})
 
     @app.get("/load")
     async def load() -> dict[str, int]:
