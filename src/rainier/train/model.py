@@ -235,7 +235,9 @@ class _BlockedAttention(torch.autograd.Function):
         # Row sums of grad * out are those of (grad of the weights) * weights, the softmax term.
         delta = (grad * out).sum(-1, keepdim=True)
         if ctx.ops is not None:
-            grads = _fused_attention_backward(ctx.ops, q, k, v, grad, delta, weights, ctx)
+            grads = _fused_attention_backward(
+                ctx.ops, q, k, v, grad, delta, weights, ctx.bounds, ctx.scale
+            )
             return cast(Heads, tuple(g.view(shape) for g in grads))
         grad_q, grad_k, grad_v = (torch.zeros_like(x) for x in (q, k, v))
         for (r0, r1), w in zip(itertools.pairwise(ctx.bounds), weights, strict=True):
@@ -254,18 +256,19 @@ def _fused_attention_backward(
     grad: torch.Tensor,
     delta: torch.Tensor,
     weights: list[torch.Tensor],
-    ctx: Any,
+    bounds: list[int],
+    scale: float,
 ) -> Heads:
     """`_BlockedAttention`'s backward with the softmax's in one C pass, the scale folded into
     it. The last block goes first: it spans every key, so its products initialise the
     gradients of k and v, and each block's rows of the gradient of q are written once; no
     gradient is zero-filled."""
     grad_q, grad_k, grad_v = (torch.empty_like(x) for x in (q, k, v))
-    blocks = list(zip(itertools.pairwise(ctx.bounds), weights, strict=True))
+    blocks = list(zip(itertools.pairwise(bounds), weights, strict=True))
     for i, ((r0, r1), w) in enumerate(reversed(blocks)):
         g = grad[:, r0:r1]
         grad_scores = torch.bmm(g, v[:, :r1].mT)
-        ops.softmax_grad_(grad_scores, w, delta[:, r0:r1], ctx.scale)
+        ops.softmax_grad_(grad_scores, w, delta[:, r0:r1], scale)
         torch.bmm(grad_scores, k[:, :r1], out=grad_q[:, r0:r1])
         if i == 0:
             torch.bmm(w.mT, g, out=grad_v)
