@@ -2,9 +2,10 @@
  *
  * Each function does in one sweep over its rows what PyTorch's operators do in several, each
  * of which reads and writes a full activation: cross-entropy (row maximum, log-sum-exp and
- * loss; in the backward, softmax minus one-hot), SwiGLU, RMSNorm and the rotation of the
- * fused q/k/v projection into attention heads. All loops run in a fixed order, so results
- * are bitwise repeatable from run to run (a resumed run must match an uninterrupted one).
+ * loss; in the backward, softmax minus one-hot), SwiGLU, RMSNorm, the rotation of the fused
+ * q/k/v projection into attention heads, and the softmax of causal attention's blocks of
+ * scores. All loops run in a fixed order, so results are bitwise repeatable from run to run
+ * on one machine (a resumed run must match an uninterrupted one).
  *
  * Row widths need not be multiples of eight: each row ends with a scalar tail. Vectors are
  * GCC/Clang vector extensions, eight floats wide. No -ffast-math: the exponential relies on
