@@ -7,10 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from rainier.serve.chat import DEFAULT_CHAT_TEMPLATE, ChatTemplateError, render_chat
-from rainier.serve.detokenizer import IncrementalDetokenizer, find_stop, releasable
+from rainier.serve.detokenizer import (
+    ByteLevelDetokenizer,
+    IncrementalDetokenizer,
+    find_stop,
+    releasable,
+)
 from rainier.serve.kv_cache import BlockManager
 from rainier.serve.sampling import (
     SamplingParams,
@@ -20,6 +25,7 @@ from rainier.serve.sampling import (
     sample_token,
     token_logprob,
 )
+from rainier.serve.tokenizer import ModelTokenizer
 
 
 def test_allocation_is_all_or_nothing() -> None:
@@ -150,6 +156,40 @@ def test_incremental_detokenization_handles_split_characters(tiny_model_dir: Pat
     assert "".join(deltas) == tokenizer.decode(ids) == text
     assert not any("\ufffd" in d for d in deltas)
     assert deltas.count("") > 0
+
+
+def test_byte_level_detokenizer_decodes_as_the_tokenizer_does(tiny_model_dir: Path) -> None:
+    model_tokenizer = ModelTokenizer.from_dir(tiny_model_dir)
+    tokenizer = model_tokenizer.tokenizer
+    text = " rainier 𝄞 漢字 ok 🙂 straße ∑→"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    prompt = tokenizer.encode("hello", add_special_tokens=True).ids
+    detok = model_tokenizer.detokenizer(prompt)
+    assert isinstance(detok, ByteLevelDetokenizer)
+    deltas = [detok.push(t) for t in ids] + [detok.flush()]
+    assert "".join(deltas) == detok.text == text
+    assert not any("\ufffd" in d for d in deltas) and deltas.count("") > 0
+    rng = random.Random(3)
+    vocab = tokenizer.get_vocab_size()
+    for skip in (True, False):
+        for _ in range(30):  # random ids: special tokens, bytes that are no valid UTF-8
+            ids = [rng.randrange(vocab) for _ in range(rng.randint(1, 40))]
+            detok = model_tokenizer.detokenizer([], skip_special_tokens=skip)
+            for t in ids:
+                detok.push(t)
+            detok.flush()
+            assert detok.text == tokenizer.decode(ids, skip_special_tokens=skip), ids
+
+
+def test_tokenizers_that_are_not_byte_level_decode_window_by_window(tmp_path: Path) -> None:
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "▁hello": 1, "▁world": 2}, "[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    model_tokenizer = ModelTokenizer.from_dir(tmp_path)
+    detok = model_tokenizer.detokenizer([1])
+    assert isinstance(detok, IncrementalDetokenizer)
+    assert detok.push(2) + detok.flush() == " world"
 
 
 def test_stop_matching_and_hold_back() -> None:

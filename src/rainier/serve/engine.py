@@ -17,7 +17,7 @@ import torch
 
 from rainier.serve.batch import ScheduledChunk, build_batch
 from rainier.serve.config import EngineConfig, GenerationDefaults, ModelConfig
-from rainier.serve.detokenizer import IncrementalDetokenizer, find_stop, releasable
+from rainier.serve.detokenizer import find_stop, releasable
 from rainier.serve.kv_cache import BlockManager
 from rainier.serve.model import LlamaModel, read_safetensors
 from rainier.serve.sampling import SamplingParams, make_generator, sample_batch
@@ -150,9 +150,7 @@ class LLMEngine:
             arrival_index=next(self._arrivals),
             arrival_time=time.monotonic(),
             generator=make_generator(params.seed),
-            detokenizer=IncrementalDetokenizer(
-                self.tokenizer.tokenizer, prompt_ids, params.skip_special_tokens
-            ),
+            detokenizer=self.tokenizer.detokenizer(prompt_ids, params.skip_special_tokens),
         )
         self._sequences[request_id] = seq
         self.scheduler.add(seq)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rainier.serve.detokenizer import IncrementalDetokenizer
+from rainier.serve.detokenizer import Detokenizer
 from rainier.serve.sampling import SamplingParams, TokenLogprob
 
 
@@ -30,7 +30,7 @@ class Sequence:
     arrival_index: int
     arrival_time: float
     generator: torch.Generator
-    detokenizer: IncrementalDetokenizer
+    detokenizer: Detokenizer
     status: SeqStatus = SeqStatus.WAITING
     num_computed: int = 0
     num_cached_tokens: int = 0

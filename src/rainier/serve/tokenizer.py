@@ -5,13 +5,20 @@ trained to read them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
 from rainier.serve.config import ModelFormatError
+from rainier.serve.detokenizer import (
+    ByteLevelDetokenizer,
+    ByteTable,
+    Detokenizer,
+    IncrementalDetokenizer,
+)
 
 
 def _byte_level_alphabet() -> dict[str, int]:
@@ -65,6 +72,8 @@ class ModelTokenizer:
     eos_token: str | None
     eos_token_ids: tuple[int, ...]
     byte_level: bool = False
+    _byte_table: ByteTable | None = field(default=None, repr=False)
+    _byte_table_built: bool = field(default=False, repr=False)
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelTokenizer:
@@ -91,6 +100,18 @@ class ModelTokenizer:
             eos_token_ids=() if eos_id is None else (eos_id,),
             byte_level=_uses_byte_level(tokenizer),
         )
+
+    def detokenizer(
+        self, prompt_ids: Sequence[int], skip_special_tokens: bool = True
+    ) -> Detokenizer:
+        """The fastest detokenizer that decodes exactly as `decode` does for this tokenizer."""
+        if not self._byte_table_built:
+            self._byte_table_built = True
+            if self.byte_level:
+                self._byte_table = ByteTable.for_tokenizer(self.tokenizer, BYTE_LEVEL_ALPHABET)
+        if self._byte_table is not None:
+            return ByteLevelDetokenizer(self._byte_table, prompt_ids, skip_special_tokens)
+        return IncrementalDetokenizer(self.tokenizer, prompt_ids, skip_special_tokens)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
