@@ -16,11 +16,13 @@ lengths exponential (long-tailed, as chat traffic is), both clipped.
    control plane's `/v1` (auth, routing, metering, streaming); `gateway_overhead_p50_ms` is
    the p50 of the gateway's latencies minus the p50 of the direct ones;
    `gateway_requests_per_s` is what the gateway passes at `--concurrency` in flight.
-4. Baselines, after the servers are gone, on the same weights and the same torch threads:
-   HF `transformers` `generate` one request at a time (the first `--sequential-requests`
+4. Baselines, while no server runs, on the same weights and the same torch threads: HF
+   `transformers` `generate` one request at a time (the first `--sequential-requests`
    requests; it is a rate), and in static batches of `--concurrency`, left-padded, each batch
    running until its longest output. Output tokens/s counts the tokens each request asked
-   for, in every mode.
+   for, in every mode. The one-at-a-time rate is measured twice, before the servers start and
+   after they are gone, and averaged: the speed of a shared machine drifts over the minute
+   between, and the engine's run sits in the middle.
 
 Prints one JSON line last, with the load average before and after (the machine is shared).
 
@@ -333,17 +335,22 @@ def wait(predicate: Any, timeout_s: float, what: str) -> Any:
 # -- the baselines ----------------------------------------------------------------------------------
 
 
-def hf_baselines(
-    model_dir: Path, reqs: list[Req], batch: int, sequential: int, threads: int
-) -> dict[str, float]:
-    import torch
-    from transformers import LlamaForCausalLM
+class HFBaselines:
+    """HF `transformers` `generate` on the same weights and torch threads as the engine."""
 
-    torch.set_num_threads(threads)
-    model = LlamaForCausalLM.from_pretrained(str(model_dir), torch_dtype=torch.float32).eval()
-    pad = 2
+    def __init__(self, model_dir: Path, threads: int) -> None:
+        import torch
+        from transformers import LlamaForCausalLM
 
-    def generate(group: list[Req]) -> None:
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = LlamaForCausalLM.from_pretrained(
+            str(model_dir), torch_dtype=torch.float32
+        ).eval()
+        self.generate(DUMMY_WARMUP)
+
+    def generate(self, group: list[Req]) -> None:
+        torch, pad = self.torch, 2
         width = max(len(r.prompt) for r in group)
         ids = torch.full((len(group), width), pad, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
@@ -352,7 +359,7 @@ def hf_baselines(
             mask[i, width - len(r.prompt) :] = 1
         longest = max(r.output_len for r in group)
         with torch.inference_mode():
-            out = model.generate(
+            out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 max_new_tokens=longest,
@@ -362,22 +369,23 @@ def hf_baselines(
             )
         assert out.shape[1] == width + longest
 
-    generate(reqs[:2])
-    start = time.perf_counter()
-    for r in reqs[:sequential]:
-        generate([r])
-    seq_wall = time.perf_counter() - start
-    start = time.perf_counter()
-    for i in range(0, len(reqs), batch):
-        generate(reqs[i : i + batch])
-    static_wall = time.perf_counter() - start
-    return {
-        "hf_sequential_output_tok_s": round(
-            sum(r.output_len for r in reqs[:sequential]) / seq_wall, 1
-        ),
-        "hf_static_output_tok_s": round(sum(r.output_len for r in reqs) / static_wall, 1),
-        "hf_static_wall_s": round(static_wall, 2),
-    }
+    def sequential(self, reqs: list[Req]) -> float:
+        """Output tokens/s, one request at a time."""
+        start = time.perf_counter()
+        for r in reqs:
+            self.generate([r])
+        return sum(r.output_len for r in reqs) / (time.perf_counter() - start)
+
+    def static(self, reqs: list[Req], batch: int) -> tuple[float, float]:
+        """Output tokens/s and seconds, in left-padded batches each running to its longest."""
+        start = time.perf_counter()
+        for i in range(0, len(reqs), batch):
+            self.generate(reqs[i : i + batch])
+        wall = time.perf_counter() - start
+        return sum(r.output_len for r in reqs) / wall, wall
+
+
+DUMMY_WARMUP = [Req([5, 6, 7, 8], 4), Req([9, 10], 4)]
 
 
 def main() -> None:
@@ -426,6 +434,9 @@ def main() -> None:
         poisson = dataset(args.poisson_requests, args.seed + 1, vocab, args)
         home = Path(tmp) / "home"
         home.mkdir()
+        hf = HFBaselines(model_dir, args.threads)
+        sequential = reqs[: args.sequential_requests]
+        hf_before = hf.sequential(sequential)
         with control_plane(home, model_dir, args.threads) as (gateway, key, replica):
             uvloop.run(drive(replica, "bench", reqs[:4], concurrency=4))
             results, wall = uvloop.run(drive(replica, "bench", reqs, concurrency=args.concurrency))
@@ -437,21 +448,17 @@ def main() -> None:
             gw = gateway_figures(
                 replica, gateway, key, "bench", reqs, args.gateway_pairs, args.concurrency
             )
-        hf = hf_baselines(
-            model_dir,
-            reqs[: args.static_requests],
-            args.concurrency,
-            args.sequential_requests,
-            args.threads,
-        )
+        hf_after = hf.sequential(sequential)
+        hf_static, hf_static_wall = hf.static(reqs[: args.static_requests], args.concurrency)
 
     engine_tok_s = engine["output_tok_s"]
+    hf_sequential = (hf_before + hf_after) / 2
     result = {
         "engine_output_tok_s": engine_tok_s,
-        "hf_static_output_tok_s": hf["hf_static_output_tok_s"],
-        "hf_sequential_output_tok_s": hf["hf_sequential_output_tok_s"],
-        "vs_static": round(engine_tok_s / hf["hf_static_output_tok_s"], 2),
-        "vs_sequential": round(engine_tok_s / hf["hf_sequential_output_tok_s"], 2),
+        "hf_static_output_tok_s": round(hf_static, 1),
+        "hf_sequential_output_tok_s": round(hf_sequential, 1),
+        "vs_static": round(engine_tok_s / hf_static, 2),
+        "vs_sequential": round(engine_tok_s / hf_sequential, 2),
         "ttft_p50_s": engine["ttft_p50_s"],
         "ttft_p99_s": engine["ttft_p99_s"],
         "tpot_p50_s": engine["tpot_p50_s"],
@@ -461,7 +468,8 @@ def main() -> None:
         "engine": engine,
         "poisson": {"rate": args.rate, "requests": args.poisson_requests, **poisson_figures},
         "gateway": gw,
-        "hf_static_wall_s": hf["hf_static_wall_s"],
+        "hf_static_wall_s": round(hf_static_wall, 2),
+        "hf_sequential_before_after": [round(hf_before, 1), round(hf_after, 1)],
         "setup": {
             "requests": args.requests,
             "concurrency": args.concurrency,
