@@ -415,7 +415,11 @@ def test_the_kernels_refuse_a_batch_that_points_outside_the_cache(tiny_model_dir
         pytest.skip("no C compiler here: only the PyTorch path runs")
     blocks = engine.kv_cache.shape[2] // engine.config.block_size
     prompt = [5, 6, 7]
-    for table, start in (([blocks], 0), ([0], engine.model.cos.shape[0])):
+    beyond_rotary = engine.model.cos.shape[0]
+    cases = [([blocks], 0), ([-1], 0), (list(range(beyond_rotary // 8 + 1)), beyond_rotary)]
+    for table, start in cases:
         batch = build_batch([ScheduledChunk(prompt, start, table, True)], 8, torch.device("cpu"))
         with pytest.raises(IndexError, match="outside"):
             engine.model.forward(batch, engine.kv_cache)
+    with pytest.raises(IndexError):  # a table too short for its context never becomes a batch
+        build_batch([ScheduledChunk(prompt, 8, [0], True)], 8, torch.device("cpu"))

@@ -67,19 +67,11 @@ class BatchInput:
     block_tables: torch.Tensor
     token_seq: torch.Tensor
     context_lens: torch.Tensor
+    max_position: int = 0
 
     @property
     def num_tokens(self) -> int:
         return int(self.token_ids.shape[0])
-
-
-def _slot_matrix(tables: list[list[int]], width: int, block_size: int) -> torch.Tensor:
-    """[rows, width] cache slots of positions 0..width-1 of each block table (padded with 0)."""
-    num_blocks = -(-width // block_size)
-    padded = [t[:num_blocks] + [0] * (num_blocks - len(t[:num_blocks])) for t in tables]
-    blocks = torch.tensor(padded, dtype=torch.long)
-    offsets = torch.arange(block_size)
-    return (blocks[:, :, None] * block_size + offsets).reshape(len(tables), -1)[:, :width]
 
 
 def _additive(allowed: torch.Tensor, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -109,38 +101,29 @@ def build_batch(
     token_ids: list[int] = [chunks[i].token_ids[0] for i in decodes]
     positions: list[int] = [chunks[i].start_pos for i in decodes]
     last_token = {i: row for row, i in enumerate(decodes)}
-    slot_parts: list[torch.Tensor] = []
-    decode_groups: list[DecodeGroup] = []
     tables_in_order = [chunks[i].block_table for i in decodes]
     token_seq = list(range(len(decodes)))
     context_lens = [p + 1 for p in positions]
-    if decodes:
-        lengths = [p + 1 for p in positions]
-        tables = [chunks[i].block_table for i in decodes]
-        slot_parts.append(
-            torch.tensor(
-                [
-                    t[(n - 1) // block_size] * block_size + (n - 1) % block_size
-                    for t, n in zip(tables, lengths, strict=True)
-                ],
-                dtype=torch.long,
+    slots = [
+        t[p // block_size] * block_size + p % block_size
+        for t, p in zip(tables_in_order, positions, strict=True)
+    ]
+    decode_groups: list[DecodeGroup] = []
+    for g in range(0, len(decodes) if groups else 0, DECODE_GROUP_ROWS):
+        rows = range(g, min(g + DECODE_GROUP_ROWS, len(decodes)))
+        num_blocks = -(-max(context_lens[r] for r in rows) // block_size)
+        blocks = [tables_in_order[r][:num_blocks] for r in rows]
+        blocks = [b + [0] * (num_blocks - len(b)) for b in blocks]
+        row_lengths = torch.tensor([context_lens[r] for r in rows], dtype=torch.long)
+        mask = torch.arange(num_blocks * block_size)[None, :] < row_lengths[:, None]
+        decode_groups.append(
+            DecodeGroup(
+                token_start=g,
+                num_tokens=len(rows),
+                block_ids=torch.tensor(blocks, dtype=torch.long, device=device),
+                mask=_additive(mask[:, None, None, :], dtype, device),
             )
         )
-        for g in range(0, len(decodes) if groups else 0, DECODE_GROUP_ROWS):
-            rows = range(g, min(g + DECODE_GROUP_ROWS, len(decodes)))
-            num_blocks = -(-max(lengths[r] for r in rows) // block_size)
-            blocks = [tables[r][:num_blocks] for r in rows]
-            blocks = [b + [0] * (num_blocks - len(b)) for b in blocks]
-            row_lengths = torch.tensor([lengths[r] for r in rows], dtype=torch.long)
-            mask = torch.arange(num_blocks * block_size)[None, :] < row_lengths[:, None]
-            decode_groups.append(
-                DecodeGroup(
-                    token_start=g,
-                    num_tokens=len(rows),
-                    block_ids=torch.tensor(blocks, dtype=torch.long, device=device),
-                    mask=_additive(mask[:, None, None, :], dtype, device),
-                )
-            )
     prefill_chunks: list[PrefillChunk] = []
     for i in prefills:
         chunk = chunks[i]
@@ -153,8 +136,11 @@ def build_batch(
         token_seq.extend([len(tables_in_order)] * n)
         tables_in_order.append(chunk.block_table)
         context_lens.extend(range(chunk.start_pos + 1, end + 1))
-        context = _slot_matrix([chunk.block_table], end, block_size)[0]
-        slot_parts.append(context[chunk.start_pos :])
+        table = chunk.block_table
+        slots.extend(
+            table[q // block_size] * block_size + q % block_size
+            for q in range(chunk.start_pos, end)
+        )
         if not groups:
             continue
         key_pos = torch.arange(end)
@@ -174,7 +160,7 @@ def build_batch(
     return BatchInput(
         token_ids=torch.tensor(token_ids, dtype=torch.long, device=device),
         positions=torch.tensor(positions, dtype=torch.long, device=device),
-        slot_mapping=torch.cat(slot_parts).to(device),
+        slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
         decodes=decode_groups,
         prefills=prefill_chunks,
         logits_index=torch.tensor(logits_index, dtype=torch.long, device=device),
@@ -184,4 +170,5 @@ def build_batch(
         ).view(len(tables_in_order), widest),
         token_seq=torch.tensor(token_seq, dtype=torch.long),
         context_lens=torch.tensor(context_lens, dtype=torch.long),
+        max_position=max(positions, default=0),
     )

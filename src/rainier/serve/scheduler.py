@@ -95,7 +95,7 @@ class Scheduler:
             out.scheduled.append((seq, num_new))
             budget -= num_new
             index += 1
-        if out.preempted:
+        if out.preempted or not self.waiting:
             return out
         in_flight: set[bytes] = set()
         for seq, num_new in out.scheduled:
