@@ -7,32 +7,19 @@
  * scores. All loops run in a fixed order, so results are bitwise repeatable from run to run
  * on one machine (a resumed run must match an uninterrupted one).
  *
- * Row widths need not be multiples of eight: each row ends with a scalar tail. Vectors are
- * GCC/Clang vector extensions, eight floats wide. No -ffast-math: the exponential relies on
- * a rounding trick that reassociation would fold away.
+ * Row widths need not be multiples of eight: each row ends with a scalar tail.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32)));
+#include "vec8.h"
+
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v4du __attribute__((vector_size(32), aligned(8)));
 typedef float v4f __attribute__((vector_size(16)));
 
-static inline v8 ld(const float *p) { return *(const v8u *)p; }
-static inline void st(float *p, v8 v) { *(v8u *)p = v; }
-static inline v8 bc(float x) { return (v8){x, x, x, x, x, x, x, x}; }
-static inline v8 pick(v8i mask, v8 yes, v8 no) {
-    return (v8)(((v8i)yes & mask) | ((v8i)no & ~mask));
-}
-static inline v8 vmax(v8 a, v8 b) { return pick(a > b, a, b); }
-
-static inline float sum8(v8 v) {
-    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
+static inline v8 vmax(v8 a, v8 b) { return pick8(a > b, a, b); }
 
 static inline float max8(v8 v) {
     float m = v[0];
@@ -40,28 +27,7 @@ static inline float max8(v8 v) {
     return m;
 }
 
-/* e^x over the whole float range, relative error about 2e-7. x = k ln2 + f with |f| <= ln2/2;
- * e^f from its degree-6 Taylor polynomial; 2^k built in the exponent field. Inputs are
- * clamped to where 2^k stays a normal float; NaN passes through. */
-static inline v8 vexp(v8 x) {
-    const v8 lo = bc(-87.0f), hi = bc(88.0f);
-    x = pick(x < lo, lo, x);
-    x = pick(x > hi, hi, x);
-    const v8 round = bc(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
-    const v8 k = (x * bc(1.44269504f) + round) - round;
-    const v8 f = x - k * bc(0.693145752f) - k * bc(1.42860677e-06f);
-    v8 p = bc(1.0f / 720);
-    p = p * f + bc(1.0f / 120);
-    p = p * f + bc(1.0f / 24);
-    p = p * f + bc(1.0f / 6);
-    p = p * f + bc(0.5f);
-    p = p * f + bc(1.0f);
-    p = p * f + bc(1.0f);
-    const v8i scale = (__builtin_convertvector(k, v8i) + 127) << 23;
-    return p * (v8)scale;
-}
-
-static inline v8 vsigmoid(v8 x) { return bc(1.0f) / (bc(1.0f) + vexp(-x)); }
+static inline v8 vsigmoid(v8 x) { return splat8(1.0f) / (splat8(1.0f) + exp8(-x)); }
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Cross-entropy forward: per row, its maximum and log-sum-exp (kept for the backward) and the
@@ -77,15 +43,15 @@ int cross_entropy_forward(const float *restrict logits, const int64_t *restrict 
         int64_t j = 0;
         float top = -INFINITY;
         if (vocab >= 8) {
-            v8 m = ld(x);
-            for (j = 8; j + 8 <= vocab; j += 8) m = vmax(m, ld(x + j));
+            v8 m = load8(x);
+            for (j = 8; j + 8 <= vocab; j += 8) m = vmax(m, load8(x + j));
             top = max8(m);
         }
         for (; j < vocab; j++) top = x[j] > top ? x[j] : top;
-        const v8 shift = bc(top);
-        v8 acc = bc(0.0f);
-        for (j = 0; j + 8 <= vocab; j += 8) acc += vexp(ld(x + j) - shift);
-        float sum = sum8(acc);
+        const v8 shift = splat8(top);
+        v8 acc = splat8(0.0f);
+        for (j = 0; j + 8 <= vocab; j += 8) acc += exp8(load8(x + j) - shift);
+        float sum = hsum8(acc);
         for (; j < vocab; j++) sum += expf(x[j] - top);
         lse[i] = top + logf(sum);
         total += (double)lse[i] - (double)x[t];
@@ -98,13 +64,13 @@ int cross_entropy_forward(const float *restrict logits, const int64_t *restrict 
 void cross_entropy_backward(const float *restrict logits, const int64_t *restrict targets,
                             const float *restrict lse, float *restrict grad, int64_t rows,
                             int64_t vocab, float scale) {
-    const v8 s = bc(scale);
+    const v8 s = splat8(scale);
     for (int64_t i = 0; i < rows; i++) {
         const float *x = logits + i * vocab;
         float *g = grad + i * vocab;
-        const v8 shift = bc(lse[i]);
+        const v8 shift = splat8(lse[i]);
         int64_t j = 0;
-        for (; j + 8 <= vocab; j += 8) st(g + j, vexp(ld(x + j) - shift) * s);
+        for (; j + 8 <= vocab; j += 8) store8(g + j, exp8(load8(x + j) - shift) * s);
         for (; j < vocab; j++) g[j] = expf(x[j] - lse[i]) * scale;
         g[targets[i]] -= scale;
     }
@@ -119,8 +85,8 @@ void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t 
         float *o = out + i * width;
         int64_t j = 0;
         for (; j + 8 <= width; j += 8) {
-            const v8 gv = ld(g + j);
-            st(o + j, gv * vsigmoid(gv) * ld(u + j));
+            const v8 gv = load8(g + j);
+            store8(o + j, gv * vsigmoid(gv) * load8(u + j));
         }
         for (; j < width; j++) o[j] = g[j] * sigmoid(g[j]) * u[j];
     }
@@ -130,16 +96,16 @@ void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t 
  * d gate = grad * up * s * (1 + gate * (1 - s)), d up = grad * gate * s, s = sigmoid(gate). */
 void swiglu_backward(const float *restrict gate_up, const float *restrict grad,
                      float *restrict grad_gate_up, int64_t rows, int64_t width) {
-    const v8 one = bc(1.0f);
+    const v8 one = splat8(1.0f);
     for (int64_t i = 0; i < rows; i++) {
         const float *g = gate_up + 2 * i * width, *u = g + width;
         const float *d = grad + i * width;
         float *dg = grad_gate_up + 2 * i * width, *du = dg + width;
         int64_t j = 0;
         for (; j + 8 <= width; j += 8) {
-            const v8 gv = ld(g + j), dv = ld(d + j), s = vsigmoid(gv);
-            st(du + j, dv * (gv * s));
-            st(dg + j, dv * ld(u + j) * (s * (one + gv * (one - s))));
+            const v8 gv = load8(g + j), dv = load8(d + j), s = vsigmoid(gv);
+            store8(du + j, dv * (gv * s));
+            store8(dg + j, dv * load8(u + j) * (s * (one + gv * (one - s))));
         }
         for (; j < width; j++) {
             const float s = sigmoid(g[j]);
@@ -155,15 +121,15 @@ void rmsnorm_forward(const float *restrict x, const float *restrict weight, floa
     for (int64_t i = 0; i < rows; i++) {
         const float *xi = x + i * dim;
         float *oi = out + i * dim;
-        v8 acc = bc(0.0f);
+        v8 acc = splat8(0.0f);
         int64_t j = 0;
-        for (; j + 8 <= dim; j += 8) acc += ld(xi + j) * ld(xi + j);
-        float ss = sum8(acc);
+        for (; j + 8 <= dim; j += 8) acc += load8(xi + j) * load8(xi + j);
+        float ss = hsum8(acc);
         for (; j < dim; j++) ss += xi[j] * xi[j];
         const float r = 1.0f / sqrtf(ss / (float)dim + eps);
         rstd[i] = r;
-        const v8 rv = bc(r);
-        for (j = 0; j + 8 <= dim; j += 8) st(oi + j, ld(weight + j) * (ld(xi + j) * rv));
+        const v8 rv = splat8(r);
+        for (j = 0; j + 8 <= dim; j += 8) store8(oi + j, load8(weight + j) * (load8(xi + j) * rv));
         for (; j < dim; j++) oi[j] = weight[j] * (xi[j] * r);
     }
 }
@@ -181,29 +147,29 @@ int rmsnorm_backward(const float *restrict x, const float *restrict weight,
         const float *xi = x + i * dim, *gi = grad + i * dim;
         float *dx = grad_x + i * dim;
         const float r = rstd[i];
-        const v8 rv = bc(r);
-        v8 acc = bc(0.0f);
+        const v8 rv = splat8(r);
+        v8 acc = splat8(0.0f);
         int64_t j = 0;
         for (; j + 8 <= dim; j += 8) {
-            const v8 n = ld(xi + j) * rv, g = ld(gi + j);
-            acc += (g * ld(weight + j)) * n;
+            const v8 n = load8(xi + j) * rv, g = load8(gi + j);
+            acc += (g * load8(weight + j)) * n;
             const v8 gn = g * n;
             const v4d lo = __builtin_convertvector((v4f){gn[0], gn[1], gn[2], gn[3]}, v4d);
             const v4d hi = __builtin_convertvector((v4f){gn[4], gn[5], gn[6], gn[7]}, v4d);
             *(v4du *)(acc_w + j) += lo;
             *(v4du *)(acc_w + j + 4) += hi;
         }
-        float dot = sum8(acc);
+        float dot = hsum8(acc);
         for (; j < dim; j++) {
             const float n = xi[j] * r;
             dot += (gi[j] * weight[j]) * n;
             acc_w[j] += (double)(gi[j] * n);
         }
         const float mean = dot / (float)dim;
-        const v8 mv = bc(mean);
+        const v8 mv = splat8(mean);
         for (j = 0; j + 8 <= dim; j += 8) {
-            const v8 n = ld(xi + j) * rv;
-            st(dx + j, (ld(gi + j) * ld(weight + j) - n * mv) * rv);
+            const v8 n = load8(xi + j) * rv;
+            store8(dx + j, (load8(gi + j) * load8(weight + j) - n * mv) * rv);
         }
         for (; j < dim; j++) dx[j] = (gi[j] * weight[j] - xi[j] * r * mean) * r;
     }
@@ -219,12 +185,12 @@ static inline void rotate_row(const float *restrict x, const float *restrict c,
                               float sign) {
     const float *x1 = x, *x2 = x + half;
     float *o1 = out, *o2 = out + half;
-    const v8 sv = bc(sign);
+    const v8 sv = splat8(sign);
     int64_t j = 0;
     for (; j + 8 <= half; j += 8) {
-        const v8 a = ld(x1 + j), b = ld(x2 + j), cv = ld(c + j), ss = ld(s + j) * sv;
-        st(o1 + j, a * cv - b * ss);
-        st(o2 + j, b * cv + a * ss);
+        const v8 a = load8(x1 + j), b = load8(x2 + j), cv = load8(c + j), ss = load8(s + j) * sv;
+        store8(o1 + j, a * cv - b * ss);
+        store8(o2 + j, b * cv + a * ss);
     }
     for (; j < half; j++) {
         const float ss = s[j] * sign;
@@ -285,29 +251,29 @@ void rotary_heads_backward(const float *restrict grad_q, const float *restrict g
  * rest 0. The mask is implicit, so masked scores are neither read nor exponentiated. */
 void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t cols,
                     int64_t first_row, float scale) {
-    const v8 sv = bc(scale);
+    const v8 sv = splat8(scale);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *s = scores + (b * rows + i) * cols;
             const int64_t n = first_row + i + 1 < cols ? first_row + i + 1 : cols;
             float top = s[0];
             for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
-            const v8 shift = bc(top * scale);
-            v8 acc = bc(0.0f);
+            const v8 shift = splat8(top * scale);
+            v8 acc = splat8(0.0f);
             int64_t j = 0;
             for (; j + 8 <= n; j += 8) {
-                const v8 e = vexp(ld(s + j) * sv - shift);
-                st(s + j, e);
+                const v8 e = exp8(load8(s + j) * sv - shift);
+                store8(s + j, e);
                 acc += e;
             }
-            float sum = sum8(acc);
+            float sum = hsum8(acc);
             for (; j < n; j++) {
                 s[j] = expf(s[j] * scale - top * scale);
                 sum += s[j];
             }
             const float inv = 1.0f / sum;
-            const v8 iv = bc(inv);
-            for (j = 0; j + 8 <= n; j += 8) st(s + j, ld(s + j) * iv);
+            const v8 iv = splat8(inv);
+            for (j = 0; j + 8 <= n; j += 8) store8(s + j, load8(s + j) * iv);
             for (; j < n; j++) s[j] *= inv;
             for (j = n; j < cols; j++) s[j] = 0.0f;
         }
@@ -319,15 +285,15 @@ void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t
 void softmax_grad(float *restrict grad, const float *restrict weights,
                   const float *restrict delta, int64_t delta_stride, int64_t batch,
                   int64_t rows, int64_t cols, float scale) {
-    const v8 sv = bc(scale);
+    const v8 sv = splat8(scale);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *g = grad + (b * rows + i) * cols;
             const float *w = weights + (b * rows + i) * cols;
             const float d = delta[b * delta_stride + i];
-            const v8 dv = bc(d);
+            const v8 dv = splat8(d);
             int64_t j = 0;
-            for (; j + 8 <= cols; j += 8) st(g + j, (ld(g + j) - dv) * (ld(w + j) * sv));
+            for (; j + 8 <= cols; j += 8) store8(g + j, (load8(g + j) - dv) * (load8(w + j) * sv));
             for (; j < cols; j++) g[j] = (g[j] - d) * (w[j] * scale);
         }
 }

@@ -14,17 +14,22 @@ static inline v8 load8(const float *p) { return *(const v8u *)p; }
 static inline void store8(float *p, v8 v) { *(v8u *)p = v; }
 static inline v8 splat8(float x) { return (v8){x, x, x, x, x, x, x, x}; }
 
+/* Lanes of `yes` where `mask` is set, of `no` elsewhere. */
+static inline v8 pick8(v8i mask, v8 yes, v8 no) {
+    return (v8)(((v8i)yes & mask) | ((v8i)no & ~mask));
+}
+
 static inline float hsum8(v8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-/* e^x, relative error about 2e-7, for x up to 88 (beyond, the result is not defined) and
- * flushed to about 1.6e-38 below -87: x = n ln2 + r with |r| <= ln2 / 2, e^r by its Taylor
- * series to r^6, 2^n put into the exponent bits. */
+/* e^x, relative error about 2e-7, with x clamped to [-87, 88] where 2^n stays a normal
+ * float (so e^x saturates near 1.6e-38 and 1.7e38): x = n ln2 + r with |r| <= ln2 / 2, e^r by
+ * its Taylor series to r^6, 2^n put into the exponent bits. */
 static inline v8 exp8(v8 x) {
-    const v8 lo = splat8(-87.0f);
-    const v8i below = x < lo;
-    x = (v8)(((v8i)x & ~below) | ((v8i)lo & below));
+    const v8 lo = splat8(-87.0f), hi = splat8(88.0f);
+    x = pick8(x < lo, lo, x);
+    x = pick8(x > hi, hi, x);
     const v8 magic = splat8(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     v8 n = (x * splat8(1.44269504f) + magic) - magic;
     v8 r = x - n * splat8(0.693145752f) - n * splat8(1.42860677e-06f);
