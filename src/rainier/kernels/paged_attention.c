@@ -78,28 +78,6 @@ static void weigh_pair_8(v8 *acc0, v8 *acc1, const float *w0, const float *w1,
     }
 }
 
-/* s[j] = softmax(scale * s)[j], in place. */
-static void softmax(float *s, int64_t n, float scale) {
-    float top = s[0];
-    for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
-    const v8 shift = splat8(top * scale), sv = splat8(scale);
-    v8 acc = splat8(0.0f);
-    int64_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        v8 e = exp8(load8(s + j) * sv - shift);
-        store8(s + j, e);
-        acc += e;
-    }
-    float total = hsum8(acc);
-    for (; j < n; j++) {
-        s[j] = expf(s[j] * scale - top * scale);
-        total += s[j];
-    }
-    const v8 norm = splat8(1.0f / total);
-    for (j = 0; j + 8 <= n; j += 8) store8(s + j, load8(s + j) * norm);
-    for (; j < n; j++) s[j] *= 1.0f / total;
-}
-
 int paged_attention(
     const float *q, int64_t q_token_stride,       /* [tokens, heads, head_dim], rows strided */
     const float *k_cache, const float *v_cache,   /* [slots, kv_heads, head_dim] each */
@@ -132,8 +110,8 @@ int paged_attention(
                     scores_pair(s0 + start, s1 + start, q0, q1, keys + row, n, slot_stride,
                                 head_dim);
                 }
-                softmax(s0, length, scale);
-                softmax(s1, length, scale);
+                softmax_row(s0, length, scale);
+                softmax_row(s1, length, scale);
                 float *o0 = out + (t * heads + h * groups + g) * head_dim;
                 float *o1 = out + (t * heads + h * groups + g1) * head_dim;
                 int64_t c = 0;

@@ -251,31 +251,12 @@ void rotary_heads_backward(const float *restrict grad_q, const float *restrict g
  * rest 0. The mask is implicit, so masked scores are neither read nor exponentiated. */
 void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t cols,
                     int64_t first_row, float scale) {
-    const v8 sv = splat8(scale);
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *s = scores + (b * rows + i) * cols;
             const int64_t n = first_row + i + 1 < cols ? first_row + i + 1 : cols;
-            float top = s[0];
-            for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
-            const v8 shift = splat8(top * scale);
-            v8 acc = splat8(0.0f);
-            int64_t j = 0;
-            for (; j + 8 <= n; j += 8) {
-                const v8 e = exp8(load8(s + j) * sv - shift);
-                store8(s + j, e);
-                acc += e;
-            }
-            float sum = hsum8(acc);
-            for (; j < n; j++) {
-                s[j] = expf(s[j] * scale - top * scale);
-                sum += s[j];
-            }
-            const float inv = 1.0f / sum;
-            const v8 iv = splat8(inv);
-            for (j = 0; j + 8 <= n; j += 8) store8(s + j, load8(s + j) * iv);
-            for (; j < n; j++) s[j] *= inv;
-            for (j = n; j < cols; j++) s[j] = 0.0f;
+            softmax_row(s, n, scale);
+            for (int64_t j = n; j < cols; j++) s[j] = 0.0f;
         }
 }
 

@@ -4,6 +4,7 @@
 #ifndef RAINIER_VEC8_H
 #define RAINIER_VEC8_H
 
+#include <math.h>
 #include <stdint.h>
 
 typedef float v8 __attribute__((vector_size(32)));
@@ -42,6 +43,28 @@ static inline v8 exp8(v8 x) {
     p = p * r + splat8(1.0f);
     v8i bits = (__builtin_convertvector(n, v8i) + 127) << 23;
     return p * (v8)bits;
+}
+
+/* s[0:n] = softmax(scale * s[0:n]), in place. */
+static inline void softmax_row(float *s, int64_t n, float scale) {
+    float top = s[0];
+    for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
+    const v8 shift = splat8(top * scale), sv = splat8(scale);
+    v8 acc = splat8(0.0f);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        const v8 e = exp8(load8(s + j) * sv - shift);
+        store8(s + j, e);
+        acc += e;
+    }
+    float total = hsum8(acc);
+    for (; j < n; j++) {
+        s[j] = expf(s[j] * scale - top * scale);
+        total += s[j];
+    }
+    const v8 norm = splat8(1.0f / total);
+    for (j = 0; j + 8 <= n; j += 8) store8(s + j, load8(s + j) * norm);
+    for (; j < n; j++) s[j] *= 1.0f / total;
 }
 
 #endif
