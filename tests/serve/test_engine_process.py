@@ -82,3 +82,27 @@ def test_process_engine_matches_in_process_and_fails_cleanly_when_killed(
         asyncio.run(scenario())
     finally:
         client.stop()
+
+
+def test_a_burst_larger_than_the_pipe_holds_is_answered_in_full(tiny_model_dir: Path) -> None:
+    """Refused prompts far larger than a pipe's buffer, sent at once: none is lost or stuck
+    behind another, and a small request after them is still served."""
+    client = ProcessEngine.launch(tiny_model_dir, EngineConfig(kv_memory_mb=4), torch_threads=1)
+
+    async def scenario() -> None:
+        client.start()
+        sinks: list[Sink] = []
+        greedy = SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)
+        for i in range(40):
+            sinks.append(asyncio.Queue())
+            client.submit(f"big{i}", [7] * 20_000, greedy, sinks[-1])  # ~40 KiB pickled each
+        client.submit("small", [0, 5, 6], greedy, small := asyncio.Queue())
+        ends = await asyncio.wait_for(asyncio.gather(*(_collect(s) for s in sinks)), timeout=60)
+        assert all(isinstance(end, EngineFailure) and end.client_error for _, end in ends)
+        tokens, last = await asyncio.wait_for(_collect(small), timeout=60)
+        assert isinstance(last, RequestOutput) and len(tokens) == 2
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        client.stop()
