@@ -354,8 +354,8 @@ class DeploymentController:
     store: Store
     executor: Executor
     settings: Settings
-    # Replicas are probed often while a deployment is settling (a replica coming up, draining
-    # or missing) and once a second once every one is ready: an idle control plane probing
+    # Replicas are probed often while a deployment is settling (a replica coming up, draining,
+    # missing or failing a probe) and once a second once every one is ready and answering: an idle control plane probing
     # four times a second took several percent of a core from the replicas on a small machine.
     probe_interval_s: float = 0.25
     steady_probe_interval_s: float = 1.0
@@ -490,7 +490,9 @@ class DeploymentController:
                         )
                     )
                 row.attempt, row.url, row.ready = r.attempt, r.url, ready
-                self._settling = self._settling or not ready or r.job_id in self._draining
+                self._settling = (
+                    self._settling or not (ready and r.healthy) or r.job_id in self._draining
+                )
                 if r.healthy or fresh:
                     row.running, row.waiting, row.checked_at = r.running, r.waiting, now
 
