@@ -24,12 +24,37 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
 
 log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).parent
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
+
+
+# The C types the kernels' signatures use: pointers, sizes and float scalars.
+PTR, I64, F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+
+
+def bind(lib: ctypes.CDLL, name: str, restype: Any, *argtypes: Any) -> Callable[..., Any]:
+    """`lib.name` with its C signature declared, so ctypes converts (and refuses) arguments."""
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+    return fn  # type: ignore[no-any-return]
+
+
+def require_float32_cpu(*tensors: torch.Tensor, contiguous: bool = False) -> None:
+    """Refuses what the kernels would misread through a raw pointer."""
+    for t in tensors:
+        if t.dtype != torch.float32 or t.device.type != "cpu":
+            raise ValueError("the C kernels take float32 CPU tensors")
+        if contiguous and not t.is_contiguous():
+            raise ValueError("the C kernels take contiguous tensors here")
 
 
 def enabled() -> bool:

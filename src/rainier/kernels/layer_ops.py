@@ -7,37 +7,24 @@ write out of bounds (dtype, device, contiguity, shapes); the caller owns the mea
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 
 import torch
 
-from rainier.kernels import load
-
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
-_F32 = ctypes.c_float
+from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
 
 
 def _check(*tensors: torch.Tensor) -> None:
-    for t in tensors:
-        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
-            raise ValueError("layer_ops take contiguous float32 CPU tensors")
+    require_float32_cpu(*tensors, contiguous=True)
 
 
 class LayerOps:
     def __init__(self, lib: ctypes.CDLL) -> None:
-        def bind(name: str, *argtypes: type) -> Callable[..., None]:
-            fn = getattr(lib, name)
-            fn.restype = None
-            fn.argtypes = list(argtypes)
-            return fn
-
-        self._rms_norm = bind("rms_norm", _PTR, _I64, _PTR, _PTR, _I64, _I64, _F32)
-        self._add_rms_norm = bind("add_rms_norm", _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)
+        self._rms_norm = bind(lib, "rms_norm", None, PTR, I64, PTR, PTR, I64, I64, F32)
+        self._add_rms_norm = bind(lib, "add_rms_norm", None, PTR, PTR, PTR, PTR, I64, I64, F32)
         self._rope_store = bind(
-            "rope_store", _PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _PTR, _PTR, _PTR
+            lib, "rope_store", None, PTR, I64, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, PTR
         )
-        self._silu_mul = bind("silu_mul", _PTR, _PTR, _I64, _I64)
+        self._silu_mul = bind(lib, "silu_mul", None, PTR, PTR, I64, I64)
 
     @classmethod
     def load(cls) -> LayerOps | None:

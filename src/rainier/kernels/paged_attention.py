@@ -6,10 +6,7 @@ import ctypes
 
 import torch
 
-from rainier.kernels import load
-
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
+from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
 
 
 class PagedAttention:
@@ -21,12 +18,10 @@ class PagedAttention:
     """
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._fn = lib.paged_attention
-        self._fn.restype = ctypes.c_int
-        self._fn.argtypes = [
-            _PTR, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _PTR,
-            _I64, _I64, _I64, _I64, _I64, ctypes.c_float,
-        ]  # fmt: skip
+        self._fn = bind(
+            lib, "paged_attention", ctypes.c_int,
+            PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, F32,
+        )  # fmt: skip
 
     @classmethod
     def load(cls) -> PagedAttention | None:
@@ -49,8 +44,7 @@ class PagedAttention:
         blocks]; `token_seq` and `context_lens` [tokens]. Returns [tokens, heads, head_dim]."""
         tokens, heads, head_dim = q.shape
         kv_heads = k_cache.shape[1]
-        if q.dtype != torch.float32 or q.device.type != "cpu":
-            raise ValueError("paged_attention runs on float32 CPU tensors")
+        require_float32_cpu(q, k_cache, v_cache)
         if head_dim % 8:
             raise ValueError(f"paged_attention needs a head size divisible by 8, not {head_dim}")
         if q.stride(2) != 1 or q.stride(1) != head_dim:

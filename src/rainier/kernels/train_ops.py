@@ -8,28 +8,10 @@ are new tensors, and nothing is written into an input.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
 
 import torch
 
-from rainier.kernels import load
-
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
-_F32 = ctypes.c_float
-
-
-def _bind(lib: ctypes.CDLL, name: str, restype: type | None, *argtypes: type) -> Any:
-    fn = getattr(lib, name)
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
-    return fn
-
-
-def _check(*tensors: torch.Tensor) -> None:
-    for t in tensors:
-        if t.dtype != torch.float32 or t.device.type != "cpu":
-            raise ValueError("train_ops run on float32 CPU tensors")
+from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
 
 
 class TrainOps:
@@ -37,23 +19,23 @@ class TrainOps:
     softmax of causal attention's blocks of scores."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._ce_fwd = _bind(lib, "cross_entropy_forward", ctypes.c_int,
-                             _PTR, _PTR, _PTR, _PTR, _I64, _I64)  # fmt: skip
-        self._ce_bwd = _bind(lib, "cross_entropy_backward", None,
-                             _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)  # fmt: skip
-        self._swiglu_fwd = _bind(lib, "swiglu_forward", None, _PTR, _PTR, _I64, _I64)
-        self._swiglu_bwd = _bind(lib, "swiglu_backward", None, _PTR, _PTR, _PTR, _I64, _I64)
-        self._rms_fwd = _bind(lib, "rmsnorm_forward", None,
-                              _PTR, _PTR, _PTR, _PTR, _I64, _I64, _F32)  # fmt: skip
-        self._rms_bwd = _bind(lib, "rmsnorm_backward", ctypes.c_int,
-                              _PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64)  # fmt: skip
-        heads_args = (_PTR,) * 6 + (_I64,) * 5
-        self._heads_fwd = _bind(lib, "rotary_heads_forward", None, *heads_args)
-        self._heads_bwd = _bind(lib, "rotary_heads_backward", None, *heads_args)
-        self._causal_softmax = _bind(lib, "causal_softmax", None,
-                                     _PTR, _I64, _I64, _I64, _I64, _F32)  # fmt: skip
-        self._softmax_grad = _bind(lib, "softmax_grad", None,
-                                   _PTR, _PTR, _PTR, _I64, _I64, _I64, _I64, _F32)  # fmt: skip
+        self._ce_fwd = bind(lib, "cross_entropy_forward", ctypes.c_int,
+                             PTR, PTR, PTR, PTR, I64, I64)  # fmt: skip
+        self._ce_bwd = bind(lib, "cross_entropy_backward", None,
+                             PTR, PTR, PTR, PTR, I64, I64, F32)  # fmt: skip
+        self._swiglu_fwd = bind(lib, "swiglu_forward", None, PTR, PTR, I64, I64)
+        self._swiglu_bwd = bind(lib, "swiglu_backward", None, PTR, PTR, PTR, I64, I64)
+        self._rms_fwd = bind(lib, "rmsnorm_forward", None,
+                              PTR, PTR, PTR, PTR, I64, I64, F32)  # fmt: skip
+        self._rms_bwd = bind(lib, "rmsnorm_backward", ctypes.c_int,
+                              PTR, PTR, PTR, PTR, PTR, PTR, I64, I64)  # fmt: skip
+        heads_args = (PTR,) * 6 + (I64,) * 5
+        self._heads_fwd = bind(lib, "rotary_heads_forward", None, *heads_args)
+        self._heads_bwd = bind(lib, "rotary_heads_backward", None, *heads_args)
+        self._causal_softmax = bind(lib, "causal_softmax", None,
+                                     PTR, I64, I64, I64, I64, F32)  # fmt: skip
+        self._softmax_grad = bind(lib, "softmax_grad", None,
+                                   PTR, PTR, PTR, I64, I64, I64, I64, F32)  # fmt: skip
 
     @classmethod
     def load(cls) -> TrainOps | None:
@@ -65,7 +47,7 @@ class TrainOps:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean loss over the rows of `logits` [rows, vocab] (a 0-d tensor) and each row's
         log-sum-exp, which `cross_entropy_backward` takes."""
-        _check(logits)
+        require_float32_cpu(logits)
         rows, vocab = logits.shape
         logits = logits.contiguous()
         targets = targets.to(torch.int64).contiguous()
@@ -94,7 +76,7 @@ class TrainOps:
 
     def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
         """silu(gate) * up over `gate_up` [..., 2 * width], gate the first half of each row."""
-        _check(gate_up)
+        require_float32_cpu(gate_up)
         gate_up = gate_up.contiguous()
         width = gate_up.shape[-1] // 2
         out = gate_up.new_empty((*gate_up.shape[:-1], width))
@@ -102,7 +84,7 @@ class TrainOps:
         return out
 
     def swiglu_backward(self, gate_up: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        _check(gate_up, grad)
+        require_float32_cpu(gate_up, grad)
         gate_up, grad = gate_up.contiguous(), grad.contiguous()
         width = gate_up.shape[-1] // 2
         out = torch.empty_like(gate_up)
@@ -114,7 +96,7 @@ class TrainOps:
         self, x: torch.Tensor, weight: torch.Tensor, eps: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """weight * x / rms(x) over the last dimension, and each row's 1 / rms."""
-        _check(x, weight)
+        require_float32_cpu(x, weight)
         x, weight = x.contiguous(), weight.contiguous()
         dim = x.shape[-1]
         rows = x.numel() // max(dim, 1)
@@ -128,7 +110,7 @@ class TrainOps:
         self, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, grad: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The gradients of x and of the weight."""
-        _check(x, weight, rstd, grad)
+        require_float32_cpu(x, weight, rstd, grad)
         x, weight, grad = x.contiguous(), weight.contiguous(), grad.contiguous()
         rstd = rstd.contiguous()
         dim = x.shape[-1]
@@ -147,7 +129,7 @@ class TrainOps:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`qkv` [batch, seq, heads + 2 kv_heads, head_dim] as q, k, v [batch, heads, seq,
         head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2], half-split layout."""
-        _check(qkv, cos, sin)
+        require_float32_cpu(qkv, cos, sin)
         qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
         b, t, _, d = qkv.shape
         q = qkv.new_empty((b, heads, t, d))
@@ -168,7 +150,7 @@ class TrainOps:
     ) -> torch.Tensor:
         """The gradient of the fused projection's output [batch, seq, heads + 2 kv_heads,
         head_dim]: q and k rotated back."""
-        _check(grad_q, grad_k, grad_v, cos, sin)
+        require_float32_cpu(grad_q, grad_k, grad_v, cos, sin)
         grad_q, grad_k, grad_v = grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous()
         cos, sin = cos.contiguous(), sin.contiguous()
         b, heads, t, d = grad_q.shape
@@ -184,7 +166,7 @@ class TrainOps:
         """In place over contiguous `scores` [batch, rows, cols]: row i is query position
         `first_row + i`, which sees keys up to itself; softmax(scale * scores) over those, 0
         over the rest."""
-        _check(scores)
+        require_float32_cpu(scores)
         if not scores.is_contiguous():
             raise ValueError("causal_softmax_ works in place on a contiguous tensor")
         batch, rows, cols = scores.shape
@@ -195,7 +177,7 @@ class TrainOps:
     ) -> None:
         """grad = (grad - delta) * weights * scale in place, over contiguous [batch, rows, cols]
         blocks; `delta` [batch, rows, 1] may be a slice of a longer tensor along rows."""
-        _check(grad, weights, delta)
+        require_float32_cpu(grad, weights, delta)
         if not (grad.is_contiguous() and weights.is_contiguous()) or delta.stride(1) != 1:
             raise ValueError("softmax_grad_ needs contiguous blocks and delta's rows adjacent")
         if grad.shape != weights.shape or delta.shape != (*grad.shape[:2], 1):
