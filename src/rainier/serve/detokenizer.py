@@ -17,8 +17,8 @@ streaming so a client never sees the beginning of a stop string that is later cu
 from __future__ import annotations
 
 import codecs
-import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from tokenizers import Tokenizer
@@ -72,36 +72,12 @@ class IncrementalDetokenizer:
         return delta
 
 
+@dataclass(frozen=True)
 class ByteTable:
-    """Every token's bytes, for a tokenizer whose decoding is exactly byte-level: its decoder
-    is `ByteLevel` alone, and its added tokens are ASCII (so decoding spells them as
-    themselves). `for_tokenizer` answers None for any other tokenizer."""
+    """The bytes each token id stands for, and which ids are special tokens."""
 
-    def __init__(self, pieces: list[bytes], special: frozenset[int]) -> None:
-        self.pieces = pieces
-        self.special = special
-
-    @classmethod
-    def for_tokenizer(cls, tokenizer: Tokenizer, alphabet: dict[str, int]) -> ByteTable | None:
-        decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
-        if decoder.get("type") != "ByteLevel":
-            return None
-        added = tokenizer.get_added_tokens_decoder()
-        pieces: list[bytes] = []
-        for token_id in range(tokenizer.get_vocab_size(with_added_tokens=True)):
-            token = added.get(token_id)
-            piece = token.content if token is not None else tokenizer.id_to_token(token_id)
-            if piece is None:
-                pieces.append(b"")
-            elif token is not None:
-                if not piece.isascii():
-                    return None
-                pieces.append(piece.encode())
-            elif all(ch in alphabet for ch in piece):
-                pieces.append(bytes(alphabet[ch] for ch in piece))
-            else:
-                return None
-        return cls(pieces, frozenset(i for i, t in added.items() if t.special))
+    pieces: list[bytes]
+    special: frozenset[int]
 
 
 class ByteLevelDetokenizer:

@@ -86,6 +86,7 @@ class LLMEngine:
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        tokenizer.byte_table  # noqa: B018 (built now, not on the first request)
         self.config = config
         self.generation_defaults = generation_defaults or GenerationDefaults()
         num_blocks = num_kv_blocks(model, config)

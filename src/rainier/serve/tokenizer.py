@@ -4,9 +4,10 @@ trained to read them."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,18 @@ def _byte_level_alphabet() -> dict[str, int]:
 BYTE_LEVEL_ALPHABET = _byte_level_alphabet()
 
 
-def _uses_byte_level(tokenizer: Tokenizer) -> bool:
+def _decoder_types(tokenizer: Tokenizer) -> tuple[str, ...]:
+    """The decoder's steps, in order (one unless it is a `Sequence`)."""
     decoder = json.loads(tokenizer.to_str()).get("decoder") or {}
     parts = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
-    return any(isinstance(d, dict) and d.get("type") == "ByteLevel" for d in parts)
+    return tuple(str(d.get("type")) for d in parts if isinstance(d, dict))
+
+
+def _byte_level_bytes(piece: str) -> bytes | None:
+    """The bytes a byte-level BPE piece spells, or None if it is not spelled in that alphabet."""
+    if not all(ch in BYTE_LEVEL_ALPHABET for ch in piece):
+        return None
+    return bytes(BYTE_LEVEL_ALPHABET[ch] for ch in piece)
 
 
 def _token_content(value: Any) -> str | None:
@@ -71,9 +80,11 @@ class ModelTokenizer:
     bos_token: str | None
     eos_token: str | None
     eos_token_ids: tuple[int, ...]
-    byte_level: bool = False
-    _byte_table: ByteTable | None = field(default=None, repr=False)
-    _byte_table_built: bool = field(default=False, repr=False)
+    decoder_types: tuple[str, ...] = ()
+
+    @property
+    def byte_level(self) -> bool:
+        return "ByteLevel" in self.decoder_types
 
     @classmethod
     def from_dir(cls, model_dir: Path) -> ModelTokenizer:
@@ -98,20 +109,40 @@ class ModelTokenizer:
             bos_token=bos,
             eos_token=eos,
             eos_token_ids=() if eos_id is None else (eos_id,),
-            byte_level=_uses_byte_level(tokenizer),
+            decoder_types=_decoder_types(tokenizer),
         )
 
     def detokenizer(
         self, prompt_ids: Sequence[int], skip_special_tokens: bool = True
     ) -> Detokenizer:
         """The fastest detokenizer that decodes exactly as `decode` does for this tokenizer."""
-        if not self._byte_table_built:
-            self._byte_table_built = True
-            if self.byte_level:
-                self._byte_table = ByteTable.for_tokenizer(self.tokenizer, BYTE_LEVEL_ALPHABET)
-        if self._byte_table is not None:
-            return ByteLevelDetokenizer(self._byte_table, prompt_ids, skip_special_tokens)
+        if self.byte_table is not None:
+            return ByteLevelDetokenizer(self.byte_table, prompt_ids, skip_special_tokens)
         return IncrementalDetokenizer(self.tokenizer, prompt_ids, skip_special_tokens)
+
+    @functools.cached_property
+    def byte_table(self) -> ByteTable | None:
+        """Every token's bytes, when decoding is exactly byte-level: the decoder is `ByteLevel`
+        alone, and the added tokens are ASCII (so decoding spells them as themselves); else
+        None. Built once, a few hundred milliseconds for a large vocabulary; the engine builds
+        it at start-up rather than on its first request."""
+        if self.decoder_types != ("ByteLevel",):
+            return None
+        added = self.tokenizer.get_added_tokens_decoder()
+        if not all(t.content.isascii() for t in added.values()):
+            return None
+        pieces: list[bytes] = []
+        for token_id in range(self.tokenizer.get_vocab_size(with_added_tokens=True)):
+            token = added.get(token_id)
+            if token is not None:
+                pieces.append(token.content.encode())
+                continue
+            piece = self.tokenizer.id_to_token(token_id)
+            spelled = _byte_level_bytes(piece) if piece is not None else b""
+            if spelled is None:
+                return None
+            pieces.append(spelled)
+        return ByteTable(pieces, frozenset(i for i, t in added.items() if t.special))
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
@@ -121,9 +152,9 @@ class ModelTokenizer:
 
     def token_bytes(self, token_id: int) -> bytes:
         """The exact bytes a token stands for, even when they are part of a character."""
-        piece = self.tokenizer.id_to_token(token_id) or ""
-        if self.byte_level and all(ch in BYTE_LEVEL_ALPHABET for ch in piece):
-            return bytes(BYTE_LEVEL_ALPHABET[ch] for ch in piece)
+        spelled = _byte_level_bytes(self.tokenizer.id_to_token(token_id) or "")
+        if self.byte_level and spelled is not None:
+            return spelled
         return self.tokenizer.decode([token_id], skip_special_tokens=False).encode()
 
     def token_text(self, token_id: int) -> str:
