@@ -15,14 +15,6 @@ from rainier import kernels
 from rainier.kernels.paged_attention import PagedAttention
 
 
-@pytest.fixture(scope="module")
-def kernel() -> PagedAttention:
-    found = PagedAttention.load()
-    if found is None:
-        pytest.skip("no C compiler here: the PyTorch path is what runs")
-    return found
-
-
 def reference(
     q: torch.Tensor,
     k_cache: torch.Tensor,
