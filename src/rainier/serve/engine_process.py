@@ -39,6 +39,14 @@ class EngineStartError(RuntimeError):
     """The engine process could not load the model; the message is the process's reason."""
 
 
+def _poller(connection: Connection) -> select.poll:
+    """A poll object for the life of a pipe end: `Connection.poll` builds a selector on every
+    call, and each side asks once per step."""
+    waiting = select.poll()
+    waiting.register(connection.fileno(), select.POLLIN)
+    return waiting
+
+
 def _core_main(
     requests: Connection,
     results: Connection,
@@ -65,10 +73,7 @@ def _core_main(
         return
     results.send(("ready", engine.model_config.vocab_size, engine.max_model_len, engine.stats()))
 
-    # One poll object for the life of the process: `Connection.poll` builds a selector on every
-    # call, and the loop asks between every two steps.
-    waiting = select.poll()
-    waiting.register(requests.fileno(), select.POLLIN)
+    waiting = _poller(requests)
 
     def receive(block: bool) -> EngineMessage | None:
         if not block and not waiting.poll(0):
@@ -98,6 +103,7 @@ class ProcessEngine(EngineClient):
         self._results = results
         self._outbox: queue.SimpleQueue[EngineMessage | None] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write, name="rainier-engine-io", daemon=True)
+        self._results_ready = _poller(results)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dead = False
 
@@ -177,7 +183,7 @@ class ProcessEngine(EngineClient):
 
     def _read(self) -> None:
         try:
-            while self._results.poll():
+            while self._results_ready.poll(0):
                 result: StepResult = self._results.recv()
                 self._deliver(result)
         except (EOFError, OSError):
