@@ -7,6 +7,7 @@ from typing import TypeVar
 import pytest
 
 from rainier.kernels.layer_ops import LayerOps
+from rainier.kernels.linear import LinearKernel
 from rainier.kernels.paged_attention import PagedAttention
 
 T = TypeVar("T")
@@ -26,3 +27,8 @@ def kernel() -> PagedAttention:
 @pytest.fixture(scope="session")
 def ops() -> LayerOps:
     return _built(LayerOps.load())
+
+
+@pytest.fixture(scope="session")
+def linear() -> LinearKernel:
+    return _built(LinearKernel.load())

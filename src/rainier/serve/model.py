@@ -11,15 +11,32 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from rainier.kernels.layer_ops import LayerOps
+from rainier.kernels.linear import LinearKernel
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import ModelConfig, ModelFormatError
+
+
+class Projection(Protocol):
+    """A matrix product `x @ weight.T (+ bias)`, on whichever layout the weight is kept in."""
+
+    def __call__(self, x: torch.Tensor, /) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class TorchLinear:
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 @dataclass
@@ -28,26 +45,29 @@ class LayerWeights:
     CPU a step of a few dozen tokens is dominated by per-call overhead, not FLOPs."""
 
     input_norm: torch.Tensor
-    qkv_proj: torch.Tensor
-    o_proj: torch.Tensor
     post_norm: torch.Tensor
-    gate_up_proj: torch.Tensor
-    down_proj: torch.Tensor
-    qkv_bias: torch.Tensor | None = None
-    o_bias: torch.Tensor | None = None
+    qkv: Projection
+    o: Projection
+    gate_up: Projection
+    down: Projection
 
 
 @dataclass(frozen=True)
 class Kernels:
-    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`."""
+    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. `linear` is there
+    only when torch runs one thread: the packed matrix product is single-threaded, and with
+    more threads torch's own spreads a product over them."""
 
     attention: PagedAttention
     layer: LayerOps
+    linear: LinearKernel | None
 
     @classmethod
     def load(cls) -> Kernels | None:
         attention, layer = PagedAttention.load(), LayerOps.load()
-        return cls(attention, layer) if attention is not None and layer is not None else None
+        if attention is None or layer is None:
+            return None
+        return cls(attention, layer, LinearKernel.load() if torch.get_num_threads() == 1 else None)
 
 
 def read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -117,9 +137,18 @@ class LlamaModel:
             )
         self.norm = take("model.norm.weight")
         if config.tie_word_embeddings or "lm_head.weight" not in tensors:
-            self.lm_head = self.embed
+            lm_head = self.embed
         else:
-            self.lm_head = take("lm_head.weight")
+            lm_head = take("lm_head.weight")
+        self.kernels: Kernels | None = None
+        if device.type == "cpu" and dtype == torch.float32 and config.head_dim % 8 == 0:
+            self.kernels = Kernels.load()
+        packer = self.kernels.linear if self.kernels is not None else None
+
+        def projection(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Projection:
+            return packer.pack(weight, bias) if packer is not None else TorchLinear(weight, bias)
+
+        self.lm_head = projection(lm_head)
         self.layers: list[LayerWeights] = []
         for i in range(config.num_hidden_layers):
             p = f"model.layers.{i}."
@@ -133,18 +162,17 @@ class LlamaModel:
                         for w, b in zip(qkv, biases, strict=True)
                     ]
                 )
+            gate_up = [take(p + f"mlp.{name}_proj.weight") for name in ("gate", "up")]
             self.layers.append(
                 LayerWeights(
                     input_norm=take(p + "input_layernorm.weight"),
-                    qkv_proj=torch.cat(qkv),
-                    o_proj=take(p + "self_attn.o_proj.weight"),
                     post_norm=take(p + "post_attention_layernorm.weight"),
-                    gate_up_proj=torch.cat(
-                        [take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight")]
+                    qkv=projection(torch.cat(qkv), qkv_bias),
+                    o=projection(
+                        take(p + "self_attn.o_proj.weight"), maybe(p + "self_attn.o_proj.bias")
                     ),
-                    down_proj=take(p + "mlp.down_proj.weight"),
-                    qkv_bias=qkv_bias,
-                    o_bias=maybe(p + "self_attn.o_proj.bias"),
+                    gate_up=projection(torch.cat(gate_up)),
+                    down=projection(take(p + "mlp.down_proj.weight")),
                 )
             )
         positions = torch.arange(config.max_position_embeddings, dtype=torch.float64)
@@ -152,9 +180,6 @@ class LlamaModel:
         angles = torch.cat([freqs, freqs], dim=-1)
         self.cos = angles.cos().to(device=device, dtype=dtype)
         self.sin = angles.sin().to(device=device, dtype=dtype)
-        self.kernels: Kernels | None = None
-        if device.type == "cpu" and dtype == torch.float32 and config.head_dim % 8 == 0:
-            self.kernels = Kernels.load()
 
     @classmethod
     def load(
@@ -203,19 +228,19 @@ class LlamaModel:
         prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
         for layer_index, layer in enumerate(self.layers):
             x = self._rms_norm(hidden, layer.input_norm)
-            qkv = F.linear(x, layer.qkv_proj, layer.qkv_bias).view(n, -1, c.head_dim)
+            qkv = layer.qkv(x).view(n, -1, c.head_dim)
             qk = self._rope(qkv[:, : heads + kv_heads], cos, sin)
             q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv_heads :]
             cache = kv_cache[layer_index]
             cache[0].index_copy_(0, batch.slot_mapping, k)
             cache[1].index_copy_(0, batch.slot_mapping, v)
             attn = self._attention(q, cache, batch, prefill_masks)
-            hidden = hidden + F.linear(attn.reshape(n, -1), layer.o_proj, layer.o_bias)
+            hidden = hidden + layer.o(attn.reshape(n, -1))
             x = self._rms_norm(hidden, layer.post_norm)
-            gate, up = F.linear(x, layer.gate_up_proj).chunk(2, dim=-1)
-            hidden = hidden + F.linear(F.silu(gate) * up, layer.down_proj)
+            gate, up = layer.gate_up(x).chunk(2, dim=-1)
+            hidden = hidden + layer.down(F.silu(gate) * up)
         last = self._rms_norm(hidden[batch.logits_index], self.norm)
-        return F.linear(last, self.lm_head).float()
+        return self.lm_head(last).float()
 
     def _forward_with_kernels(
         self, batch: BatchInput, kv_cache: torch.Tensor, kernels: Kernels
@@ -230,7 +255,7 @@ class LlamaModel:
         hidden = self.embed[batch.token_ids]
         x = ops.rms_norm(hidden, self.layers[0].input_norm, eps)
         for i, layer in enumerate(self.layers):
-            qkv = F.linear(x, layer.qkv_proj, layer.qkv_bias).view(n, -1, c.head_dim)
+            qkv = layer.qkv(x).view(n, -1, c.head_dim)
             k_cache, v_cache = kv_cache[i]
             ops.rope_store(
                 qkv, heads, self.cos, self.sin, batch.positions, batch.slot_mapping, k_cache,
@@ -240,15 +265,15 @@ class LlamaModel:
                 qkv[:, :heads], k_cache, v_cache, batch.block_tables, batch.token_seq,
                 batch.context_lens, batch.block_size, scale,
             )  # fmt: skip
-            attn_out = F.linear(attn.view(n, -1), layer.o_proj, layer.o_bias)
+            attn_out = layer.o(attn.view(n, -1))
             x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
-            down = F.linear(ops.silu_mul(F.linear(x, layer.gate_up_proj)), layer.down_proj)
+            down = layer.down(ops.silu_mul(layer.gate_up(x)))
             if i + 1 < len(self.layers):
                 x = ops.add_rms_norm(hidden, down, self.layers[i + 1].input_norm, eps)
             else:
                 hidden += down
         last = ops.rms_norm(hidden[batch.logits_index], self.norm, eps)
-        return F.linear(last, self.lm_head)
+        return self.lm_head(last)
 
     def _check_indexes(self, batch: BatchInput, kv_cache: torch.Tensor) -> None:
         """The kernels follow these indexes with raw pointers: one out of range would read or
