@@ -1,10 +1,16 @@
-"""glibc allocator settings for processes that run the same tensor step over and over."""
+"""Memory for processes that run the same tensor step over and over: glibc's allocator
+settings, and huge pages for the large pools a step reads at scattered places."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def keep_freed_memory() -> bool:
@@ -28,3 +34,35 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     # 32 MiB is glibc's largest mmap threshold on 64-bit; the heap above it is kept, up to 1 GiB.
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+HUGE_PAGE = 2 << 20
+MADV_HUGEPAGE = 14
+
+
+def zeros_on_huge_pages(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """A zeroed CPU tensor whose memory the kernel backs with 2 MiB pages where it can.
+
+    A paged KV cache is read a block at a time at scattered places in a pool of hundreds of
+    MiB; with 4 KiB pages nearly every block read misses the TLB, which covers a few MiB.
+    Linux gives huge pages to memory that asks for them (`transparent_hugepage` set to
+    `madvise`, the common default) before it is first touched, so the pool is aligned to
+    2 MiB, advised, then zeroed. Where that cannot be done, it is an ordinary tensor."""
+    import torch
+
+    count = math.prod(shape)
+    element = torch.empty((), dtype=dtype).element_size()
+    if not sys.platform.startswith("linux") or count * element < HUGE_PAGE:
+        return torch.zeros(shape, dtype=dtype)
+    spare = HUGE_PAGE // element
+    raw = torch.empty(count + spare, dtype=dtype)
+    skip = (-raw.data_ptr() % HUGE_PAGE) // element
+    tensor = raw[skip : skip + count]
+    try:
+        madvise = ctypes.CDLL(None).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        length = -(-count * element // HUGE_PAGE) * HUGE_PAGE
+        madvise(tensor.data_ptr(), length, MADV_HUGEPAGE)
+    except (OSError, AttributeError):
+        pass
+    return tensor.zero_().view(shape)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from rainier.allocator import zeros_on_huge_pages
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel
 from rainier.kernels.paged_attention import PagedAttention
@@ -190,11 +191,10 @@ class LlamaModel:
     def new_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         """[layers, 2 (k, v), slots, kv_heads, head_dim], one pool shared by all sequences."""
         c = self.config
-        return torch.zeros(
-            (c.num_hidden_layers, 2, num_blocks * block_size, c.num_key_value_heads, c.head_dim),
-            dtype=self.dtype,
-            device=self.device,
-        )
+        shape = (c.num_hidden_layers, 2, num_blocks * block_size, c.num_key_value_heads, c.head_dim)
+        if self.device.type == "cpu":
+            return zeros_on_huge_pages(shape, self.dtype)
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def kv_bytes_per_token(self) -> int:
         c = self.config
