@@ -133,7 +133,7 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("forward", ["kernels", "torch"])
+@pytest.mark.parametrize("forward", ["decoder", "kernels", "torch"])
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_batched_greedy_equals_full_recompute(
     scenario: str,
@@ -141,15 +141,17 @@ def test_batched_greedy_equals_full_recompute(
     tiny_model_dir: Path,
     reference: Callable[[list[int], int], list[int]],
 ) -> None:
-    """`kernels`: the forward pass on the C kernels, with the packed matrix products that run
-    where torch has one thread; `torch`: composed from PyTorch operators, which is what runs
+    """The three forward paths: `decoder`, the whole pass as one C call, which runs where
+    torch has one thread; `kernels`, the C kernels called one by one around torch's matrix
+    products, where it has more; `torch`, composed from PyTorch operators, which is what runs
     where no C compiler is found."""
-    with torch_threads(1 if forward == "kernels" else torch.get_num_threads()):
+    with torch_threads(1 if forward == "decoder" else max(2, torch.get_num_threads())):
         engine = make_engine(tiny_model_dir, **SCENARIOS[scenario])
     if forward == "torch":
         engine.model.kernels = None
-    elif engine.model.kernels is None or engine.model.kernels.linear is None:
+    elif engine.model.kernels is None:
         pytest.skip("no C compiler here: only the PyTorch path runs")
+    assert (engine.model.decoder is not None) == (forward == "decoder")
     rng = random.Random(7)
     prompts = random_prompts(engine, rng, 14)
     shared = prompts[0][:40] if len(prompts[0]) >= 40 else prompts[0] * 3
@@ -435,3 +437,39 @@ def test_the_kernels_refuse_a_batch_that_points_outside_the_cache(tiny_model_dir
             engine.model.forward(batch, engine.kv_cache)
     with pytest.raises(IndexError):  # a table too short for its context never becomes a batch
         build_batch([ScheduledChunk(prompt, 8, [0], True)], 8, torch.device("cpu"))
+
+
+def test_the_decoder_kernel_is_its_kernels_called_one_by_one(tiny_model_dir: Path) -> None:
+    """Bit for bit, logits and cache, over a prefill and then a step mixing a decode, a
+    chunk of a longer prompt and a new prompt, some rows wanting logits and some not."""
+    with torch_threads(1):
+        engine = make_engine(tiny_model_dir)
+    model = engine.model
+    if model.decoder is None:
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    decoder = model.decoder
+    rng = random.Random(3)
+    vocab = engine.model_config.vocab_size
+    a, b, c = ([rng.randrange(3, vocab) for _ in range(n)] for n in (20, 16, 4))
+    steps = [
+        [ScheduledChunk(a, 0, [0, 1, 2], True), ScheduledChunk(b[:9], 0, [3, 4], False)],
+        [
+            ScheduledChunk([7], 20, [0, 1, 2], True),
+            ScheduledChunk(b[9:], 9, [3, 4], True),
+            ScheduledChunk(c, 0, [5], True),
+        ],
+    ]
+    caches = [engine.kv_cache.clone(), engine.kv_cache.clone()]
+    for chunks in steps:
+        batch = build_batch(chunks, engine.config.block_size, torch.device("cpu"), groups=False)
+        model.decoder = decoder
+        fused = model.forward(batch, caches[0])
+        model.decoder = None
+        one_by_one = model.forward(batch, caches[1])
+        assert fused.shape == (len(batch.logits_index), vocab)
+        assert torch.equal(fused, one_by_one)
+        assert torch.equal(caches[0], caches[1])
+    assert caches[0].any()
+    with pytest.raises(ValueError, match="hidden rows"):
+        index = torch.zeros(1, dtype=torch.int64)
+        decoder(torch.zeros(1, 3), caches[0], index, index, index[None], 8, index, index, index)

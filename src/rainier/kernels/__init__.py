@@ -8,8 +8,8 @@ with raw pointers, and has a PyTorch equivalent that is used when no compiler is
 `RAINIER_KERNELS=0` is set. Tests hold the two to the same results.
 
 The shared object is built for this CPU (`-march=native`) into a per-user cache keyed by the
-source (with the headers beside it), the flags and the CPU's feature flags, so a home directory shared between different
-machines never runs code built for another one. Builds go to a temporary name and are renamed
+sources beside it, the flags and the CPU's feature flags, so a home directory shared between
+different machines never runs code built for another one. Builds go to a temporary name and are renamed
 into place, so concurrent processes (a replica per core, DDP ranks) never load a torn file.
 """
 
@@ -100,7 +100,8 @@ def load(name: str) -> ctypes.CDLL | None:
     if compiler is None:
         log.warning("no C compiler found; %s runs on PyTorch operators", name)
         return None
-    texts = [source.read_bytes(), *(h.read_bytes() for h in sorted(SOURCES.glob("*.h")))]
+    # Every source, not only this one: a kernel may include the others' code, not just headers.
+    texts = [source.read_bytes(), *(f.read_bytes() for f in sorted(SOURCES.glob("*.[ch]")))]
     settings = [" ".join(FLAGS), compiler, _cpu_features()]
     key = hashlib.sha256(b"\0".join([*texts, *(s.encode() for s in settings)])).hexdigest()[:16]
     target = cache_dir() / f"{name}-{key}.so"

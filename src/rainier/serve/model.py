@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from rainier.allocator import zeros_on_huge_pages
+from rainier.kernels.decoder import Decoder, DecoderKernel, DecoderLayer
 from rainier.kernels.layer_ops import LayerOps
-from rainier.kernels.linear import LinearKernel
+from rainier.kernels.linear import LinearKernel, PackedLinear
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import ModelConfig, ModelFormatError
@@ -62,13 +63,36 @@ class Kernels:
     attention: PagedAttention
     layer: LayerOps
     linear: LinearKernel | None
+    decoder: DecoderKernel | None
 
     @classmethod
     def load(cls) -> Kernels | None:
         attention, layer = PagedAttention.load(), LayerOps.load()
         if attention is None or layer is None:
             return None
-        return cls(attention, layer, LinearKernel.load() if torch.get_num_threads() == 1 else None)
+        if torch.get_num_threads() != 1:
+            return cls(attention, layer, None, None)
+        linear = LinearKernel.load()
+        return cls(attention, layer, linear, DecoderKernel.load() if linear is not None else None)
+
+
+def packed(projection: Projection) -> PackedLinear:
+    if not isinstance(projection, PackedLinear):
+        raise TypeError("the decoder kernel runs on packed weights only")
+    return projection
+
+
+def decoder_layer(layer: LayerWeights) -> DecoderLayer:
+    """A layer as the decoder kernel takes it; its projections are all packed whenever the
+    decoder kernel loaded, since both come with one torch thread."""
+    return DecoderLayer(
+        layer.input_norm,
+        layer.post_norm,
+        packed(layer.qkv),
+        packed(layer.o),
+        packed(layer.gate_up),
+        packed(layer.down),
+    )
 
 
 def read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -181,6 +205,18 @@ class LlamaModel:
         angles = torch.cat([freqs, freqs], dim=-1)
         self.cos = angles.cos().to(device=device, dtype=dtype)
         self.sin = angles.sin().to(device=device, dtype=dtype)
+        self.decoder: Decoder | None = None
+        if self.kernels is not None and self.kernels.decoder is not None:
+            self.decoder = self.kernels.decoder.bind(
+                [decoder_layer(layer) for layer in self.layers],
+                self.norm,
+                packed(self.lm_head),
+                self.cos,
+                self.sin,
+                heads=config.num_attention_heads,
+                kv_heads=config.num_key_value_heads,
+                eps=config.rms_norm_eps,
+            )
 
     @classmethod
     def load(
@@ -250,6 +286,12 @@ class LlamaModel:
         c = self.config
         n, heads, eps = batch.num_tokens, c.num_attention_heads, c.rms_norm_eps
         self._check_indexes(batch, kv_cache)
+        if self.decoder is not None:
+            return self.decoder(
+                self.embed[batch.token_ids], kv_cache, batch.positions, batch.slot_mapping,
+                batch.block_tables, batch.block_size, batch.token_seq, batch.context_lens,
+                batch.logits_index,
+            )  # fmt: skip
         ops = kernels.layer
         scale = 1.0 / math.sqrt(c.head_dim)
         hidden = self.embed[batch.token_ids]
