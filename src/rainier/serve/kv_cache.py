@@ -130,8 +130,10 @@ class BlockManager:
         table = self._tables.get(seq_id, [])
         num_full = min(num_computed // self.block_size, len(table))
         start = self._committed.get(seq_id, 0)
+        if num_full <= start:  # most steps of a decode: no block filled
+            return
         hashes = self._full_block_hashes(seq_id, tokens, num_full)
-        self._committed[seq_id] = max(start, num_full)
+        self._committed[seq_id] = num_full
         for index in range(start, num_full):
             block_hash = hashes[index]
             block = self.blocks[table[index]]
