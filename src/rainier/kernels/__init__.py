@@ -2,7 +2,10 @@
 
 PyTorch's CPU operators cover neither attention that reads a paged KV cache in place nor the
 element-wise chains of a small model's step as one pass; composed from operators, both copy
-and re-read memory that a loop written for the purpose touches once. Each kernel is plain C
+and re-read memory that a loop written for the purpose touches once. A serving step's matrix
+products have a few dozen rows, where a general GEMM spends much of its time re-packing its
+operands; `linear.c` packs the weights once, and `decoder.c` runs a whole forward pass on
+these kernels as one call. Each kernel is plain C
 (no Python or PyTorch headers, so it builds in well under a second), called through `ctypes`
 with raw pointers, and has a PyTorch equivalent that is used when no compiler is found or
 `RAINIER_KERNELS=0` is set. Tests hold the two to the same results.
