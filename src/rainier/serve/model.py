@@ -56,9 +56,9 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class Kernels:
-    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. `linear` is there
-    only when torch runs one thread: the packed matrix product is single-threaded, and with
-    more threads torch's own spreads a product over them."""
+    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. `linear` and
+    `decoder` are there only when torch runs one thread: the packed matrix product is
+    single-threaded, and with more threads torch's own spreads a product over them."""
 
     attention: PagedAttention
     layer: LayerOps
