@@ -29,18 +29,19 @@ static void scores_pair(float *restrict out0, float *restrict out1, const float 
                         int64_t dim) {
     int64_t j = 0;
     for (; j + 4 <= n; j += 4, key += 4 * stride) {
-        v8 a[4] = {0}, b[4] = {0};
+        v8 acc[8] = {0}; /* keys j..j+3 against q0, then against q1 */
         for (int64_t c = 0; c < dim; c += 8) {
             const v8 x0 = load8(q0 + c), x1 = load8(q1 + c);
             for (int i = 0; i < 4; i++) {
                 const v8 k = load8(key + i * stride + c);
-                a[i] += x0 * k;
-                b[i] += x1 * k;
+                acc[i] += x0 * k;
+                acc[4 + i] += x1 * k;
             }
         }
+        const v8 sums = hsum8x8(acc);
         for (int i = 0; i < 4; i++) {
-            out0[j + i] = hsum8(a[i]);
-            out1[j + i] = hsum8(b[i]);
+            out0[j + i] = sums[i];
+            out1[j + i] = sums[4 + i];
         }
     }
     for (; j < n; j++, key += stride) {
