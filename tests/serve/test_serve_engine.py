@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from rainier.serve.batch import ScheduledChunk, build_batch
 from rainier.serve.config import EngineConfig
@@ -62,6 +63,24 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+FORWARD_PATHS = ["decoder", "kernels", "torch"]
+
+
+def engine_on(forward: str, model_dir: Path, **overrides: object) -> LLMEngine:
+    """An engine on one of the three forward paths: `decoder`, the whole pass as one C call,
+    which runs where torch has one thread; `kernels`, the C kernels called one by one around
+    torch's matrix products, where it has more; `torch`, composed from PyTorch operators, which
+    is what runs where no C compiler is found."""
+    with torch_threads(1 if forward == "decoder" else max(2, torch.get_num_threads())):
+        engine = make_engine(model_dir, **overrides)
+    if forward == "torch":
+        engine.model.kernels = None
+    elif engine.model.kernels is None:
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    assert (engine.model.decoder is not None) == (forward == "decoder")
+    return engine
+
+
 def random_prompts(engine: LLMEngine, rng: random.Random, count: int) -> list[list[int]]:
     vocab = engine.model_config.vocab_size
     return [[rng.randrange(3, vocab) for _ in range(rng.randint(1, 70))] for _ in range(count)]
@@ -93,10 +112,33 @@ def run_arrivals(
     return outputs
 
 
+@pytest.fixture(scope="module")
+def biased_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with biases on q, k, v and o (`attention_bias`), as Qwen-style models
+    have on q, k and v."""
+    out = tmp_path_factory.mktemp("tiny-llama-biased")
+    config = LlamaConfig.from_pretrained(str(tiny_model_dir))
+    config.attention_bias = True
+    torch.manual_seed(5)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("_proj.bias"):
+                param.normal_(0.0, 0.5)
+    model.save_pretrained(str(out), safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_model_dir / name, out / name)
+    return out
+
+
+@pytest.mark.parametrize("forward", FORWARD_PATHS)
+@pytest.mark.parametrize("biased", [False, True])
 def test_forward_matches_transformers_logits(
-    tiny_model_dir: Path, hf_model: LlamaForCausalLM
+    forward: str, biased: bool, tiny_model_dir: Path, biased_model_dir: Path
 ) -> None:
-    engine = make_engine(tiny_model_dir)
+    model_dir = biased_model_dir if biased else tiny_model_dir
+    hf_model = LlamaForCausalLM.from_pretrained(str(model_dir)).eval()
+    engine = engine_on(forward, model_dir)
     prompt = engine.tokenizer.encode("the compute cloud answers every question 東京 🙂")
     table = list(range(engine.block_manager.blocks_needed(len(prompt))))
     batch = build_batch(
@@ -133,7 +175,7 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("forward", ["decoder", "kernels", "torch"])
+@pytest.mark.parametrize("forward", FORWARD_PATHS)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_batched_greedy_equals_full_recompute(
     scenario: str,
@@ -141,17 +183,7 @@ def test_batched_greedy_equals_full_recompute(
     tiny_model_dir: Path,
     reference: Callable[[list[int], int], list[int]],
 ) -> None:
-    """The three forward paths: `decoder`, the whole pass as one C call, which runs where
-    torch has one thread; `kernels`, the C kernels called one by one around torch's matrix
-    products, where it has more; `torch`, composed from PyTorch operators, which is what runs
-    where no C compiler is found."""
-    with torch_threads(1 if forward == "decoder" else max(2, torch.get_num_threads())):
-        engine = make_engine(tiny_model_dir, **SCENARIOS[scenario])
-    if forward == "torch":
-        engine.model.kernels = None
-    elif engine.model.kernels is None:
-        pytest.skip("no C compiler here: only the PyTorch path runs")
-    assert (engine.model.decoder is not None) == (forward == "decoder")
+    engine = engine_on(forward, tiny_model_dir, **SCENARIOS[scenario])
     rng = random.Random(7)
     prompts = random_prompts(engine, rng, 14)
     shared = prompts[0][:40] if len(prompts[0]) >= 40 else prompts[0] * 3
