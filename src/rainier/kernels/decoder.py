@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +35,7 @@ class DecoderLayer:
 
 class DecoderKernel:
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._fn = bind(
+        self.fn = bind(
             lib, "decoder_forward", ctypes.c_int,
             ctypes.POINTER(Shape), ctypes.POINTER(ctypes.c_void_p), PTR, PTR, PTR, PTR,
             PTR, I64, I64, PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, PTR,
@@ -46,20 +45,6 @@ class DecoderKernel:
     def load(cls) -> DecoderKernel | None:
         lib = load("decoder")
         return cls(lib) if lib is not None else None
-
-    def bind(
-        self,
-        layers: list[DecoderLayer],
-        norm: torch.Tensor,
-        lm_head: PackedLinear,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        *,
-        heads: int,
-        kv_heads: int,
-        eps: float,
-    ) -> Decoder:
-        return Decoder(self._fn, layers, norm, lm_head, cos, sin, heads, kv_heads, eps)
 
 
 class Decoder:
@@ -71,12 +56,13 @@ class Decoder:
 
     def __init__(
         self,
-        fn: Callable[..., int],
+        kernel: DecoderKernel,
         layers: list[DecoderLayer],
         norm: torch.Tensor,
         lm_head: PackedLinear,
         cos: torch.Tensor,
         sin: torch.Tensor,
+        *,
         heads: int,
         kv_heads: int,
         eps: float,
@@ -122,7 +108,7 @@ class Decoder:
             ctypes.byref(self.shape), self._weights, norm.data_ptr(), lm_head.packed.data_ptr(),
             cos.data_ptr(), sin.data_ptr(),
         )  # fmt: skip
-        self._fn = fn
+        self._fn = kernel.fn
 
     def __call__(
         self,

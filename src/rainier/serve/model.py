@@ -207,7 +207,8 @@ class LlamaModel:
         self.sin = angles.sin().to(device=device, dtype=dtype)
         self.decoder: Decoder | None = None
         if self.kernels is not None and self.kernels.decoder is not None:
-            self.decoder = self.kernels.decoder.bind(
+            self.decoder = Decoder(
+                self.kernels.decoder,
                 [decoder_layer(layer) for layer in self.layers],
                 self.norm,
                 packed(self.lm_head),
