@@ -78,6 +78,8 @@ def engine_on(forward: str, model_dir: Path, **overrides: object) -> LLMEngine:
     elif engine.model.kernels is None:
         pytest.skip("no C compiler here: only the PyTorch path runs")
     assert (engine.model.decoder is not None) == (forward == "decoder")
+    said = {"decoder": "one C call", "kernels": "C kernels around", "torch": "PyTorch operators"}
+    assert said[forward] in engine.model.forward_path
     return engine
 
 

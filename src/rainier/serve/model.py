@@ -8,6 +8,7 @@ through each sequence's block table instead of a contiguous per-request tensor.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from rainier.kernels.linear import LinearKernel, PackedLinear
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import ModelConfig, ModelFormatError
+
+log = logging.getLogger(__name__)
 
 
 class Projection(Protocol):
@@ -218,6 +221,16 @@ class LlamaModel:
                 kv_heads=config.num_key_value_heads,
                 eps=config.rms_norm_eps,
             )
+        log.info("forward pass: %s", self.forward_path)
+
+    @property
+    def forward_path(self) -> str:
+        """Which of the three forward passes runs, for the operator's log."""
+        if self.decoder is not None:
+            return "one C call on packed weights (one torch thread)"
+        if self.kernels is not None:
+            return f"C kernels around torch's matrix products ({torch.get_num_threads()} threads)"
+        return "PyTorch operators"
 
     @classmethod
     def load(
