@@ -50,8 +50,7 @@ def zeros_on_huge_pages(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Ten
     2 MiB, advised, then zeroed. Where that cannot be done, it is an ordinary tensor."""
     import torch
 
-    count = math.prod(shape)
-    element = torch.empty((), dtype=dtype).element_size()
+    count, element = math.prod(shape), dtype.itemsize
     if not sys.platform.startswith("linux") or count * element < HUGE_PAGE:
         return torch.zeros(shape, dtype=dtype)
     spare = HUGE_PAGE // element

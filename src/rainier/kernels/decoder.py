@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rainier.kernels import I64, PTR, bind, load, require_float32_cpu
+from rainier.kernels import I64, PTR, bind, require_float32_cpu
 from rainier.kernels.linear import PackedLinear
 
 
@@ -34,17 +34,15 @@ class DecoderLayer:
 
 
 class DecoderKernel:
+    """`decoder_forward` of a library built from decoder.c, which also holds the kernels it
+    composes; `Kernels.load` in the serving model builds it once for all of them."""
+
     def __init__(self, lib: ctypes.CDLL) -> None:
         self.fn = bind(
             lib, "decoder_forward", ctypes.c_int,
             ctypes.POINTER(Shape), ctypes.POINTER(ctypes.c_void_p), PTR, PTR, PTR, PTR,
             PTR, I64, I64, PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, PTR,
         )  # fmt: skip
-
-    @classmethod
-    def load(cls) -> DecoderKernel | None:
-        lib = load("decoder")
-        return cls(lib) if lib is not None else None
 
 
 class Decoder:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from rainier.allocator import zeros_on_huge_pages
+from rainier.kernels import load as load_kernel
 from rainier.kernels.decoder import Decoder, DecoderKernel, DecoderLayer
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel, PackedLinear
@@ -59,9 +60,11 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class Kernels:
-    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. `linear` and
-    `decoder` are there only when torch runs one thread: the packed matrix product is
-    single-threaded, and with more threads torch's own spreads a product over them."""
+    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. They come from one
+    library, `decoder.c`, which includes the others' code: one build on a machine's first start
+    and one load at each start, not one for every kernel. `linear` and `decoder` are there only
+    when torch runs one thread: the packed matrix product is single-threaded, and with more
+    threads torch's own spreads a product over them."""
 
     attention: PagedAttention
     layer: LayerOps
@@ -70,13 +73,12 @@ class Kernels:
 
     @classmethod
     def load(cls) -> Kernels | None:
-        attention, layer = PagedAttention.load(), LayerOps.load()
-        if attention is None or layer is None:
+        lib = load_kernel("decoder")
+        if lib is None:
             return None
         if torch.get_num_threads() != 1:
-            return cls(attention, layer, None, None)
-        linear = LinearKernel.load()
-        return cls(attention, layer, linear, DecoderKernel.load() if linear is not None else None)
+            return cls(PagedAttention(lib), LayerOps(lib), None, None)
+        return cls(PagedAttention(lib), LayerOps(lib), LinearKernel(lib), DecoderKernel(lib))
 
 
 def packed(projection: Projection) -> PackedLinear:
