@@ -5,15 +5,16 @@ element-wise chains of a small model's step as one pass; composed from operators
 and re-read memory that a loop written for the purpose touches once. A serving step's matrix
 products have a few dozen rows, where a general GEMM spends much of its time re-packing its
 operands; `linear.c` packs the weights once, and `decoder.c` runs a whole forward pass on
-these kernels as one call. Each kernel is plain C
-(no Python or PyTorch headers, so it builds in well under a second), called through `ctypes`
-with raw pointers, and has a PyTorch equivalent that is used when no compiler is found or
-`RAINIER_KERNELS=0` is set. Tests hold the two to the same results.
+these kernels as one call. Each kernel is plain C (no Python or PyTorch headers, so it builds
+in well under a second), called through `ctypes` with raw pointers, and has a PyTorch
+equivalent that is used when no compiler is found or `RAINIER_KERNELS=0` is set. Tests hold
+the two to the same results.
 
 The shared object is built for this CPU (`-march=native`) into a per-user cache keyed by the
 sources beside it, the flags and the CPU's feature flags, so a home directory shared between
-different machines never runs code built for another one. Builds go to a temporary name and are renamed
-into place, so concurrent processes (a replica per core, DDP ranks) never load a torn file.
+different machines never runs code built for another one. Builds go to a temporary name and
+are renamed into place, so concurrent processes (a replica per core, DDP ranks) never load a
+torn file.
 """
 
 from __future__ import annotations
