@@ -2,17 +2,36 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# Every install takes the exact versions in the lock; `make lock` refreshes it on purpose.
+LOCK := requirements.lock
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.7.0
+# `make lock LOCK_FLAGS=` keeps the pins it has and only adds what a new dependency needs.
+LOCK_FLAGS ?= --upgrade
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install lock demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# The project itself goes in without build isolation, so its build backend is the locked setuptools
+# too and nothing is taken from the registry at whatever version it serves that day.
+$(STAMP): $(LOCK) pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q pip==$(PIP_VERSION)
+	$(PY) -m pip install -q -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $(STAMP)
+
+# Resolves pyproject.toml's ranges (every extra) and requirements-pins.in to the newest versions the
+# registries serve today. pip-tools drives pip's own resolver, so torch comes from the CPU build on
+# disk that pip finds, as at install time.
+lock:
+	test -x .venv-lock/bin/python || python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	.venv-lock/bin/pip-compile --quiet $(LOCK_FLAGS) --extra dev --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--output-file $(LOCK) pyproject.toml requirements-pins.in
 
 demo: install
 	$(VENV)/bin/rainier demo
@@ -36,4 +55,4 @@ bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) .venv-lock build *.egg-info src/*.egg-info

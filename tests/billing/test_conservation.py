@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from control.server_process import ServerProcess
+from tests.control.server_process import ServerProcess
 from rainier.cli.client import Client
 from rainier.control.local import spawned_micros
 from rainier.store.db import Store

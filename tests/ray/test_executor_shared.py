@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from raykit import Target, job_state, wait_until
+from .raykit import Target, job_state, wait_until
 
 PY = sys.executable
 

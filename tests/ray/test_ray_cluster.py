@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import ray
-from raykit import (
+from .raykit import (
     HEAD,
     Cloud,
     RayCluster,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from trainkit import clean_env
+from .trainkit import clean_env
 
 from rainier.train.__main__ import main
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import Reference, final_state
+from .trainkit import Reference, final_state
 
 from rainier.train.config import PRESETS, ModelConfig, build_config
 from rainier.train.export import export

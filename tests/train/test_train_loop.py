@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from trainkit import free_port
+from .trainkit import free_port
 
 from rainier.allocator import keep_freed_memory
 from rainier.train import checkpoint

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from trainkit import Reference
+from .trainkit import Reference
 
 from rainier.api.embedded import EmbeddedServer
 from rainier.cli.client import Client
