@@ -11,8 +11,17 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError
-from rainier.api.schemas import EventOut, JobDetail, JobOut, LogChunk, MetricsIn, Page, TaskOut
-from rainier.spec import JobSpec
+from rainier.api.schemas import (
+    MAX_OFFSET,
+    EventOut,
+    JobDetail,
+    JobOut,
+    LogChunk,
+    MetricsIn,
+    Page,
+    TaskOut,
+)
+from rainier.spec import MAX_NODES_PER_JOB, JobSpec
 from rainier.store.db import Store
 from rainier.store.tables import (
     TERMINAL_STATES,
@@ -207,8 +216,8 @@ def job_logs(
     caller: Caller,
     store: StoreDep,
     request: Request,
-    rank: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    rank: Annotated[int, Query(ge=0, le=MAX_NODES_PER_JOB)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> LogChunk:
     """A chunk of a task's output from `offset`; `done` once the job ended and all was read."""
     with store.read() as s:
