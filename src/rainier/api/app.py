@@ -26,6 +26,7 @@ from rainier.control.executor import Executor
 from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
 from rainier.store.db import Store
+from rainier.store.keys import JobTokens
 
 log = logging.getLogger("rainier.server")
 
@@ -118,7 +119,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.auth = Authenticator(store)
+    app.state.auth = Authenticator(store, JobTokens.load(settings.home))
     app.state.metrics = ServerMetrics()
     app.state.reconciler = None
     app.state.wake = _noop

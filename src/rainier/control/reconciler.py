@@ -39,7 +39,7 @@ from rainier.scheduler import (
 )
 from rainier.spec import TrainSpec
 from rainier.store.db import Store
-from rainier.store.keys import job_token
+from rainier.store.keys import JobTokens
 from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
@@ -91,6 +91,7 @@ class Reconciler:
         self._reasons: dict[str, str] = {}
         self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
+        self.tokens = JobTokens.load(settings.home)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -281,7 +282,7 @@ class Reconciler:
             "RAINIER_ATTEMPT": str(job.attempt),
             "RAINIER_CHECKPOINT_DIR": str(ckpt),
             "RAINIER_CONTROL_URL": self.settings.control_url,
-            "RAINIER_TOKEN": job_token(self.store, job.id),
+            "RAINIER_TOKEN": self.tokens.sign(job.id),
             "RANK": str(task.rank),
             "WORLD_SIZE": str(job.nodes),
             "LOCAL_RANK": "0",
