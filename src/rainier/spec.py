@@ -13,7 +13,15 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -328,15 +336,23 @@ class JobSpec(Document):
         if (self.command is None) == (self.train is None):
             raise ValueError("give exactly one of command and train")
         check_flavor(self.flavor)
-        env_bytes = sum(len(f"{k}={v}".encode()) + 1 for k, v in self.env.items())
-        if env_bytes > MAX_ENV_BYTES:
-            raise ValueError(f"env: {env_bytes} bytes; at most {MAX_ENV_BYTES} are allowed")
-        command_bytes = sum(len(a.encode()) + 1 for a in self.command or [])
-        if command_bytes > MAX_COMMAND_BYTES:
-            raise ValueError(
-                f"command: {command_bytes} bytes; at most {MAX_COMMAND_BYTES} are allowed"
-            )
         return self
+
+    @field_validator("env")
+    @classmethod
+    def _env_fits_exec(cls, env: dict[str, str]) -> dict[str, str]:
+        size = sum(len(f"{k}={v}".encode()) + 1 for k, v in env.items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"{size} bytes; at most {MAX_ENV_BYTES} are allowed")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _command_fits_exec(cls, command: list[str] | None) -> list[str] | None:
+        size = sum(len(a.encode()) + 1 for a in command or [])
+        if size > MAX_COMMAND_BYTES:
+            raise ValueError(f"{size} bytes; at most {MAX_COMMAND_BYTES} are allowed")
+        return command
 
 
 class Replicas(Document):
