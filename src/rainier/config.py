@@ -32,6 +32,11 @@ class Settings:
         return self.home / "checkpoints"
 
     @property
+    def storage_dir(self) -> Path:
+        """One prefix per tenant (`storage/<tenant>/`): what a tenant uploads, and may register."""
+        return self.home / "storage"
+
+    @property
     def control_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 

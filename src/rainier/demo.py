@@ -196,7 +196,9 @@ def demo_model(tenant: Client) -> str:
         return f"{models[0]['name']}:{models[0]['version']}"
     from rainier.serve.tiny_model import build_tiny_llama
 
-    folder = build_tiny_llama(Path(os.environ["RAINIER_HOME"]) / "models" / "tiny-llama")
+    # a tenant registers folders under its own storage prefix
+    prefix = Path(os.environ["RAINIER_HOME"]) / "storage" / TENANT
+    folder = build_tiny_llama(prefix / "models" / "tiny-llama")
     out = tenant.post("/api/v1/models", {"name": "tiny-llama", "path": str(folder)})
     click.echo(f"registered a tiny random Llama as model {out['name']}:{out['version']}")
     return f"{out['name']}:{out['version']}"

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from rainier import __version__
-from rainier.api import errors, gateway
+from rainier.api import edge, errors, gateway
 from rainier.api.auth import Authenticator
 from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
 from rainier.api.submissions import SubmissionWriter
@@ -26,6 +26,7 @@ from rainier.control.executor import Executor
 from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
 from rainier.store.db import Store
+from rainier.store.keys import JobTokens
 
 log = logging.getLogger("rainier.server")
 
@@ -118,13 +119,14 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.auth = Authenticator(store)
+    app.state.auth = Authenticator(store, JobTokens.load(settings.home))
     app.state.metrics = ServerMetrics()
     app.state.reconciler = None
     app.state.wake = _noop
     app.state.submissions = SubmissionWriter(store, lambda: app.state.wake())
     errors.install(app)
     app.add_middleware(gateway.FastPath)
+    app.add_middleware(edge.Edge)  # outermost: the body limit holds on the fast path too
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)

@@ -53,6 +53,7 @@ class LazyGroup(click.Group):
     lazy: dict[str, str] = {  # noqa: RUF012
         "sim": "rainier.sim.cli:sim",
         "chat": "rainier.cli.chat:chat",
+        "admin": "rainier.admin:admin",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

@@ -26,20 +26,21 @@ from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.deployments import DeploymentController
-from rainier.control.executor import Executor, TaskLaunch
+from rainier.control.executor import Executor, TaskLaunch, UnstartableTask
+from rainier.control.isolation import schedule_isolated
+from rainier.control.workloads import quotas_of, workload_of
 from rainier.scheduler import (
     Allocation,
     ClusterState,
     Decisions,
     NodeInfo,
-    Quota,
     Scheduler,
     Workload,
     default_scheduler,
 )
 from rainier.spec import TrainSpec
 from rainier.store.db import Store
-from rainier.store.keys import job_token
+from rainier.store.keys import JobTokens
 from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
@@ -91,6 +92,7 @@ class Reconciler:
         self._reasons: dict[str, str] = {}
         self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
+        self.tokens = JobTokens.load(settings.home)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -238,6 +240,10 @@ class Reconciler:
             launch = self._launch_of(job, task, tenants.get(job.tenant_id, ""))
             try:
                 handle = self.executor.start(launch)
+            except UnstartableTask as exc:
+                unstartable.add(job.id)
+                self._fail_unstartable(job.id, task.id, f"task {task.rank} cannot start: {exc}")
+                continue
             except Exception as exc:
                 # The placement went stale (a node died before the inventory noticed): the job
                 # goes back to the queue without spending one of its restarts.
@@ -263,6 +269,22 @@ class Reconciler:
                     row.started_at = row.started_at or _started_at(handle) or utcnow()
                     row.billed_until = row.billed_until or row.started_at
 
+    def _fail_unstartable(self, job_id: str, task_id: str, reason: str) -> None:
+        """A launch that can never succeed fails the job, rather than requeueing it forever;
+        ranks of the gang already started are killed."""
+        now = utcnow()
+        with self.store.write() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state != "running":
+                return
+            for row in s.scalars(
+                select(Task).where(Task.job_id == job_id, Task.state.in_(LIVE_TASK_STATES))
+            ):
+                if row.handle is not None and row.id != task_id:
+                    self.executor.kill(row.id, row.handle)
+                row.state, row.exited_at = "lost", now
+            self._finish(s, job, "failed", reason, now)
+
     def _launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
         placement = job.placement or {}
         nodes: list[str] = placement.get("nodes", [])
@@ -281,7 +303,7 @@ class Reconciler:
             "RAINIER_ATTEMPT": str(job.attempt),
             "RAINIER_CHECKPOINT_DIR": str(ckpt),
             "RAINIER_CONTROL_URL": self.settings.control_url,
-            "RAINIER_TOKEN": job_token(self.store, job.id),
+            "RAINIER_TOKEN": self.tokens.sign(job.id),
             "RANK": str(task.rank),
             "WORLD_SIZE": str(job.nodes),
             "LOCAL_RANK": "0",
@@ -429,7 +451,7 @@ class Reconciler:
             select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
         ).all()
         names = {t.id: t.name for t in s.scalars(select(Tenant))}
-        quotas = _quotas(contracts, names)
+        quotas = quotas_of(contracts, names)
         running, pending = [], []
         columns = (
             Job.id,
@@ -466,7 +488,7 @@ class Reconciler:
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             for job in s.scalars(select(Job).where(Job.id.in_(chunk))):
-                self._workloads[job.id] = _workload(job, names.get(job.tenant_id, job.tenant_id))
+                self._workloads[job.id] = workload_of(job, names.get(job.tenant_id, job.tenant_id))
 
     def _schedule(self) -> tuple[int, int]:
         now_s = time.time()
@@ -474,8 +496,19 @@ class Reconciler:
             state = self.cluster_state(s, now_s)
         if not state.pending:
             return 0, 0
-        decisions = self.scheduler.schedule(state)
-        return self._persist(decisions)
+        isolated = schedule_isolated(self.scheduler, state)
+        if isolated.failed:
+            self._fail_unschedulable(isolated.failed)
+        return self._persist(isolated.decisions)
+
+    def _fail_unschedulable(self, failed: dict[str, str]) -> None:
+        """Pending jobs the scheduler fails on: failed with the error, so the others go on."""
+        now = utcnow()
+        with self.store.write() as s:
+            for job in s.scalars(select(Job).where(Job.id.in_(list(failed)))):
+                if job.state == "pending":
+                    reason = f"the scheduler cannot consider this job: {failed[job.id]}"
+                    self._finish(s, job, "failed", reason[:1000], now)
 
     def _persist(self, decisions: Decisions) -> tuple[int, int]:
         now = utcnow()
@@ -553,49 +586,6 @@ class Reconciler:
                     )
                 ).all()
                 self._terminate(s, job, list(alive), now)
-
-
-def _quotas(contracts: Any, names: dict[str, str]) -> list[Quota]:
-    merged: dict[str, dict[str, Any]] = {}
-    for c in sorted(contracts, key=lambda c: c.name):
-        entry = merged.setdefault(
-            names.get(c.tenant_id, c.tenant_id),
-            {"guaranteed": {}, "borrow": None, "weight": None, "tier": 0},
-        )
-        for flavor, chips in c.spec.get("guaranteed_chips", {}).items():
-            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + int(chips)
-        borrow = c.spec.get("borrow_limit_chips")
-        if borrow is not None:
-            current = entry["borrow"] or {}
-            for flavor, chips in borrow.items():
-                current[flavor] = current.get(flavor, 0) + int(chips)
-            entry["borrow"] = current
-        entry["weight"] = c.spec.get("weight") or entry["weight"]
-        entry["tier"] = max(entry["tier"], int(c.spec.get("priority_tier", 0)))
-    return [
-        Quota(tenant, v["guaranteed"], v["borrow"], v["weight"], v["tier"])
-        for tenant, v in sorted(merged.items())
-    ]
-
-
-def _workload(job: Any, tenant: str) -> Workload:
-    """`job` is a Job row or a result row with the same columns."""
-    spec = job.spec
-    return Workload(
-        id=job.id,
-        tenant=tenant,
-        flavor=job.flavor,
-        nodes=job.nodes,
-        chips_per_node=job.chips_per_node,
-        priority=job.priority,
-        kind="replica" if job.kind == "replica" else "job",
-        within=spec.get("within"),
-        max_duration_s=spec.get("max_duration_s"),
-        submitted_s=job.created_at.timestamp(),
-        preemptible=bool(spec.get("preemptible", True)),
-        may_preempt_own=bool(spec.get("may_preempt_own", False)),
-        grace_period_s=float(spec.get("grace_period_s", 30.0)),
-    )
 
 
 def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:

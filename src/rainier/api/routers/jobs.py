@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError
-from rainier.api.schemas import EventOut, JobDetail, JobOut, LogChunk, MetricsIn, Page, TaskOut
-from rainier.spec import JobSpec
+from rainier.api.schemas import (
+    MAX_OFFSET,
+    EventOut,
+    JobDetail,
+    JobOut,
+    LogChunk,
+    MetricsIn,
+    Page,
+    TaskOut,
+)
+from rainier.spec import MAX_NODES_PER_JOB, JobSpec
 from rainier.store.db import Store
 from rainier.store.tables import (
     TERMINAL_STATES,
     Event,
     Job,
     JobMetric,
+    Node,
     Task,
     Tenant,
     new_id,
@@ -71,6 +82,7 @@ async def submit_job(
     """
     require(caller, "operator", "admin", "member")
     store: Store = request.app.state.store
+    await _check_fits(request.app.state, store, doc)
     if doc.tenant is None or doc.tenant == caller.tenant:
         tenant_id, tenant = _own_tenant(caller)
     else:
@@ -108,6 +120,40 @@ async def submit_job(
         finished_at=None,
     )
     return Response(out.model_dump_json(), 201, media_type=JSON)
+
+
+# How long the size of the largest node of each flavor is reused by submissions.
+NODE_SIZES_S = 2.0
+
+
+async def _check_fits(state: Any, store: Store, doc: JobSpec) -> None:
+    """Refuses a gang no registered node of its flavor could ever hold. A flavor with no node
+    yet is let through: its nodes may be on their way, and the job waits with that reason."""
+    cached = getattr(state, "node_sizes", None)
+    if cached is None or time.monotonic() - cached[0] > NODE_SIZES_S:
+        cached = (time.monotonic(), await run_in_threadpool(_node_sizes, store))
+        state.node_sizes = cached
+    largest, count = cached[1].get(doc.flavor, (0, 0))
+    if not count:
+        return
+    if doc.chips_per_node > largest:
+        raise ApiError(
+            422,
+            f"no {doc.flavor} node has {doc.chips_per_node} chips; the largest has {largest}",
+            field="chips_per_node",
+        )
+    if doc.nodes > count:
+        raise ApiError(
+            422, f"the cluster has {count} {doc.flavor} node(s), not {doc.nodes}", field="nodes"
+        )
+
+
+def _node_sizes(store: Store) -> dict[str, tuple[int, int]]:
+    with store.read() as s:
+        rows = s.execute(
+            select(Node.flavor, func.max(Node.chips), func.count()).group_by(Node.flavor)
+        ).all()
+    return {flavor: (int(chips), int(n)) for flavor, chips, n in rows}
 
 
 def _own_tenant(caller: Principal) -> tuple[str, str]:
@@ -207,8 +253,8 @@ def job_logs(
     caller: Caller,
     store: StoreDep,
     request: Request,
-    rank: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    rank: Annotated[int, Query(ge=0, le=MAX_NODES_PER_JOB)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> LogChunk:
     """A chunk of a task's output from `offset`; `done` once the job ended and all was read."""
     with store.read() as s:
