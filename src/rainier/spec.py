@@ -282,6 +282,13 @@ AnyDocument = Annotated[
 ]
 _ANY = TypeAdapter(AnyDocument)
 KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
+_MODELS: dict[Any, type[BaseModel]] = {
+    "Node": NodeSpec,
+    "Tenant": TenantSpec,
+    "Contract": ContractSpec,
+    "Job": JobSpec,
+    "Deployment": DeploymentSpec,
+}
 
 
 def check_flavor(flavor: str) -> None:
@@ -310,12 +317,15 @@ def validate_document(data: Any) -> BaseModel:
 
 
 def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
+    from rainier.spec_hints import friendly
+
+    model = _MODELS.get(kind)
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         if loc and loc[0] == kind:
             loc = loc[1:]
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = friendly(dict(err), model, loc) or err["msg"].removeprefix("Value error, ")
         out.append((".".join(loc), msg))
     return out
 

@@ -27,24 +27,15 @@ from sqlalchemy.orm import Session
 from rainier.config import Settings
 from rainier.control.deployments import DeploymentController
 from rainier.control.executor import Executor, TaskLaunch
-from rainier.scheduler import (
-    Allocation,
-    ClusterState,
-    Decisions,
-    NodeInfo,
-    Quota,
-    Scheduler,
-    Workload,
-    default_scheduler,
-)
+from rainier.control.state import ACTIVE_JOB_STATES, cluster_state
+from rainier.scheduler import ClusterState, Decisions, Scheduler, Workload, default_scheduler
 from rainier.spec import TrainSpec
 from rainier.store.db import Store
 from rainier.store.keys import job_token
-from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
+from rainier.store.tables import Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
 LEASE = "reconciler"
-ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
 PASS_EVERY_S = 1.0
 MIN_PASS_GAP_S = 0.1
@@ -420,53 +411,7 @@ class Reconciler:
     # -- scheduling -------------------------------------------------------------------------
 
     def cluster_state(self, s: Session, now_s: float) -> ClusterState:
-        nodes = [
-            NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, n.schedulable)
-            for n in s.scalars(select(Node).order_by(Node.name))
-        ]
-        now = datetime.fromtimestamp(now_s, UTC)
-        contracts = s.scalars(
-            select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
-        ).all()
-        names = {t.id: t.name for t in s.scalars(select(Tenant))}
-        quotas = _quotas(contracts, names)
-        running, pending = [], []
-        columns = (
-            Job.id,
-            Job.tenant_id,
-            Job.state,
-            Job.started_at,
-            Job.placement,
-            Job.stop_requested,
-            Job.preempting,
-        )
-        rows = s.execute(
-            select(*columns).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
-        ).all()
-        self._cache_workloads(s, [r.id for r in rows], names)
-        for job in rows:
-            workload = self._workloads[job.id]
-            if job.state == "pending":
-                pending.append(workload)
-            elif job.placement:
-                started = job.started_at.timestamp() if job.started_at else now_s
-                stopping = job.state == "stopping" or job.stop_requested or job.preempting
-                running.append(
-                    Allocation(workload, tuple(job.placement["nodes"]), started, stopping)
-                )
-        return ClusterState(now_s, nodes, quotas, running, pending)
-
-    def _cache_workloads(self, s: Session, active: list[str], names: dict[str, str]) -> None:
-        """Workloads never change once submitted: parse each job's spec once, not every pass."""
-        alive = set(active)
-        for job_id in [j for j in self._workloads if j not in alive]:
-            del self._workloads[job_id]
-            self._reasons.pop(job_id, None)
-        missing = [j for j in active if j not in self._workloads]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            for job in s.scalars(select(Job).where(Job.id.in_(chunk))):
-                self._workloads[job.id] = _workload(job, names.get(job.tenant_id, job.tenant_id))
+        return cluster_state(s, now_s, self._workloads, self._reasons)
 
     def _schedule(self) -> tuple[int, int]:
         now_s = time.time()
@@ -553,49 +498,6 @@ class Reconciler:
                     )
                 ).all()
                 self._terminate(s, job, list(alive), now)
-
-
-def _quotas(contracts: Any, names: dict[str, str]) -> list[Quota]:
-    merged: dict[str, dict[str, Any]] = {}
-    for c in sorted(contracts, key=lambda c: c.name):
-        entry = merged.setdefault(
-            names.get(c.tenant_id, c.tenant_id),
-            {"guaranteed": {}, "borrow": None, "weight": None, "tier": 0},
-        )
-        for flavor, chips in c.spec.get("guaranteed_chips", {}).items():
-            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + int(chips)
-        borrow = c.spec.get("borrow_limit_chips")
-        if borrow is not None:
-            current = entry["borrow"] or {}
-            for flavor, chips in borrow.items():
-                current[flavor] = current.get(flavor, 0) + int(chips)
-            entry["borrow"] = current
-        entry["weight"] = c.spec.get("weight") or entry["weight"]
-        entry["tier"] = max(entry["tier"], int(c.spec.get("priority_tier", 0)))
-    return [
-        Quota(tenant, v["guaranteed"], v["borrow"], v["weight"], v["tier"])
-        for tenant, v in sorted(merged.items())
-    ]
-
-
-def _workload(job: Any, tenant: str) -> Workload:
-    """`job` is a Job row or a result row with the same columns."""
-    spec = job.spec
-    return Workload(
-        id=job.id,
-        tenant=tenant,
-        flavor=job.flavor,
-        nodes=job.nodes,
-        chips_per_node=job.chips_per_node,
-        priority=job.priority,
-        kind="replica" if job.kind == "replica" else "job",
-        within=spec.get("within"),
-        max_duration_s=spec.get("max_duration_s"),
-        submitted_s=job.created_at.timestamp(),
-        preemptible=bool(spec.get("preemptible", True)),
-        may_preempt_own=bool(spec.get("may_preempt_own", False)),
-        grace_period_s=float(spec.get("grace_period_s", 30.0)),
-    )
 
 
 def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
