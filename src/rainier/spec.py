@@ -116,6 +116,10 @@ class ContractSpec(Document):
         pattern=r"^https?://",
         description="spend alerts are POSTed here, signed with the contract's webhook secret",
     )
+    backdate: bool = Field(
+        False,
+        description="sign a term that began in the past; its reservations since are billed",
+    )
 
     @model_validator(mode="after")
     def _flavors(self) -> ContractSpec:

@@ -121,20 +121,24 @@ def job_plan(s: Session, spec: JobSpec, tenant_id: str, tenant: str) -> dict[str
     }
 
 
-def never_fits(s: Session, spec: JobSpec, tenant: str) -> str | None:
-    """Why the job can never run on this cluster's nodes, or None if it could some day.
+def never_fits(s: Session, w: Workload, nodes: list[NodeInfo] | None = None) -> str | None:
+    """Why the gang can never run on this cluster's nodes, or None if it could some day.
 
     A flavor without any node yet is not refused: nodes may still be added (or come from a
     Ray cluster's inventory); once a flavor has nodes, a gang none of them can hold is.
-    Cordoned nodes count as if they were back: they may be."""
-    mine = [
-        NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, True)
-        for n in s.scalars(select(Node).where(Node.flavor == spec.flavor))
-    ]
+    Cordoned nodes count as if they were back: they may be. `nodes`, the flavor's nodes
+    from `flavor_nodes`, saves the query when many workloads are checked."""
+    mine = flavor_nodes(s, w.flavor) if nodes is None else nodes
     if not mine:
         return None
-    w = candidate(spec, tenant, 0.0)
     return None if can_ever_fit(mine, w) else reasons.never_fits(w)
+
+
+def flavor_nodes(s: Session, flavor: str) -> list[NodeInfo]:
+    return [
+        NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, True)
+        for n in s.scalars(select(Node).where(Node.flavor == flavor))
+    ]
 
 
 @dataclass(frozen=True)

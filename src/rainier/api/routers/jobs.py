@@ -6,11 +6,13 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import Table, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError
+from rainier.api.logtail import tail_offset
 from rainier.api.schemas import EventOut, JobDetail, JobOut, LogChunk, MetricsIn, Page, TaskOut
 from rainier.spec import JobSpec
 from rainier.store.db import Store
@@ -63,8 +65,13 @@ async def submit_job(
     caller: Caller,
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    replace: bool = False,
 ) -> Response:
     """Queues a job. With an `Idempotency-Key`, a retried submission returns the first one.
+
+    A name is one live (pending or running) job per tenant: another submission of it is
+    refused (409) unless `replace=true`, which stops the live one first. A gang that no set of
+    the flavor's nodes can ever hold is refused (422) with that reason.
 
     The hot path of the API: no thread hop unless an operator names a tenant, and the row is
     committed with the others that arrived meanwhile (see `SubmissionWriter`).
@@ -95,7 +102,12 @@ async def submit_job(
         "submit_key": idempotency_key,
         "created_at": utcnow(),
     }
+    if replace:
+        await run_in_threadpool(_stop_live, store, tenant_id, doc.name)
+        request.app.state.wake()
     written = await request.app.state.submissions.submit(row)
+    if written.refused is not None:
+        raise written.refused
     if written.existing is not None:
         return Response(job_out(written.existing, tenant).model_dump_json(), 200, media_type=JSON)
     out = JobOut.model_construct(
@@ -108,6 +120,32 @@ async def submit_job(
         finished_at=None,
     )
     return Response(out.model_dump_json(), 201, media_type=JSON)
+
+
+def _stop_live(store: Store, tenant_id: str, name: str) -> None:
+    with store.write() as s:
+        for job in s.scalars(
+            select(Job).where(
+                Job.tenant_id == tenant_id,
+                Job.name == name,
+                Job.kind == "job",
+                Job.state.in_(("pending", "running")),
+            )
+        ):
+            request_stop(s, job, "replaced by a new submission of its name")
+
+
+def request_stop(s: Session, job: Job, why: str) -> None:
+    """Marks a live job to stop: a pending one at once, a running one through its tasks."""
+    if job.state in TERMINAL_STATES:
+        return
+    job.stop_requested = True
+    if job.state == "pending":
+        job.state, job.reason = "stopped", f"stopped before it started: {why}"
+        job.stop_requested = False
+    else:
+        job.state, job.reason = "stopping", why
+    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=why))
 
 
 def _own_tenant(caller: Principal) -> tuple[str, str]:
@@ -183,18 +221,7 @@ def stop_job(ref: str, caller: Caller, store: StoreDep, request: Request) -> Job
     require(caller, "operator", "admin", "member")
     with store.write() as s:
         job = visible_job(s, caller, ref)
-        if job.state not in TERMINAL_STATES:
-            job.stop_requested = True
-            if job.state == "pending":
-                job.state, job.reason = "stopped", "stopped before it started"
-                job.stop_requested = False
-            else:
-                job.state, job.reason = "stopping", "stop requested"
-            s.add(
-                Event(
-                    object_id=job.id, tenant_id=job.tenant_id, kind="stop", message="stop requested"
-                )
-            )
+        request_stop(s, job, "stop requested")
         tenant = s.get(Tenant, job.tenant_id)
         out = job_out(job, tenant.name if tenant else "")
     request.app.state.wake()
@@ -209,13 +236,17 @@ def job_logs(
     request: Request,
     rank: Annotated[int, Query(ge=0)] = 0,
     offset: Annotated[int, Query(ge=0)] = 0,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
 ) -> LogChunk:
-    """A chunk of a task's output from `offset`; `done` once the job ended and all was read."""
+    """A chunk of a task's output from `offset` (or from its last `tail` lines); `done` once
+    the job ended and all was read."""
     with store.read() as s:
         job = visible_job(s, caller, ref)
         if rank >= job.nodes:
             raise ApiError(422, f"rank must be < {job.nodes}", field="rank")
     path = request.app.state.settings.logs_dir / job.id / f"rank-{rank}.log"
+    if tail is not None:
+        offset = tail_offset(path, tail)
     data = b""
     if path.exists():
         with open(path, "rb") as fh:
