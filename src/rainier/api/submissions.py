@@ -99,6 +99,7 @@ class SubmissionWriter:
                     out.append(Written(created=False, refused=refused))
                 elif conn.execute(self._insert, row).first() is not None:
                     out.append(Written(created=True))
+                    log.info("job %s (%s) submitted: pending", row["id"], row["name"])
                     live[(row["tenant_id"], row["name"])] = (
                         row["id"],
                         "pending",

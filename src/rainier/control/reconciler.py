@@ -44,6 +44,7 @@ PASS_SHARE = 0.15  # of the reconciler's time at most: a long queue spaces passe
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
 TickHook = Callable[[datetime], None]
+AdmitHook = Callable[[str, str, float], None]  # tenant, flavor, seconds waited
 
 
 @dataclass
@@ -65,6 +66,7 @@ class Reconciler:
         scheduler: Scheduler | None = None,
         on_task_time: TaskHook | None = None,
         on_tick: TickHook | None = None,
+        on_admit: AdmitHook | None = None,
     ):
         self.store = store
         self.executor = executor
@@ -73,6 +75,7 @@ class Reconciler:
         self.scheduler = scheduler or default_scheduler()
         self.on_task_time = on_task_time
         self.on_tick = on_tick
+        self.on_admit = on_admit
         self.ticks = 0
         self.wake = threading.Event()
         self._dirty = True
@@ -460,6 +463,10 @@ class Reconciler:
                     f"placed on {', '.join(admit.node_names)}: {admit.reason}",
                 )
                 admitted += 1
+                workload = self._workloads.get(job.id)
+                if self.on_admit is not None and workload is not None and job.attempt == 0:
+                    waited = now.timestamp() - workload.submitted_s
+                    self.on_admit(workload.tenant, job.flavor, waited)
             for pre in decisions.preempt:
                 job = s.get(Job, pre.workload_id)
                 if job is None or job.state != "running" or job.preempting:
@@ -511,7 +518,9 @@ def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
 
 
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:
+    """Records a job's change, and says it in the server's log: one line per change."""
     s.add(Event(object_id=object_id, tenant_id=tenant_id, kind=kind, message=message))
+    log.info("job %s %s: %s", object_id, kind, message)
 
 
 def _started_at(handle: dict[str, Any]) -> datetime | None:

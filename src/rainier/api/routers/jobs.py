@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -28,6 +29,7 @@ from rainier.store.tables import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+log = logging.getLogger("rainier.jobs")
 MAX_LOG_CHUNK = 1 << 20
 JSON = "application/json"
 
@@ -146,6 +148,7 @@ def request_stop(s: Session, job: Job, why: str) -> None:
     else:
         job.state, job.reason = "stopping", why
     s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=why))
+    log.info("job %s stop: %s (%s)", job.id, why, job.state)
 
 
 def _own_tenant(caller: Principal) -> tuple[str, str]:
