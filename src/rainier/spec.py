@@ -177,6 +177,10 @@ class ContractSpec(Document):
         max_length=MAX_URL_CHARS,
         description="spend alerts are POSTed here, signed with the contract's webhook secret",
     )
+    backdate: bool = Field(
+        False,
+        description="sign a term that began in the past; its reservations since are billed",
+    )
 
     @model_validator(mode="after")
     def _flavors(self) -> ContractSpec:
@@ -396,6 +400,13 @@ AnyDocument = Annotated[
 ]
 _ANY = TypeAdapter(AnyDocument)
 KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
+_MODELS: dict[Any, type[BaseModel]] = {
+    "Node": NodeSpec,
+    "Tenant": TenantSpec,
+    "Contract": ContractSpec,
+    "Job": JobSpec,
+    "Deployment": DeploymentSpec,
+}
 
 
 def _exactly_one_of(*fields: str) -> dict[str, Any]:
@@ -431,12 +442,15 @@ def validate_document(data: Any) -> BaseModel:
 
 
 def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
+    from rainier.spec_hints import friendly
+
+    model = _MODELS.get(kind)
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         if loc and loc[0] == kind:
             loc = loc[1:]
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = friendly(dict(err), model, loc) or err["msg"].removeprefix("Value error, ")
         out.append((".".join(loc), msg))
     return out
 
