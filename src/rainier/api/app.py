@@ -16,10 +16,20 @@ from typing import IO, Any
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
-from rainier import __version__
+from rainier import __version__, web
 from rainier.api import errors, gateway
 from rainier.api.auth import Authenticator
-from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
+from rainier.api.routers import (
+    contracts,
+    deployments,
+    jobs,
+    models,
+    nodes,
+    system,
+    tenants,
+    usage,
+    whoami,
+)
 from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
 from rainier.control.executor import Executor
@@ -128,6 +138,8 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
+    app.include_router(whoami.router)
+    web.mount(app, settings)  # last: the console's pages never shadow the API's routes
     return app
 
 
