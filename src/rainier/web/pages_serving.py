@@ -108,14 +108,19 @@ async def chat(ref: str, request: Request, session: Changing) -> Response:
         return JSONResponse({"message": "messages: send a non-empty list of chat messages"}, 422)
     if len(json.dumps(messages)) > MAX_PROMPT_CHARS:
         return JSONResponse({"message": f"messages: at most {MAX_PROMPT_CHARS} characters"}, 422)
+    client = api(request, session)
+    try:
+        dep = await client.get(f"/api/v1/deployments/{ref}")
+    except ApiFailure as exc:
+        return JSONResponse({"message": exc.message}, exc.status)
     request_body = {
-        "model": ref,
+        "model": dep["name"],
         "messages": messages,
         "stream": True,
         "max_tokens": min(int(body.get("max_tokens") or 64), 512),
         "temperature": float(body.get("temperature") or 0.0),
     }
-    stream = api(request, session).stream("/v1/chat/completions", request_body)
+    stream = client.stream("/v1/chat/completions", request_body)
     try:
         first = await anext(stream)
     except ApiFailure as exc:
