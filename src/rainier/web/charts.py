@@ -16,6 +16,7 @@ PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56.0, 12.0, 10.0, 22.0
 class Tick:
     at: float
     label: str
+    anchor: str = "end"
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,13 @@ def line_chart(
         Tick(py(y_lo + (y_hi - y_lo) * i / 3), _label(y_lo + (y_hi - y_lo) * i / 3))
         for i in range(4)
     ]
-    x_ticks = [Tick(px(x), f"{x_label}{_label(x)}") for x in (x_lo, (x_lo + x_hi) / 2, x_hi)]
+    mid = (x_lo + x_hi) / 2
+    if x_hi - x_lo >= 4:
+        mid = round(mid)
+    x_ticks = [
+        Tick(px(x), f"{x_label}{_label(x)}", anchor)
+        for x, anchor in ((x_lo, "start"), (mid, "middle"), (x_hi, "end"))
+    ]
     last_name, last_values = next(((n, v) for n, v in reversed(series.items()) if v), ("", []))
     last = f"{last_name} {_label(last_values[-1][1])}" if last_values else ""
     return Chart(title, lines, y_ticks, x_ticks, last)

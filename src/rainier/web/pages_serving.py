@@ -81,6 +81,14 @@ async def deployment(ref: str, request: Request, session: Signed) -> Response:
     return render(request, "deployment.html", dep=dep, traffic=await _traffic(client, dep))
 
 
+@router.get("/deployments/{ref}/live")
+async def deployment_live(ref: str, request: Request, session: Signed) -> Response:
+    """The parts of a deployment's page that change: replicas and traffic."""
+    client = api(request, session)
+    dep = await client.get(f"/api/v1/deployments/{ref}")
+    return render(request, "deployment_live.html", dep=dep, traffic=await _traffic(client, dep))
+
+
 @router.post("/deployments/{ref}/scale")
 async def scale(ref: str, request: Request, session: Changing) -> Response:
     client = api(request, session)
