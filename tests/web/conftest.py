@@ -151,6 +151,7 @@ def _tenant(op: Api, url: str, name: str, guaranteed: int) -> Api:
             "name": f"{name}-2026",
             "tenant": name,
             "term": {"start": "2026-01-01", "end": "2027-01-01"},
+            "backdate": True,
             "committed_usd": 1000,
             "guaranteed_chips": {"cpu": guaranteed},
             "borrow_limit_chips": {"cpu": 4 - guaranteed},
