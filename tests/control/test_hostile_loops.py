@@ -29,6 +29,7 @@ def contract(name: str, tenant: str, chips: dict[str, int], **extra: Any) -> dic
         "name": name,
         "tenant": tenant,
         "term": _term(),
+        "backdate": True,
         "committed_usd": "1000",
         "guaranteed_chips": chips,
         **extra,
@@ -163,7 +164,7 @@ def test_a_gang_no_node_could_hold_is_refused(cloud: Cloud) -> None:
     wide = alpha.http.post("/api/v1/jobs", json=job("wide", chips_per_node=64))
     assert wide.status_code == 422
     assert wide.json()["problems"][0]["field"] == "chips_per_node"
-    assert "largest has 2" in wide.json()["message"]
+    assert "the largest cpu node has 2" in wide.json()["message"]
     many = alpha.http.post("/api/v1/jobs", json=job("many", nodes=3))
     assert many.status_code == 422 and many.json()["problems"][0]["field"] == "nodes"
     assert alpha.get("/api/v1/jobs")["items"] == []

@@ -154,7 +154,11 @@ def _refusal(
         within=row["spec"].get("within"),
     )
     why = never_fits(s, workload, nodes[flavor])
-    return None if why is None else ApiError(422, f"refused: {why}", field="nodes")
+    if why is None:
+        return None
+    largest = max(n.chips for n in nodes[flavor])
+    field = "chips_per_node" if row["chips_per_node"] > largest else "nodes"
+    return ApiError(422, f"refused: {why}; the largest {flavor} node has {largest}", field=field)
 
 
 def _first_of(s: Session, row: dict[str, Any]) -> Job:
