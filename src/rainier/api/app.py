@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Gauge
 
 from rainier import __version__
-from rainier.api import edge, errors, gateway
+from rainier.api import edge, errors, gateway, openapi
 from rainier.api.auth import Authenticator
 from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
 from rainier.api.submissions import SubmissionWriter
@@ -130,6 +130,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
+    openapi.install(app)
     return app
 
 
