@@ -197,11 +197,18 @@ def _document(app: FastAPI) -> dict[str, Any]:
                 operation.setdefault("security", [{"bearer": []}])
             responses.pop("422", None)
             responses.update(_errors(_rest_errors(path, method, operation), "ErrorOut"))
-            _content_types(path, responses)
+            _content_types(path, method, responses)
     return doc
 
 
-def _content_types(path: str, responses: dict[str, Any]) -> None:
+# Creations that answer 200 instead: a retried submission (same Idempotency-Key) answers the
+# job it made first, and applying a deployment that exists updates it.
+ALSO_200 = ("/api/v1/jobs", "/api/v1/deployments")
+
+
+def _content_types(path: str, method: str, responses: dict[str, Any]) -> None:
+    if method == "post" and path in ALSO_200 and "201" in responses:
+        responses["200"] = {**responses["201"], "description": "an existing one, as it is now"}
     ok = responses.get("200") or responses.get("201")
     if ok is None:
         return

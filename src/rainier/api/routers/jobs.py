@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import Table, func, select
@@ -37,6 +37,7 @@ from rainier.store.tables import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+JobState = Literal["pending", "running", "stopping", "succeeded", "failed", "stopped"]
 MAX_LOG_CHUNK = 1 << 20
 JSON = "application/json"
 
@@ -172,7 +173,7 @@ def _named_tenant(store: Store, caller: Principal, name: str) -> tuple[str, str]
 def list_jobs(
     caller: Caller,
     store: StoreDep,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
     name: str | None = None,
     tenant: str | None = None,
     kind: str | None = None,
