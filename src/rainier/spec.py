@@ -91,9 +91,13 @@ FLAVORS: dict[str, Flavor] = {
 
 
 class Document(BaseModel):
-    """Base of every document: unknown fields are errors, not silently dropped."""
+    """Base of every document: unknown fields are errors, not silently dropped, and a value of
+    the wrong type is not converted (`"2"` is no number of chips, `1` no yes-or-no); only
+    times and money take their usual text forms."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, allow_inf_nan=False, strict=True
+    )
 
 
 class NodeLabels(Document):
@@ -128,8 +132,8 @@ class TenantSpec(Document):
 
 
 class Term(Document):
-    start: datetime
-    end: datetime
+    start: datetime = Field(strict=False)
+    end: datetime = Field(strict=False)
 
     @model_validator(mode="after")
     def _ordered(self) -> Term:
@@ -149,7 +153,9 @@ class ContractSpec(Document):
     name: Name
     tenant: Name
     term: Term
-    committed_usd: Decimal = Field(ge=0, le=MAX_COMMITTED_USD, max_digits=15, decimal_places=2)
+    committed_usd: Decimal = Field(
+        strict=False, ge=0, le=MAX_COMMITTED_USD, max_digits=15, decimal_places=2
+    )
     guaranteed_chips: dict[str, ContractChips] = Field(
         default_factory=dict, description="flavor -> chips reserved for this tenant"
     )
@@ -158,13 +164,14 @@ class ContractSpec(Document):
         description="flavor -> how many chips beyond the guarantee the tenant may borrow; "
         "absent = unlimited, a flavor missing from the map = no borrowing",
     )
-    discount: Decimal = Field(Decimal("0"), ge=0, lt=1, description="off list price")
+    discount: Decimal = Field(Decimal("0"), strict=False, ge=0, lt=1, description="off list price")
     priority_tier: int = Field(0, ge=0, le=9)
     weight: float | None = Field(
         None, gt=0, le=MAX_WEIGHT, description="share of idle chips; default guarantee"
     )
     monthly_budget_usd: Decimal | None = Field(
         None,
+        strict=False,
         gt=0,
         le=MAX_COMMITTED_USD,
         max_digits=15,

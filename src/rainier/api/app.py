@@ -15,7 +15,7 @@ from typing import IO, Any
 from fastapi import FastAPI
 
 from rainier import __version__, web
-from rainier.api import edge, errors, gateway
+from rainier.api import edge, errors, gateway, openapi
 from rainier.api.auth import Authenticator
 from rainier.api.routers import (
     contracts,
@@ -132,6 +132,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
     app.include_router(plans.router)
+    openapi.install(app)
     web.mount(app, settings)  # last: the console's pages never shadow the API's routes
     return app
 

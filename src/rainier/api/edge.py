@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1 << 20
 MAX_GATEWAY_BODY_BYTES = 8 << 20
 GATEWAY_PREFIX = "/v1/"
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def is_gateway(path: str) -> bool:
@@ -36,12 +33,15 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
 
 def allowed_methods(app: Any, path: str) -> list[str]:
     """Every method some route of `app` answers at `path` (Starlette's own 405 names only the
-    first route that matched the path)."""
-    methods: set[str] = set()
-    for route in getattr(getattr(app, "router", None), "routes", []):
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path) and getattr(route, "methods", None):
-            methods |= set(route.methods)
+    first route that matched the path). Asked of the routes themselves, one method at a time:
+    only OPTIONS and 405 answers need it."""
+    routes = getattr(getattr(app, "router", None), "routes", [])
+    methods = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope: Scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+        scope["headers"] = []
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            methods.add(method)
     if methods:
         methods |= {"HEAD", "OPTIONS"} if "GET" in methods else {"OPTIONS"}
     return sorted(methods)
@@ -67,28 +67,22 @@ class Edge:
         if length is not None:
             await self.app(scope, receive, send)
             return
+        # a body of unknown length is read here, up to the limit, and handed on whole
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge()
-            return message
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, watched)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([], message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > limit:
                 await _refuse(send, path, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(chunks, None, receive), send)
 
     async def _options(self, scope: Scope, send: Send) -> None:
         methods = allowed_methods(scope.get("app"), scope["path"])
@@ -98,6 +92,18 @@ class Edge:
         headers = [(b"allow", ", ".join(methods).encode()), (b"content-length", b"0")]
         await send({"type": "http.response.start", "status": 204, "headers": headers})
         await send({"type": "http.response.body", "body": b""})
+
+
+def _replay(chunks: list[bytes], pending: Message | None, receive: Receive) -> Receive:
+    """A `receive` that first gives the body read so far, in one message, then goes on."""
+    first: list[Message] = (
+        [pending] if pending is not None else [{"type": "http.request", "body": b"".join(chunks)}]
+    )
+
+    async def replay() -> Message:
+        return first.pop() if first else await receive()
+
+    return replay
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -140,8 +140,10 @@ class JobDetail(JobOut):
 
 class MetricsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    step: int = Field(ge=0, le=MAX_OFFSET)
-    metrics: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=MAX_METRICS)
+    step: int = Field(strict=True, ge=0, le=MAX_OFFSET)
+    metrics: dict[Annotated[str, Field(max_length=64)], Annotated[float, Field(strict=True)]] = (
+        Field(max_length=MAX_METRICS)
+    )
 
 
 class LogChunk(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import Table, select
@@ -39,6 +39,7 @@ from rainier.store.tables import (
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger("rainier.jobs")
+JobState = Literal["pending", "running", "stopping", "succeeded", "failed", "stopped"]
 MAX_LOG_CHUNK = 1 << 20
 JSON = "application/json"
 
@@ -176,7 +177,7 @@ def _named_tenant(store: Store, caller: Principal, name: str) -> tuple[str, str]
 def list_jobs(
     caller: Caller,
     store: StoreDep,
-    state: Annotated[list[str] | None, Query()] = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
     name: str | None = None,
     tenant: str | None = None,
     kind: str | None = None,

@@ -35,7 +35,7 @@ from rainier.metering import (
     write_lines_csv,
 )
 from rainier.metering.periods import month_bounds
-from rainier.store.tables import Contract, Event, utcnow
+from rainier.store.tables import Contract, Deployment, Event, Job, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
 Format = Literal["json", "csv"]
@@ -287,6 +287,21 @@ def get_focus(
     return _csv(buf.getvalue(), "focus.csv")
 
 
+def _visible_object(s: Session, caller: Principal, ref: str) -> str:
+    """The id events are kept under for `ref` (a contract's name, or an object's id); 404 for
+    what the caller may not see, whether it exists or not. Operators see every id."""
+    found = s.scalars(select(Contract).where(Contract.name == ref)).one_or_none()
+    if found is not None and caller.sees_tenant(found.tenant_id):
+        return found.id
+    if caller.is_operator:
+        return ref
+    for table in (Contract, Job, Deployment):
+        tenant_id = s.scalar(select(table.tenant_id).where(table.id == ref))
+        if tenant_id is not None and caller.sees_tenant(tenant_id):
+            return ref
+    raise not_found("object", ref)
+
+
 class EventRow(BaseModel):
     object_id: str
     at: datetime
@@ -306,24 +321,18 @@ def get_events(
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> EventsOut:
-    """Events, newest first; spend alerts are kind `alert` on their contract."""
+    """Events, newest first; spend alerts are kind `alert` on their contract. An `object` the
+    caller may not see is not found, exactly as one that does not exist."""
     with store.read() as s:
         query = select(Event)
         if object is not None:
-            found = s.scalars(select(Contract).where(Contract.name == object)).one_or_none()
-            object_id = found.id if found is not None else object
-            if found is not None and not caller.sees_tenant(found.tenant_id):
-                raise not_found("object", object)
+            object_id = _visible_object(s, caller, object)
             query = query.where(Event.object_id == object_id)
         if not caller.is_operator:
             query = query.where(Event.tenant_id == caller.tenant_id)
         if kind is not None:
             query = query.where(Event.kind == kind)
         rows = s.scalars(query.order_by(Event.id.desc()).limit(limit)).all()
-        if object is not None and not rows and not caller.is_operator:
-            exists = s.scalar(select(Event.id).where(Event.object_id == object_id).limit(1))
-            if exists is not None:
-                raise not_found("object", object)
     return EventsOut(
         items=[
             EventRow(object_id=e.object_id, at=e.at, kind=e.kind, message=e.message) for e in rows
