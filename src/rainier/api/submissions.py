@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.errors import ApiError
-from rainier.control.plan import flavor_nodes, never_fits
-from rainier.scheduler import NodeInfo, Workload
+from rainier.control.plan import never_fits
+from rainier.scheduler import Workload
 from rainier.store.db import Store
 from rainier.store.tables import Job
 
@@ -92,9 +92,9 @@ class SubmissionWriter:
         with self.store.write() as s:
             conn = s.connection()
             live = _live_names(s, rows)
-            nodes: dict[str, list[NodeInfo]] = {}
+            shapes: dict[tuple[Any, ...], str | None] = {}
             for row in rows:
-                refused = _refusal(s, row, live, nodes)
+                refused = _refusal(s, row, live, shapes)
                 if refused is not None:
                     out.append(Written(created=False, refused=refused))
                 elif conn.execute(self._insert, row).first() is not None:
@@ -132,8 +132,10 @@ def _live_names(s: Session, rows: list[dict[str, Any]]) -> LiveNames:
 
 
 def _refusal(
-    s: Session, row: dict[str, Any], live: LiveNames, nodes: dict[str, list[NodeInfo]]
+    s: Session, row: dict[str, Any], live: LiveNames, shapes: dict[tuple[Any, ...], str | None]
 ) -> ApiError | None:
+    """Why this submission is refused, if it is; `shapes` remembers, for the group, which
+    gang shapes never fit (a group's rows are mostly of few shapes)."""
     holder = live.get((row["tenant_id"], row["name"]))
     if holder is not None and (row["submit_key"] is None or holder[2] != row["submit_key"]):
         return ApiError(
@@ -142,18 +144,19 @@ def _refusal(
             "with --replace (replace=true) to stop it and run this one, or choose another name",
             field="name",
         )
-    flavor = row["flavor"]
-    if flavor not in nodes:
-        nodes[flavor] = flavor_nodes(s, flavor)
-    workload = Workload(
-        id=row["id"],
-        tenant=row["tenant_id"],
-        flavor=flavor,
-        nodes=row["nodes"],
-        chips_per_node=row["chips_per_node"],
-        within=row["spec"].get("within"),
-    )
-    why = never_fits(s, workload, nodes[flavor])
+    within = row["spec"].get("within")
+    shape = (row["flavor"], row["nodes"], row["chips_per_node"], within)
+    if shape not in shapes:
+        workload = Workload(
+            id=row["id"],
+            tenant=row["tenant_id"],
+            flavor=row["flavor"],
+            nodes=row["nodes"],
+            chips_per_node=row["chips_per_node"],
+            within=within,
+        )
+        shapes[shape] = never_fits(s, workload)
+    why = shapes[shape]
     return None if why is None else ApiError(422, f"refused: {why}", field="nodes")
 
 
