@@ -70,24 +70,30 @@ def submit_load(url: str, key: str, total: int) -> tuple[float, float]:
     errors: list[str] = []
     lock = threading.Lock()
     per_client = max(1, -(-total // CLIENTS))
-    doc = {
-        "kind": "Job",
-        "name": "bench",
-        "command": ["true"],
-        "flavor": "h200",
-        "chips_per_node": 8,
-    }
+    # A name is one live job per tenant, and none of these starts (no h200 node), so each
+    # submission has a name of its own; the bodies are encoded before the clock starts.
+    run = uuid.uuid4().hex[:6]  # submit_load is called again on the same server
 
-    body = json.dumps(doc).encode()
+    def body_of(n: int) -> bytes:
+        doc = {
+            "kind": "Job",
+            "name": f"bench-{run}-{n}",
+            "command": ["true"],
+            "flavor": "h200",
+            "chips_per_node": 8,
+        }
+        return json.dumps(doc).encode()
+
     host, port = url.removeprefix("http://").split(":")
 
-    def client() -> None:
+    def client(c: int) -> None:
         # A keep-alive connection of the standard library: the load generator shares the two
         # cores with the server, so it should cost as little CPU per request as it can.
         mine = []
+        bodies = [body_of(c * per_client + i) for i in range(per_client)]
         http = HTTPConnection(host, int(port), timeout=60)
         try:
-            for _ in range(per_client):
+            for body in bodies:
                 headers = {
                     "Authorization": f"Bearer {key}",
                     "Content-Type": "application/json",
@@ -107,7 +113,7 @@ def submit_load(url: str, key: str, total: int) -> tuple[float, float]:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(CLIENTS)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()

@@ -21,9 +21,10 @@ from typing import Any
 import click
 
 from rainier.api.embedded import EmbeddedServer
+from rainier.cli.billing import statement_text
 from rainier.cli.client import Client
 from rainier.cli.logs import stream_logs
-from rainier.cli.main import describe_text, statement_text
+from rainier.cli.main import describe_text
 from rainier.config import Settings
 
 TENANT = "acme-ai"

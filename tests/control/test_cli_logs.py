@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def test_logs_of_a_two_rank_job(cloud: Cloud, tmp_path: Path) -> None:
         idempotent=True,
     )
     wait_until(job_state(acme, blocker["id"], "running"), 60)
-    gang = acme.post(
+    acme.post(
         "/api/v1/jobs",
         {
             "kind": "Job",
@@ -59,12 +60,21 @@ def test_logs_of_a_two_rank_job(cloud: Cloud, tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
+    said: list[str] = []
+    assert follower.stderr is not None
+    reader = threading.Thread(target=lambda: said.extend(follower.stderr or []), daemon=True)
+    reader.start()
     try:
-        wait_until(lambda: acme.get(f"/api/v1/jobs/{gang['id']}")["reason"] != "queued", 30)
+        # the blocker stops only once the follower has said that the gang waits
+        wait_until(lambda: any("is pending" in line for line in said), 60, "the pending note")
         acme.post(f"/api/v1/jobs/{blocker['id']}/stop")
-        stdout, stderr = follower.communicate(timeout=120)
+        assert follower.stdout is not None
+        stdout = follower.stdout.read()
+        follower.wait(timeout=120)
+        reader.join(timeout=30)
     finally:
         follower.kill()
+    stderr = "".join(said)
     assert follower.returncode == 3, stderr  # the job failed with code 3
     assert "job gang is pending: waiting for" in stderr
     assert "job gang failed: task failed with code 3" in stderr

@@ -199,3 +199,7 @@ def test_backdated_contract_is_refused_unless_asked(cloud: Cloud, tmp_path: Path
         url, tmp_path / "t", "usage", "--by", "job", env={"RAINIER_API_KEY": tenant.key or ""}
     )
     assert "(reserved h200)" in out.stdout
+    # FOCUS is the export's one format, so it needs no flag
+    out = rainier(url, tmp_path / "t", "bill", "export", env={"RAINIER_API_KEY": tenant.key or ""})
+    assert out.returncode == 0, out.stderr
+    assert "BilledCost" in out.stdout.splitlines()[0] and "h200" in out.stdout

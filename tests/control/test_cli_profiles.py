@@ -3,8 +3,10 @@ real CLI against a real server."""
 
 from __future__ import annotations
 
+import ast
 import json
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -187,3 +189,21 @@ def test_configuration_errors_are_one_line(tmp_path: Path, env: dict[str, str], 
     assert said in out.stderr
     assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
     assert len(out.stderr.strip().splitlines()) <= 4  # at most click's usage lines and the error
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`rainier --help` and argument errors answer before pydantic, httpx or numpy load."""
+    probe = (
+        "import sys\n"
+        "from rainier.cli.main import cli\n"
+        "for argv in (['--help'], ['apply', '--help'], ['logs']):\n"
+        "    try:\n        cli.main(argv, prog_name='rainier')\n"
+        "    except SystemExit:\n        pass\n"
+        "print(sorted(m.split('.')[0] for m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    loaded = set(ast.literal_eval(out.stdout.strip().splitlines()[-1]))
+    assert loaded.isdisjoint(
+        {"pydantic", "httpx", "numpy", "sqlalchemy", "torch", "fastapi", "yaml"}
+    )
+    assert "rainier" in loaded and "click" in loaded

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rainier.cli.client import Client
+from rainier.cli.client import Client, UsageError
 
 from .conftest import Cloud, job_state, wait_until
 
@@ -66,13 +66,28 @@ def test_gang_starts_together_on_distinct_nodes(tenant: Client, tmp_path: Path) 
 
 
 def test_gang_that_does_not_fit_waits_whole(tenant: Client) -> None:
-    submitted = tenant.post("/api/v1/jobs", job("big", "pass", nodes=3, chips_per_node=1))
+    busy = tenant.post(
+        "/api/v1/jobs", job("busy", "import time; time.sleep(600)", chips_per_node=2)
+    )
+    wait_until(job_state(tenant, busy["id"], "running"))
+    submitted = tenant.post("/api/v1/jobs", job("big", "pass", nodes=2, chips_per_node=2))
     detail = wait_until(
         lambda: (d := tenant.get(f"/api/v1/jobs/{submitted['id']}"))["reason"] != "queued" and d
     )
     assert detail["state"] == "pending"
     assert detail["tasks"] == []
-    assert "3" in detail["reason"] and "cpu" in detail["reason"]
+    assert "4" in detail["reason"] and "cpu" in detail["reason"]
+    tenant.post(f"/api/v1/jobs/{busy['id']}/stop")
+    wait_until(job_state(tenant, submitted["id"], "succeeded"))
+
+
+def test_gang_that_can_never_fit_is_refused(tenant: Client) -> None:
+    with pytest.raises(UsageError, match=r"refused: can never fit: .* 3 cpu chips"):
+        tenant.post("/api/v1/jobs", job("big", "pass", nodes=3, chips_per_node=1))
+    assert tenant.get("/api/v1/jobs")["items"] == []
+    # a flavor with no node yet may still get some: its jobs wait
+    waiting = tenant.post("/api/v1/jobs", job("later", "pass", flavor="h200", chips_per_node=8))
+    assert waiting["state"] == "pending"
 
 
 def test_failure_is_restarted_up_to_max_restarts(tenant: Client) -> None:
@@ -131,7 +146,8 @@ def test_bad_document_is_refused_with_the_field(tenant: Client) -> None:
 
 
 def test_pagination_walks_every_job_once(tenant: Client) -> None:
-    ids = {tenant.post("/api/v1/jobs", job(f"p{i}", "pass", nodes=9))["id"] for i in range(7)}
+    # a flavor without nodes: the jobs stay pending
+    ids = {tenant.post("/api/v1/jobs", job(f"p{i}", "pass", flavor="h200"))["id"] for i in range(7)}
     seen: list[str] = []
     cursor = None
     while True:
@@ -146,7 +162,7 @@ def test_pagination_walks_every_job_once(tenant: Client) -> None:
 
 def test_health_and_metrics(cloud: Cloud, tenant: Client) -> None:
     assert httpx.get(f"{cloud.server.url}/healthz").json() == {"status": "ok"}
-    tenant.post("/api/v1/jobs", job("m", "pass", nodes=9))
+    tenant.post("/api/v1/jobs", job("m", "pass", flavor="h200"))  # no h200 node: it stays pending
     text = httpx.get(f"{cloud.server.url}/metrics").text
     assert 'rainier_jobs{state="pending"} 1.0' in text
     schema = httpx.get(f"{cloud.server.url}/openapi.json").json()

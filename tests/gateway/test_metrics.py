@@ -3,9 +3,12 @@ requests flow: the values move as the cluster does."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -127,3 +130,24 @@ def test_metrics_move_with_jobs_and_requests(
         assert sum(line.startswith(f"job {job_id} admitted") for line in lines) == 1
         assert sum(line.startswith(f"job {job_id} stopped") for line in lines) == 1
     assert not any("HTTP Request" in line for line in lines)
+
+
+def test_dashboard_charts_only_metrics_that_exist(
+    cloud: Cloud, acme: Client, chat: dict[str, Any]
+) -> None:
+    """Every series the Grafana dashboard asks for is one the control plane or a replica
+    exposes (the replicas' under vLLM's names)."""
+    dashboard = json.loads(
+        (Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    wanted = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b((?:rainier_|vllm:)[a-z_:]+)", target["expr"])
+    }
+    exposed = set(scrape(cloud))
+    replica = next(r for r in acme.get("/api/v1/deployments/chat")["replica_list"] if r["url"])
+    text = httpx.get(f"{replica['url']}/metrics", timeout=30).text
+    exposed |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert wanted and wanted <= exposed, wanted - exposed

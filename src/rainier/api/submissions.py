@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from rainier.api.errors import ApiError
 from rainier.control.plan import flavor_nodes, never_fits
-from rainier.scheduler import NodeInfo, Workload
+from rainier.scheduler import Workload
 from rainier.store.db import Store
 from rainier.store.tables import Job
 
@@ -92,9 +92,9 @@ class SubmissionWriter:
         with self.store.write() as s:
             conn = s.connection()
             live = _live_names(s, rows)
-            nodes: dict[str, list[NodeInfo]] = {}
+            shapes: dict[tuple[Any, ...], tuple[str, str] | None] = {}
             for row in rows:
-                refused = _refusal(s, row, live, nodes)
+                refused = _refusal(s, row, live, shapes)
                 if refused is not None:
                     out.append(Written(created=False, refused=refused))
                 elif conn.execute(self._insert, row).first() is not None:
@@ -132,8 +132,13 @@ def _live_names(s: Session, rows: list[dict[str, Any]]) -> LiveNames:
 
 
 def _refusal(
-    s: Session, row: dict[str, Any], live: LiveNames, nodes: dict[str, list[NodeInfo]]
+    s: Session,
+    row: dict[str, Any],
+    live: LiveNames,
+    shapes: dict[tuple[Any, ...], tuple[str, str] | None],
 ) -> ApiError | None:
+    """Why this submission is refused, if it is; `shapes` remembers, for the group, which
+    gang shapes never fit (a group's rows are mostly of few shapes)."""
     holder = live.get((row["tenant_id"], row["name"]))
     if holder is not None and (row["submit_key"] is None or holder[2] != row["submit_key"]):
         return ApiError(
@@ -142,23 +147,32 @@ def _refusal(
             "with --replace (replace=true) to stop it and run this one, or choose another name",
             field="name",
         )
-    flavor = row["flavor"]
-    if flavor not in nodes:
-        nodes[flavor] = flavor_nodes(s, flavor)
-    workload = Workload(
-        id=row["id"],
-        tenant=row["tenant_id"],
-        flavor=flavor,
-        nodes=row["nodes"],
-        chips_per_node=row["chips_per_node"],
-        within=row["spec"].get("within"),
-    )
-    why = never_fits(s, workload, nodes[flavor])
+    within = row["spec"].get("within")
+    shape = (row["flavor"], row["nodes"], row["chips_per_node"], within)
+    if shape not in shapes:
+        workload = Workload(
+            id=row["id"],
+            tenant=row["tenant_id"],
+            flavor=row["flavor"],
+            nodes=row["nodes"],
+            chips_per_node=row["chips_per_node"],
+            within=within,
+        )
+        shapes[shape] = _never_fits(s, workload)
+    refusal = shapes[shape]
+    return None if refusal is None else ApiError(422, f"refused: {refusal[0]}", field=refusal[1])
+
+
+def _never_fits(s: Session, workload: Workload) -> tuple[str, str] | None:
+    """Why the gang can never run here and which field to change: `chips_per_node` when no node
+    of the flavor has that many chips, else `nodes`."""
+    nodes = flavor_nodes(s, workload.flavor)
+    why = never_fits(s, workload, nodes)
     if why is None:
         return None
-    largest = max(n.chips for n in nodes[flavor])
-    field = "chips_per_node" if row["chips_per_node"] > largest else "nodes"
-    return ApiError(422, f"refused: {why}; the largest {flavor} node has {largest}", field=field)
+    largest = max(n.chips for n in nodes)
+    field = "chips_per_node" if workload.chips_per_node > largest else "nodes"
+    return f"{why}; the largest {workload.flavor} node has {largest}", field
 
 
 def _first_of(s: Session, row: dict[str, Any]) -> Job:

@@ -92,21 +92,25 @@ class StoreCollector:
         by_state = dict.fromkeys(JOB_STATES, 0)
         used: dict[tuple[str, str], int] = {}
         preempted: dict[tuple[str, str], int] = {}
+        waiting: dict[tuple[str, str], tuple[int, float]] = {}
         for tenant_id, flavor, state, count, chip_sum, preempt_sum, first in rows:
             tenant = names.get(tenant_id, tenant_id)
             key = (tenant, flavor)
             by_state[state] = by_state.get(state, 0) + count
             preempted[key] = preempted.get(key, 0) + int(preempt_sum or 0)
             if state == "pending":
-                queue.add_metric(list(key), count)
                 first = first if first.tzinfo else first.replace(tzinfo=UTC)
-                oldest.add_metric(list(key), max(0.0, (now - first).total_seconds()))
+                waiting[key] = (count, max(0.0, (now - first).total_seconds()))
             elif state in ("running", "stopping"):
                 used[key] = used.get(key, 0) + int(chip_sum or 0)
             elif state in OUTCOMES:
                 outcomes.add_metric([tenant, flavor, state], count)
         for state, count in by_state.items():
             jobs.add_metric([state], count)
+        for key in sorted(preempted):  # every pair that ever had work: an empty queue is a 0
+            count, age = waiting.get(key, (0, 0.0))
+            queue.add_metric(list(key), count)
+            oldest.add_metric(list(key), age)
         promised = {(q.tenant, f): n for q in quotas for f, n in q.guaranteed_chips.items()}
         for key in sorted(set(used) | set(promised)):
             in_use.add_metric(list(key), used.get(key, 0))
