@@ -113,6 +113,7 @@ def test_a_job_goes_pending_running_succeeded_without_reload(
     page.context.close()
 
 
+@pytest.mark.slow  # a replica starts, loads the model and answers: about half a minute
 def test_deploy_a_model_stream_an_answer_and_see_the_bill_move(
     cloud: Cloud, browser: Any, artifacts: Path, model_dir: Path
 ) -> None:
