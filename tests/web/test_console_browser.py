@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from rainier.serve.tiny_model import build_tiny_llama
 
 from .conftest import Cloud, sign_in, wait_until
 from .jobkit import gated_job
-
-pytest.importorskip("playwright")
-from playwright.sync_api import expect
 
 MINUTE_MS = 60_000
 WHY_PENDING = re.compile(r"borrow limit|waiting for")  # the scheduler's reason, not "queued"

@@ -158,3 +158,23 @@ def test_simulator_reports_open_for_the_operator_only_and_sandboxed(cloud: Cloud
         assert operator.get(f"/reports/{name}").status_code == 404
     tenant = signed_in(cloud, cloud.acme.key)
     assert tenant.get("/reports/plan-a").status_code == 403
+
+
+def test_the_playground_relay_answers_bad_requests_in_words(cloud: Cloud) -> None:
+    client = signed_in(cloud, cloud.globex.key)
+    token = csrf_of(client)
+    headers = {"x-csrf-token": token, "content-type": "application/json"}
+    empty = client.post("/deployments/chat/chat", content=b'{"messages": []}', headers=headers)
+    assert empty.status_code == 422 and empty.json()["message"].startswith("messages:")
+    other = client.post(  # acme's deployment (if any) is not globex's to talk to
+        "/deployments/chat/chat",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers=headers,
+    )
+    assert other.status_code == 404 and "not found" in other.json()["message"]
+    forged = client.post(
+        "/deployments/chat/chat",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert forged.status_code == 403
