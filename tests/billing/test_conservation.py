@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.control.server_process import ServerProcess
 from rainier.cli.client import Client
 from rainier.control.local import spawned_micros
 from rainier.store.db import Store
 from rainier.store.tables import Task, UsageLineRow
+from tests.control.server_process import ServerProcess
 
 from .conftest import FAST_METERING, wait_until
 
@@ -78,6 +78,7 @@ def test_billed_equals_held_across_kill9(
             "term": {"start": "2026-01-01T00:00:00Z", "end": "2036-01-01T00:00:00Z"},
             "committed_usd": "100.00",
             "discount": "0.35",
+            "backdate": True,
         },
     )
     tenant = Client(

@@ -63,11 +63,6 @@ class Cloud:
 
 
 @pytest.fixture(scope="package")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
-
-
-@pytest.fixture(scope="package")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     home = tmp_path_factory.mktemp("home")
     previous = {k: os.environ.get(k) for k in ENV}
@@ -94,6 +89,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="package")
+def model_dir(cloud: Cloud) -> Path:
+    """A tiny random Llama under acme's storage prefix: a folder acme owns and may register."""
+    return build_tiny_llama(cloud.server.settings.storage_dir / "acme" / "models" / "tiny-llama")
 
 
 @pytest.fixture(scope="package")

@@ -13,6 +13,11 @@ from rainier.scheduler import NodeInfo
 Observed = Literal["running", "exited", "lost"]
 
 
+class UnstartableTask(Exception):
+    """A task that no node could ever start as it is (its command line or environment is
+    more than `exec` takes): retrying would fail the same way, so its job fails."""
+
+
 @dataclass(frozen=True)
 class TaskLaunch:
     """Everything needed to start one task; `task_id` is unique per job attempt and rank."""

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
+from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus, UnstartableTask
 
 SPAWN_GRACE_S = 5.0
+
+
+@contextlib.contextmanager
+def _unstartable_if_too_big(task_dir: Path) -> Iterator[None]:
+    """`exec` refusing the command line or environment as too long is final for the task."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.E2BIG, errno.ENAMETOOLONG):
+            raise
+        (task_dir / "spawned").unlink(missing_ok=True)
+        raise UnstartableTask(f"exec refused the task: {exc.strerror}") from None
 
 
 class LocalExecutor:
@@ -38,7 +51,7 @@ class LocalExecutor:
         spawned_us = time.time_ns() // 1000
         (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
         env = {**os.environ, **launch.env}
-        with open(launch.log_path, "ab") as log:
+        with open(launch.log_path, "ab") as log, _unstartable_if_too_big(task_dir):
             proc = subprocess.Popen(
                 [
                     sys.executable,
