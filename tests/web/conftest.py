@@ -199,11 +199,21 @@ def browser() -> Iterator[Any]:
             chromium.close()
 
 
+SHOTS_TAKEN: list[Path] = []
+
+
 @pytest.fixture(scope="package")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    SHOTS_TAKEN.append(ARTIFACTS)
     print(f"\nconsole screenshots: {ARTIFACTS}")
     return ARTIFACTS
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Says where the screenshots went, also when output was captured."""
+    for folder in SHOTS_TAKEN:
+        terminalreporter.write_line(f"console screenshots: {folder}")
 
 
 def sign_in(browser: Any, url: str, key: str) -> Any:

@@ -113,3 +113,68 @@ def test_errors_are_the_apis_own_words_never_a_trace(cloud: Cloud) -> None:
     assert unparsable.status_code == 422 and "not valid YAML" in unparsable.text
     headers = client.get("/jobs").headers
     assert "script-src 'self'" in headers["content-security-policy"]
+
+
+def test_a_new_key_is_shown_once_and_revoked_from_the_page(cloud: Cloud) -> None:
+    client = signed_in(cloud, cloud.acme.key)
+    made = client.post("/keys", data={"csrf": csrf_of(client), "name": "ci-bot", "role": "member"})
+    assert made.status_code == 201
+    found = re.search(r'<pre id="new-key">(rk_[^<]+)</pre>', made.text)
+    assert found is not None
+    key = found.group(1)
+    assert httpx.get(
+        f"{cloud.url}/api/v1/whoami", headers={"authorization": f"Bearer {key}"}
+    ).json() == {"role": "member", "tenant": "acme", "key_id": cloud_key_id(cloud, "ci-bot")}
+    assert key not in client.get("/keys").text  # never again
+    revoked = client.post(
+        f"/keys/{cloud_key_id(cloud, 'ci-bot')}/revoke", data={"csrf": csrf_of(client)}
+    )
+    assert revoked.status_code == 303
+    assert (
+        httpx.get(
+            f"{cloud.url}/api/v1/whoami", headers={"authorization": f"Bearer {key}"}
+        ).status_code
+        == 401
+    )
+
+
+def cloud_key_id(cloud: Cloud, name: str) -> str:
+    (key,) = [k for k in cloud.acme.get("/api/v1/keys")["items"] if k["name"] == name]
+    return str(key["id"])
+
+
+def test_simulator_reports_open_for_the_operator_only_and_sandboxed(cloud: Cloud) -> None:
+    folder = cloud.server.home / "reports" / "plan-a"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.html").write_text("<html><body><h1>p95 wait 42 min</h1></body></html>")
+    (cloud.server.home / "secret.html").write_text("not a report")
+    operator = signed_in(cloud, cloud.op.key)
+    listing = operator.get("/reports")
+    assert listing.status_code == 200 and 'href="/reports/plan-a"' in listing.text
+    report = operator.get("/reports/plan-a")
+    assert report.status_code == 200 and "p95 wait 42 min" in report.text
+    assert report.headers["content-security-policy"].startswith("sandbox")
+    for name in ("..%2Fsecret.html", "%2E%2E", "%2E%2E%2Fsecret.html", "nope"):
+        assert operator.get(f"/reports/{name}").status_code == 404
+    tenant = signed_in(cloud, cloud.acme.key)
+    assert tenant.get("/reports/plan-a").status_code == 403
+
+
+def test_the_playground_relay_answers_bad_requests_in_words(cloud: Cloud) -> None:
+    client = signed_in(cloud, cloud.globex.key)
+    token = csrf_of(client)
+    headers = {"x-csrf-token": token, "content-type": "application/json"}
+    empty = client.post("/deployments/chat/chat", content=b'{"messages": []}', headers=headers)
+    assert empty.status_code == 422 and empty.json()["message"].startswith("messages:")
+    other = client.post(  # acme's deployment (if any) is not globex's to talk to
+        "/deployments/chat/chat",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers=headers,
+    )
+    assert other.status_code == 404 and "not found" in other.json()["message"]
+    forged = client.post(
+        "/deployments/chat/chat",
+        content=b'{"messages": [{"role": "user", "content": "hi"}]}',
+        headers={"content-type": "application/json"},
+    )
+    assert forged.status_code == 403

@@ -1,7 +1,8 @@
 """The web console: what a tenant and an operator see in a browser, served at `/`.
 
 Pages are rendered on the server (Jinja2, autoescaped) and refreshed in place by htmx, which
-ships in `static/` (no CDN). Every page asks the REST API, over HTTP, with the key its user
+ships in `static/` (no CDN; `scripts/vendor-htmx.sh` refreshes it from the npm registry at a
+pinned, checked version). Every page asks the REST API, over HTTP, with the key its user
 signed in with: the console can show and do exactly what that key can, and nothing reads the
 database on the console's own path.
 """

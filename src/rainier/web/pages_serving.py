@@ -17,6 +17,7 @@ from rainier.web.formats import parse_time
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 WINDOW = timedelta(minutes=5)
 MAX_PROMPT_CHARS = 32_000
+MAX_PLAYGROUND_TOKENS = 512
 
 
 async def _traffic(client: Api, dep: dict[str, Any]) -> dict[str, Any]:
@@ -107,8 +108,11 @@ async def delete(ref: str, request: Request, session: Changing) -> Response:
 @router.post("/deployments/{ref}/chat")
 async def chat(ref: str, request: Request, session: Changing) -> Response:
     """Relays a streamed chat completion from the gateway, event by event, to the page."""
+    raw = await request.body()
+    if len(raw) > MAX_PROMPT_CHARS * 4:
+        return JSONResponse({"message": f"messages: at most {MAX_PROMPT_CHARS} characters"}, 413)
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
         messages = body["messages"]
         if not isinstance(messages, list) or not messages:
             raise ValueError
@@ -125,9 +129,11 @@ async def chat(ref: str, request: Request, session: Changing) -> Response:
         "model": dep["name"],
         "messages": messages,
         "stream": True,
-        "max_tokens": min(int(body.get("max_tokens") or 64), 512),
-        "temperature": float(body.get("temperature") or 0.0),
+        "max_tokens": body.get("max_tokens", 64),
+        "temperature": body.get("temperature", 0.0),
     }
+    if type(request_body["max_tokens"]) is int:  # anything else: the gateway says what is wrong
+        request_body["max_tokens"] = min(request_body["max_tokens"], MAX_PLAYGROUND_TOKENS)
     stream = client.stream("/v1/chat/completions", request_body)
     try:
         first = await anext(stream)
