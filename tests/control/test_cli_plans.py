@@ -75,7 +75,7 @@ def test_dry_run_refusal_and_quota(cloud: Cloud, tmp_path: Path) -> None:
     assert acme.get("/api/v1/jobs")["items"] == []  # a dry run writes nothing
 
     # a gang of two nodes borrows the second node's chips: preemptible
-    p = acme.post("/api/v1/jobs/plan", doc_of(job("borrows", 2, 8)))
+    p = acme.post("/api/v1/plans", doc_of(job("borrows", 2, 8)))
     assert (p["outcome"], p["guaranteed_chips"], p["borrowed_chips"]) == ("runs-now", 8, 8)
     assert Decimal(p["usd_per_hour"]) == Decimal("54")
     out = rainier(url, home, "apply", "--dry-run", "-f", "-", stdin=job("borrows", 2, 8))
@@ -104,7 +104,7 @@ def test_dry_run_refusal_and_quota(cloud: Cloud, tmp_path: Path) -> None:
     )
     wait_until(job_state(filler, fill["id"], "running"), 60)
     wait_until(job_state(acme, mine["id"], "running"), 60)
-    p = acme.post("/api/v1/jobs/plan", doc_of(job("later", 1, 8)))
+    p = acme.post("/api/v1/plans", doc_of(job("later", 1, 8)))
     assert p["outcome"] == "reserved" and p["borrowed_chips"] == 8
     at = datetime.fromisoformat(p["reservation_at"])
     expected = datetime.now(UTC) + timedelta(seconds=1800)

@@ -119,7 +119,7 @@ def _dry_run(c: Client, doc: dict[str, Any]) -> None:
         else:
             click.echo(f"{kind.lower()} {doc['name']}: valid (dry run, nothing applied)")
         return
-    plan = c.post("/api/v1/jobs/plan", doc)
+    plan = c.post("/api/v1/plans", doc)
     click.echo(plan_text(doc["name"], plan))
     if plan["outcome"] == "never-fits":
         raise UsageError(f"job {doc['name']} would be refused: {plan['reason']}")

@@ -64,7 +64,7 @@ class JobPlan(BaseModel):
     estimated_total_usd: Decimal | None
 
 
-@router.post("/jobs/plan")
+@router.post("/plans")
 def plan_job(doc: JobSpec, caller: Caller, store: StoreDep) -> JobPlan:
     """Where the job would run now, or why not (never fits, over the borrow limit, waits
     for a reservation at a time), its guaranteed vs borrowed (preemptible) chips, and its
