@@ -23,8 +23,9 @@ WHY_PENDING = re.compile(r"borrow limit|waiting for")  # the scheduler's reason,
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+def model_dir(cloud: Cloud) -> Path:
+    """A tiny random Llama under acme's storage prefix, where acme may register it."""
+    return build_tiny_llama(cloud.server.home / "storage" / "acme" / "models" / "tiny-llama")
 
 
 def shot(page: Any, artifacts: Path, name: str) -> None:

@@ -27,7 +27,6 @@ from rainier.api.routers import (
     system,
     tenants,
     usage,
-    whoami,
 )
 from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
@@ -133,7 +132,6 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
         app.include_router(module.router)
     app.include_router(plans.router)
-    app.include_router(whoami.router)
     web.mount(app, settings)  # last: the console's pages never shadow the API's routes
     return app
 
