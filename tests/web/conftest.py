@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,7 @@ class Cloud:
 
 
 def _tenant(op: Api, url: str, name: str, guaranteed: int) -> Api:
+    today = datetime.now(UTC).date()
     op.post("/api/v1/tenants", {"kind": "Tenant", "name": name})
     op.post(
         "/api/v1/contracts",
@@ -150,8 +152,8 @@ def _tenant(op: Api, url: str, name: str, guaranteed: int) -> Api:
             "kind": "Contract",
             "name": f"{name}-2026",
             "tenant": name,
-            "term": {"start": "2026-01-01", "end": "2027-01-01"},
-            "backdate": True,
+            "term": {"start": today.isoformat(), "end": (today + timedelta(days=365)).isoformat()},
+            "backdate": True,  # since midnight: a few hours of reservations, billed at once
             "committed_usd": 1000,
             "guaranteed_chips": {"cpu": guaranteed},
             "borrow_limit_chips": {"cpu": 4 - guaranteed},

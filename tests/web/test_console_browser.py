@@ -24,7 +24,7 @@ WHY_PENDING = re.compile(r"borrow limit|waiting for")  # the scheduler's reason,
 
 @pytest.fixture(scope="module")
 def model_dir(cloud: Cloud) -> Path:
-    """A tiny random Llama under acme's storage prefix: a folder acme owns and may register."""
+    """A tiny random Llama under acme's storage prefix, where acme may register it."""
     return build_tiny_llama(cloud.server.home / "storage" / "acme" / "models" / "tiny-llama")
 
 

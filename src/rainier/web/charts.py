@@ -24,6 +24,8 @@ class Line:
     points: str
     css: str
     label: str
+    end_x: float = 0.0
+    end_y: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def line_chart(
     for index, (name, values) in enumerate(series.items()):
         if values:
             coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in values)
-            lines.append(Line(coords, f"series-{index}", name))
+            end_x, end_y = values[-1]
+            lines.append(Line(coords, f"series-{index}", name, px(end_x), py(end_y)))
     y_ticks = [
         Tick(py(y_lo + (y_hi - y_lo) * i / 3), _label(y_lo + (y_hi - y_lo) * i / 3))
         for i in range(4)
@@ -88,8 +91,9 @@ def line_chart(
     mid = (x_lo + x_hi) / 2
     if x_hi - x_lo >= 4:
         mid = round(mid)
+    whole = x_hi - x_lo >= 4  # days or steps: no fractions on the axis
     x_ticks = [
-        Tick(px(x), f"{x_label}{_label(x)}", anchor)
+        Tick(px(x), f"{x_label}{round(x) if whole else _label(x)}", anchor)
         for x, anchor in ((x_lo, "start"), (mid, "middle"), (x_hi, "end"))
     ]
     last_name, last_values = next(((n, v) for n, v in reversed(series.items()) if v), ("", []))
