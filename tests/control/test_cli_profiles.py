@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rainier.cli.client import Client
@@ -207,3 +208,17 @@ def test_help_imports_nothing_heavy() -> None:
         {"pydantic", "httpx", "numpy", "sqlalchemy", "torch", "fastapi", "yaml"}
     )
     assert "rainier" in loaded and "click" in loaded
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_api_says_the_same_about_names_and_typos(cloud: Cloud) -> None:
+    acme = cloud.tenant("acme")
+    r = httpx.post(
+        f"{cloud.server.url}/api/v1/jobs",
+        json={"kind": "Job", "name": "Bad_Name", "flavour": "cpu", "command": ["true"]},
+        headers=acme.http.headers,
+    )
+    assert r.status_code == 422
+    problems = {p["field"]: p["message"] for p in r.json()["problems"]}
+    assert problems["flavour"] == "unknown field 'flavour'; did you mean 'flavor'?"
+    assert problems["name"].startswith("'Bad_Name' is not a valid name: it must be 1 to 63")
