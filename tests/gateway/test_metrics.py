@@ -92,6 +92,9 @@ def test_metrics_move_with_jobs_and_requests(
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
+    chat_replicas = {"tenant": "acme", "deployment": "chat"}
+    assert value(after, "rainier_deployment_replicas", **chat_replicas, state="ready") >= 1
+    assert value(after, "rainier_deployment_replicas", **chat_replicas, state="desired") >= 1
     assert grew("rainier_gateway_requests_total", deployment="chat", code="200") == 3
     assert grew("rainier_gateway_request_duration_seconds_count", deployment="chat") == 3
     assert grew("rainier_gateway_request_duration_seconds_sum", deployment="chat") > 0
