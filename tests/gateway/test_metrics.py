@@ -149,6 +149,11 @@ def test_dashboard_charts_only_metrics_that_exist(
         for target in panel["targets"]
         for name in re.findall(r"\b((?:rainier_|vllm:)[a-z_:]+)", target["expr"])
     }
+    # one failed request and one finished job, so that every family has a series
+    with pytest.raises(openai.NotFoundError):
+        cloud.openai(acme).completions.create(model="no-such-model", prompt="x", max_tokens=1)
+    done = acme.post("/api/v1/jobs", {"kind": "Job", "name": "once", "command": ["true"]})
+    wait_until(state_is(acme, done["id"], "succeeded"), 60, "the job to finish")
     exposed = set(scrape(cloud))
     replica = next(r for r in acme.get("/api/v1/deployments/chat")["replica_list"] if r["url"])
     text = httpx.get(f"{replica['url']}/metrics", timeout=30).text
