@@ -64,6 +64,13 @@ def test_profiles_keep_both_keys(cloud: Cloud, tmp_path: Path) -> None:
     assert json.loads(out.stdout)["tenant"] == "acme"
     out = rainier(url, home, "--profile", "nobody", "ps")
     assert out.returncode == 2 and "no profile 'nobody'" in out.stderr
+    # a key created with --save lands in a profile of its tenant, which commands use from then
+    out = rainier(url, home, "key", "create", "--tenant", "other", "--role", "admin", "--save")
+    assert out.returncode == 0 and "saved as profile other" in out.stderr
+    me = json.loads(rainier(url, home, "whoami", "-o", "json").stdout)
+    assert (me["profile"], me["tenant"]) == ("other", "other")
+    assert rainier(url, home, "profiles", "rm", "acme-member").returncode == 0
+    assert "acme-member" not in rainier(url, home, "profiles").stdout
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
