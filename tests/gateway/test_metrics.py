@@ -147,7 +147,7 @@ def test_dashboard_charts_only_metrics_that_exist(
         name
         for panel in dashboard["panels"]
         for target in panel["targets"]
-        for name in re.findall(r"\b((?:rainier_|vllm:)[a-z_:]+)", target["expr"])
+        for name in re.findall(r"\b((?:rainier_|vllm:)[a-z0-9_:]+)", target["expr"])
     }
     # one failed request and one finished job, so that every family has a series
     with pytest.raises(openai.NotFoundError):
