@@ -407,7 +407,7 @@ AnyDocument = Annotated[
 ]
 _ANY = TypeAdapter(AnyDocument)
 KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
-_MODELS: dict[Any, type[BaseModel]] = {
+DOCUMENT_MODELS: dict[Any, type[BaseModel]] = {
     "Node": NodeSpec,
     "Tenant": TenantSpec,
     "Contract": ContractSpec,
@@ -451,7 +451,7 @@ def validate_document(data: Any) -> BaseModel:
 def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
     from rainier.spec_hints import friendly
 
-    model = _MODELS.get(kind)
+    model = DOCUMENT_MODELS.get(kind)
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]

@@ -42,7 +42,7 @@ def test_logs_of_a_two_rank_job(cloud: Cloud, tmp_path: Path) -> None:
         idempotent=True,
     )
     wait_until(job_state(acme, blocker["id"], "running"), 60)
-    acme.post(
+    gang = acme.post(
         "/api/v1/jobs",
         {
             "kind": "Job",
@@ -53,6 +53,8 @@ def test_logs_of_a_two_rank_job(cloud: Cloud, tmp_path: Path) -> None:
         },
         idempotent=True,
     )
+    # the scheduler has said why the gang waits before anyone follows it
+    wait_until(lambda: acme.get(f"/api/v1/jobs/{gang['id']}")["reason"] != "queued", 60)
     follower = subprocess.Popen(
         [sys.executable, "-m", "rainier.cli.main", "logs", "-f", "gang"],
         env={**_env(home, url), **env},

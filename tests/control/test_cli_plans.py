@@ -111,6 +111,7 @@ def test_dry_run_refusal_and_quota(cloud: Cloud, tmp_path: Path) -> None:
     assert abs((at - expected).total_seconds()) < 120  # when acme's own job must end
     out = rainier(url, home, "apply", "--dry-run", "-f", "-", stdin=job("later", 1, 8))
     assert "would wait for a reservation at " in out.stdout
+    assert "reservation at t=" not in out.stdout and f"{at:%Y-%m-%d %H:%M:%S} UTC" in out.stdout
 
     # quota against what runs
     rows = {

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rainier.cli.client import Client
@@ -63,6 +64,13 @@ def test_profiles_keep_both_keys(cloud: Cloud, tmp_path: Path) -> None:
     assert json.loads(out.stdout)["tenant"] == "acme"
     out = rainier(url, home, "--profile", "nobody", "ps")
     assert out.returncode == 2 and "no profile 'nobody'" in out.stderr
+    # a key created with --save lands in a profile of its tenant, which commands use from then
+    out = rainier(url, home, "key", "create", "--tenant", "other", "--role", "admin", "--save")
+    assert out.returncode == 0 and "saved as profile other" in out.stderr
+    me = json.loads(rainier(url, home, "whoami", "-o", "json").stdout)
+    assert (me["profile"], me["tenant"]) == ("other", "other")
+    assert rainier(url, home, "profiles", "rm", "acme-member").returncode == 0
+    assert "acme-member" not in rainier(url, home, "profiles").stdout
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -207,3 +215,17 @@ def test_help_imports_nothing_heavy() -> None:
         {"pydantic", "httpx", "numpy", "sqlalchemy", "torch", "fastapi", "yaml"}
     )
     assert "rainier" in loaded and "click" in loaded
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_api_says_the_same_about_names_and_typos(cloud: Cloud) -> None:
+    acme = cloud.tenant("acme")
+    r = httpx.post(
+        f"{cloud.server.url}/api/v1/jobs",
+        json={"kind": "Job", "name": "Bad_Name", "flavour": "cpu", "command": ["true"]},
+        headers=acme.http.headers,
+    )
+    assert r.status_code == 422
+    problems = {p["field"]: p["message"] for p in r.json()["problems"]}
+    assert problems["flavour"] == "unknown field 'flavour'; did you mean 'flavor'?"
+    assert problems["name"].startswith("'Bad_Name' is not a valid name: it must be 1 to 63")

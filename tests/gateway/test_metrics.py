@@ -92,6 +92,9 @@ def test_metrics_move_with_jobs_and_requests(
     def grew(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
+    chat_replicas = {"tenant": "acme", "deployment": "chat"}
+    assert value(after, "rainier_deployment_replicas", **chat_replicas, state="ready") >= 1
+    assert value(after, "rainier_deployment_replicas", **chat_replicas, state="desired") >= 1
     assert grew("rainier_gateway_requests_total", deployment="chat", code="200") == 3
     assert grew("rainier_gateway_request_duration_seconds_count", deployment="chat") == 3
     assert grew("rainier_gateway_request_duration_seconds_sum", deployment="chat") > 0
@@ -144,8 +147,13 @@ def test_dashboard_charts_only_metrics_that_exist(
         name
         for panel in dashboard["panels"]
         for target in panel["targets"]
-        for name in re.findall(r"\b((?:rainier_|vllm:)[a-z_:]+)", target["expr"])
+        for name in re.findall(r"\b((?:rainier_|vllm:)[a-z0-9_:]+)", target["expr"])
     }
+    # one failed request and one finished job, so that every family has a series
+    with pytest.raises(openai.NotFoundError):
+        cloud.openai(acme).completions.create(model="no-such-model", prompt="x", max_tokens=1)
+    done = acme.post("/api/v1/jobs", {"kind": "Job", "name": "once", "command": ["true"]})
+    wait_until(state_is(acme, done["id"], "succeeded"), 60, "the job to finish")
     exposed = set(scrape(cloud))
     replica = next(r for r in acme.get("/api/v1/deployments/chat")["replica_list"] if r["url"])
     text = httpx.get(f"{replica['url']}/metrics", timeout=30).text

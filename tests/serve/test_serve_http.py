@@ -337,8 +337,11 @@ def test_metrics_under_vllm_names(server: ServerProcess, client: openai.OpenAI) 
     ):
         assert label in after[name], name
     assert 0.0 <= after["vllm:gpu_cache_usage_perc"][label] <= 1.0
-    ttft = "vllm:time_to_first_token_seconds_count"
-    assert after[ttft][label] == before.get(ttft, {}).get(label, 0) + 1
+    for count in (
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+    ):
+        assert after[count][label] == before.get(count, {}).get(label, 0) + 1, count
     assert (
         after["vllm:prompt_tokens_total"][label]
         == after["rainier_serve_prompt_tokens_total"][()]

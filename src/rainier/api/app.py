@@ -165,9 +165,10 @@ def serve(settings: Settings, workers: int = 1) -> None:
         level=os.environ.get("RAINIER_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    # every HTTP request the control plane makes (a probe of each replica, each second) would
-    # be a line; the log is for state changes
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # every HTTP request the control plane makes (a probe of each replica, each second) and
+    # each migration step would be a line: the log is for jobs' and deployments' changes
+    for noisy in ("httpx", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     options: dict[str, Any] = {"log_level": "warning", "access_log": False}
     if workers > 1:

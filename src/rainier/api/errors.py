@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rainier.api.edge import allowed_methods, error_body, is_gateway
-from rainier.spec import SpecError
+from rainier.spec import DOCUMENT_MODELS, SpecError
+from rainier.spec_hints import friendly
 
 log = logging.getLogger("rainier.api")
 
@@ -84,12 +85,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        body = exc.body if isinstance(exc.body, dict) else {}
+        model = DOCUMENT_MODELS.get(body.get("kind"))
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
             if loc and loc[0] in ("Node", "Tenant", "Contract", "Job", "Deployment"):
                 loc = loc[1:]
-            problems.append(
-                (".".join(loc), str(err.get("msg", "invalid")).removeprefix("Value error, "))
-            )
+            message = friendly(dict(err), model, loc) or str(err.get("msg", "invalid"))
+            problems.append((".".join(loc), message.removeprefix("Value error, ")))
         return _shaped(request, 422, _problems_body(problems))

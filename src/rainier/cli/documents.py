@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,6 @@ def _dry_run(c: Client, doc: dict[str, Any]) -> None:
 
 
 def _past(value: str) -> bool:
-    from datetime import UTC
-
     at = datetime.fromisoformat(value.replace("Z", "+00:00"))
     at = at if at.tzinfo else at.replace(tzinfo=UTC)
     return at < datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ class RankStream:
     offset: int = 0
     partial: str = ""
     done: bool = False
-    started: bool = field(default=False)
+    started: bool = False
 
     def read(self, c: Client, job_id: str, tail: int | None) -> list[str]:
         params: dict[str, Any] = {"rank": self.rank, "offset": self.offset}
@@ -85,7 +85,9 @@ def follow(
             for line in stream.read(c, job["id"], tail):
                 got = True
                 emit(f"[rank {stream.rank}] {line}" if prefix else line)
-        if not keep_following or all(s.done for s in streams):
+        # without -f: until what is there now is read (a chunk is at most 1 MiB)
+        finished = all(s.done for s in streams) or (not keep_following and not got)
+        if finished:
             for stream in streams:
                 if stream.partial:
                     emit(f"[rank {stream.rank}] {stream.partial}" if prefix else stream.partial)

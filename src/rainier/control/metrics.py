@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from rainier.control.state import quotas_of
 from rainier.store.db import Store
-from rainier.store.tables import Contract, Job, Node, Tenant
+from rainier.store.tables import Contract, Deployment, Job, Node, ReplicaEndpoint, Tenant
 
 JOB_STATES = ("pending", "running", "stopping", "succeeded", "failed", "stopped")
 OUTCOMES = ("succeeded", "failed", "stopped")
@@ -84,6 +84,19 @@ class StoreCollector:
                 select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
             ).all()
             quotas = quotas_of(contracts, names)
+            replicas = s.execute(
+                select(
+                    Deployment.tenant_id,
+                    Deployment.name,
+                    Deployment.desired_replicas,
+                    select(func.count())
+                    .where(
+                        ReplicaEndpoint.deployment_id == Deployment.id,
+                        ReplicaEndpoint.ready.is_(True),
+                    )
+                    .scalar_subquery(),
+                )
+            ).all()
             chips = s.execute(
                 select(Node.flavor, func.sum(Node.chips))
                 .where(Node.schedulable.is_(True))
@@ -120,7 +133,16 @@ class StoreCollector:
             preemptions.add_metric(list(key), n)
         for flavor, n in chips:
             capacity.add_metric([flavor], int(n or 0))
-        yield from (jobs, queue, oldest, in_use, guaranteed, borrowed, capacity)
+        deployments = GaugeMetricFamily(
+            "rainier_deployment_replicas",
+            "a deployment's replicas: desired, and ready (answering probes)",
+            labels=["tenant", "deployment", "state"],
+        )
+        for tenant_id, name, desired, ready in replicas:
+            tenant = names.get(tenant_id, tenant_id)
+            deployments.add_metric([tenant, name, "desired"], desired)
+            deployments.add_metric([tenant, name, "ready"], ready)
+        yield from (jobs, queue, oldest, in_use, guaranteed, borrowed, capacity, deployments)
         yield from (preemptions, outcomes)
 
 

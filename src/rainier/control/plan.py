@@ -98,13 +98,17 @@ def job_plan(s: Session, spec: JobSpec, tenant_id: str, tenant: str) -> dict[str
     total = None
     if per_hour is not None and spec.max_duration_s is not None:
         total = (per_hour * Decimal(str(spec.max_duration_s)) / 3600).quantize(CENT)
+    reason = answer.reason
     reservation_at = None
     if answer.reservation_s is not None:
         reservation_at = datetime.fromtimestamp(answer.reservation_s, UTC)
+        # the scheduler counts seconds on its caller's clock; here that is the wall clock
+        when = reservation_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        reason = reason.replace(f"t={answer.reservation_s:.0f}", when)
     return {
         "outcome": answer.outcome.value,
         "runs_now": answer.outcome is Outcome.RUNS_NOW,
-        "reason": answer.reason,
+        "reason": reason,
         "nodes": list(answer.node_names),
         "flavor": spec.flavor,
         "chips": chips,

@@ -141,6 +141,7 @@ class EngineClient(ABC):
             if out.finished:
                 del self._tracked[out.request_id]
                 metrics.finished.labels(out.finish_reason or "unknown").inc()
+                metrics.e2e.observe(out.time - tracked.submitted_s)
             tracked.sink.put_nowait(out)
 
     def _fail_all(self, message: str) -> None:

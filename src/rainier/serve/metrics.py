@@ -36,6 +36,12 @@ class ServeMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.e2e = Histogram(
+            "rainier_serve_e2e_request_latency_seconds",
+            "From request arrival to its last token",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.prompt_tokens = Counter(
             "rainier_serve_prompt_tokens", "Prompt tokens admitted", registry=r
         )

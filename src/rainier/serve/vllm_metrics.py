@@ -26,6 +26,7 @@ NAMES: dict[str, tuple[str, ...]] = {
         "vllm:time_per_output_token_seconds",
         "vllm:inter_token_latency_seconds",
     ),
+    "rainier_serve_e2e_request_latency_seconds": ("vllm:e2e_request_latency_seconds",),
     "rainier_serve_prompt_tokens": ("vllm:prompt_tokens",),
     "rainier_serve_generation_tokens": ("vllm:generation_tokens",),
     "rainier_serve_requests_finished": ("vllm:request_success",),
