@@ -128,8 +128,9 @@ NODE_SIZES_S = 2.0
 
 
 async def _check_fits(state: Any, store: Store, doc: JobSpec) -> None:
-    """Refuses a gang no registered node of its flavor could ever hold. A flavor with no node
-    yet is let through: its nodes may be on their way, and the job waits with that reason."""
+    """Refuses a gang whose tasks are larger than any registered node of its flavor. A flavor
+    with no node yet is let through, and so is a gang of more nodes than there are: nodes may
+    be on their way, and the job waits with that reason."""
     cached = getattr(state, "node_sizes", None)
     if cached is None or time.monotonic() - cached[0] > NODE_SIZES_S:
         cached = (time.monotonic(), await run_in_threadpool(_node_sizes, store))
@@ -142,10 +143,6 @@ async def _check_fits(state: Any, store: Store, doc: JobSpec) -> None:
             422,
             f"no {doc.flavor} node has {doc.chips_per_node} chips; the largest has {largest}",
             field="chips_per_node",
-        )
-    if doc.nodes > count:
-        raise ApiError(
-            422, f"the cluster has {count} {doc.flavor} node(s), not {doc.nodes}", field="nodes"
         )
 
 
