@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -24,8 +25,10 @@ def test_models_lists_every_registered_version(reference: Reference, tmp_path: P
         op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
         key = op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
         acme = Client(server.url, key)
+        # a tenant registers folders it owns: here, a copy under its storage prefix
+        folder = shutil.copytree(reference.export_dir, settings.storage_dir / "acme" / "gpt")
         for _ in range(2):
-            acme.post("/api/v1/models", {"name": "corpus-gpt", "path": str(reference.export_dir)})
+            acme.post("/api/v1/models", {"name": "corpus-gpt", "path": str(folder)})
 
         env = {"RAINIER_URL": server.url, "RAINIER_API_KEY": key}
         listed = CliRunner().invoke(cli, ["models"], env=env, catch_exceptions=False)
@@ -36,7 +39,7 @@ def test_models_lists_every_registered_version(reference: Reference, tmp_path: P
             ["corpus-gpt", "2", "acme"],
             ["corpus-gpt", "1", "acme"],
         ]
-        assert all(str(reference.export_dir) in row for row in rows)
+        assert all(str(folder) in row for row in rows)
 
         as_json = CliRunner().invoke(cli, ["models", "--name", "corpus-gpt", "-o", "json"], env=env)
         assert [m["version"] for m in json.loads(as_json.output)] == [2, 1]
