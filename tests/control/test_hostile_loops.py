@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rainier.spec import MAX_COMMITTED_USD, MAX_CONTRACT_CHIPS, MAX_WEIGHT, JobSpec
+from rainier.limits import MAX_COMMITTED_USD, MAX_CONTRACT_CHIPS, MAX_WEIGHT
+from rainier.spec import JobSpec
 from rainier.store.tables import Contract, Job, Tenant, new_id, utcnow
 
 from .conftest import Cloud, job_state, wait_until

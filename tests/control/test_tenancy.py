@@ -17,6 +17,7 @@ CONTRACT = {
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
     "committed_usd": "1000",
     "guaranteed_chips": {"cpu": 1},
+    "backdate": True,
 }
 
 

@@ -52,6 +52,7 @@ from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket,
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.api.usage_writer import UsageWriter
 from rainier.control.deployments import MODEL_ENV
+from rainier.control.metrics import ControlMetrics
 from rainier.spec import DeploymentSpec
 from rainier.sse import EventStreamResponse
 from rainier.store.db import Store
@@ -92,6 +93,7 @@ class GatewayError(Exception):
             param,
         )
         self.headers = headers or {}
+        self.deployment = ""  # the deployment asked for, once known: a label of metrics
 
     def body(self) -> dict[str, Any]:
         return {
@@ -137,9 +139,10 @@ class Metered:
 class Gateway:
     """One per server; its state (in-flight counts, rate buckets) lives in this process."""
 
-    def __init__(self, store: Store, auth: Authenticator):
+    def __init__(self, store: Store, auth: Authenticator, metrics: ControlMetrics | None = None):
         self.store = store
         self.auth = auth
+        self.metrics = metrics or ControlMetrics()
         self.wait_for_replica_s = float(os.environ.get("RAINIER_GATEWAY_WAIT_S", "60"))
         self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
@@ -416,6 +419,7 @@ class Gateway:
         completion = int(usage.get("completion_tokens") or 0)
         self.settle(metered.admission, prompt + completion)
         t = metered.target
+        self.metrics.metered(t.name, prompt, completion)
         self.usage_writer.put(
             {
                 "request_id": metered.request_id,
@@ -432,6 +436,18 @@ class Gateway:
     # -- proxying --------------------------------------------------------------------------
 
     async def proxy(self, request: Request, path: str) -> Response:
+        """Answers one /v1 request, counted per deployment (requests, latency, errors)."""
+        started = time.perf_counter()
+        try:
+            response, deployment = await self._proxy(request, path)
+        except GatewayError as exc:
+            self.metrics.answered(exc.deployment, exc.status, started, exc.type)
+            raise
+        error = "upstream_error" if response.status_code >= 400 else ""
+        self.metrics.answered(deployment, response.status_code, started, error)
+        return response
+
+    async def _proxy(self, request: Request, path: str) -> tuple[Response, str]:
         caller, limits = await self.identify(request)
         raw = await request.body()
         try:
@@ -439,13 +455,26 @@ class Gateway:
             name = check_request(body, path)
         except BadRequest as exc:
             raise GatewayError(400, exc.message, param=exc.param) from None
-        target = await self.target(caller, name)
-        admission, limit_headers = self.admit(caller, limits, target, estimate_tokens(body, path))
         try:
-            return await self._forward(body, raw, path, caller, target, admission, limit_headers)
+            target = await self.target(caller, name)
+            admission, limit_headers = self.admit(
+                caller, limits, target, estimate_tokens(body, path)
+            )
+        except GatewayError as exc:
+            exc.deployment = name
+            raise
+        try:
+            response = await self._forward(
+                body, raw, path, caller, target, admission, limit_headers
+            )
+        except GatewayError as exc:
+            self.settle(admission, None)
+            exc.deployment = target.name
+            raise
         except BaseException:
             self.settle(admission, None)
             raise
+        return response, target.name
 
     async def _forward(
         self,
@@ -615,7 +644,7 @@ def _usage_event(event: list[str], wants_usage: bool) -> tuple[Any, list[str] | 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.gateway = Gateway(app.state.store, app.state.auth)
+    app.state.gateway = Gateway(app.state.store, app.state.auth, app.state.metrics)
     try:
         yield
     finally:

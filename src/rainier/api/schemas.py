@@ -86,6 +86,10 @@ class ContractOut(Out):
     term_end: datetime
     committed_usd: Decimal
     spec: dict[str, Any]
+    billed_at_signing_usd: Decimal | None = Field(
+        None, description="reservations of a backdated term's past, billed at once"
+    )
+    note: str | None = None
 
 
 class TaskOut(Out):

@@ -269,7 +269,9 @@ def _revision_of(job: Job) -> int:
 
 
 def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
+    """Records a deployment's change, and says it in the server's log: one line per change."""
     s.add(Event(object_id=row.id, tenant_id=row.tenant_id, kind=kind, message=message))
+    log.info("deployment %s (%s) %s: %s", row.name, row.id, kind, message)
 
 
 # -- finding and probing replicas ---------------------------------------------------------------

@@ -28,24 +28,15 @@ from rainier.config import Settings
 from rainier.control.deployments import DeploymentController
 from rainier.control.executor import Executor, TaskLaunch, UnstartableTask
 from rainier.control.isolation import schedule_isolated
-from rainier.control.workloads import quotas_of, workload_of
-from rainier.scheduler import (
-    Allocation,
-    ClusterState,
-    Decisions,
-    NodeInfo,
-    Scheduler,
-    Workload,
-    default_scheduler,
-)
+from rainier.control.state import ACTIVE_JOB_STATES, cluster_state
+from rainier.scheduler import ClusterState, Decisions, Scheduler, Workload, default_scheduler
 from rainier.spec import TrainSpec
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
-from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
+from rainier.store.tables import Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
 LEASE = "reconciler"
-ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
 PASS_EVERY_S = 1.0
 MIN_PASS_GAP_S = 0.1
@@ -54,6 +45,7 @@ PASS_SHARE = 0.15  # of the reconciler's time at most: a long queue spaces passe
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
 TickHook = Callable[[datetime], None]
+AdmitHook = Callable[[str, str, float], None]  # tenant, flavor, seconds waited
 
 
 @dataclass
@@ -75,6 +67,7 @@ class Reconciler:
         scheduler: Scheduler | None = None,
         on_task_time: TaskHook | None = None,
         on_tick: TickHook | None = None,
+        on_admit: AdmitHook | None = None,
     ):
         self.store = store
         self.executor = executor
@@ -83,6 +76,7 @@ class Reconciler:
         self.scheduler = scheduler or default_scheduler()
         self.on_task_time = on_task_time
         self.on_tick = on_tick
+        self.on_admit = on_admit
         self.ticks = 0
         self.wake = threading.Event()
         self._dirty = True
@@ -442,53 +436,7 @@ class Reconciler:
     # -- scheduling -------------------------------------------------------------------------
 
     def cluster_state(self, s: Session, now_s: float) -> ClusterState:
-        nodes = [
-            NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, n.schedulable)
-            for n in s.scalars(select(Node).order_by(Node.name))
-        ]
-        now = datetime.fromtimestamp(now_s, UTC)
-        contracts = s.scalars(
-            select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
-        ).all()
-        names = {t.id: t.name for t in s.scalars(select(Tenant))}
-        quotas = quotas_of(contracts, names)
-        running, pending = [], []
-        columns = (
-            Job.id,
-            Job.tenant_id,
-            Job.state,
-            Job.started_at,
-            Job.placement,
-            Job.stop_requested,
-            Job.preempting,
-        )
-        rows = s.execute(
-            select(*columns).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
-        ).all()
-        self._cache_workloads(s, [r.id for r in rows], names)
-        for job in rows:
-            workload = self._workloads[job.id]
-            if job.state == "pending":
-                pending.append(workload)
-            elif job.placement:
-                started = job.started_at.timestamp() if job.started_at else now_s
-                stopping = job.state == "stopping" or job.stop_requested or job.preempting
-                running.append(
-                    Allocation(workload, tuple(job.placement["nodes"]), started, stopping)
-                )
-        return ClusterState(now_s, nodes, quotas, running, pending)
-
-    def _cache_workloads(self, s: Session, active: list[str], names: dict[str, str]) -> None:
-        """Workloads never change once submitted: parse each job's spec once, not every pass."""
-        alive = set(active)
-        for job_id in [j for j in self._workloads if j not in alive]:
-            del self._workloads[job_id]
-            self._reasons.pop(job_id, None)
-        missing = [j for j in active if j not in self._workloads]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            for job in s.scalars(select(Job).where(Job.id.in_(chunk))):
-                self._workloads[job.id] = workload_of(job, names.get(job.tenant_id, job.tenant_id))
+        return cluster_state(s, now_s, self._workloads, self._reasons)
 
     def _schedule(self) -> tuple[int, int]:
         now_s = time.time()
@@ -548,6 +496,10 @@ class Reconciler:
                     f"placed on {', '.join(admit.node_names)}: {admit.reason}",
                 )
                 admitted += 1
+                workload = self._workloads.get(job.id)
+                if self.on_admit is not None and workload is not None and job.attempt == 0:
+                    waited = now.timestamp() - workload.submitted_s
+                    self.on_admit(workload.tenant, job.flavor, waited)
             for pre in decisions.preempt:
                 job = s.get(Job, pre.workload_id)
                 if job is None or job.state != "running" or job.preempting:
@@ -599,7 +551,9 @@ def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
 
 
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:
+    """Records a job's change, and says it in the server's log: one line per change."""
     s.add(Event(object_id=object_id, tenant_id=tenant_id, kind=kind, message=message))
+    log.info("job %s %s: %s", object_id, kind, message)
 
 
 def _started_at(handle: dict[str, Any]) -> datetime | None:
