@@ -22,6 +22,7 @@ CONTRACT = {
     "tenant": "alpha",
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
     "committed_usd": "1000",
+    "backdate": True,
 }
 
 

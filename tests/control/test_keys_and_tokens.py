@@ -31,6 +31,7 @@ CONTRACT = {
     "tenant": "alpha",
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
     "committed_usd": "1000",
+    "backdate": True,
     "guaranteed_chips": {"cpu": 1},
 }
 WAIT = [sys.executable, "-c", "import time; time.sleep(120)"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated, Any, Literal, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -33,7 +32,6 @@ from rainier.store.tables import (
     Event,
     Job,
     JobMetric,
-    Node,
     Task,
     Tenant,
     new_id,
@@ -93,7 +91,6 @@ async def submit_job(
     """
     require(caller, "operator", "admin", "member")
     store: Store = request.app.state.store
-    await _check_fits(request.app.state, store, doc)
     if doc.tenant is None or doc.tenant == caller.tenant:
         tenant_id, tenant = _own_tenant(caller)
     else:
@@ -136,37 +133,6 @@ async def submit_job(
         finished_at=None,
     )
     return Response(out.model_dump_json(), 201, media_type=JSON)
-
-
-# How long the size of the largest node of each flavor is reused by submissions.
-NODE_SIZES_S = 2.0
-
-
-async def _check_fits(state: Any, store: Store, doc: JobSpec) -> None:
-    """Refuses a gang whose tasks are larger than any registered node of its flavor. A flavor
-    with no node yet is let through, and so is a gang of more nodes than there are: nodes may
-    be on their way, and the job waits with that reason."""
-    cached = getattr(state, "node_sizes", None)
-    if cached is None or time.monotonic() - cached[0] > NODE_SIZES_S:
-        cached = (time.monotonic(), await run_in_threadpool(_node_sizes, store))
-        state.node_sizes = cached
-    largest, count = cached[1].get(doc.flavor, (0, 0))
-    if not count:
-        return
-    if doc.chips_per_node > largest:
-        raise ApiError(
-            422,
-            f"no {doc.flavor} node has {doc.chips_per_node} chips; the largest has {largest}",
-            field="chips_per_node",
-        )
-
-
-def _node_sizes(store: Store) -> dict[str, tuple[int, int]]:
-    with store.read() as s:
-        rows = s.execute(
-            select(Node.flavor, func.max(Node.chips), func.count()).group_by(Node.flavor)
-        ).all()
-    return {flavor: (int(chips), int(n)) for flavor, chips, n in rows}
 
 
 def _stop_live(store: Store, tenant_id: str, name: str) -> None:
