@@ -36,16 +36,25 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
 
 
 def allowed_methods(app: Any, path: str) -> list[str]:
-    """Every method some route of `app` answers at `path` (Starlette's own 405 names only the
-    first route that matched the path). Asked of the routes themselves, one method at a time:
-    only OPTIONS and 405 answers need it."""
-    routes = getattr(getattr(app, "router", None), "routes", [])
+    """Every method `app` answers at `path`, as its OpenAPI document says (a path written out
+    wins over a template that also matches it, as there); routes the document leaves out are
+    asked themselves. Starlette's own 405 names only the first route that matched the path.
+    Only OPTIONS and 405 answers need this."""
     methods = set()
-    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        scope: Scope = {"type": "http", "path": path, "method": method, "root_path": ""}
-        scope["headers"] = []
-        if any(route.matches(scope)[0] == Match.FULL for route in routes):
-            methods.add(method)
+    documented: dict[str, Any] = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+    if path in documented:
+        methods = {m.upper() for m in documented[path]}
+    else:
+        for template, item in documented.items():
+            if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+                methods |= {m.upper() for m in item}
+    if not methods:
+        routes = getattr(getattr(app, "router", None), "routes", [])
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            scope: Scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            scope["headers"] = []
+            if any(route.matches(scope)[0] == Match.FULL for route in routes):
+                methods.add(method)
     if methods:
         methods |= {"HEAD", "OPTIONS"} if "GET" in methods else {"OPTIONS"}
     return sorted(methods)
