@@ -92,6 +92,9 @@ def test_out_of_range_numbers_in_queries_and_bodies(cloud: Cloud, alpha: Client)
         f"/api/v1/jobs/{job['id']}/metrics", json={"step": 10**30, "metrics": {}}
     )
     assert metrics.status_code == 422 and field_of(metrics) == "step"
+    past_column = {"step": 2**31, "metrics": {}}
+    metrics = alpha.http.post(f"/api/v1/jobs/{job['id']}/metrics", json=past_column)
+    assert metrics.status_code == 422 and field_of(metrics) == "step"
     nan = post_raw(
         alpha, f"/api/v1/jobs/{job['id']}/metrics", '{"step": 1, "metrics": {"loss": NaN}}'
     )
