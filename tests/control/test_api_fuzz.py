@@ -51,6 +51,21 @@ def _keys(url: str) -> dict[str, str]:
     return {"operator": operator, "tenant": tenant}
 
 
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def _only_tool_errors(output: str) -> bool:
+    """Schemathesis reported errors of its own (🚫 Runtime Error) and no failure of the API."""
+    summary = output[output.rfind("SUMMARY") :]
+    return "Runtime Error" in summary and "Failures:" not in summary
+
+
+def _reseeded(argv: list[str]) -> list[str]:
+    previous = ["", *argv[:-1]]
+    return [str(int(SEED) + 1) if p == "--seed" else a for p, a in zip(previous, argv, strict=True)]
+
+
 def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
     command = _schemathesis()
     home = tmp_path / "home"
@@ -82,10 +97,12 @@ def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
             ]
             for path in PATHS_LEFT_OUT:
                 argv += ["--exclude-path", path]
-            done = subprocess.run(
-                argv, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False
-            )
-            assert done.returncode == 0, f"as {who}:\n{done.stdout[-6000:]}\n{done.stderr[-2000:]}"
+            done = _run(argv, tmp_path)
+            if done.returncode and _only_tool_errors(done.stdout):
+                # hypothesis itself failed while building a strategy (CPython 3.11's parser
+                # can trip on a deep stack): that says nothing of the API, so run once more
+                done = _run(_reseeded(argv), tmp_path)
+            assert done.returncode == 0, f"as {who}:\n{done.stdout[-12000:]}\n{done.stderr[-2000:]}"
             summary = done.stdout[done.stdout.rfind("SUMMARY") :]
             for phase in ("Coverage", "Fuzzing", "Stateful"):
                 assert f"✅ {phase}" in summary, f"as {who}: {phase} did not pass\n{summary}"

@@ -21,8 +21,8 @@ CONTRACT = {
     "name": "alpha-2026",
     "tenant": "alpha",
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
-    "backdate": True,
     "committed_usd": "1000",
+    "backdate": True,
 }
 
 
@@ -91,6 +91,9 @@ def test_out_of_range_numbers_in_queries_and_bodies(cloud: Cloud, alpha: Client)
     metrics = alpha.http.post(
         f"/api/v1/jobs/{job['id']}/metrics", json={"step": 10**30, "metrics": {}}
     )
+    assert metrics.status_code == 422 and field_of(metrics) == "step"
+    past_column = {"step": 2**31, "metrics": {}}
+    metrics = alpha.http.post(f"/api/v1/jobs/{job['id']}/metrics", json=past_column)
     assert metrics.status_code == 422 and field_of(metrics) == "step"
     nan = post_raw(
         alpha, f"/api/v1/jobs/{job['id']}/metrics", '{"step": 1, "metrics": {"loss": NaN}}'
@@ -235,3 +238,21 @@ def test_methods_and_unknown_paths(alpha: Client) -> None:
     assert wrong.status_code == 405 and "POST" in wrong.headers["allow"]
     openai_error(wrong)
     assert alpha.http.get("/api/v1/nothing-here").json() == {"message": "not found"}
+
+
+def test_nul_characters_are_refused_before_the_database(alpha: Client) -> None:
+    """PostgreSQL cannot store a NUL character: it is refused at the edge, wherever it is."""
+    for path in ("/api/v1/deployments/x%00y/usage", "/api/v1/jobs?name=a%00b"):
+        response = alpha.http.get(path)
+        assert response.status_code == 422, path
+        assert "NUL" in response.json()["message"]
+    key = alpha.http.post("/api/v1/keys", json={"role": "member", "name": "a\u0000b"})
+    assert key.status_code == 422
+    # an escaped backslash before `u0000` is ordinary text
+    fine = alpha.http.post("/api/v1/keys", json={"role": "member", "name": "a\\u0000b"})
+    assert fine.status_code == 201 and fine.json()["name"] == "a\\u0000b"
+    gateway = alpha.http.get("/v1/models/a%00b")
+    assert gateway.status_code == 400 and openai_error(gateway)["code"] == "nul_character"
+    body = json.dumps({"model": "a\u0000b", "prompt": "x"})
+    response = post_raw(alpha, "/v1/completions", body)
+    assert response.status_code == 400 and openai_error(response)["param"] == "model"

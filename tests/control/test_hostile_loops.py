@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from rainier.spec import MAX_COMMITTED_USD, MAX_CONTRACT_CHIPS, MAX_WEIGHT, JobSpec
+from rainier.limits import MAX_COMMITTED_USD, MAX_CONTRACT_CHIPS, MAX_WEIGHT
+from rainier.spec import JobSpec
 from rainier.store.tables import Contract, Job, Tenant, new_id, utcnow
 
 from .conftest import Cloud, job_state, wait_until
@@ -29,8 +30,8 @@ def contract(name: str, tenant: str, chips: dict[str, int], **extra: Any) -> dic
         "name": name,
         "tenant": tenant,
         "term": _term(),
-        "backdate": True,
         "committed_usd": "1000",
+        "backdate": True,
         "guaranteed_chips": chips,
         **extra,
     }

@@ -30,8 +30,8 @@ CONTRACT = {
     "name": "alpha-2026",
     "tenant": "alpha",
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
-    "backdate": True,
     "committed_usd": "1000",
+    "backdate": True,
     "guaranteed_chips": {"cpu": 1},
 }
 WAIT = [sys.executable, "-c", "import time; time.sleep(120)"]

@@ -40,7 +40,7 @@ def test_replica_on_a_worker_node_answers_through_the_gateway(
             break
     assert blockers[-1]["placement"] == [HEAD.name]
 
-    model = build_tiny_llama(tmp_path / "model")
+    model = build_tiny_llama(tmp_path / "home" / "storage" / "acme" / "model")  # acme's prefix
     tenant.post("/api/v1/models", {"name": "tiny", "path": str(model)})
     tenant.post(
         "/api/v1/deployments",

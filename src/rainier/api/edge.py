@@ -9,12 +9,16 @@ OpenAI's error shape.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 1 << 20
+# Text with a NUL character cannot be stored (PostgreSQL refuses it) and is never meant.
+NUL_MESSAGE = "text may not contain NUL characters (\\u0000, %00)"
+_JSON_NUL = re.compile(rb"(?:^|[^\\])(?:\\\\)*\\u0000")
 MAX_GATEWAY_BODY_BYTES = 8 << 20
 GATEWAY_PREFIX = "/v1/"
 
@@ -32,16 +36,25 @@ def error_body(path: str, status: int, message: str, code: str | None = None) ->
 
 
 def allowed_methods(app: Any, path: str) -> list[str]:
-    """Every method some route of `app` answers at `path` (Starlette's own 405 names only the
-    first route that matched the path). Asked of the routes themselves, one method at a time:
-    only OPTIONS and 405 answers need it."""
-    routes = getattr(getattr(app, "router", None), "routes", [])
+    """Every method `app` answers at `path`, as its OpenAPI document says (a path written out
+    wins over a template that also matches it, as there); routes the document leaves out are
+    asked themselves. Starlette's own 405 names only the first route that matched the path.
+    Only OPTIONS and 405 answers need this."""
     methods = set()
-    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
-        scope: Scope = {"type": "http", "path": path, "method": method, "root_path": ""}
-        scope["headers"] = []
-        if any(route.matches(scope)[0] == Match.FULL for route in routes):
-            methods.add(method)
+    documented: dict[str, Any] = app.openapi().get("paths", {}) if hasattr(app, "openapi") else {}
+    if path in documented:
+        methods = {m.upper() for m in documented[path]}
+    else:
+        for template, item in documented.items():
+            if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), path):
+                methods |= {m.upper() for m in item}
+    if not methods:
+        routes = getattr(getattr(app, "router", None), "routes", [])
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+            scope: Scope = {"type": "http", "path": path, "method": method, "root_path": ""}
+            scope["headers"] = []
+            if any(route.matches(scope)[0] == Match.FULL for route in routes):
+                methods.add(method)
     if methods:
         methods |= {"HEAD", "OPTIONS"} if "GET" in methods else {"OPTIONS"}
     return sorted(methods)
@@ -59,15 +72,20 @@ class Edge:
         if scope["method"] == "OPTIONS":
             await self._options(scope, send)
             return
-        limit = MAX_GATEWAY_BODY_BYTES if is_gateway(path) else MAX_BODY_BYTES
+        gateway = is_gateway(path)
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in scope["query_string"]:
+            status = 400 if gateway else 422
+            await _send_json(send, status, error_body(path, status, NUL_MESSAGE, "nul_character"))
+            return
+        limit = MAX_GATEWAY_BODY_BYTES if gateway else MAX_BODY_BYTES
         length = _content_length(scope)
         if length is not None and length > limit:
             await _refuse(send, path, limit)
             return
-        if length is not None:
-            await self.app(scope, receive, send)
+        if gateway and length is not None:
+            await self.app(scope, receive, send)  # the hot path: the gateway reads it itself
             return
-        # a body of unknown length is read here, up to the limit, and handed on whole
+        # other bodies are read here, up to the limit, checked, and handed on whole
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -82,7 +100,11 @@ class Edge:
                 return
             if not message.get("more_body", False):
                 break
-        await self.app(scope, _replay(chunks, None, receive), send)
+        body = b"".join(chunks)
+        if not gateway and b"\\u0000" in body and _JSON_NUL.search(body):
+            await _send_json(send, 422, error_body(path, 422, NUL_MESSAGE, "nul_character"))
+            return
+        await self.app(scope, _replay([body], None, receive), send)
 
     async def _options(self, scope: Scope, send: Send) -> None:
         methods = allowed_methods(scope.get("app"), scope["path"])

@@ -68,6 +68,8 @@ def check_request(body: dict[str, Any], path: str) -> str:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise BadRequest("you must provide a model parameter", "model")
+    if "\0" in name:
+        raise BadRequest("model may not contain NUL characters", "model")
     if path == "/v1/chat/completions":
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:

@@ -188,6 +188,7 @@ def _document(app: FastAPI) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             if path.startswith("/v1/"):
                 responses.pop("422", None)
+                responses.update(_errors({400: GATEWAY_ERRORS[400]}, "OpenAIError"))
                 responses.update(_errors({401: GATEWAY_ERRORS[401]}, "OpenAIError"))
                 if path.startswith("/v1/models/"):
                     responses.update(_errors({404: GATEWAY_ERRORS[404]}, "OpenAIError"))

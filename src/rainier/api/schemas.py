@@ -15,6 +15,7 @@ T = TypeVar("T")
 # column and a file offset.
 MAX_OFFSET = 2**53
 MAX_METRICS = 256
+MAX_STEP = 2**31 - 1  # job_metrics.step is a 32-bit column
 
 
 class Out(BaseModel):
@@ -140,7 +141,7 @@ class JobDetail(JobOut):
 
 class MetricsIn(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    step: int = Field(strict=True, ge=0, le=MAX_OFFSET)
+    step: int = Field(strict=True, ge=0, le=MAX_STEP)
     metrics: dict[Annotated[str, Field(max_length=64)], Annotated[float, Field(strict=True)]] = (
         Field(max_length=MAX_METRICS)
     )

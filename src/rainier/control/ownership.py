@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from rainier.spec import MAX_PATH_CHARS, MAX_PATH_COMPONENT_CHARS
+from rainier.limits import MAX_PATH_CHARS, MAX_PATH_COMPONENT_CHARS
 from rainier.store.tables import Job
 
 

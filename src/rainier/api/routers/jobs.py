@@ -24,7 +24,8 @@ from rainier.api.schemas import (
     Page,
     TaskOut,
 )
-from rainier.spec import MAX_NODES_PER_JOB, JobSpec
+from rainier.limits import MAX_NODES_PER_JOB
+from rainier.spec import JobSpec
 from rainier.store.db import Store
 from rainier.store.tables import (
     TERMINAL_STATES,

@@ -20,7 +20,8 @@ from rainier.api.schemas import Page
 from rainier.config import Settings
 from rainier.control.deployments import ModelRefError, find_model, register_model
 from rainier.control.ownership import ModelRoots, NotOwnedError, owned_model_dir
-from rainier.spec import MAX_PATH_CHARS, Name
+from rainier.limits import MAX_PATH_CHARS
+from rainier.spec import Name
 from rainier.store.tables import Model, Tenant
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
