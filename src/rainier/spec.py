@@ -446,7 +446,7 @@ def validate_document(data: Any) -> BaseModel:
 def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
     from rainier.spec_hints import friendly
 
-    model = DOCUMENT_MODELS.get(kind)
+    model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]

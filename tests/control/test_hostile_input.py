@@ -13,6 +13,7 @@ import pytest
 
 from rainier.cli.client import Client
 from rainier.serve.tiny_model import build_tiny_llama
+from rainier.spec import SpecError, validate_document
 
 from .conftest import Cloud, job_state, wait_until
 
@@ -256,3 +257,16 @@ def test_nul_characters_are_refused_before_the_database(alpha: Client) -> None:
     body = json.dumps({"model": "a\u0000b", "prompt": "x"})
     response = post_raw(alpha, "/v1/completions", body)
     assert response.status_code == 400 and openai_error(response)["param"] == "model"
+
+
+def test_a_kind_that_is_not_a_name_is_a_field_error(alpha: Client) -> None:
+    """`kind` picks the document's model for friendlier messages; a list or an object there
+    must be refused as a bad field, not break the lookup."""
+    for path in ("/api/v1/jobs", "/api/v1/contracts", "/api/v1/tenants", "/api/v1/plans"):
+        for kind in ({}, [], {"a": 1}):
+            response = alpha.http.post(path, json={"kind": kind, "name": "x"})
+            assert response.status_code == 422, (path, kind, response.text)
+            assert field_of(response) == "kind" or "kind" in response.text
+    for kind in ({}, ["Job"]):
+        with pytest.raises(SpecError):
+            validate_document({"kind": kind, "name": "x"})

@@ -86,7 +86,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         body = exc.body if isinstance(exc.body, dict) else {}
-        model = DOCUMENT_MODELS.get(body.get("kind"))
+        kind = body.get("kind")
+        model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
