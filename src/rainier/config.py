@@ -18,6 +18,10 @@ class Settings:
     tick_s: float = 0.2
     lease_s: float = 10.0
     reconcile: bool = True
+    # RAINIER_ISOLATION: auto (sandbox tasks where the machine can), required, off
+    isolation: str = "auto"
+    # RAINIER_SANDBOX_UIDS: the uids tenants' tasks run as, `first-last`
+    sandbox_uids: str = "900000-999999"
 
     @property
     def logs_dir(self) -> Path:
@@ -30,6 +34,11 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def work_dir(self) -> Path:
+        """Where each job's tasks get a private working folder (their `HOME` and cwd)."""
+        return self.home / "work"
 
     @property
     def control_url(self) -> str:
@@ -47,6 +56,8 @@ class Settings:
             "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
             "port": int(os.environ.get("RAINIER_PORT", "8000")),
             "reconcile": os.environ.get("RAINIER_RECONCILE", "1") != "0",
+            "isolation": os.environ.get("RAINIER_ISOLATION", "auto"),
+            "sandbox_uids": os.environ.get("RAINIER_SANDBOX_UIDS", "900000-999999"),
         }
         values.update(overrides)
         if (

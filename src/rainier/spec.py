@@ -29,15 +29,25 @@ class Flavor:
     peak_tflops: float
     memory_gb: float
     list_usd_per_chip_hour: Decimal
+    # how a task is handed its chips: a device variable, or "cpu" for an affinity of cores
+    device_env: str = "cpu"
+    # host memory a task may use per chip it holds, unless its spec says otherwise
+    task_memory_gb_per_chip: float = 16.0
+    # device indices per chip in `device_env` (a trn2 chip is 4 logical NeuronCores)
+    devices_per_chip: int = 1
+
+    def device_ids(self, chip_ids: tuple[int, ...]) -> tuple[int, ...]:
+        n = self.devices_per_chip
+        return tuple(c * n + k for c in chip_ids for k in range(n))
 
 
 FLAVORS: dict[str, Flavor] = {
     f.name: f
     for f in (
-        Flavor("h200", 989.0, 141.0, Decimal("4.50")),
-        Flavor("gb200", 2500.0, 192.0, Decimal("7.00")),
-        Flavor("trn2", 667.0, 96.0, Decimal("3.20")),
-        Flavor("cpu", 0.1, 16.0, Decimal("0.05")),
+        Flavor("h200", 989.0, 141.0, Decimal("4.50"), "CUDA_VISIBLE_DEVICES", 200.0),
+        Flavor("gb200", 2500.0, 192.0, Decimal("7.00"), "CUDA_VISIBLE_DEVICES", 200.0),
+        Flavor("trn2", 667.0, 96.0, Decimal("3.20"), "NEURON_RT_VISIBLE_CORES", 120.0, 4),
+        Flavor("cpu", 0.1, 16.0, Decimal("0.05"), "cpu", 16.0),
     )
 }
 
@@ -226,6 +236,9 @@ class JobSpec(Document):
     within: TopologyLevel | None = Field(None, description="keep the whole gang in one ...")
     max_duration_s: float | None = Field(None, gt=0)
     grace_period_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM to SIGKILL")
+    memory_gb: float | None = Field(
+        None, gt=0, le=65536, description="host memory per task; default per chip of the flavor"
+    )
     preemptible: bool = True
     may_preempt_own: bool = Field(False, description="may preempt its tenant's lower priority")
 

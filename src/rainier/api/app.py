@@ -23,6 +23,9 @@ from rainier.api.routers import contracts, deployments, jobs, models, nodes, sys
 from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.sandbox import IsolationMode
+
+_MODES = tuple(m.value for m in IsolationMode)
 from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
 from rainier.store.db import Store
@@ -40,10 +43,13 @@ class ServerMetrics:
 
 
 def make_executor(settings: Settings) -> Executor:
+    isolation = IsolationMode(settings.isolation) if settings.isolation in _MODES else None
+    if isolation is None:
+        raise ValueError(f"RAINIER_ISOLATION must be one of {', '.join(_MODES)}")
     if settings.executor == "local":
         from rainier.control.local import LocalExecutor
 
-        return LocalExecutor(settings.tasks_dir)
+        return LocalExecutor(settings.tasks_dir, isolation)
     if settings.executor == "ray":
         from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
 
