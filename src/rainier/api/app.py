@@ -23,14 +23,13 @@ from rainier.api.routers import contracts, deployments, jobs, models, nodes, sys
 from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
 from rainier.control.executor import Executor
-from rainier.control.sandbox import IsolationMode
-
-_MODES = tuple(m.value for m in IsolationMode)
 from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
+from rainier.control.sandbox import IsolationMode
 from rainier.store.db import Store
 
 log = logging.getLogger("rainier.server")
+_MODES = tuple(m.value for m in IsolationMode)
 
 
 @dataclass

@@ -88,9 +88,11 @@ def server(host: str, port: int, workers: int) -> None:
     """Run the control plane (API, gateway, reconciler) in the foreground."""
     from rainier.api.app import serve
     from rainier.config import Settings
+    from rainier.control.sandbox import describe
 
     settings = Settings.from_env(host=host, port=port)
     click.echo(f"rainier control plane on http://{host}:{port} (home {settings.home})", err=True)
+    click.echo(describe(settings.isolation), err=True)
     serve(settings, workers)
 
 
@@ -153,6 +155,7 @@ def node_add(ctx: click.Context, path: str | None, local: bool) -> None:
 def node_ls(ctx: click.Context, output: str) -> None:
     """List nodes with their use."""
     columns = ["name", "flavor", "chips", "used_chips", "zone", "block", "rack", "source"]
+    columns.append("isolation")
     emit(client(ctx).get("/api/v1/nodes"), output, columns)
 
 

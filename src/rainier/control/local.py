@@ -24,6 +24,7 @@ from rainier.control import sandbox, taskrun
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 
 SPAWN_GRACE_S = 5.0
+REFUSED_EXIT_CODE = 126  # as a shell answers a command it cannot run
 log = logging.getLogger("rainier.local")
 
 
@@ -61,10 +62,13 @@ class LocalExecutor:
         task_dir = self._dir(launch.task_id)
         if (task_dir / "spawned").exists():
             return self._handle(task_dir)
-        found = sandbox.decide(self.isolation_mode)
-        run = taskrun.run_of(launch, found.bwrap if found else None)
         task_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(task_dir, 0o700)
+        try:
+            found = sandbox.decide(self.isolation_mode)
+        except sandbox.SandboxUnavailable as exc:
+            return self._refuse(task_dir, str(exc))
+        run = taskrun.run_of(launch, found.bwrap if found else None)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         taskrun.make_folders(run, launch)
         (task_dir / "launch.json").write_text(json.dumps(run.to_json()))
@@ -80,6 +84,15 @@ class LocalExecutor:
             )
         self._children[launch.task_id] = proc
         return {"pid": proc.pid, "pgid": proc.pid, "dir": str(task_dir), "started_us": spawned_us}
+
+    def _refuse(self, task_dir: Path, reason: str) -> dict[str, Any]:
+        """Records a task that never ran: it ends at once with `reason`, holding no chips."""
+        now_us = time.time_ns() // 1000
+        (task_dir / "spawned").write_text(f"{now_us // 1_000_000}.{now_us % 1_000_000:06d}")
+        (task_dir / "ending").write_text(reason)
+        (task_dir / "exited_at").write_text(str(now_us))
+        (task_dir / "exit").write_text(str(REFUSED_EXIT_CODE))
+        return {"pid": None, "pgid": None, "dir": str(task_dir), "started_us": now_us}
 
     def _handle(self, task_dir: Path) -> dict[str, Any]:
         pid = _read_int(task_dir / "pid")

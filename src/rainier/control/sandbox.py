@@ -159,16 +159,16 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
     made: list[str] = ["/tmp", "/dev", "/proc", *SYSTEM_DIRS]
     for path in conf.runtime:
-        argv += _parents(path, made) + ["--ro-bind", path, path]
+        argv += [*_parents(path, made), "--ro-bind", path, path]
         made.append(path)
     for path in conf.hidden:  # RAINIER_HOME, where it lies under a folder bound above
         if _within(path, conf.runtime):
             argv += ["--tmpfs", path]
             made.append(path)
     for path in conf.read_only:
-        argv += _parents(path, made) + ["--ro-bind-try", path, path]
+        argv += [*_parents(path, made), "--ro-bind-try", path, path]
     for path in conf.read_write:
-        argv += _parents(path, made) + ["--bind", path, path]
+        argv += [*_parents(path, made), "--bind", path, path]
     argv += ["--chdir", conf.workdir, "--"]
     argv += ["setpriv", f"--reuid={conf.uid}", f"--regid={conf.uid}", "--clear-groups"]
     argv += ["--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
@@ -230,3 +230,15 @@ def _allows(st: os.stat_result, uid: int, bits: int) -> bool:
     if st.st_uid == uid:
         return st.st_mode & (bits << 6) == bits << 6
     return st.st_mode & bits == bits
+
+
+def describe(mode: str) -> str:
+    """One line for the server's start: whether tasks will be sandboxed, and if not why."""
+    if mode == IsolationMode.OFF:
+        return "tasks are NOT isolated: RAINIER_ISOLATION=off"
+    found = probe()
+    if found.ok:
+        return f"tasks run in a sandbox ({found.reason})"
+    if mode == IsolationMode.REQUIRED:
+        return f"tasks will NOT start: RAINIER_ISOLATION=required but {found.reason}"
+    return f"tasks are NOT isolated: {found.reason} (see docs/security.md)"

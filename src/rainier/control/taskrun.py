@@ -8,6 +8,7 @@ exit code, when it let go of its chips) where the task cannot reach them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from rainier.control.executor import TaskLaunch
 from rainier.control.sandbox import Confinement, bwrap_argv, readable_by, task_environment
 
 MIB = 1024 * 1024
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,13 @@ class Started:
             self.cgroup.remove()
 
 
-def start(run: TaskRun, stdout: IO[bytes] | int | None, *, own_session: bool = False) -> Started:
+def start(
+    run: TaskRun,
+    stdout: IO[bytes] | int | None,
+    *,
+    own_session: bool = False,
+    die_with_parent: bool = False,
+) -> Started:
     """Starts the task. Confined, its process enters the task's cgroup and drops to the
     tenant's uid inside bubblewrap; bare, it still gets only its own environment and cores."""
     env = task_environment(run.env, run.workdir)
@@ -107,17 +115,22 @@ def start(run: TaskRun, stdout: IO[bytes] | int | None, *, own_session: bool = F
         cwd=cwd or None,
         close_fds=True,
         start_new_session=own_session,
-        preexec_fn=_prepare(run, cgroup),
+        preexec_fn=_prepare(run, cgroup, die_with_parent),
     )
     return Started(proc, cgroup, run)
 
 
-def _prepare(run: TaskRun, cgroup: TaskCgroup | None) -> Callable[[], None]:
+def _prepare(run: TaskRun, cgroup: TaskCgroup | None, die_with_parent: bool) -> Callable[[], None]:
     """What the child does before it execs: enter its cgroup, take its cores and, under
-    bubblewrap, leave SIGTERM to the workload (the sandbox must not die of it)."""
+    bubblewrap, leave SIGTERM to the workload (the sandbox must not die of it). With
+    `die_with_parent` the task is killed when its starter dies (bubblewrap does that itself)."""
     cpus = set(run.cpus)
 
     def prepare() -> None:
+        if die_with_parent:
+            with contextlib.suppress(OSError, AttributeError):
+                libc = ctypes.CDLL("libc.so.6", use_errno=True)
+                libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if cgroup is not None:
             cgroup.enter()
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
