@@ -152,12 +152,13 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
             argv += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
+    argv += ["--proc", "/proc", "--dev", "/dev"]
+    argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
     if conf.gpu_devices:
         for name in sorted(os.listdir("/dev")):
             if name in GPU_DEVICES or (name.startswith("nvidia") and name[6:].isdigit()):
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
-    made: list[str] = ["/tmp", "/dev", "/proc", *SYSTEM_DIRS]
+    made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS]  # mounted trees: no --dir inside
     for path in conf.runtime:
         argv += [*_parents(path, made), "--ro-bind", path, path]
         made.append(path)
