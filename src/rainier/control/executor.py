@@ -38,6 +38,8 @@ class TaskLaunch:
     read_write: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
+    # inputs under this folder are checked from it down (a tenant's checkpoints, its models)
+    inputs_root: str | None = None
     memory_bytes: int | None = None
 
 

@@ -30,6 +30,13 @@ class Launches:
         self.settings = settings
         self.uids = TenantUids(store, parse_range(settings.sandbox_uids))
 
+    def _inputs(self, spec: dict[str, Any], command: list[str], *, replica: bool) -> list[str]:
+        """Of the control plane's own folders only checkpoints (and models exported there)
+        may be a task's input; the database, logs and task records never."""
+        home, ckpts = self.settings.home, self.settings.checkpoints_dir
+        paths = inputs_of(spec, command, replica=replica)
+        return [p for p in paths if not _under(p, home) or _under(p, ckpts)]
+
     def launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
         placement = job.placement or {}
         nodes: list[str] = placement.get("nodes", [])
@@ -86,10 +93,15 @@ class Launches:
             uid=self.uids.uid_of(job.tenant_id),
             workdir=str(workdir),
             read_write=(str(ckpt), str(workdir)),
-            read_only=tuple(inputs_of(spec, command, replica=job.kind == "replica")),
+            read_only=tuple(self._inputs(spec, command, replica=job.kind == "replica")),
             hidden=(str(self.settings.home),),
+            inputs_root=str(self.settings.checkpoints_dir),
             memory_bytes=int(float(memory_gb) * GIB),
         )
+
+
+def _under(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(str(root).rstrip("/") + "/")
 
 
 def chips_of(placement: dict[str, Any], rank: int) -> tuple[int, ...]:

@@ -208,15 +208,22 @@ def task_environment(env: Mapping[str, str], workdir: str | None) -> dict[str, s
     return {**base, **env}
 
 
-def readable_by(uid: int, path: str) -> bool:
+def readable_by(uid: int, path: str, below: str | None = None) -> bool:
     """Whether `uid` could read `path` by its own rights: every folder above it searchable and
     the path itself readable, by owner or by others. A sandbox binds a task's inputs only then,
     so naming a path never grants what the tenant's user could not read anyway (bind mounts
-    skip the permission checks of the folders above)."""
+    skip the permission checks of the folders above). With `below`, only the folders under
+    that one count: the control plane's checkpoint root, whose tenants' folders are their own."""
     real = os.path.realpath(path)
     parts = Path(real).parts
+    first = 1
+    if below is not None:
+        root = os.path.realpath(below)
+        if not _within(real, [root]) or real == root:
+            return False
+        first = len(Path(root).parts) + 1
     try:
-        for depth in range(1, len(parts)):
+        for depth in range(first, len(parts)):
             st = os.stat(Path(*parts[:depth]))
             if not _allows(st, uid, 0o1):
                 return False

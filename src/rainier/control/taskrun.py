@@ -176,7 +176,7 @@ def run_of(launch: TaskLaunch, bwrap: str | None) -> TaskRun:
         confinement = Confinement(
             uid=launch.uid,
             read_write=launch.read_write,
-            read_only=tuple(p for p in launch.read_only if readable_by(launch.uid, p)),
+            read_only=tuple(p for p in launch.read_only if _may_read(launch, p)),
             workdir=workdir,
             hidden=launch.hidden,
             cpus=cpus,
@@ -193,6 +193,14 @@ def run_of(launch: TaskLaunch, bwrap: str | None) -> TaskRun:
         confinement=confinement,
         bwrap=bwrap if confinement else None,
     )
+
+
+def _may_read(launch: TaskLaunch, path: str) -> bool:
+    assert launch.uid is not None
+    root = launch.inputs_root
+    if root and (path == root or path.startswith(root.rstrip("/") + "/")):
+        return readable_by(launch.uid, path, below=root)
+    return readable_by(launch.uid, path)
 
 
 def make_folders(run: TaskRun, launch: TaskLaunch) -> None:
