@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tests.control.server_process import ServerProcess
 from rainier.cli.client import Client
 from rainier.control.local import spawned_micros
 from rainier.store.db import Store
 from rainier.store.tables import Task, UsageLineRow
+from tests.control.server_process import ServerProcess
 
 from .conftest import FAST_METERING, wait_until
 

@@ -4,6 +4,8 @@ the tests of this package share (a replica takes seconds to start; the tests tak
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -63,8 +65,14 @@ class Cloud:
 
 
 @pytest.fixture(scope="package")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+def model_dir() -> Iterator[Path]:
+    """A model folder the tenants' users may read: a sandboxed replica is given no more."""
+    root = Path(tempfile.mkdtemp(prefix="rainier-model-"))
+    folder = build_tiny_llama(root / "tiny-llama")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield folder
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")

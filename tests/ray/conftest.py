@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from .raykit import Cloud, RayCluster, Target, control_plane, ray_cluster
 
 

@@ -17,6 +17,11 @@ from typing import Any
 import httpx
 import pytest
 import ray
+
+from rainier.config import Settings
+from rainier.control.executor import TaskLaunch, TaskStatus
+from rainier.control.ray import RayExecutor
+
 from .raykit import (
     HEAD,
     Cloud,
@@ -28,10 +33,6 @@ from .raykit import (
     wait_until,
     write_corpus,
 )
-
-from rainier.config import Settings
-from rainier.control.executor import TaskLaunch, TaskStatus
-from rainier.control.ray import RayExecutor
 
 pytestmark = pytest.mark.ray
 PY = sys.executable

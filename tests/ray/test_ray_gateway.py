@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from openai import OpenAI
-from .raykit import HEAD, Cloud, RayCluster, job_state, wait_until
 
 from rainier.serve.tiny_model import build_tiny_llama
+
+from .raykit import HEAD, Cloud, RayCluster, job_state, wait_until
 
 pytestmark = pytest.mark.ray
 READY_S = 300

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from .trainkit import ControlPlaneStub, Reference, clean_env, run_to_end, train_args, write_corpus
 
 

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from .trainkit import clean_env
 
 from rainier.train.__main__ import main
+
+from .trainkit import clean_env
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from .trainkit import Reference, Run, clean_env, final_weights, free_port, max_abs_diff, train_args
 
 

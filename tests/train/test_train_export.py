@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from .trainkit import Reference, final_state
 
 from rainier.train.config import PRESETS, ModelConfig, build_config
 from rainier.train.export import export
 from rainier.train.model import Transformer
 from rainier.train.tokenizer import END_OF_TEXT
+
+from .trainkit import Reference, final_state
 
 transformers = pytest.importorskip("transformers")
 

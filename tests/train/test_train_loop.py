@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from .trainkit import free_port
 
 from rainier.allocator import keep_freed_memory
 from rainier.train import checkpoint
 from rainier.train.config import PRESETS
 from rainier.train.env import RunEnv
 from rainier.train.loop import EXIT_DIVERGED, EXIT_OK, TrainArgs, train
+
+from .trainkit import free_port
 
 
 def args_for(corpus: Path, data_cache: Path, tmp_path: Path, **changes: object) -> TrainArgs:

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from .trainkit import Reference
 
 from rainier.api.embedded import EmbeddedServer
 from rainier.cli.client import Client
 from rainier.cli.main import cli
 from rainier.config import Settings
+
+from .trainkit import Reference
 
 
 def test_models_lists_every_registered_version(reference: Reference, tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ import signal
 from pathlib import Path
 
 import pytest
-from .trainkit import Reference, Run, clean_env, final_weights, max_abs_diff, run_to_end, train_args
 
 from rainier.train import checkpoint
+
+from .trainkit import Reference, Run, clean_env, final_weights, max_abs_diff, run_to_end, train_args
 
 STEPS = 16
 
