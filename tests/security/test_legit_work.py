@@ -143,3 +143,5 @@ def test_a_trained_model_is_served_through_the_gateway(sealed: Sealed, corpus: P
         j for j in acme.get("/api/v1/jobs", state=["running"])["items"] if j["name"] != "tiny-gpt"
     ]
     assert "rainier.serve" in " ".join(replica["spec"]["command"])
+    acme.delete(f"/api/v1/deployments/{acme.get('/api/v1/deployments/chat')['id']}")
+    wait_until(finished(acme, replica["id"]), 60, "the replica to stop")

@@ -158,7 +158,8 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
         for name in sorted(os.listdir("/dev")):
             if name in GPU_DEVICES or (name.startswith("nvidia") and name[6:].isdigit()):
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
-    made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS]  # mounted trees: no --dir inside
+    # trees mounted above (no --dir inside them) and folders made already
+    made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS, "--dir /tmp"]
     for path in conf.runtime:
         argv += [*_parents(path, made), "--ro-bind", path, path]
         made.append(path)
