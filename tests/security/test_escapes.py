@@ -3,107 +3,18 @@ tenant's job, the control plane and the records billing trusts are untouched."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import rainier
-
-from .conftest import PY, SECRET_NAME, Sealed, finished, logs, needs_sandbox, wait_until
+from .conftest import PY, Sealed, finished, logs, needs_sandbox, wait_until
+from .escapes import run_probe
 
 pytestmark = needs_sandbox
-
-ALPHA = """
-import os, pathlib, sys, time
-ckpt = pathlib.Path(os.environ["RAINIER_CHECKPOINT_DIR"])
-(ckpt / "weights").write_text("alpha-private-weights")
-(ckpt / "export").mkdir(exist_ok=True)
-(ckpt / "export" / "config.json").write_text("alpha-private-model")
-pathlib.Path("/tmp/alpha-scratch").write_text("alpha-private-tmp")
-pathlib.Path("/dev/shm/alpha-shm").write_text("alpha-private-shm")
-print("alpha-secret-log", sys.argv[1], "cores", sorted(os.sched_getaffinity(0)), flush=True)
-while True:
-    time.sleep(0.1)
-"""
-
-
-@dataclass
-class Probed:
-    results: dict[str, str]
-    own: dict[str, Any]
-    alpha_job: str
-    alpha_cores: list[int]
-    alpha_pids: list[int]
-    home: Path
-
-
-def run_probe(cloud: Sealed, skip: tuple[str, ...] = ()) -> Probed:
-    """Alpha runs a job holding secrets; beta's job then tries every escape against it."""
-    cloud.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
-    alpha, beta = cloud.tenant("alpha"), cloud.tenant("beta")
-    marker = f"alpha-marker-{secrets.token_hex(4)}"
-    a = alpha.post(
-        "/api/v1/jobs", {"kind": "Job", "name": "weights", "command": [PY, "-c", ALPHA, marker]}
-    )
-    wait_until(lambda: "alpha-secret-log" in logs(alpha, a["id"]), what="alpha's job")
-    alpha_cores = json.loads(logs(alpha, a["id"]).split("cores ")[1].splitlines()[0])
-    home = Path(cloud.settings.home)
-    alpha_task = home / "tasks" / f"{a['id']}.a0.r0"
-    alpha_pids = _descendants(int((alpha_task / "pid").read_text()))
-    (home / "credentials.json").write_text('{"key": "rk_operator-secret"}')
-    targets = {
-        "home": str(home),
-        "database": str(home / "rainier.db"),
-        "credentials": str(home / "credentials.json"),
-        "server_secret_name": SECRET_NAME,
-        "server_secret_value": cloud.secret,
-        "server_pid": os.getpid(),
-        "other_checkpoint": str(home / "checkpoints" / a["id"] / "weights"),
-        "other_model": str(home / "checkpoints" / a["id"] / "export"),
-        "other_log": str(home / "logs" / a["id"] / "rank-0.log"),
-        "other_task_dir": str(alpha_task),
-        "other_marker": marker,
-        "other_pid": max(alpha_pids),
-        "other_job": a["id"],
-        # the job's own id is only known once submitted: the shell puts it in for OWN
-        "own_task_dir": str(home / "tasks" / "OWN"),
-        "runtime": str(Path(rainier.__file__).resolve().parent),
-        "control_url": cloud.server.url,
-        "all_cores": sorted(os.sched_getaffinity(0)),
-        "skip": list(skip),
-    }
-    fill_in = 'exec "$0" -c "$1" "$(echo "$2" | sed "s/OWN/$RAINIER_JOB_ID.a0.r0/")"'
-    probe_source = (Path(__file__).parent / "probe.py").read_text()
-    command = ["/bin/sh", "-c", fill_in, PY, probe_source, json.dumps(targets)]
-    b = beta.post("/api/v1/jobs", {"kind": "Job", "name": "escape", "command": command})
-    done = wait_until(finished(beta, b["id"]), 120, "the hostile job")
-    out = logs(beta, b["id"])
-    assert done["state"] == "succeeded", out
-    own = json.loads(out.split("OWN ")[1].splitlines()[0])
-    own["job"] = b["id"]
-    results = json.loads(out.split("PROBE ")[1].splitlines()[0])
-    return Probed(results, own, a["id"], alpha_cores, alpha_pids, home)
-
-
-def _descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        children = Path(f"/proc/{current}/task/{current}/children")
-        with contextlib.suppress(OSError):
-            todo += [int(c) for c in children.read_text().split()]
-    return found
 
 
 def test_a_hostile_job_escapes_nothing(sealed: Sealed) -> None:
     alpha = sealed.tenant("alpha")
-    before_weights = None
-    probed = run_probe(sealed)
+    sealed.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
+    probed = run_probe(sealed, sealed.server.url, sealed.secret)
     results, home, a = probed.results, probed.home, probed.alpha_job
 
     escaped = {k: v for k, v in results.items() if not v.startswith("blocked")}
@@ -120,7 +31,7 @@ def test_a_hostile_job_escapes_nothing(sealed: Sealed) -> None:
     assert alpha.get(f"/api/v1/jobs/{a}")["state"] == "running"
     assert all(Path(f"/proc/{pid}").exists() for pid in probed.alpha_pids)
     assert (home / "checkpoints" / a / "weights").read_text() == "alpha-private-weights"
-    assert before_weights is None and not (home / "checkpoints" / "planted").exists()
+    assert not (home / "checkpoints" / "planted").exists()
     assert not (home / "rainier-escape").exists()
     assert alpha.get(f"/api/v1/jobs/{a}/metrics") == []
     beta = sealed.tenant("beta")
@@ -134,7 +45,8 @@ def test_a_hostile_job_escapes_nothing(sealed: Sealed) -> None:
 
 def test_without_the_sandbox_the_same_probe_escapes(bare: Sealed) -> None:
     """The probe finds what is there to find: run bare, its attempts succeed."""
-    probed = run_probe(bare, skip=("signal the control plane",))
+    bare.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
+    probed = run_probe(bare, bare.server.url, bare.secret, skip=("signal the control plane",))
     escaped = {k for k, v in probed.results.items() if v.startswith("escaped")}
     assert {
         "read the database",

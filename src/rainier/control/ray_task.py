@@ -94,6 +94,7 @@ class TaskProcess:
         if self.proc is not None and self.exit_code is None:
             self.exit_code = self.proc.poll()
             if self.exit_code is not None and self.started is not None:
+                self.exit_code = self.started.exit_code(self.exit_code)
                 self.ending = self.started.ending()
                 self.started.release()
         observed = Observed(

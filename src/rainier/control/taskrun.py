@@ -74,6 +74,13 @@ class Started:
     def __init__(self, proc: subprocess.Popen[bytes], cgroup: TaskCgroup | None, run: TaskRun):
         self.proc, self.cgroup, self.run = proc, cgroup, run
 
+    def exit_code(self, raw: int) -> int:
+        """The task's exit code as a bare process reports it: bubblewrap says "killed by
+        signal N" as 128 + N, as a shell does; Popen says -N."""
+        if self.cgroup is not None and 128 < raw < 128 + 65:
+            return -(raw - 128)
+        return raw
+
     def ending(self) -> str | None:
         """Why the task ended, when its exit code alone would not say it."""
         if self.cgroup is not None and self.cgroup.oom_killed():

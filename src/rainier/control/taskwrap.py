@@ -56,6 +56,7 @@ def main(argv: list[str]) -> int:
             except InterruptedError:
                 continue
     if started is not None:
+        code = started.exit_code(code)
         ending = started.ending()
         started.release()
         if ending:
