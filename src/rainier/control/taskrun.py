@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO, Any
 
 from rainier.control.cgroups import Limits, TaskCgroup
@@ -37,7 +37,6 @@ class TaskRun:
     cpu_quota_cores: float | None = None
     confinement: Confinement | None = None
     bwrap: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
