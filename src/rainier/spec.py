@@ -7,7 +7,9 @@ with the field path and, for YAML, the line it came from.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,7 +25,8 @@ TopologyLevel = Literal["zone", "block", "rack"]
 
 @dataclass(frozen=True)
 class Flavor:
-    """A kind of accelerator: what one chip can do and what it costs at list price."""
+    """A kind of accelerator: what one chip can do, what it costs at list price, and how a task
+    is handed its chips. Operators publish them as `kind: Flavor` documents."""
 
     name: str
     peak_tflops: float
@@ -35,21 +38,47 @@ class Flavor:
     task_memory_gb_per_chip: float = 16.0
     # device indices per chip in `device_env` (a trn2 chip is 4 logical NeuronCores)
     devices_per_chip: int = 1
+    # peak TFLOP/s per dtype; `peak_tflops` is the bf16 one (what MFU is measured against)
+    peak_tflops_by_dtype: tuple[tuple[str, float], ...] = ()
 
     def device_ids(self, chip_ids: tuple[int, ...]) -> tuple[int, ...]:
         n = self.devices_per_chip
         return tuple(c * n + k for c in chip_ids for k in range(n))
 
 
-FLAVORS: dict[str, Flavor] = {
+def _f(name: str, bf16: float, mem: float, usd: str, env: str, host: float, per: int = 1) -> Flavor:
+    return Flavor(name, bf16, mem, Decimal(usd), env, host, per, (("bf16", bf16),))
+
+
+CUDA, NEURON, HIP = "CUDA_VISIBLE_DEVICES", "NEURON_RT_VISIBLE_CORES", "HIP_VISIBLE_DEVICES"
+# What a fresh installation knows; an operator changes any of them, or adds others, with a
+# `kind: Flavor` document (stored in the database), which wins over these.
+DEFAULT_FLAVORS: dict[str, Flavor] = {
     f.name: f
     for f in (
-        Flavor("h200", 989.0, 141.0, Decimal("4.50"), "CUDA_VISIBLE_DEVICES", 200.0),
-        Flavor("gb200", 2500.0, 192.0, Decimal("7.00"), "CUDA_VISIBLE_DEVICES", 200.0),
-        Flavor("trn2", 667.0, 96.0, Decimal("3.20"), "NEURON_RT_VISIBLE_CORES", 120.0, 4),
-        Flavor("cpu", 0.1, 16.0, Decimal("0.05"), "cpu", 16.0),
+        _f("h200", 989.0, 141.0, "4.50", CUDA, 200.0),
+        _f("gb200", 2500.0, 192.0, "7.00", CUDA, 200.0),
+        _f("trn2", 667.0, 96.0, "3.20", NEURON, 120.0, 4),
+        _f("cpu", 0.1, 16.0, "0.05", "cpu", 16.0),
+        _f("h100", 989.0, 80.0, "3.00", CUDA, 200.0),
+        _f("mi300x", 1307.0, 192.0, "3.50", HIP, 200.0),
+        _f("l4", 121.0, 24.0, "0.80", CUDA, 48.0),
+        _f("trn1", 190.0, 32.0, "1.35", NEURON, 32.0, 2),
     )
 }
+# The catalog in force in this process: the defaults, then the operator's documents as the
+# control plane loads them (`install_catalog`). Everything that needs a flavor reads it here.
+FLAVORS: dict[str, Flavor] = dict(DEFAULT_FLAVORS)
+_reload: list[Callable[[], None]] = []
+
+
+def install_catalog(flavors: dict[str, Flavor], reload: Callable[[], None] | None = None) -> None:
+    """Puts a catalog in force; `reload` is called when a document names a flavor the catalog
+    does not hold (another server process may have just published it)."""
+    FLAVORS.update(flavors)  # never empty in between: a request may be validating meanwhile
+    for name in set(FLAVORS) - set(flavors):
+        del FLAVORS[name]
+    _reload[:] = [reload] if reload is not None else []
 
 
 class Document(BaseModel):
@@ -290,14 +319,59 @@ class DeploymentSpec(Document):
         return self
 
 
+class FlavorSpec(Document):
+    """An operator's accelerator: its chips' memory and peaks, its list price and how a task
+    is handed its chips. Publishing a new price never reprices what was billed before."""
+
+    kind: Literal["Flavor"] = "Flavor"
+    name: Name
+    memory_gb: float = Field(gt=0, le=65536, description="memory of one chip")
+    peak_tflops: dict[str, float] = Field(
+        min_length=1, description="dtype -> dense TFLOP/s of one chip, e.g. {bf16: 989}"
+    )
+    list_usd_per_chip_hour: Decimal = Field(ge=0, max_digits=12, decimal_places=6)
+    device_env: Literal[
+        "CUDA_VISIBLE_DEVICES", "NEURON_RT_VISIBLE_CORES", "HIP_VISIBLE_DEVICES", "cpu"
+    ] = Field(description="how a task is handed its chips; cpu = an affinity of cores")
+    devices_per_chip: int = Field(1, ge=1, le=64, description="device indices per chip")
+    task_memory_gb_per_chip: float = Field(
+        16.0, gt=0, le=65536, description="host memory a task gets per chip by default"
+    )
+
+    @model_validator(mode="after")
+    def _peaks(self) -> FlavorSpec:
+        for dtype, value in self.peak_tflops.items():
+            if not re.fullmatch(r"[a-z0-9_]{1,16}", dtype) or not 0 < value < 1e7:
+                raise ValueError(f"peak_tflops.{dtype}: must be a dtype name and > 0")
+        return self
+
+    def flavor(self) -> Flavor:
+        peaks = self.peak_tflops
+        main = peaks.get("bf16", max(peaks.values()))
+        return Flavor(
+            self.name,
+            main,
+            self.memory_gb,
+            self.list_usd_per_chip_hour,
+            self.device_env,
+            self.task_memory_gb_per_chip,
+            self.devices_per_chip,
+            tuple(sorted(peaks.items())),
+        )
+
+
 AnyDocument = Annotated[
-    NodeSpec | TenantSpec | ContractSpec | JobSpec | DeploymentSpec, Field(discriminator="kind")
+    NodeSpec | TenantSpec | ContractSpec | JobSpec | DeploymentSpec | FlavorSpec,
+    Field(discriminator="kind"),
 ]
 _ANY = TypeAdapter(AnyDocument)
-KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
+KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment", "Flavor")
 
 
 def check_flavor(flavor: str) -> None:
+    if flavor not in FLAVORS and _reload:
+        with contextlib.suppress(Exception):  # the catalog in force stands
+            _reload[0]()
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
 

@@ -19,13 +19,25 @@ from prometheus_client import CollectorRegistry, Gauge
 from rainier import __version__
 from rainier.api import errors, gateway
 from rainier.api.auth import Authenticator
-from rainier.api.routers import contracts, deployments, jobs, models, nodes, system, tenants, usage
+from rainier.api.routers import (
+    contracts,
+    deployments,
+    flavors,
+    jobs,
+    models,
+    nodes,
+    system,
+    tenants,
+    usage,
+)
 from rainier.api.submissions import SubmissionWriter
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.flavors import install as install_flavors
 from rainier.control.metering import Metering
 from rainier.control.reconciler import Reconciler
 from rainier.control.sandbox import IsolationMode
+from rainier.spec import DEFAULT_FLAVORS, install_catalog
 from rainier.store.db import Store
 
 log = logging.getLogger("rainier.server")
@@ -82,6 +94,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.migrate()
+        install_flavors(store)
         stop = threading.Event()
         thread = None
         lock = None
@@ -113,6 +126,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 app.state.reconciler.executor.close()
             if lock is not None:
                 lock.close()
+            install_catalog(dict(DEFAULT_FLAVORS))
             store.dispose()
 
     app = FastAPI(
@@ -131,7 +145,19 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(gateway.FastPath)
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
-    for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
+    routers = (
+        jobs,
+        gateway,
+        system,
+        tenants,
+        nodes,
+        flavors,
+        contracts,
+        models,
+        deployments,
+        usage,
+    )
+    for module in routers:
         app.include_router(module.router)
     return app
 

@@ -22,6 +22,7 @@ KIND_PATHS = {
     "Contract": "/api/v1/contracts",
     "Job": "/api/v1/jobs",
     "Deployment": "/api/v1/deployments",
+    "Flavor": "/api/v1/flavors",
 }
 TERMINAL = ("succeeded", "failed", "stopped")
 

@@ -69,6 +69,8 @@ class Launches:
             "MASTER_PORT": str(placement.get("master_port", 29500)),
             "PYTHONUNBUFFERED": "1",
         }
+        if flavor is not None:
+            env["RAINIER_FLAVOR_PEAK_TFLOPS"] = repr(flavor.peak_tflops)
         device_env = flavor.device_env if flavor else None
         if flavor and device_env != "cpu" and chip_ids:
             env[flavor.device_env] = ",".join(map(str, flavor.device_ids(chip_ids)))
