@@ -155,6 +155,9 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
     argv += ["--proc", "/proc", "--dev", "/dev"]
     argv += ["--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
     if conf.gpu_devices:
+        # GPU libraries (NCCL's topology, the driver) read /sys; its cgroup tree would name
+        # other tasks, so that part stays hidden
+        argv += ["--ro-bind", "/sys", "/sys", "--tmpfs", "/sys/fs/cgroup"]
         for name in sorted(os.listdir("/dev")):
             if name in GPU_DEVICES or (name.startswith("nvidia") and name[6:].isdigit()):
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
