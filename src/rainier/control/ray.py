@@ -48,13 +48,14 @@ from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 from rainier.control.ray_nodes import NODE_ID_LABEL, Snapshot, chips_resource, read_nodes
 from rainier.control.ray_task import TaskProcess
 from rainier.control.sandbox import Isolation, probe
+from rainier.spec import FLAVORS
 
 log = logging.getLogger("rainier.ray")
 
 NAMESPACE = "rainier"
 GANG_PREFIX = "rainier-gang-"
 ACTOR_PREFIX = "rainier-task-"
-GPU_FLAVORS = frozenset({"h200", "gb200"})
+GPU_DEVICE_ENVS = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"})  # Ray's `GPU`
 ZERO_CHIP_SHARE = 0.001  # a bundle needs some resource; a zero-chip task takes a sliver
 POLL_WAIT_S = 0.2
 START_TIMEOUT_S = 300.0
@@ -280,7 +281,9 @@ class RayExecutor:
 
     def _bundle(self, launch: TaskLaunch, node_gpus: float) -> dict[str, float]:
         bundle = {chips_resource(launch.flavor): float(launch.chips) or ZERO_CHIP_SHARE}
-        if launch.flavor in GPU_FLAVORS and launch.chips and node_gpus >= launch.chips:
+        flavor = FLAVORS.get(launch.flavor)
+        gpus = flavor is not None and flavor.device_env in GPU_DEVICE_ENVS
+        if gpus and launch.chips and node_gpus >= launch.chips:
             bundle["GPU"] = float(launch.chips)
         return bundle
 

@@ -64,8 +64,9 @@ class TaskProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.spec.env, "RAINIER_RAY_NODE_ID": self.node_id}
         gpus = _ray_gpu_ids()
-        if gpus and self.spec.confine.get("device_env") == "CUDA_VISIBLE_DEVICES":
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # the GPUs Ray reserved for us
+        device_env = self.spec.confine.get("device_env")
+        if gpus and device_env in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
+            env[device_env] = ",".join(gpus)  # the GPUs Ray reserved for this actor
         launch = TaskLaunch(
             task_id=self.spec.task_id,
             job_id="",
