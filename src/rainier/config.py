@@ -41,6 +41,11 @@ class Settings:
         return self.home / "work"
 
     @property
+    def storage_dir(self) -> Path:
+        """One prefix per tenant (`storage/<tenant>/`): what a tenant uploads, and may register."""
+        return self.home / "storage"
+
+    @property
     def control_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
@@ -54,7 +59,7 @@ class Settings:
             "executor": os.environ.get("RAINIER_EXECUTOR", "local"),
             "ray_address": os.environ.get("RAINIER_RAY_ADDRESS") or None,
             "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
-            "port": int(os.environ.get("RAINIER_PORT", "8000")),
+            "port": _port(os.environ.get("RAINIER_PORT") or "8000"),
             "reconcile": os.environ.get("RAINIER_RECONCILE", "1") != "0",
             "isolation": os.environ.get("RAINIER_ISOLATION", "auto"),
             "sandbox_uids": os.environ.get("RAINIER_SANDBOX_UIDS", "900000-999999"),
@@ -67,3 +72,69 @@ class Settings:
         ):
             values["database_url"] = f"sqlite:///{Path(str(values['home'])) / 'rainier.db'}"
         return cls(**values)  # type: ignore[arg-type]
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is wrong: said in one sentence, not a traceback."""
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"RAINIER_PORT must be a port number, not {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"RAINIER_PORT must be between 0 and 65535, not {port}")
+    return port
+
+
+EXECUTORS = ("local", "ray")
+ISOLATION_MODES = ("auto", "required", "off")  # see rainier.control.sandbox.IsolationMode
+
+
+def check(settings: Settings) -> None:
+    """Refuses settings the server could not start with, naming the variable to fix.
+
+    The database is connected to once, so a wrong URL, driver or password is found here
+    rather than as a traceback from the first request."""
+    if settings.executor not in EXECUTORS:
+        raise ConfigError(
+            f"RAINIER_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {settings.executor!r}"
+        )
+    if settings.isolation not in ISOLATION_MODES:
+        modes = ", ".join(ISOLATION_MODES)
+        raise ConfigError(f"RAINIER_ISOLATION must be one of {modes}, not {settings.isolation!r}")
+    from rainier.control.uids import parse_range
+
+    try:
+        parse_range(settings.sandbox_uids)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    try:
+        url = make_url(settings.database_url)
+        url.get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(
+            f"RAINIER_DATABASE_URL is not a database URL rainier can use ({exc}); "
+            "e.g. sqlite:////path/rainier.db or postgresql+psycopg://user:pw@host/db"
+        ) from None
+    safe = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "sqlite" and url.database:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args=_connect_args(url.get_backend_name()))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ConfigError(f"cannot connect to the database {safe}: {reason}") from None
+    finally:
+        engine.dispose()
+
+
+def _connect_args(backend: str) -> dict[str, object]:
+    return {"connect_timeout": 5} if backend == "postgresql" else {}

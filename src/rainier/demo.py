@@ -22,7 +22,8 @@ import click
 
 from rainier.api.embedded import EmbeddedServer
 from rainier.cli.client import Client
-from rainier.cli.main import describe_text, statement_text, stream_logs
+from rainier.cli.logs import stream_logs
+from rainier.cli.main import describe_text, statement_text
 from rainier.config import Settings
 
 TENANT = "acme-ai"
@@ -61,6 +62,7 @@ def setup_cloud(op: Client) -> Client:
             "committed_usd": "1000.00",
             "guaranteed_chips": {"cpu": 1},
             "discount": "0.20",
+            "backdate": True,  # a day of reservations, so the bill shows them
         },
     )
     click.echo(
@@ -90,7 +92,7 @@ def run_command_job(tenant: Client) -> None:
         idempotent=True,
     )
     done = wait_for(tenant, job["id"])
-    for chunk in stream_logs(tenant, job["id"], 0, follow=False):
+    for chunk in stream_logs(tenant, job["id"], 0, keep_following=False):
         click.echo(chunk, nl=False)
     click.echo(describe_text(tenant.get(f"/api/v1/jobs/{done['id']}")))
     if done["state"] != "succeeded":
@@ -159,7 +161,7 @@ def train_model(tenant: Client) -> None:
     )
     click.echo(f"job {done['id']} {done['state']}: {shown}")
     if done["state"] != "succeeded":
-        for chunk in stream_logs(tenant, done["id"], 0, follow=False):
+        for chunk in stream_logs(tenant, done["id"], 0, keep_following=False):
             click.echo(chunk, nl=False)
         raise click.ClickException(f"training ended {done['state']}")
     models = tenant.get("/api/v1/models")["items"]
@@ -170,7 +172,7 @@ def show_losses(tenant: Client, job_id: str) -> list[tuple[int, float]]:
     """Follow rank 0's JSON lines while the job runs and print one compact line per report."""
     losses: list[tuple[int, float]] = []
     pending = ""
-    for chunk in stream_logs(tenant, job_id, 0, follow=True):
+    for chunk in stream_logs(tenant, job_id, 0, keep_following=True):
         *lines, pending = (pending + chunk).split("\n")
         for line in lines:
             try:
@@ -196,7 +198,9 @@ def demo_model(tenant: Client) -> str:
         return f"{models[0]['name']}:{models[0]['version']}"
     from rainier.serve.tiny_model import build_tiny_llama
 
-    folder = build_tiny_llama(Path(os.environ["RAINIER_HOME"]) / "models" / "tiny-llama")
+    # a tenant registers folders under its own storage prefix
+    prefix = Path(os.environ["RAINIER_HOME"]) / "storage" / TENANT
+    folder = build_tiny_llama(prefix / "models" / "tiny-llama")
     out = tenant.post("/api/v1/models", {"name": "tiny-llama", "path": str(folder)})
     click.echo(f"registered a tiny random Llama as model {out['name']}:{out['version']}")
     return f"{out['name']}:{out['version']}"

@@ -16,11 +16,60 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-Name = Annotated[str, Field(pattern=NAME_PATTERN, description="lowercase letters, digits, '-'")]
+Name = Annotated[
+    str,
+    Field(pattern=NAME_PATTERN, max_length=63, description="lowercase letters, digits, '-'"),
+]
 TopologyLevel = Literal["zone", "block", "rack"]
+
+# Every bound a document's value has, in one place: they keep a value a user writes within what
+# the columns, the scheduler's arithmetic, the ledger's integers and `exec` can hold, so that a
+# document is refused at the edge instead of failing a control loop later. docs/limits.md lists
+# them.
+MAX_CHIPS_PER_NODE = 1024
+MAX_NODES_PER_JOB = 8192
+MAX_CONTRACT_CHIPS = 1_000_000  # per flavor: guaranteed or borrowable chips of one contract
+MAX_WEIGHT = 1_000_000.0
+MAX_DURATION_S = 366 * 86400
+MAX_STEPS = 100_000_000
+MAX_TRAIN_TOKENS = 10**15
+MAX_LABEL_CHARS = 63
+MAX_ADDRESS_CHARS = 255
+MAX_DISPLAY_NAME_CHARS = 200
+MAX_URL_CHARS = 2048
+MAX_PATH_CHARS = 4096
+MAX_PATH_COMPONENT_CHARS = 255
+MAX_ENV_VARS = 256
+MAX_ENV_BYTES = (
+    64 * 1024
+)  # all of a job's `env`, as `NAME=value` strings; exec takes 128 KiB a string
+MAX_COMMAND_ARGS = 4096
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_OVERRIDES = 64
+MAX_OVERRIDE_INT = 2**31 - 1
+MAX_RPM = 1_000_000
+MAX_INFLIGHT_PER_REPLICA = 10_000
+MAX_BATCH_TOKENS = 1 << 20
+MAX_REPLICAS = 1000
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+PathText = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
+# The ledger keeps money as integer micro-dollars in 64 bits: 9.2e12 USD at most.
+MAX_COMMITTED_USD = Decimal("1000000000000")
+ContractChips = Annotated[int, Field(ge=0, le=MAX_CONTRACT_CHIPS)]
+OverrideValue = Annotated[int, Field(ge=-MAX_OVERRIDE_INT, le=MAX_OVERRIDE_INT)] | float | bool
 
 
 @dataclass(frozen=True)
@@ -84,22 +133,27 @@ def install_catalog(flavors: dict[str, Flavor], reload: Callable[[], None] | Non
 class Document(BaseModel):
     """Base of every document: unknown fields are errors, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class NodeLabels(Document):
-    zone: str = "zone-a"
-    block: str = "block-0"
-    rack: str = "rack-0"
+    zone: Label = "zone-a"
+    block: Label = "block-0"
+    rack: Label = "rack-0"
 
 
 class NodeSpec(Document):
     kind: Literal["Node"] = "Node"
     name: Name
-    flavor: str
-    chips: int = Field(gt=0, le=1024)
+    flavor: str = Field(max_length=32)
+    chips: int = Field(gt=0, le=MAX_CHIPS_PER_NODE)
     labels: NodeLabels = Field(default_factory=NodeLabels)
-    address: str = Field("127.0.0.1", description="where the node's tasks are reachable")
+    address: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=MAX_ADDRESS_CHARS,
+        description="where the node's tasks are reachable",
+    )
 
     @model_validator(mode="after")
     def _known_flavor(self) -> NodeSpec:
@@ -110,7 +164,7 @@ class NodeSpec(Document):
 class TenantSpec(Document):
     kind: Literal["Tenant"] = "Tenant"
     name: Name
-    display_name: str | None = None
+    display_name: str | None = Field(None, max_length=MAX_DISPLAY_NAME_CHARS)
 
 
 class Term(Document):
@@ -135,37 +189,43 @@ class ContractSpec(Document):
     name: Name
     tenant: Name
     term: Term
-    committed_usd: Decimal = Field(ge=0, max_digits=18, decimal_places=2)
-    guaranteed_chips: dict[str, int] = Field(
+    committed_usd: Decimal = Field(ge=0, le=MAX_COMMITTED_USD, max_digits=15, decimal_places=2)
+    guaranteed_chips: dict[str, ContractChips] = Field(
         default_factory=dict, description="flavor -> chips reserved for this tenant"
     )
-    borrow_limit_chips: dict[str, int] | None = Field(
+    borrow_limit_chips: dict[str, ContractChips] | None = Field(
         None,
         description="flavor -> how many chips beyond the guarantee the tenant may borrow; "
         "absent = unlimited, a flavor missing from the map = no borrowing",
     )
     discount: Decimal = Field(Decimal("0"), ge=0, lt=1, description="off list price")
     priority_tier: int = Field(0, ge=0, le=9)
-    weight: float | None = Field(None, gt=0, description="share of idle chips; default guarantee")
+    weight: float | None = Field(
+        None, gt=0, le=MAX_WEIGHT, description="share of idle chips; default guarantee"
+    )
     monthly_budget_usd: Decimal | None = Field(
-        None, gt=0, max_digits=18, decimal_places=2, description="alert at 50/80/100 % of it"
+        None,
+        gt=0,
+        le=MAX_COMMITTED_USD,
+        max_digits=15,
+        decimal_places=2,
+        description="alert at 50/80/100 % of it",
     )
     alert_webhook_url: str | None = Field(
         None,
         pattern=r"^https?://",
+        max_length=MAX_URL_CHARS,
         description="spend alerts are POSTed here, signed with the contract's webhook secret",
+    )
+    backdate: bool = Field(
+        False,
+        description="sign a term that began in the past; its reservations since are billed",
     )
 
     @model_validator(mode="after")
     def _flavors(self) -> ContractSpec:
-        for flavor, chips in self.guaranteed_chips.items():
+        for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
             check_flavor(flavor)
-            if chips < 0:
-                raise ValueError(f"guaranteed_chips.{flavor} must be >= 0")
-        for flavor, chips in (self.borrow_limit_chips or {}).items():
-            check_flavor(flavor)
-            if chips < 0:
-                raise ValueError(f"borrow_limit_chips.{flavor} must be >= 0")
         return self
 
 
@@ -177,22 +237,36 @@ class TrainSpec(Document):
     and registered under `model_name` (default: the job's name) as a new version.
     """
 
-    preset: Literal["tiny", "10m", "125m", "1b"] = "tiny"
-    overrides: dict[str, int | float | bool] = Field(
-        default_factory=dict, description="model config fields, e.g. {n_layers: 4}"
+    model_config = ConfigDict(
+        json_schema_extra=lambda schema: schema.update(_exactly_one_of("steps", "tokens"))
     )
-    data: list[str] = Field(min_length=1, description="text files, folders or globs on the nodes")
-    steps: int | None = Field(None, ge=1, le=100_000_000)
-    tokens: int | None = Field(None, ge=1, description="train this many tokens instead of steps")
+
+    preset: Literal["tiny", "10m", "125m", "1b"] = "tiny"
+    overrides: dict[Annotated[str, Field(max_length=64)], OverrideValue] = Field(
+        default_factory=dict,
+        max_length=MAX_OVERRIDES,
+        description="model config fields, e.g. {n_layers: 4}",
+    )
+    data: list[PathText] = Field(
+        min_length=1, max_length=1000, description="text files, folders or globs on the nodes"
+    )
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    tokens: int | None = Field(
+        None, ge=1, le=MAX_TRAIN_TOKENS, description="train this many tokens instead of steps"
+    )
     batch_size: int = Field(8, ge=1, le=65536, description="sequences per rank per step")
     grad_accum: int = Field(1, ge=1, le=4096)
     seq_len: int = Field(256, ge=8, le=1_048_576)
     lr: float = Field(3e-4, gt=0, le=1)
-    warmup_steps: int | None = Field(None, ge=0)
-    seed: int = 0
-    checkpoint_every: int = Field(100, ge=0, description="steps; 0 = only on stop and at the end")
-    log_every: int = Field(10, ge=1)
-    eval_every: int = Field(0, ge=0, description="steps between validation passes; 0 = at the end")
+    warmup_steps: int | None = Field(None, ge=0, le=MAX_STEPS)
+    seed: int = Field(0, ge=-(2**63), lt=2**63)
+    checkpoint_every: int = Field(
+        100, ge=0, le=MAX_STEPS, description="steps; 0 = only on stop and at the end"
+    )
+    log_every: int = Field(10, ge=1, le=MAX_STEPS)
+    eval_every: int = Field(
+        0, ge=0, le=MAX_STEPS, description="steps between validation passes; 0 = at the end"
+    )
     model_name: Name | None = None
 
     @model_validator(mode="after")
@@ -251,19 +325,45 @@ class JobSpec(Document):
 
     It runs `command`, or, with a `train:` section, rainier's training runtime."""
 
+    model_config = ConfigDict(
+        json_schema_extra=lambda schema: schema.update(_exactly_one_of("command", "train"))
+    )
+
     kind: Literal["Job"] = "Job"
     name: Name
     tenant: Name | None = Field(None, description="defaults to the caller's tenant")
-    command: list[str] | None = Field(None, min_length=1)
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_COMMAND_ARGS,
+        description=f"argv, or one string run by /bin/sh -c; {MAX_COMMAND_BYTES} bytes at most",
+        json_schema_extra=lambda schema: schema.update(
+            anyOf=[
+                {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "maxItems": MAX_COMMAND_ARGS,
+                },
+                {"type": "string"},
+                {"type": "null"},
+            ]
+        ),
+    )
     train: TrainSpec | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    flavor: str = "cpu"
-    nodes: int = Field(1, ge=1, le=8192)
-    chips_per_node: int = Field(1, ge=0, le=1024)
+    env: dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN, max_length=256)], str] = Field(
+        default_factory=dict,
+        max_length=MAX_ENV_VARS,
+        description=f"{MAX_ENV_BYTES} bytes at most, as NAME=value strings",
+        json_schema_extra={"additionalProperties": False},
+    )
+    flavor: str = Field("cpu", max_length=32)
+    nodes: int = Field(1, ge=1, le=MAX_NODES_PER_JOB)
+    chips_per_node: int = Field(1, ge=0, le=MAX_CHIPS_PER_NODE)
     priority: int = Field(0, ge=-100, le=100)
     max_restarts: int = Field(0, ge=0, le=100)
     within: TopologyLevel | None = Field(None, description="keep the whole gang in one ...")
-    max_duration_s: float | None = Field(None, gt=0)
+    max_duration_s: float | None = Field(None, gt=0, le=MAX_DURATION_S)
     grace_period_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM to SIGKILL")
     memory_gb: float | None = Field(
         None, gt=0, le=65536, description="host memory per task; default per chip of the flavor"
@@ -283,15 +383,28 @@ class JobSpec(Document):
         if (self.command is None) == (self.train is None):
             raise ValueError("give exactly one of command and train")
         check_flavor(self.flavor)
-        for key in self.env:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"env.{key}: not a valid environment variable name")
         return self
+
+    @field_validator("env")
+    @classmethod
+    def _env_fits_exec(cls, env: dict[str, str]) -> dict[str, str]:
+        size = sum(len(f"{k}={v}".encode()) + 1 for k, v in env.items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"{size} bytes; at most {MAX_ENV_BYTES} are allowed")
+        return env
+
+    @field_validator("command")
+    @classmethod
+    def _command_fits_exec(cls, command: list[str] | None) -> list[str] | None:
+        size = sum(len(a.encode()) + 1 for a in command or [])
+        if size > MAX_COMMAND_BYTES:
+            raise ValueError(f"{size} bytes; at most {MAX_COMMAND_BYTES} are allowed")
+        return command
 
 
 class Replicas(Document):
-    min: int = Field(1, ge=0, le=1000)
-    max: int = Field(1, ge=1, le=1000)
+    min: int = Field(1, ge=0, le=MAX_REPLICAS)
+    max: int = Field(1, ge=1, le=MAX_REPLICAS)
 
     @model_validator(mode="after")
     def _ordered(self) -> Replicas:
@@ -304,14 +417,20 @@ class DeploymentSpec(Document):
     kind: Literal["Deployment"] = "Deployment"
     name: Name
     tenant: Name | None = None
-    model: str = Field(description="a registered model name[:version] or a model folder path")
-    flavor: str = "cpu"
-    chips_per_replica: int = Field(1, ge=0, le=1024)
+    model: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="a registered model name[:version], or a model folder the tenant owns",
+    )
+    flavor: str = Field("cpu", max_length=32)
+    chips_per_replica: int = Field(1, ge=0, le=MAX_CHIPS_PER_NODE)
     replicas: Replicas = Field(default_factory=Replicas)
-    target_inflight_per_replica: int = Field(8, ge=1, description="autoscaling target")
-    rate_limit_rpm: int | None = Field(None, ge=1)
+    target_inflight_per_replica: int = Field(
+        8, ge=1, le=MAX_INFLIGHT_PER_REPLICA, description="autoscaling target"
+    )
+    rate_limit_rpm: int | None = Field(None, ge=1, le=MAX_RPM)
     priority: int = Field(50, ge=-100, le=100)
-    max_batch_tokens: int = Field(2048, ge=16)
+    max_batch_tokens: int = Field(2048, ge=16, le=MAX_BATCH_TOKENS)
 
     @model_validator(mode="after")
     def _known_flavor(self) -> DeploymentSpec:
@@ -366,6 +485,21 @@ AnyDocument = Annotated[
 ]
 _ANY = TypeAdapter(AnyDocument)
 KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment", "Flavor")
+_MODELS: dict[Any, type[BaseModel]] = {
+    "Node": NodeSpec,
+    "Tenant": TenantSpec,
+    "Contract": ContractSpec,
+    "Job": JobSpec,
+    "Deployment": DeploymentSpec,
+    "Flavor": FlavorSpec,
+}
+
+
+def _exactly_one_of(*fields: str) -> dict[str, Any]:
+    """JSON Schema for a validator's "give exactly one of ...": one field present and not null."""
+    return {
+        "oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
+    }
 
 
 def check_flavor(flavor: str) -> None:
@@ -397,12 +531,15 @@ def validate_document(data: Any) -> BaseModel:
 
 
 def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
+    from rainier.spec_hints import friendly
+
+    model = _MODELS.get(kind)
     out = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         if loc and loc[0] == kind:
             loc = loc[1:]
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = friendly(dict(err), model, loc) or err["msg"].removeprefix("Value error, ")
         out.append((".".join(loc), msg))
     return out
 

@@ -96,6 +96,7 @@ class Cloud:
                 "end": (now + timedelta(days=365)).isoformat(),
             },
             "committed_usd": "1000.00",
+            "backdate": True,
             **spec,
         }
         out: dict[str, Any] = self.op.post("/api/v1/contracts", body)

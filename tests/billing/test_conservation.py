@@ -78,6 +78,7 @@ def test_billed_equals_held_across_kill9(
             "term": {"start": "2026-01-01T00:00:00Z", "end": "2036-01-01T00:00:00Z"},
             "committed_usd": "100.00",
             "discount": "0.35",
+            "backdate": True,
         },
     )
     tenant = Client(

@@ -17,6 +17,7 @@ CONTRACT = {
     "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
     "committed_usd": "1000",
     "guaranteed_chips": {"cpu": 1},
+    "backdate": True,
 }
 
 
@@ -143,17 +144,19 @@ def test_unauthenticated_and_init_once(cloud: Cloud) -> None:
 def test_job_token_reaches_only_its_own_job(
     two_tenants: tuple[Cloud, Client, Client, dict[str, str]],
 ) -> None:
-    cloud, alpha, _, ids = two_tenants
-    from rainier.store.keys import job_token
-
-    token = job_token(cloud.server.app.state.store, ids["job"])
+    cloud, alpha, _, _ = two_tenants
+    waiting = [sys.executable, "-c", "import time; time.sleep(120)"]
+    running = alpha.post("/api/v1/jobs", {"kind": "Job", "name": "runner", "command": waiting})
+    wait_until(job_state(alpha, running["id"], "running"), what="the job to run")
+    token = cloud.server.app.state.auth.tokens.sign(running["id"])
     job_client = Client(cloud.server.url, token)
-    job_client.post(f"/api/v1/jobs/{ids['job']}/metrics", {"step": 7, "metrics": {"loss": 1.5}})
-    assert alpha.get(f"/api/v1/jobs/{ids['job']}")["metrics"] == {"step": 7, "loss": 1.5}
+    job_client.post(f"/api/v1/jobs/{running['id']}/metrics", {"step": 7, "metrics": {"loss": 1.5}})
+    assert alpha.get(f"/api/v1/jobs/{running['id']}")["metrics"] == {"step": 7, "loss": 1.5}
     other = alpha.post("/api/v1/jobs", {"kind": "Job", "name": "other", "command": ["true"]})
     assert raw(job_client, "GET", f"/api/v1/jobs/{other['id']}").status_code == 404
     forged = Client(cloud.server.url, token[:-4] + "0000")
-    assert raw(forged, "GET", f"/api/v1/jobs/{ids['job']}").status_code == 401
+    assert raw(forged, "GET", f"/api/v1/jobs/{running['id']}").status_code == 401
+    alpha.post(f"/api/v1/jobs/{running['id']}/stop")
 
 
 def test_every_list_is_paginated(cloud: Cloud) -> None:

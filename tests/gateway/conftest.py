@@ -4,8 +4,6 @@ the tests of this package share (a replica takes seconds to start; the tests tak
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -65,17 +63,6 @@ class Cloud:
 
 
 @pytest.fixture(scope="package")
-def model_dir() -> Iterator[Path]:
-    """A model folder the tenants' users may read: a sandboxed replica is given no more."""
-    root = Path(tempfile.mkdtemp(prefix="rainier-model-"))
-    folder = build_tiny_llama(root / "tiny-llama")
-    for path in [root, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield folder
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="package")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     home = tmp_path_factory.mktemp("home")
     previous = {k: os.environ.get(k) for k in ENV}
@@ -102,6 +89,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="package")
+def model_dir(cloud: Cloud) -> Path:
+    """A tiny random Llama under acme's storage prefix: a folder acme owns and may register."""
+    return build_tiny_llama(cloud.server.settings.storage_dir / "acme" / "models" / "tiny-llama")
 
 
 @pytest.fixture(scope="package")

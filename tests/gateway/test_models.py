@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from rainier.cli.client import Client
+from rainier.serve.tiny_model import build_tiny_llama
 
 from .conftest import Cloud, wait_until
 
 
 def test_versions_count_up_per_tenant_and_name(
-    acme: Client, globex: Client, model_dir: Path
+    cloud: Cloud, acme: Client, globex: Client, model_dir: Path
 ) -> None:
     first = acme.post("/api/v1/models", {"name": "reg", "path": str(model_dir)})
     second = acme.post("/api/v1/models", {"name": "reg", "path": str(model_dir)})
-    other = globex.post("/api/v1/models", {"name": "reg", "path": str(model_dir)})
+    own = build_tiny_llama(cloud.server.settings.storage_dir / "globex" / "tiny")
+    other = globex.post("/api/v1/models", {"name": "reg", "path": str(own)})
     assert (first["version"], second["version"], other["version"]) == (1, 2, 1)
     assert first["tenant"] == "acme" and other["tenant"] == "globex"
     assert acme.get("/api/v1/models/reg")["version"] == 2

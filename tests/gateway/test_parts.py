@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rainier.api.gateway import TokenBucket, _usage_event, estimate_tokens
+from rainier.api.gateway import _usage_event
+from rainier.api.openai_requests import estimate_tokens
+from rainier.api.ratelimit import TokenBucket
 from rainier.control.deployments import announced_port
 
 

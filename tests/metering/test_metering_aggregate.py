@@ -120,7 +120,9 @@ def test_statements_partition_the_ledger(runs: list[tuple[int, int, int]]) -> No
 def test_usage_by_flavor_job_and_day() -> None:
     lines = ledger()
     by_flavor = usage_by(lines, "flavor")
-    assert set(by_flavor) == {("h200", "chip_second"), ("trn2", "chip_second")}
+    chips = {g for g in by_flavor if not g[0].startswith("(")}
+    assert chips == {("h200", "chip_second"), ("trn2", "chip_second")}
+    assert by_flavor[("(tokens)", "token")].quantity == 3_000_000
     assert by_flavor[("trn2", "chip_second")].quantity == 4 * 2 * 3600
     by_job = usage_by(lines, "job")
     assert by_job[("chat", "token")].quantity == 3_000_000
@@ -131,6 +133,9 @@ def test_usage_by_flavor_job_and_day() -> None:
     assert by_day[("2026-01-31", "chip_second")].quantity == 8 * 3 * 3600
     assert sum(t.amount_usd for t in by_day.values()) == sum(x.amount_usd for x in lines)
     assert usage_by(lines, "model")[("llama", "token")].quantity == 3_000_000
+    everything = sum(x.amount_usd for x in lines)
+    for by in ("flavor", "job", "model", "kind"):  # every view sums to the total
+        assert sum(t.amount_usd for t in usage_by(lines, by).values()) == everything, by  # type: ignore[arg-type]
 
 
 def test_status_projects_the_burn_rate_to_the_term_end() -> None:

@@ -308,6 +308,50 @@ def test_metrics_and_load(server: ServerProcess, client: openai.OpenAI) -> None:
     assert set(load) == {"running", "waiting"}
 
 
+def test_metrics_under_vllm_names(server: ServerProcess, client: openai.OpenAI) -> None:
+    """vLLM's dashboards select these names with a `model_name` label; the values are the
+    replica's own, so the two names of one measure always agree."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def scrape() -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+        out: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+        text = httpx.get(server.base_url + "/metrics").text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = tuple(sorted(sample.labels.items()))
+                out.setdefault(sample.name, {})[key] = sample.value
+        return out
+
+    before = scrape()
+    client.completions.create(model=MODEL, prompt="vllm names", max_tokens=5, temperature=0)
+    after = scrape()
+    label = (("model_name", MODEL),)
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:gpu_cache_usage_perc",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:time_per_output_token_seconds_count",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+    ):
+        assert label in after[name], name
+    assert 0.0 <= after["vllm:gpu_cache_usage_perc"][label] <= 1.0
+    ttft = "vllm:time_to_first_token_seconds_count"
+    assert after[ttft][label] == before.get(ttft, {}).get(label, 0) + 1
+    assert (
+        after["vllm:prompt_tokens_total"][label]
+        == after["rainier_serve_prompt_tokens_total"][()]
+        > before["vllm:prompt_tokens_total"][label]
+    )
+    assert (
+        after["vllm:generation_tokens_total"][label]
+        == after["rainier_serve_generation_tokens_total"][()]
+    )
+    finished = after["vllm:request_success_total"]
+    assert sum(v for k, v in finished.items() if dict(k)["finished_reason"] == "length") >= 1
+
+
 def test_logprobs_echo_and_several_prompts(server: ServerProcess, client: openai.OpenAI) -> None:
     got = client.completions.create(
         model=MODEL, prompt=["hello", "the river"], max_tokens=4, temperature=0, logprobs=3

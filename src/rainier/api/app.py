@@ -10,14 +10,12 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge
 
 from rainier import __version__
-from rainier.api import errors, gateway
+from rainier.api import edge, errors, gateway
 from rainier.api.auth import Authenticator
 from rainier.api.routers import (
     contracts,
@@ -26,6 +24,7 @@ from rainier.api.routers import (
     jobs,
     models,
     nodes,
+    plans,
     system,
     tenants,
     usage,
@@ -35,22 +34,15 @@ from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.flavors import install as install_flavors
 from rainier.control.metering import Metering
+from rainier.control.metrics import ControlMetrics
 from rainier.control.reconciler import Reconciler
 from rainier.control.sandbox import IsolationMode
 from rainier.spec import DEFAULT_FLAVORS, install_catalog
 from rainier.store.db import Store
+from rainier.store.keys import JobTokens
 
 log = logging.getLogger("rainier.server")
 _MODES = tuple(m.value for m in IsolationMode)
-
-
-@dataclass
-class ServerMetrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        self.jobs = Gauge("rainier_jobs", "jobs by state", ["state"], registry=self.registry)
-        self.ticks = Gauge("rainier_reconciler_ticks", "reconciler ticks", registry=self.registry)
 
 
 def make_executor(settings: Settings) -> Executor:
@@ -109,6 +101,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 holder=holder,
                 on_task_time=metering.on_task_time,
                 on_tick=metering.tick,
+                on_admit=app.state.metrics.admitted,
             )
             app.state.reconciler = reconciler
             app.state.wake = reconciler.poke
@@ -137,13 +130,14 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = store
-    app.state.auth = Authenticator(store)
-    app.state.metrics = ServerMetrics()
+    app.state.auth = Authenticator(store, JobTokens.load(settings.home))
+    app.state.metrics = ControlMetrics(store)
     app.state.reconciler = None
     app.state.wake = _noop
     app.state.submissions = SubmissionWriter(store, lambda: app.state.wake())
     errors.install(app)
     app.add_middleware(gateway.FastPath)
+    app.add_middleware(edge.Edge)  # outermost: the body limit holds on the fast path too
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     routers = (
         jobs,
@@ -159,6 +153,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     )
     for module in routers:
         app.include_router(module.router)
+    app.include_router(plans.router)
     return app
 
 
@@ -186,7 +181,13 @@ def serve(settings: Settings, workers: int = 1) -> None:
     """
     import uvicorn
 
-    logging.basicConfig(level=os.environ.get("RAINIER_LOG_LEVEL", "INFO"))
+    logging.basicConfig(
+        level=os.environ.get("RAINIER_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # every HTTP request the control plane makes (a probe of each replica, each second) would
+    # be a line; the log is for state changes
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     options: dict[str, Any] = {"log_level": "warning", "access_log": False}
     if workers > 1:

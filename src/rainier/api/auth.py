@@ -16,8 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from rainier.api.errors import ApiError
 from rainier.store.db import Store
-from rainier.store.keys import hash_key, job_of_token
-from rainier.store.tables import ApiKey, Job, Tenant
+from rainier.store.keys import JOB_TOKEN_PREFIX, JobTokens, hash_key
+from rainier.store.tables import TERMINAL_STATES, ApiKey, Job, Tenant
 
 Role = Literal["operator", "admin", "member", "job"]
 ROLES: tuple[str, ...] = ("operator", "admin", "member")
@@ -43,10 +43,13 @@ class Principal:
 
 
 class Authenticator:
-    """Resolves bearer secrets, caching briefly so hot paths (submissions) skip the database."""
+    """Resolves bearer secrets, caching API keys briefly so hot paths (submissions) skip the
+    database. Job tokens are looked up every time: one is good only while its job has not
+    ended, and a job ends at any moment."""
 
-    def __init__(self, store: Store):
+    def __init__(self, store: Store, tokens: JobTokens):
         self.store = store
+        self.tokens = tokens
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
@@ -63,6 +66,8 @@ class Authenticator:
             return found
         digest, now = hash_key(secret), time.monotonic()
         principal = self._lookup(secret, digest)
+        if secret.startswith(JOB_TOKEN_PREFIX):
+            return principal
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -75,10 +80,10 @@ class Authenticator:
 
     def _lookup(self, secret: str, digest: str) -> Principal | None:
         with self.store.read() as s:
-            job_id = job_of_token(self.store, secret)
+            job_id = self.tokens.job_of(secret)
             if job_id is not None:
                 job = s.get(Job, job_id)
-                if job is None:
+                if job is None or job.state in TERMINAL_STATES:
                     return None
                 tenant = s.get(Tenant, job.tenant_id)
                 return Principal(

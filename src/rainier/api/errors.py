@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
+from rainier.api.edge import allowed_methods, error_body, is_gateway
 from rainier.spec import SpecError
+
+log = logging.getLogger("rainier.api")
 
 
 class ApiError(Exception):
@@ -36,20 +41,49 @@ def _problems_body(problems: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def _shaped(request: Request, status: int, body: dict[str, Any]) -> JSONResponse:
+    """`body` as it is, or in OpenAI's error shape under the gateway's `/v1`."""
+    if is_gateway(request.url.path):
+        problems = body.get("problems") or [{}]
+        shaped = error_body(request.url.path, status, body["message"])
+        shaped["error"]["param"] = problems[0].get("field") or None
+        body = shaped
+    return JSONResponse(body, status_code=status)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         body: dict[str, Any] = {"message": exc.message}
         if exc.field:
             body["problems"] = [{"field": exc.field, "message": exc.message}]
-        return JSONResponse(body, status_code=exc.status)
+        return _shaped(request, exc.status, body)
 
     @app.exception_handler(SpecError)
-    async def _spec_error(_: Request, exc: SpecError) -> JSONResponse:
-        return JSONResponse(_problems_body(exc.problems), status_code=422)
+    async def _spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        return _shaped(request, 422, _problems_body(exc.problems))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        """Routing's own answers (no such path, a method the path does not take) and the
+        framework's (an unreadable body), in the API's shape."""
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        message = {404: "not found", 405: f"{request.method} is not allowed here"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        response = _shaped(request, exc.status_code, {"message": message})
+        response.headers.update(headers)
+        return response
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return _shaped(request, 500, {"message": "internal error"})
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
@@ -58,4 +92,4 @@ def install(app: FastAPI) -> None:
             problems.append(
                 (".".join(loc), str(err.get("msg", "invalid")).removeprefix("Value error, "))
             )
-        return JSONResponse(_problems_body(problems), status_code=422)
+        return _shaped(request, 422, _problems_body(problems))

@@ -31,10 +31,9 @@ import math
 import os
 import random
 import re
-import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +47,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rainier.api.auth import Authenticator, Principal
+from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
+from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket, limit_headers
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from rainier.api.usage_writer import UsageWriter
 from rainier.control.deployments import MODEL_ENV
+from rainier.control.metrics import ControlMetrics
 from rainier.spec import DeploymentSpec
 from rainier.sse import EventStreamResponse
 from rainier.store.db import Store
@@ -69,11 +72,6 @@ TRIES = 3
 # made through this process's API apply at once; the controller's (a replica turning ready or
 # going away) within this time, and a replica gone meanwhile costs a retry, not an error.
 TARGET_CACHE_S = 1.0
-# What an answer is assumed to cost when the request sets no `max_tokens`: the server's own
-# default for completions; for chat (which runs to the context length) a guess that the
-# metered usage then corrects.
-DEFAULT_MAX_TOKENS = {"/v1/completions": 16, "/v1/chat/completions": 256}
-CHARS_PER_TOKEN = 4
 
 
 class GatewayError(Exception):
@@ -95,6 +93,7 @@ class GatewayError(Exception):
             param,
         )
         self.headers = headers or {}
+        self.deployment = ""  # the deployment asked for, once known: a label of metrics
 
     def body(self) -> dict[str, Any]:
         return {
@@ -130,87 +129,6 @@ class Target:
     endpoints: tuple[Endpoint, ...]
 
 
-@dataclass
-class TokenBucket:
-    """Holds up to `per_minute` units and refills at `per_minute` a minute: a minute's worth at
-    once after a quiet minute, then the steady rate. The level may drop below zero when a
-    correction charges more than was taken; admissions then wait until that is paid back."""
-
-    per_minute: int
-    level: float | None = None
-    at: float = 0.0
-
-    @property
-    def rate(self) -> float:
-        return self.per_minute / 60.0
-
-    def _refill(self, now: float) -> float:
-        if self.level is None:
-            self.level = float(self.per_minute)
-        else:
-            gained = max(0.0, now - self.at) * self.rate
-            self.level = min(float(self.per_minute), self.level + gained)
-        self.at = max(self.at, now)
-        return self.level
-
-    def wait(self, amount: float, now: float) -> float:
-        """0 when `amount` may be taken now, else the seconds until it may."""
-        level = self._refill(now)
-        return 0.0 if level >= amount else (amount - level) / self.rate
-
-    def take(self, amount: float = 1.0, now: float | None = None) -> float:
-        """Takes `amount` and answers 0, or takes nothing and answers the seconds to wait."""
-        wait = self.wait(amount, time.monotonic() if now is None else now)
-        if wait == 0.0:
-            assert self.level is not None
-            self.level -= amount
-        return wait
-
-    def adjust(self, amount: float) -> None:
-        """Gives back (amount > 0) or charges (amount < 0) after the fact."""
-        if self.level is not None:
-            self.level = min(float(self.per_minute), self.level + amount)
-
-    def remaining(self) -> int:
-        return max(0, math.floor(self.level if self.level is not None else self.per_minute))
-
-    def reset_s(self) -> float:
-        """Seconds until the bucket is full again."""
-        level = self.level if self.level is not None else float(self.per_minute)
-        return max(0.0, (self.per_minute - level) / self.rate)
-
-
-@dataclass(frozen=True)
-class KeyLimits:
-    rpm: int | None = None
-    tpm: int | None = None
-
-
-@dataclass
-class KeyBuckets:
-    limits: KeyLimits
-    requests: TokenBucket | None
-    tokens: TokenBucket | None
-
-    @classmethod
-    def of(cls, limits: KeyLimits) -> KeyBuckets:
-        return cls(
-            limits,
-            TokenBucket(limits.rpm) if limits.rpm else None,
-            TokenBucket(limits.tpm) if limits.tpm else None,
-        )
-
-
-@dataclass
-class Admission:
-    """What a request was charged on admission, so the charge can be corrected once the
-    answer's real size is known (or refunded when nothing was answered)."""
-
-    key_id: str | None
-    tokens: int
-    settled: bool = False
-
-
 @dataclass(frozen=True)
 class Metered:
     request_id: str
@@ -218,75 +136,13 @@ class Metered:
     admission: Admission
 
 
-class UsageWriter:
-    """Writes metered usage on a thread of its own, one transaction per turn: what arrives
-    while a write is under way goes into the next, so under load writes grow rather than queue
-    up. The event loop only appends and notifies; nothing comes back to it, so a request costs
-    the loop no thread-pool hop and no wake-up of its own.
-
-    A turn starts `LINGER_S` after the first row it takes: requests answered one after another
-    a few milliseconds apart then share a commit, rather than each commit's Python running
-    beside the next request and taking the GIL from its event loop. Only the first row of a
-    turn wakes the writer."""
-
-    LINGER_S = 0.02
-
-    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
-        self._write = write
-        self._rows: list[dict[str, Any]] = []
-        self._ready = threading.Condition()
-        self._closed = False
-        self.pending = 0
-        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
-        self._thread.start()
-
-    def put(self, row: dict[str, Any]) -> None:
-        with self._ready:
-            self._rows.append(row)
-            self.pending += 1
-            if len(self._rows) == 1:
-                self._ready.notify()
-
-    def close(self) -> None:
-        """Writes what is queued, then stops."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._rows and not self._closed:
-                    self._ready.wait()
-                deadline = time.monotonic() + self.LINGER_S
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._ready.wait(left)
-                rows, self._rows = self._rows, []
-                if not rows:
-                    return
-            try:
-                self._write(rows)
-            except Exception:
-                for row in rows:
-                    log.exception(
-                        "cannot record token usage of request %s (%s): %s in, %s out",
-                        row["request_id"],
-                        row["deployment"],
-                        row["input_tokens"],
-                        row["output_tokens"],
-                    )
-            finally:
-                with self._ready:
-                    self.pending -= len(rows)
-
-
 class Gateway:
     """One per server; its state (in-flight counts, rate buckets) lives in this process."""
 
-    def __init__(self, store: Store, auth: Authenticator):
+    def __init__(self, store: Store, auth: Authenticator, metrics: ControlMetrics | None = None):
         self.store = store
         self.auth = auth
+        self.metrics = metrics or ControlMetrics()
         self.wait_for_replica_s = float(os.environ.get("RAINIER_GATEWAY_WAIT_S", "60"))
         self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
@@ -426,7 +282,7 @@ class Gateway:
         requests = keyed.requests if keyed else None
         bucket_tokens = keyed.tokens if keyed else None
         deployment = self._deployment_bucket(target)
-        headers = _limit_headers(requests, bucket_tokens)
+        headers = limit_headers(requests, bucket_tokens)
         if bucket_tokens is not None and tokens > bucket_tokens.per_minute:
             raise GatewayError(
                 429,
@@ -462,7 +318,7 @@ class Gateway:
         for bucket, amount, _, _ in checks:
             bucket.take(amount, now)
         charged = tokens if bucket_tokens is not None else 0
-        return Admission(caller.key_id, charged), _limit_headers(requests, bucket_tokens)
+        return Admission(caller.key_id, charged), limit_headers(requests, bucket_tokens)
 
     def _key_buckets(self, key_id: str | None, limits: KeyLimits) -> KeyBuckets | None:
         if key_id is None or (limits.rpm is None and limits.tpm is None):
@@ -563,6 +419,7 @@ class Gateway:
         completion = int(usage.get("completion_tokens") or 0)
         self.settle(metered.admission, prompt + completion)
         t = metered.target
+        self.metrics.metered(t.name, prompt, completion)
         self.usage_writer.put(
             {
                 "request_id": metered.request_id,
@@ -579,24 +436,45 @@ class Gateway:
     # -- proxying --------------------------------------------------------------------------
 
     async def proxy(self, request: Request, path: str) -> Response:
+        """Answers one /v1 request, counted per deployment (requests, latency, errors)."""
+        started = time.perf_counter()
+        try:
+            response, deployment = await self._proxy(request, path)
+        except GatewayError as exc:
+            self.metrics.answered(exc.deployment, exc.status, started, exc.type)
+            raise
+        error = "upstream_error" if response.status_code >= 400 else ""
+        self.metrics.answered(deployment, response.status_code, started, error)
+        return response
+
+    async def _proxy(self, request: Request, path: str) -> tuple[Response, str]:
         caller, limits = await self.identify(request)
         raw = await request.body()
         try:
-            body = json.loads(raw)
-        except ValueError:
-            raise GatewayError(400, "the body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "the body must be a JSON object")
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            raise GatewayError(400, "you must provide a model parameter", param="model")
-        target = await self.target(caller, name)
-        admission, limit_headers = self.admit(caller, limits, target, estimate_tokens(body, path))
+            body = parse_body(raw)
+            name = check_request(body, path)
+        except BadRequest as exc:
+            raise GatewayError(400, exc.message, param=exc.param) from None
         try:
-            return await self._forward(body, raw, path, caller, target, admission, limit_headers)
+            target = await self.target(caller, name)
+            admission, limit_headers = self.admit(
+                caller, limits, target, estimate_tokens(body, path)
+            )
+        except GatewayError as exc:
+            exc.deployment = name
+            raise
+        try:
+            response = await self._forward(
+                body, raw, path, caller, target, admission, limit_headers
+            )
+        except GatewayError as exc:
+            self.settle(admission, None)
+            exc.deployment = target.name
+            raise
         except BaseException:
             self.settle(admission, None)
             raise
+        return response, target.name
 
     async def _forward(
         self,
@@ -739,53 +617,6 @@ class Gateway:
 _EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
-def estimate_tokens(body: dict[str, Any], path: str) -> int:
-    """What a request may cost at most, before it runs: its prompt (token ids counted, text at
-    about four characters a token, as the gateway holds no tokenizer) plus `max_tokens` for
-    each of its `n` answers. `Gateway.settle` corrects it with the metered usage."""
-    prompt: Any = body.get("prompt") if path.endswith("/completions") else None
-    if path.endswith("/chat/completions"):
-        messages = body.get("messages")
-        prompt = [m.get("content") for m in messages if isinstance(m, dict)] if messages else []
-    prompt_tokens = _prompt_size(prompt)
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        limit = DEFAULT_MAX_TOKENS.get(path, 16)
-    n = body.get("n")
-    answers = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 128 else 1
-    return prompt_tokens + limit * answers
-
-
-def _prompt_size(prompt: Any) -> int:
-    if isinstance(prompt, str):
-        return max(1, math.ceil(len(prompt) / CHARS_PER_TOKEN))
-    if isinstance(prompt, int):
-        return 1
-    if isinstance(prompt, dict):
-        return _prompt_size(prompt.get("text"))
-    if isinstance(prompt, list):
-        return sum(_prompt_size(p) for p in prompt)
-    return 0
-
-
-def _duration(seconds: float) -> str:
-    """OpenAI's reset format: `20ms`, `6s`, `1m30s`."""
-    if seconds < 1.0:
-        return f"{math.ceil(seconds * 1000)}ms"
-    whole = math.ceil(seconds)
-    return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
-
-
-def _limit_headers(requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for kind, bucket in (("requests", requests), ("tokens", tokens)):
-        if bucket is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(bucket.per_minute)
-            headers[f"x-ratelimit-remaining-{kind}"] = str(bucket.remaining())
-            headers[f"x-ratelimit-reset-{kind}"] = _duration(bucket.reset_s())
-    return headers
-
-
 def _usage_of(content: bytes) -> Any:
     try:
         return json.loads(content).get("usage")
@@ -813,7 +644,7 @@ def _usage_event(event: list[str], wants_usage: bool) -> tuple[Any, list[str] | 
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.gateway = Gateway(app.state.store, app.state.auth)
+    app.state.gateway = Gateway(app.state.store, app.state.auth, app.state.metrics)
     try:
         yield
     finally:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rainier.spec import Name
+
 T = TypeVar("T")
+# Positions and cursors a query may name: JSON-safe integers (2**53), which also fit a 64-bit
+# column and a file offset.
+MAX_OFFSET = 2**53
+MAX_METRICS = 256
 
 
 class Out(BaseModel):
@@ -35,9 +41,9 @@ KeyTpm = Annotated[int, Field(strict=True, ge=1, le=MAX_KEY_TPM)]
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tenant: str | None = None
-    role: str = "member"
-    name: str = ""
+    tenant: Name | None = None
+    role: Literal["operator", "admin", "member"] = "member"
+    name: str = Field("", max_length=100)
     rate_limit_rpm: KeyRpm | None = None
     rate_limit_tpm: KeyTpm | None = None
 
@@ -81,6 +87,10 @@ class ContractOut(Out):
     term_end: datetime
     committed_usd: Decimal
     spec: dict[str, Any]
+    billed_at_signing_usd: Decimal | None = Field(
+        None, description="reservations of a backdated term's past, billed at once"
+    )
+    note: str | None = None
 
 
 class TaskOut(Out):
@@ -130,15 +140,22 @@ class JobDetail(JobOut):
 
 
 class MetricsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    step: int
-    metrics: dict[str, float]
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    step: int = Field(ge=0, le=MAX_OFFSET)
+    metrics: dict[Annotated[str, Field(max_length=64)], float] = Field(max_length=MAX_METRICS)
 
 
 class LogChunk(BaseModel):
     data: str
     offset: int
     done: bool
+
+
+class ErrorOut(BaseModel):
+    """Every error of the REST API: what is wrong, and where when a field is to blame."""
+
+    message: str
+    problems: list[dict[str, str]] | None = None
 
 
 class InitOut(BaseModel):

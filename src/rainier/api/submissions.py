@@ -20,6 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from rainier.api.errors import ApiError
+from rainier.control.plan import flavor_nodes, never_fits
+from rainier.scheduler import NodeInfo, Workload
 from rainier.store.db import Store
 from rainier.store.tables import Job
 
@@ -29,10 +32,12 @@ MAX_GROUP = 256
 
 @dataclass
 class Written:
-    """What became of one submission: its own row, or the job an earlier retry created."""
+    """What became of one submission: its own row, the job an earlier retry created, or a
+    refusal (a live job holds the name, the gang never fits) with nothing written."""
 
     created: bool
     existing: Job | None = None
+    refused: ApiError | None = None
 
 
 @dataclass
@@ -86,12 +91,70 @@ class SubmissionWriter:
         out: list[Written] = []
         with self.store.write() as s:
             conn = s.connection()
+            live = _live_names(s, rows)
+            nodes: dict[str, list[NodeInfo]] = {}
             for row in rows:
-                if conn.execute(self._insert, row).first() is not None:
+                refused = _refusal(s, row, live, nodes)
+                if refused is not None:
+                    out.append(Written(created=False, refused=refused))
+                elif conn.execute(self._insert, row).first() is not None:
                     out.append(Written(created=True))
+                    log.info("job %s (%s) submitted: pending", row["id"], row["name"])
+                    live[(row["tenant_id"], row["name"])] = (
+                        row["id"],
+                        "pending",
+                        row["submit_key"],
+                    )
                 else:
                     out.append(Written(created=False, existing=_first_of(s, row)))
         return out
+
+
+LiveNames = dict[tuple[str, str], tuple[str, str, str | None]]
+
+
+def _live_names(s: Session, rows: list[dict[str, Any]]) -> LiveNames:
+    """(tenant id, name) -> (id, state, idempotency key) of the group's names' live jobs.
+
+    A live job is one pending or running; a stopping one is on its way out and frees its
+    name, which is how `apply --replace` takes it over."""
+    names = {r["name"] for r in rows}
+    tenants = {r["tenant_id"] for r in rows}
+    found = s.execute(
+        select(Job.tenant_id, Job.name, Job.id, Job.state, Job.submit_key).where(
+            Job.name.in_(names),
+            Job.tenant_id.in_(tenants),
+            Job.state.in_(("pending", "running")),
+            Job.kind == "job",
+        )
+    ).all()
+    return {(r.tenant_id, r.name): (r.id, r.state, r.submit_key) for r in found}
+
+
+def _refusal(
+    s: Session, row: dict[str, Any], live: LiveNames, nodes: dict[str, list[NodeInfo]]
+) -> ApiError | None:
+    holder = live.get((row["tenant_id"], row["name"]))
+    if holder is not None and (row["submit_key"] is None or holder[2] != row["submit_key"]):
+        return ApiError(
+            409,
+            f"job {row['name']!r} is already {holder[1]} ({holder[0]}): stop it, apply "
+            "with --replace (replace=true) to stop it and run this one, or choose another name",
+            field="name",
+        )
+    flavor = row["flavor"]
+    if flavor not in nodes:
+        nodes[flavor] = flavor_nodes(s, flavor)
+    workload = Workload(
+        id=row["id"],
+        tenant=row["tenant_id"],
+        flavor=flavor,
+        nodes=row["nodes"],
+        chips_per_node=row["chips_per_node"],
+        within=row["spec"].get("within"),
+    )
+    why = never_fits(s, workload, nodes[flavor])
+    return None if why is None else ApiError(422, f"refused: {why}", field="nodes")
 
 
 def _first_of(s: Session, row: dict[str, Any]) -> Job:

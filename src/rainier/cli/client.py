@@ -1,16 +1,28 @@
-"""The CLI's HTTP client: where the server is, which key to send, errors as exit codes."""
+"""The CLI's HTTP client: where the server is, which key to send, errors as exit codes.
+
+httpx is imported when the first request is made, not when the CLI starts: `rainier --help`
+and argument errors answer without it.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
+
+from rainier.cli.profiles import Credentials, Profile, credentials_path, home, store_profile
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = ["Client", "UsageError", "credentials_path", "default_url", "home", "save_credentials"]
+
+DEFAULT_PORT = 8000
+CONNECT_TIMEOUT_S = 3.0
 
 
 class UsageError(click.ClickException):
@@ -19,59 +31,79 @@ class UsageError(click.ClickException):
     exit_code = 2
 
 
-def home() -> Path:
-    return Path(os.environ.get("RAINIER_HOME", Path.home() / ".rainier")).expanduser()
+class Unreachable(click.ClickException):
+    """No control plane answers at the URL: said at once, with how to start one."""
+
+    exit_code = 1
 
 
-def credentials_path() -> Path:
-    return home() / "credentials.json"
+def save_credentials(
+    url: str, key: str, profile: str | None = None, *, force: bool = False
+) -> Path:
+    """Saves a key under `profile` (default: the selected one, or `default`)."""
+    name = profile or Credentials.load().selected_name() or "default"
+    return store_profile(Profile(name, url, key), force=force)
 
 
-def save_credentials(url: str, key: str) -> Path:
-    path = credentials_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"url": url, "key": key}))
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return path
+def local_url() -> str:
+    return f"http://127.0.0.1:{os.environ.get('RAINIER_PORT') or DEFAULT_PORT}"
 
 
-def load_credentials() -> dict[str, str]:
-    try:
-        data: dict[str, str] = json.loads(credentials_path().read_text())
-        return data
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def default_url() -> str:
-    return (
-        os.environ.get("RAINIER_URL")
-        or load_credentials().get("url")
-        or f"http://127.0.0.1:{os.environ.get('RAINIER_PORT', '8000')}"
-    )
+def default_url(profile: str | None = None) -> str:
+    saved = Credentials.load().selected(profile)
+    return os.environ.get("RAINIER_URL") or (saved.url if saved else "") or local_url()
 
 
 class Client:
-    def __init__(self, url: str | None = None, key: str | None = None, timeout_s: float = 30.0):
-        self.url = (url or default_url()).rstrip("/")
-        self.key = key or os.environ.get("RAINIER_API_KEY") or load_credentials().get("key")
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s)
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        timeout_s: float = 30.0,
+        profile: str | None = None,
+    ):
+        saved = Credentials.load().selected(profile)
+        if profile is not None and saved is None:
+            raise UsageError(f"no profile {profile!r}; see `rainier profiles`")
+        self.url = (url or default_url(profile)).rstrip("/")
+        self.key = key or os.environ.get("RAINIER_API_KEY") or (saved.key if saved else None)
+        self.timeout_s = timeout_s
+        self._http: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            import httpx
+
+            headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+            timeout = httpx.Timeout(self.timeout_s, connect=CONNECT_TIMEOUT_S)
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        return self._http
+
+    def unreachable(self, exc: Exception) -> Unreachable:
+        return Unreachable(
+            f"cannot reach the control plane at {self.url} ({exc or type(exc).__name__}).\n"
+            "Start one with `rainier server`, or point the CLI at yours with --url or RAINIER_URL."
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        retries = 5 if method == "GET" or "Idempotency-Key" in kwargs.get("headers", {}) else 0
+        import httpx
+
+        retries = 3 if method == "GET" or "Idempotency-Key" in kwargs.get("headers", {}) else 0
         for attempt in range(retries + 1):
             try:
                 response = self.http.request(method, path, **kwargs)
                 break
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise self.unreachable(exc) from None  # nobody listens: retrying cannot help
             except httpx.TransportError as exc:
                 if attempt == retries:
-                    raise click.ClickException(
-                        f"cannot reach the control plane at {self.url}: {exc}"
-                    ) from None
+                    raise self.unreachable(exc) from None
                 time.sleep(0.2 * (attempt + 1))
+        return self.answer(response)
+
+    @staticmethod
+    def answer(response: httpx.Response) -> Any:
         if response.status_code >= 400:
             try:
                 body = response.json()
@@ -86,9 +118,11 @@ class Client:
     def get(self, path: str, **params: Any) -> Any:
         return self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, body: Any = None, *, idempotent: bool = False) -> Any:
+    def post(self, path: str, body: Any = None, *, idempotent: bool = False, **params: Any) -> Any:
         headers = {"Idempotency-Key": uuid.uuid4().hex} if idempotent else {}
-        return self.request("POST", path, json=body, headers=headers)
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("POST", path, json=body, headers=headers, params=query)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self.request("DELETE", path, params=query)

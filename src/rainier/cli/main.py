@@ -4,44 +4,22 @@ from __future__ import annotations
 
 import importlib
 import json
-import sys
-import time
-from collections.abc import Iterable, Sequence
+import os
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from rainier.cli.client import Client, UsageError, save_credentials
-from rainier.spec import SpecError, parse_yaml
+from rainier import __version__
+from rainier.cli.account import init, login, profiles, whoami
+from rainier.cli.client import Client, UsageError
+from rainier.cli.documents import apply, delete, load_documents
+from rainier.cli.logs import logs
+from rainier.cli.plans import quota
+from rainier.cli.profiles import Profile, ProfileConflict, store_profile
+from rainier.cli.render import emit, table
 
-KIND_PATHS = {
-    "Node": "/api/v1/nodes",
-    "Tenant": "/api/v1/tenants",
-    "Contract": "/api/v1/contracts",
-    "Job": "/api/v1/jobs",
-    "Deployment": "/api/v1/deployments",
-    "Flavor": "/api/v1/flavors",
-}
 TERMINAL = ("succeeded", "failed", "stopped")
-
-
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def emit(data: Any, output: str, columns: Sequence[str]) -> None:
-    items = data["items"] if isinstance(data, dict) and "items" in data else data
-    if output == "json":
-        click.echo(json.dumps(items, indent=2, default=str))
-    else:
-        click.echo(table(items if isinstance(items, list) else [items], columns))
-
 
 output_option = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
@@ -49,11 +27,17 @@ output_option = click.option(
 
 
 class LazyGroup(click.Group):
-    """Subcommands with heavy imports (the simulator) load only when they are called."""
+    """Subcommands with heavy imports (the simulator) load only when they are called; the
+    group's help lists them from `lazy_help` without importing them."""
 
     lazy: dict[str, str] = {  # noqa: RUF012
         "sim": "rainier.sim.cli:sim",
         "chat": "rainier.cli.chat:chat",
+        "admin": "rainier.admin:admin",
+    }
+    lazy_help: dict[str, str] = {  # noqa: RUF012
+        "sim": "Capacity planning: the live scheduler on traces, simulated time.",
+        "chat": "Chat with a deployment through the /v1 gateway.",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -66,56 +50,94 @@ class LazyGroup(click.Group):
             return command
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in self.lazy_help:
+                rows.append((name, self.lazy_help[name]))
+                continue
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--url", envvar="RAINIER_URL", help="control plane URL (default: saved or local)")
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(__version__, "--version", prog_name="rainier")
+@click.option(
+    "--url",
+    envvar="RAINIER_URL",
+    show_envvar=True,
+    help="control plane URL [default: the profile's, else http://127.0.0.1:$RAINIER_PORT]",
+)
+@click.option(
+    "--profile",
+    envvar="RAINIER_PROFILE",
+    show_envvar=True,
+    help="saved login to use [default: the last one logged in or chosen]; RAINIER_API_KEY "
+    "overrides its key",
+)
 @click.pass_context
-def cli(ctx: click.Context, url: str | None) -> None:
+def cli(ctx: click.Context, url: str | None, profile: str | None) -> None:
     """rainier: an AI compute cloud you run yourself."""
-    ctx.obj = {"url": url}
+    ctx.obj = {"url": url, "profile": profile}
+
+
+for _command in (init, login, whoami, profiles, apply, delete, logs, quota):
+    cli.add_command(_command)
 
 
 def client(ctx: click.Context) -> Client:
-    return Client(ctx.obj.get("url") if ctx.obj else None)
+    obj = ctx.obj or {}
+    return Client(obj.get("url"), profile=obj.get("profile"))
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
 
 
 @cli.command()
-@click.option("--host", envvar="RAINIER_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="RAINIER_PORT", default=8000, show_default=True, type=int)
 @click.option(
-    "--workers", envvar="RAINIER_WORKERS", default=1, show_default=True, type=click.IntRange(1, 64)
+    "--host", envvar="RAINIER_HOST", default=_env("RAINIER_HOST", "127.0.0.1"), show_default=True
+)
+@click.option(
+    "--port",
+    envvar="RAINIER_PORT",
+    default=_env("RAINIER_PORT", "8000"),
+    show_default=True,
+    type=click.IntRange(0, 65535),
+)
+@click.option(
+    "--workers",
+    envvar="RAINIER_WORKERS",
+    default=_env("RAINIER_WORKERS", "1"),
+    show_default=True,
+    type=click.IntRange(1, 64),
 )
 def server(host: str, port: int, workers: int) -> None:
-    """Run the control plane (API, gateway, reconciler) in the foreground."""
+    """Run the control plane (API, gateway, reconciler) in the foreground.
+
+    Defaults shown are this environment's (RAINIER_HOST, RAINIER_PORT, RAINIER_WORKERS)."""
+    from rainier.config import ConfigError, Settings, check
+
+    try:
+        settings = Settings.from_env(host=host, port=port)
+        check(settings)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
     from rainier.api.app import serve
-    from rainier.config import Settings
     from rainier.control.sandbox import describe
 
-    settings = Settings.from_env(host=host, port=port)
     click.echo(f"rainier control plane on http://{host}:{port} (home {settings.home})", err=True)
     click.echo(describe(settings.isolation), err=True)
     serve(settings, workers)
-
-
-@cli.command()
-@click.pass_context
-def init(ctx: click.Context) -> None:
-    """First start: create the operator key, print it once and save it for this CLI."""
-    c = client(ctx)
-    out = c.post("/api/v1/init")
-    path = save_credentials(c.url, out["key"])
-    click.echo(f"operator key (shown once): {out['key']}")
-    click.echo(f"saved for this CLI in {path}")
-
-
-@cli.command()
-@click.argument("key")
-@click.pass_context
-def login(ctx: click.Context, key: str) -> None:
-    """Save an API key (and the server URL) for this CLI."""
-    c = Client(ctx.obj.get("url"), key)
-    c.get("/api/v1/tenants")
-    click.echo(f"saved in {save_credentials(c.url, key)}")
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -238,7 +260,12 @@ def key_create(
     out = c.post("/api/v1/keys", {**body, "rate_limit_rpm": rpm, "rate_limit_tpm": tpm})
     click.echo(out["key"])
     if save:
-        save_credentials(c.url, out["key"])
+        profile = Profile(tenant or role, c.url, out["key"], tenant, role)
+        try:
+            where = store_profile(profile)
+        except ProfileConflict as exc:
+            raise UsageError(f"the key was created but not saved: {exc}") from None
+        click.echo(f"saved as profile {profile.name} in {where}", err=True)
 
 
 @key.command("ls")
@@ -272,37 +299,7 @@ def key_revoke(ctx: click.Context, key_id: str) -> None:
     click.echo(f"key {key_id} revoked")
 
 
-# -- documents and jobs -----------------------------------------------------------------------
-
-
-def load_documents(path: str) -> list[dict[str, Any]]:
-    """Validates every document before anything is sent: a bad file changes nothing."""
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    try:
-        docs = parse_yaml(text, source=path)
-    except SpecError as exc:
-        raise UsageError(
-            "invalid document:\n  " + "\n  ".join(f"{loc}: {msg}" for loc, msg in exc.problems)
-        ) from None
-    if not docs:
-        raise UsageError(f"{path}: no documents")
-    return [d.model_dump(mode="json", exclude_none=False) for d in docs]
-
-
-@cli.command()
-@click.option("-f", "--file", "path", required=True, help="YAML file of documents, or - for stdin")
-@click.pass_context
-def apply(ctx: click.Context, path: str) -> None:
-    """Create or update what the documents describe (Node, Tenant, Contract, Job, Deployment)."""
-    c = client(ctx)
-    for doc in load_documents(path):
-        kind = doc["kind"]
-        out = c.post(KIND_PATHS[kind], doc, idempotent=kind == "Job")
-        ident = out.get("id") if kind == "Job" else out.get("name")
-        click.echo(f"{kind.lower()} {ident} {'submitted' if kind == 'Job' else 'applied'}")
+# -- jobs ------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -366,30 +363,6 @@ def describe_text(d: dict[str, Any]) -> str:
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-@cli.command()
-@click.argument("job")
-@click.option("-f", "--follow", is_flag=True, help="keep printing until the job ends")
-@click.option("--rank", default=0, show_default=True, help="which task of the gang")
-@click.pass_context
-def logs(ctx: click.Context, job: str, follow: bool, rank: int) -> None:
-    """Print a job's output."""
-    for chunk in stream_logs(client(ctx), job, rank, follow):
-        click.echo(chunk, nl=False)
-
-
-def stream_logs(c: Client, job: str, rank: int, follow: bool) -> Iterable[str]:
-    offset = 0
-    while True:
-        out = c.get(f"/api/v1/jobs/{job}/logs", rank=rank, offset=offset)
-        if out["data"]:
-            yield out["data"]
-        offset = out["offset"]
-        if not follow or out["done"]:
-            return
-        if not out["data"]:
-            time.sleep(0.25)
 
 
 @cli.command()
@@ -508,10 +481,12 @@ def models(ctx: click.Context, name: str | None, tenant: str | None, output: str
 
 def fetch(c: Client, path: str, **params: Any) -> bytes:
     """A GET answered with a file (CSV, PNG) rather than JSON; API errors become CLI errors."""
+    import httpx
+
     try:
         r = c.http.get(path, params={k: v for k, v in params.items() if v is not None})
     except httpx.TransportError as exc:
-        raise click.ClickException(f"cannot reach the control plane at {c.url}: {exc}") from None
+        raise c.unreachable(exc) from None
     if r.status_code >= 400:
         try:
             message = r.json().get("message") or r.text
@@ -672,7 +647,13 @@ def bill(
 
 
 @bill.command("export")
-@click.option("--focus", is_flag=True, required=True, help="FinOps FOCUS 1.0 columns")
+@click.option(
+    "--focus",
+    is_flag=True,
+    default=True,
+    show_default=True,
+    help="FinOps FOCUS 1.0 columns (the only format, so the default)",
+)
 @click.option("--contract")
 @click.option("--tenant")
 @click.option("--since", help="date or ISO time (UTC), inclusive")

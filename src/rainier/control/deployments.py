@@ -31,7 +31,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -78,21 +78,12 @@ class ModelRefError(ValueError):
 # -- the model registry -----------------------------------------------------------------------
 
 
-def check_model_dir(path: str) -> str:
-    """A model folder must be an absolute path the control plane can see: replicas start from
-    it on nodes that share the same filesystem, and a missing folder would only crash-loop."""
-    if not Path(path).is_absolute():
-        raise ModelRefError(f"a model folder path must be absolute, not {path!r}")
-    if not Path(path).is_dir():
-        raise ModelRefError(f"model folder {path!r} does not exist")
-    return os.path.normpath(path)
-
-
 def register_model(
     s: Session, tenant_id: str, name: str, path: str, job_id: str | None = None
 ) -> Model:
-    """The next version of `name` in the tenant; the caller retries on IntegrityError, which
-    two concurrent registrations of one name cause on databases without a write lock."""
+    """The next version of `name` in the tenant, for a folder the caller checked the tenant
+    owns (`rainier.control.ownership`); the caller retries on IntegrityError, which two
+    concurrent registrations of one name cause on databases without a write lock."""
     if not re.fullmatch(NAME_PATTERN, name):
         raise ModelRefError(f"model name {name!r} must be lowercase letters, digits and '-'")
     last = s.scalar(
@@ -103,7 +94,7 @@ def register_model(
         tenant_id=tenant_id,
         name=name,
         version=(last or 0) + 1,
-        path=check_model_dir(path),
+        path=path,
         job_id=job_id,
     )
     s.add(row)
@@ -124,12 +115,15 @@ class ResolvedModel:
     path: str
 
 
-def resolve_model(s: Session, tenant_id: str, ref: str) -> ResolvedModel:
+def resolve_model(
+    s: Session, tenant_id: str, ref: str, owned: Callable[[str], str]
+) -> ResolvedModel:
     """`name[:version]` of the tenant's registry (newest version when none is given), or an
-    absolute folder path. Resolved once, when the deployment is applied: a new model version
-    reaches a deployment when the deployment is applied again, never behind its back."""
+    absolute path of a folder the tenant owns (`owned` answers it resolved, or raises).
+    Resolved once, when the deployment is applied: a new model version reaches a deployment
+    when the deployment is applied again, never behind its back."""
     if "/" in ref:
-        path = check_model_dir(ref)
+        path = owned(ref)
         return ResolvedModel(path, path)
     match = _VERSIONED.fullmatch(ref)
     if match is None:
@@ -155,13 +149,15 @@ def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, obje
     }
 
 
-def apply_deployment(s: Session, tenant_id: str, doc: DeploymentSpec) -> tuple[Deployment, bool]:
+def apply_deployment(
+    s: Session, tenant_id: str, doc: DeploymentSpec, owned: Callable[[str], str]
+) -> tuple[Deployment, bool]:
     """Creates the deployment or updates the one of that name; True when created.
 
     Changes to what a replica runs bump the revision, and the controller rolls replicas over
     to it; changes to scaling and rate limits apply to the running replicas as they are.
     """
-    model = resolve_model(s, tenant_id, doc.model)
+    model = resolve_model(s, tenant_id, doc.model, owned)
     spec = doc.model_dump(mode="json")
     row = s.scalars(
         select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == doc.name)
@@ -273,7 +269,9 @@ def _revision_of(job: Job) -> int:
 
 
 def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
+    """Records a deployment's change, and says it in the server's log: one line per change."""
     s.add(Event(object_id=row.id, tenant_id=row.tenant_id, kind=kind, message=message))
+    log.info("deployment %s (%s) %s: %s", row.name, row.id, kind, message)
 
 
 # -- finding and probing replicas ---------------------------------------------------------------

@@ -13,6 +13,11 @@ from rainier.scheduler import NodeInfo
 Observed = Literal["running", "exited", "lost"]
 
 
+class UnstartableTask(Exception):
+    """A task that no node could ever start as it is (its command line or environment is
+    more than `exec` takes): retrying would fail the same way, so its job fails."""
+
+
 @dataclass(frozen=True)
 class TaskLaunch:
     """Everything needed to start one task; `task_id` is unique per job attempt and rank."""
@@ -38,8 +43,9 @@ class TaskLaunch:
     read_write: tuple[str, ...] = ()
     read_only: tuple[str, ...] = ()
     hidden: tuple[str, ...] = ()
-    # inputs under this folder are checked from it down (a tenant's checkpoints, its models)
-    inputs_root: str | None = None
+    # inputs under these folders are checked from them down: the control plane vouches for
+    # the folders above (the checkpoint root, the tenant's storage prefix)
+    input_roots: tuple[str, ...] = ()
     memory_bytes: int | None = None
 
 

@@ -17,25 +17,33 @@ from rainier.control.executor import Executor, TaskLaunch
 from rainier.control.uids import TenantUids, parse_range
 from rainier.spec import FLAVORS, TrainSpec
 from rainier.store.db import Store
-from rainier.store.keys import job_token
+from rainier.store.keys import JobTokens
 from rainier.store.tables import Job, Task
 
 GIB = 1024**3
 
 
 class Launches:
-    def __init__(self, store: Store, executor: Executor, settings: Settings):
+    def __init__(self, store: Store, executor: Executor, settings: Settings, tokens: JobTokens):
         self.store = store
+        self.tokens = tokens
         self.executor = executor
         self.settings = settings
         self.uids = TenantUids(store, parse_range(settings.sandbox_uids))
 
-    def _inputs(self, spec: dict[str, Any], command: list[str], *, replica: bool) -> list[str]:
-        """Of the control plane's own folders only checkpoints (and models exported there)
-        may be a task's input; the database, logs and task records never."""
-        home, ckpts = self.settings.home, self.settings.checkpoints_dir
+    def _storage(self, tenant: str) -> Path:
+        return self.settings.storage_dir / (tenant or "-")
+
+    def _inputs(
+        self, spec: dict[str, Any], command: list[str], tenant: str, *, replica: bool
+    ) -> list[str]:
+        """Of the control plane's own folders only checkpoints (and models exported there) and
+        the tenant's own storage prefix may be a task's input; the database, logs, task
+        records and other tenants' storage never."""
+        home = self.settings.home
+        allowed = (self.settings.checkpoints_dir, self._storage(tenant))
         paths = inputs_of(spec, command, replica=replica)
-        return [p for p in paths if not _under(p, home) or _under(p, ckpts)]
+        return [p for p in paths if not _under(p, home) or any(_under(p, r) for r in allowed)]
 
     def launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
         placement = job.placement or {}
@@ -60,7 +68,7 @@ class Launches:
             "RAINIER_CHECKPOINT_DIR": str(ckpt),
             "RAINIER_WORKDIR": str(workdir),
             "RAINIER_CONTROL_URL": self.settings.control_url,
-            "RAINIER_TOKEN": job_token(self.store, job.id),
+            "RAINIER_TOKEN": self.tokens.sign(job.id),
             "RANK": str(task.rank),
             "WORLD_SIZE": str(job.nodes),
             "LOCAL_RANK": "0",
@@ -95,9 +103,9 @@ class Launches:
             uid=self.uids.uid_of(job.tenant_id),
             workdir=str(workdir),
             read_write=(str(ckpt), str(workdir)),
-            read_only=tuple(self._inputs(spec, command, replica=job.kind == "replica")),
+            read_only=tuple(self._inputs(spec, command, tenant, replica=job.kind == "replica")),
             hidden=(str(self.settings.home),),
-            inputs_root=str(self.settings.checkpoints_dir),
+            input_roots=(str(self.settings.checkpoints_dir), str(self._storage(tenant))),
             memory_bytes=int(float(memory_gb) * GIB),
         )
 

@@ -7,6 +7,7 @@ where this machine can give one, starts it in its sandbox (see `sandbox`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -15,17 +16,28 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from rainier.control import sandbox, taskrun
-from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
+from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus, UnstartableTask
 
 SPAWN_GRACE_S = 5.0
-REFUSED_EXIT_CODE = 126  # as a shell answers a command it cannot run
 log = logging.getLogger("rainier.local")
+
+
+@contextlib.contextmanager
+def _unstartable_if_too_big(task_dir: Path) -> Iterator[None]:
+    """`exec` refusing the command line or environment as too long is final for the task."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.E2BIG, errno.ENAMETOOLONG):
+            raise
+        (task_dir / "spawned").unlink(missing_ok=True)
+        raise UnstartableTask(f"exec refused the task: {exc.strerror}") from None
 
 
 class LocalExecutor:
@@ -67,8 +79,10 @@ class LocalExecutor:
         try:
             found = sandbox.decide(self.isolation_mode)
         except sandbox.SandboxUnavailable as exc:
-            return self._refuse(task_dir, str(exc))
+            raise UnstartableTask(str(exc)) from None
         run = taskrun.run_of(launch, found.bwrap if found else None)
+        with _unstartable_if_too_big(task_dir):
+            taskrun.check_exec_size(run)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         taskrun.make_folders(run, launch)
         (task_dir / "launch.json").write_text(json.dumps(run.to_json()))
@@ -84,15 +98,6 @@ class LocalExecutor:
             )
         self._children[launch.task_id] = proc
         return {"pid": proc.pid, "pgid": proc.pid, "dir": str(task_dir), "started_us": spawned_us}
-
-    def _refuse(self, task_dir: Path, reason: str) -> dict[str, Any]:
-        """Records a task that never ran: it ends at once with `reason`, holding no chips."""
-        now_us = time.time_ns() // 1000
-        (task_dir / "spawned").write_text(f"{now_us // 1_000_000}.{now_us % 1_000_000:06d}")
-        (task_dir / "ending").write_text(reason)
-        (task_dir / "exited_at").write_text(str(now_us))
-        (task_dir / "exit").write_text(str(REFUSED_EXIT_CODE))
-        return {"pid": None, "pgid": None, "dir": str(task_dir), "started_us": now_us}
 
     def _handle(self, task_dir: Path) -> dict[str, Any]:
         pid = _read_int(task_dir / "pid")

@@ -15,6 +15,7 @@ Lines are inserted with ON CONFLICT DO NOTHING on `key`, on SQLite and PostgreSQ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -484,6 +485,7 @@ class Metering:
     _last_settle: datetime | None = None
     _prices: tuple[int | None, PriceBook] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _failing: set[tuple[str, str]] = field(default_factory=set)
     wake: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -551,6 +553,27 @@ class Metering:
                 step(now)
             except Exception:
                 log.exception("metering step %s failed; retrying next tick", step.__name__)
+
+    @contextlib.contextmanager
+    def _isolated(self, row: Contract, step: str) -> Iterator[None]:
+        """One contract whose billing fails does not stop the others': the failure is logged
+        and put on the contract's events (once per server run), and retried next tick."""
+        try:
+            yield
+        except Exception as exc:
+            log.exception("%s of contract %s failed; the other contracts go on", step, row.name)
+            if (row.name, step) in self._failing:
+                return
+            self._failing.add((row.name, step))
+            with contextlib.suppress(Exception), self.store.write() as s:
+                s.add(
+                    Event(
+                        object_id=row.id,
+                        tenant_id=row.tenant_id,
+                        kind="billing-failed",
+                        message=f"{step} failed: {type(exc).__name__}: {exc}"[:1000],
+                    )
+                )
 
     # -- tokens ---------------------------------------------------------------------------
 
@@ -621,18 +644,29 @@ class Metering:
             cursors = {c.name: c for c in s.scalars(select(MeteringCursor))}
             horizon = self._horizon(s, now)
         for row in rows:
-            terms = contract_terms(row)
-            done = True
-            for flavor in sorted(terms.guaranteed_chips):
-                name = f"reservation:{terms.contract}:{flavor}"
-                cursor = cursors.get(name)
-                since = cursor.at if cursor is not None and cursor.at is not None else terms.start
-                if since < terms.end:
-                    self._settle_flavor(terms, flavor, name, since, horizon, max_periods)
-                    done = False
-            true_up_done = f"true_up:{terms.contract}" in cursors
-            if done and not true_up_done and terms.end <= horizon:
-                self._true_up(terms, now)
+            with self._isolated(row, "settling reservations"):
+                self._settle_contract(row, cursors, horizon, now, max_periods)
+
+    def _settle_contract(
+        self,
+        row: Contract,
+        cursors: dict[str, MeteringCursor],
+        horizon: datetime,
+        now: datetime,
+        max_periods: int,
+    ) -> None:
+        terms = contract_terms(row)
+        done = True
+        for flavor in sorted(terms.guaranteed_chips):
+            name = f"reservation:{terms.contract}:{flavor}"
+            cursor = cursors.get(name)
+            since = cursor.at if cursor is not None and cursor.at is not None else terms.start
+            if since < terms.end:
+                self._settle_flavor(terms, flavor, name, since, horizon, max_periods)
+                done = False
+        true_up_done = f"true_up:{terms.contract}" in cursors
+        if done and not true_up_done and terms.end <= horizon:
+            self._true_up(terms, now)
 
     def _settle_flavor(
         self,
@@ -709,7 +743,8 @@ class Metering:
         self._checked_all = True
         fired = False
         for row in rows:
-            fired |= self.check_alerts(row, now)
+            with self._isolated(row, "checking spend alerts"):
+                fired |= self.check_alerts(row, now)
         if fired:
             self.wake.set()
 

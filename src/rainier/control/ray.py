@@ -473,7 +473,7 @@ def confine_fields(launch: TaskLaunch) -> dict[str, Any]:
     """The part of a launch the node's actor needs to confine the task."""
     names = (
         *("chips", "flavor", "rank", "attempt", "chip_ids", "device_env", "uid", "workdir"),
-        *("read_write", "read_only", "hidden", "memory_bytes", "inputs_root"),
+        *("read_write", "read_only", "hidden", "memory_bytes", "input_roots"),
     )
     return {name: getattr(launch, name) for name in names}
 

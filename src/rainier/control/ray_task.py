@@ -137,5 +137,5 @@ def _ray_gpu_ids() -> list[str]:
 
 
 def _launch_fields(confine: Mapping[str, Any]) -> dict[str, Any]:
-    tuples = ("chip_ids", "read_write", "read_only", "hidden")
+    tuples = ("chip_ids", "read_write", "read_only", "hidden", "input_roots")
     return {k: tuple(v) if k in tuples else v for k, v in confine.items()}

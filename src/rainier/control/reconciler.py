@@ -24,25 +24,18 @@ from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.deployments import DeploymentController
-from rainier.control.executor import Executor
+from rainier.control.executor import Executor, UnstartableTask
+from rainier.control.isolation import schedule_isolated
 from rainier.control.launch import Launches
-from rainier.scheduler import (
-    Allocation,
-    ClusterState,
-    Decisions,
-    NodeInfo,
-    Quota,
-    Scheduler,
-    Workload,
-    default_scheduler,
-)
+from rainier.control.state import ACTIVE_JOB_STATES, cluster_state
+from rainier.scheduler import ClusterState, Decisions, Scheduler, Workload, default_scheduler
 from rainier.scheduler.chips import assign_gang, held_chips
 from rainier.store.db import Store
-from rainier.store.tables import Contract, Event, Job, Lease, Node, Task, Tenant, utcnow
+from rainier.store.keys import JobTokens
+from rainier.store.tables import Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
 LEASE = "reconciler"
-ACTIVE_JOB_STATES = ("running", "stopping")
 LIVE_TASK_STATES = ("starting", "running")
 PASS_EVERY_S = 1.0
 MIN_PASS_GAP_S = 0.1
@@ -51,6 +44,7 @@ PASS_SHARE = 0.15  # of the reconciler's time at most: a long queue spaces passe
 
 TaskHook = Callable[[Session, Job, Task, datetime], None]
 TickHook = Callable[[datetime], None]
+AdmitHook = Callable[[str, str, float], None]  # tenant, flavor, seconds waited
 
 
 @dataclass
@@ -72,15 +66,16 @@ class Reconciler:
         scheduler: Scheduler | None = None,
         on_task_time: TaskHook | None = None,
         on_tick: TickHook | None = None,
+        on_admit: AdmitHook | None = None,
     ):
         self.store = store
         self.executor = executor
-        self.launches = Launches(store, executor, settings)
         self.settings = settings
         self.holder = holder or f"{socket.gethostname()}:{id(self):x}"
         self.scheduler = scheduler or default_scheduler()
         self.on_task_time = on_task_time
         self.on_tick = on_tick
+        self.on_admit = on_admit
         self.ticks = 0
         self.wake = threading.Event()
         self._dirty = True
@@ -90,6 +85,8 @@ class Reconciler:
         self._reasons: dict[str, str] = {}
         self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
+        self.tokens = JobTokens.load(settings.home)
+        self.launches = Launches(store, executor, settings, self.tokens)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -237,6 +234,10 @@ class Reconciler:
             launch = self.launches.launch_of(job, task, tenants.get(job.tenant_id, ""))
             try:
                 handle = self.executor.start(launch)
+            except UnstartableTask as exc:
+                unstartable.add(job.id)
+                self._fail_unstartable(job.id, task.id, f"task {task.rank} cannot start: {exc}")
+                continue
             except Exception as exc:
                 # The placement went stale (a node died before the inventory noticed): the job
                 # goes back to the queue without spending one of its restarts.
@@ -261,6 +262,22 @@ class Reconciler:
                     row.state = "running"
                     row.started_at = row.started_at or _started_at(handle) or utcnow()
                     row.billed_until = row.billed_until or row.started_at
+
+    def _fail_unstartable(self, job_id: str, task_id: str, reason: str) -> None:
+        """A launch that can never succeed fails the job, rather than requeueing it forever;
+        ranks of the gang already started are killed."""
+        now = utcnow()
+        with self.store.write() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.state != "running":
+                return
+            for row in s.scalars(
+                select(Task).where(Task.job_id == job_id, Task.state.in_(LIVE_TASK_STATES))
+            ):
+                if row.handle is not None and row.id != task_id:
+                    self.executor.kill(row.id, row.handle)
+                row.state, row.exited_at = "lost", now
+            self._finish(s, job, "failed", reason, now)
 
     # -- observing --------------------------------------------------------------------------
 
@@ -380,53 +397,7 @@ class Reconciler:
     # -- scheduling -------------------------------------------------------------------------
 
     def cluster_state(self, s: Session, now_s: float) -> ClusterState:
-        nodes = [
-            NodeInfo(n.name, n.flavor, n.chips, n.zone, n.block, n.rack, n.schedulable)
-            for n in s.scalars(select(Node).order_by(Node.name))
-        ]
-        now = datetime.fromtimestamp(now_s, UTC)
-        contracts = s.scalars(
-            select(Contract).where(Contract.term_start <= now, Contract.term_end > now)
-        ).all()
-        names = {t.id: t.name for t in s.scalars(select(Tenant))}
-        quotas = _quotas(contracts, names)
-        running, pending = [], []
-        columns = (
-            Job.id,
-            Job.tenant_id,
-            Job.state,
-            Job.started_at,
-            Job.placement,
-            Job.stop_requested,
-            Job.preempting,
-        )
-        rows = s.execute(
-            select(*columns).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
-        ).all()
-        self._cache_workloads(s, [r.id for r in rows], names)
-        for job in rows:
-            workload = self._workloads[job.id]
-            if job.state == "pending":
-                pending.append(workload)
-            elif job.placement:
-                started = job.started_at.timestamp() if job.started_at else now_s
-                stopping = job.state == "stopping" or job.stop_requested or job.preempting
-                running.append(
-                    Allocation(workload, tuple(job.placement["nodes"]), started, stopping)
-                )
-        return ClusterState(now_s, nodes, quotas, running, pending)
-
-    def _cache_workloads(self, s: Session, active: list[str], names: dict[str, str]) -> None:
-        """Workloads never change once submitted: parse each job's spec once, not every pass."""
-        alive = set(active)
-        for job_id in [j for j in self._workloads if j not in alive]:
-            del self._workloads[job_id]
-            self._reasons.pop(job_id, None)
-        missing = [j for j in active if j not in self._workloads]
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
-            for job in s.scalars(select(Job).where(Job.id.in_(chunk))):
-                self._workloads[job.id] = _workload(job, names.get(job.tenant_id, job.tenant_id))
+        return cluster_state(s, now_s, self._workloads, self._reasons)
 
     def _schedule(self) -> tuple[int, int]:
         now_s = time.time()
@@ -434,8 +405,19 @@ class Reconciler:
             state = self.cluster_state(s, now_s)
         if not state.pending:
             return 0, 0
-        decisions = self.scheduler.schedule(state)
-        return self._persist(decisions)
+        isolated = schedule_isolated(self.scheduler, state)
+        if isolated.failed:
+            self._fail_unschedulable(isolated.failed)
+        return self._persist(isolated.decisions)
+
+    def _fail_unschedulable(self, failed: dict[str, str]) -> None:
+        """Pending jobs the scheduler fails on: failed with the error, so the others go on."""
+        now = utcnow()
+        with self.store.write() as s:
+            for job in s.scalars(select(Job).where(Job.id.in_(list(failed)))):
+                if job.state == "pending":
+                    reason = f"the scheduler cannot consider this job: {failed[job.id]}"
+                    self._finish(s, job, "failed", reason[:1000], now)
 
     def _persist(self, decisions: Decisions) -> tuple[int, int]:
         now = utcnow()
@@ -480,6 +462,10 @@ class Reconciler:
                     f"placed on {', '.join(admit.node_names)}: {admit.reason}",
                 )
                 admitted += 1
+                workload = self._workloads.get(job.id)
+                if self.on_admit is not None and workload is not None and job.attempt == 0:
+                    waited = now.timestamp() - workload.submitted_s
+                    self.on_admit(workload.tenant, job.flavor, waited)
             for pre in decisions.preempt:
                 job = s.get(Job, pre.workload_id)
                 if job is None or job.state != "running" or job.preempting:
@@ -526,51 +512,10 @@ class Reconciler:
                 self._terminate(s, job, list(alive), now)
 
 
-def _quotas(contracts: Any, names: dict[str, str]) -> list[Quota]:
-    merged: dict[str, dict[str, Any]] = {}
-    for c in sorted(contracts, key=lambda c: c.name):
-        entry = merged.setdefault(
-            names.get(c.tenant_id, c.tenant_id),
-            {"guaranteed": {}, "borrow": None, "weight": None, "tier": 0},
-        )
-        for flavor, chips in c.spec.get("guaranteed_chips", {}).items():
-            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + int(chips)
-        borrow = c.spec.get("borrow_limit_chips")
-        if borrow is not None:
-            current = entry["borrow"] or {}
-            for flavor, chips in borrow.items():
-                current[flavor] = current.get(flavor, 0) + int(chips)
-            entry["borrow"] = current
-        entry["weight"] = c.spec.get("weight") or entry["weight"]
-        entry["tier"] = max(entry["tier"], int(c.spec.get("priority_tier", 0)))
-    return [
-        Quota(tenant, v["guaranteed"], v["borrow"], v["weight"], v["tier"])
-        for tenant, v in sorted(merged.items())
-    ]
-
-
-def _workload(job: Any, tenant: str) -> Workload:
-    """`job` is a Job row or a result row with the same columns."""
-    spec = job.spec
-    return Workload(
-        id=job.id,
-        tenant=tenant,
-        flavor=job.flavor,
-        nodes=job.nodes,
-        chips_per_node=job.chips_per_node,
-        priority=job.priority,
-        kind="replica" if job.kind == "replica" else "job",
-        within=spec.get("within"),
-        max_duration_s=spec.get("max_duration_s"),
-        submitted_s=job.created_at.timestamp(),
-        preemptible=bool(spec.get("preemptible", True)),
-        may_preempt_own=bool(spec.get("may_preempt_own", False)),
-        grace_period_s=float(spec.get("grace_period_s", 30.0)),
-    )
-
-
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:
+    """Records a job's change, and says it in the server's log: one line per change."""
     s.add(Event(object_id=object_id, tenant_id=tenant_id, kind=kind, message=message))
+    log.info("job %s %s: %s", object_id, kind, message)
 
 
 def _started_at(handle: dict[str, Any]) -> datetime | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ from rainier.control.executor import TaskLaunch
 from rainier.control.sandbox import Confinement, bwrap_argv, readable_by, task_environment
 
 MIB = 1024 * 1024
+MAX_ARG_STRLEN = 32 * 4096  # Linux: the longest single argument or variable exec takes
 PR_SET_PDEATHSIG = 1
 
 
@@ -151,6 +153,20 @@ def _prepare(run: TaskRun, cgroup: TaskCgroup | None, die_with_parent: bool) -> 
     return prepare
 
 
+def check_exec_size(run: TaskRun) -> None:
+    """Raises E2BIG where the kernel would refuse to exec the task: one argument or variable
+    longer than a page-bounded string may be, or all of them beyond the argument space. Checked
+    before the task starts, so a launch that can never succeed is said at once."""
+    argv: Sequence[str] = run.command
+    if run.confinement is not None and run.bwrap:
+        argv = bwrap_argv(run.bwrap, run.confinement, run.command)
+    env = task_environment(run.env, run.workdir)
+    strings = [a.encode() for a in argv] + [f"{k}={v}".encode() for k, v in env.items()]
+    total = sum(len(x) + 1 + 8 for x in strings)  # each string, its NUL and its pointer
+    if any(len(x) + 1 > MAX_ARG_STRLEN for x in strings) or total > os.sysconf("SC_ARG_MAX"):
+        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
+
+
 def host_cores(chip_ids: Sequence[int]) -> tuple[int, ...]:
     """The cores of this machine that `cpu` chips `chip_ids` are: chip i is the i-th core the
     executor may use (wrapping around where a node claims more chips than it has cores)."""
@@ -203,9 +219,9 @@ def run_of(launch: TaskLaunch, bwrap: str | None) -> TaskRun:
 
 def _may_read(launch: TaskLaunch, path: str) -> bool:
     assert launch.uid is not None
-    root = launch.inputs_root
-    if root and (path == root or path.startswith(root.rstrip("/") + "/")):
-        return readable_by(launch.uid, path, below=root)
+    for root in launch.input_roots:
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return readable_by(launch.uid, path, below=root)
     return readable_by(launch.uid, path)
 
 

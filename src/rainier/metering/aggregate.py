@@ -29,21 +29,37 @@ class Totals:
     lines: int
 
 
-def _group_key(line: UsageLine, by: GroupBy) -> str | None:
+_CHIPS = ("chip_seconds", "reserved_chip_seconds")
+_TOKENS = ("input_tokens", "output_tokens")
+
+
+def _group_key(line: UsageLine, by: GroupBy) -> str:
+    """The line's group in the view; lines the view is not about get a group in parentheses
+    (`(tokens)` by flavor, `(reserved trn2)` by job, ...), so a view always sums to the total."""
     kind = line.charge_kind
     if by == "flavor":
-        return line.sku if kind in ("chip_seconds", "reserved_chip_seconds") else None
+        return line.sku if kind in _CHIPS else _aside(line)
     if by == "model":
-        return line.sku if kind in ("input_tokens", "output_tokens") else None
+        return line.sku if kind in _TOKENS else _aside(line)
     if by == "job":
-        return line.resource if kind not in ("reserved_chip_seconds", "true_up") else None
+        return line.resource if kind not in ("reserved_chip_seconds", "true_up") else _aside(line)
     if by == "day":
         return line.period_start.date().isoformat()
     return kind
 
 
+def _aside(line: UsageLine) -> str:
+    kind = line.charge_kind
+    if kind == "reserved_chip_seconds":
+        return f"(reserved {line.sku})"
+    if kind == "true_up":
+        return "(true-up)"
+    return "(tokens)" if kind in _TOKENS else "(chips)"
+
+
 def usage_by(lines: Iterable[UsageLine], by: GroupBy) -> dict[tuple[str, str], Totals]:
-    """(group, unit) -> totals; lines outside the view (tokens when by flavor) are left out.
+    """(group, unit) -> totals of every line: those outside the view (tokens when by flavor,
+    reservations when by job) are grouped apart, in parentheses, and still counted.
 
     `job` groups usage by job or deployment (chip-seconds and tokens, each in its unit); `day` groups everything by UTC day (lines
     never straddle midnight, they are cut at every hour).
@@ -51,8 +67,6 @@ def usage_by(lines: Iterable[UsageLine], by: GroupBy) -> dict[tuple[str, str], T
     acc: dict[tuple[str, str], list[Decimal | int]] = {}
     for line in lines:
         group = _group_key(line, by)
-        if group is None:
-            continue
         slot = acc.setdefault((group, line.unit), [Decimal(0), Decimal(0), 0])
         slot[0] += line.quantity
         slot[1] += line.amount_usd

@@ -76,8 +76,19 @@ from rainier.scheduler.types import (
     NodeInfo,
     Preempt,
     Wait,
+    WaitCause,
     Workload,
 )
+
+
+def shape_fits(topo: FlavorNodes | None, w: Workload) -> bool:
+    """Whether the gang's shape fits these nodes when they are empty: if not, it never will."""
+    return (
+        topo is not None
+        and w.nodes >= 1
+        and w.chips_per_node >= 0
+        and place(topo, topo.chips, w.nodes, w.chips_per_node, w.within) is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +240,18 @@ class _Pass:
     def _tier(self, tenant: str) -> int:
         return self.ledger.book(tenant).quota.priority_tier
 
-    def _wait(self, w: Workload, reason: str, reservation_s: float | None = None) -> None:
-        self.out.wait.append(Wait(w.id, reason, reservation_s))
+    def _wait(
+        self,
+        w: Workload,
+        reason: str,
+        reservation_s: float | None = None,
+        cause: WaitCause = WaitCause.CAPACITY,
+    ) -> None:
+        self.out.wait.append(Wait(w.id, reason, reservation_s, cause))
 
     def _guaranteed(self, w: Workload, deferred: list[Workload]) -> None:
         if not self._possible(w):
-            self._wait(w, reasons.never_fits(w))
+            self._wait(w, reasons.never_fits(w), cause=WaitCause.NEVER_FITS)
             return
         book = self.ledger.book(w.tenant)
         f = w.flavor
@@ -276,11 +293,13 @@ class _Pass:
         f = w.flavor
         after = book.borrowed(f, w.chips)
         if after > 0 and not w.preemptible:
-            self._wait(w, reasons.not_preemptible(w, book.used(f), book.guaranteed(f)))
+            reason = reasons.not_preemptible(w, book.used(f), book.guaranteed(f))
+            self._wait(w, reason, cause=WaitCause.NOT_PREEMPTIBLE)
             return
         allowed = book.borrow_limit(f)
         if allowed is not None and after > allowed:
-            self._wait(w, reasons.over_limit(w, book.borrowed(f), allowed))
+            reason = reasons.over_limit(w, book.borrowed(f), allowed)
+            self._wait(w, reason, cause=WaitCause.OVER_LIMIT)
             return
         if not self._try_admit(w, book):
             self._blocked(w)
@@ -289,13 +308,7 @@ class _Pass:
         key = (w.flavor, w.nodes, w.chips_per_node, w.within)
         known = self.possible_shapes.get(key)
         if known is None:
-            topo = self.topos.get(w.flavor)
-            known = (
-                topo is not None
-                and w.nodes >= 1
-                and w.chips_per_node >= 0
-                and place(topo, topo.chips, w.nodes, w.chips_per_node, w.within) is not None
-            )
+            known = shape_fits(self.topos.get(w.flavor), w)
             self.possible_shapes[key] = known
         return known
 
@@ -411,7 +424,8 @@ class _Pass:
         stopping = bool((cap.incoming[plan.nodes] > 0).any())
         cap.hold(nodes)
         book.add(w.flavor, w.chips)
-        self._wait(w, reasons.preempting(w, len(plan.victims), stopping))
+        reason = reasons.preempting(w, len(plan.victims), stopping)
+        self._wait(w, reason, cause=WaitCause.PREEMPTING)
         return True
 
     def _preempt(self, row: int, claimant: Workload) -> None:
@@ -440,7 +454,8 @@ class _Pass:
             res = earliest_start(cap.topo, cap.free, cap.held, self._releases(f), self.now, w)
             if res is not None:
                 cap.reserve(res.nodes.tolist(), res.offer - w.chips_per_node, res.start_s, w.id)
-                self._wait(w, reasons.reserved(w, res.start_s), res.start_s)
+                reason = reasons.reserved(w, res.start_s)
+                self._wait(w, reason, res.start_s, WaitCause.RESERVED)
                 return
             self._wait(w, reasons.no_estimate(w))
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Literal, Protocol
 
 TopologyLevel = Literal["zone", "block", "rack"]
@@ -94,11 +95,23 @@ class Preempt:
     reason: str
 
 
+class WaitCause(StrEnum):
+    """Why a workload waits, for callers that act on it (a refused submission, a plan)."""
+
+    CAPACITY = "capacity"  # not enough free chips now; no promise when
+    RESERVED = "reserved"  # holds its flavor's reservation: starts by `reservation_s`
+    PREEMPTING = "preempting"  # others are being preempted to make room for it
+    OVER_LIMIT = "over-borrow-limit"  # its tenant may not borrow that many more chips
+    NOT_PREEMPTIBLE = "not-preemptible"  # would have to borrow, which needs preemptible work
+    NEVER_FITS = "never-fits"  # no set of the flavor's nodes offers its shape, even empty
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     workload_id: str
     reason: str
     reservation_s: float | None = None
+    cause: WaitCause = WaitCause.CAPACITY
 
 
 @dataclass(frozen=True, slots=True)

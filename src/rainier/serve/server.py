@@ -40,6 +40,8 @@ from rainier.serve.protocol import (
     Usage,
 )
 from rainier.serve.sampling import SamplingParams
+from rainier.serve.vllm_metrics import render as render_with_vllm_names
+from rainier.serve.vllm_metrics import vllm_registry
 from rainier.sse import EventStreamResponse
 
 CLIENT_CLOSED_REQUEST = 499
@@ -122,9 +124,12 @@ def create_app(
     async def load() -> dict[str, int]:
         return async_engine.load()
 
+    vllm = vllm_registry(async_engine.metrics, served_model_name)
+
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(async_engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        body = render_with_vllm_names(async_engine.metrics, vllm)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     card = ModelCard(id=served_model_name, max_model_len=async_engine.max_model_len)
 

@@ -15,13 +15,15 @@ from sqlalchemy.orm import Session
 from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
-from rainier.api.schemas import EventOut, Page
+from rainier.api.routers.models import model_roots
+from rainier.api.schemas import MAX_OFFSET, EventOut, Page
 from rainier.control.deployments import (
     LIVE_JOB_STATES,
     ModelRefError,
     apply_deployment,
     delete_deployment,
 )
+from rainier.control.ownership import NotOwnedError, owned_model_dir
 from rainier.spec import DeploymentSpec
 from rainier.store.tables import Deployment, Event, Job, ReplicaEndpoint, Tenant, TokenUsageRecord
 
@@ -141,6 +143,7 @@ def apply(
 ) -> DeploymentOut:
     """Creates the deployment (201) or updates the one of that name in the tenant (200)."""
     require(caller, "operator", "admin", "member")
+    roots = model_roots(request.app.state.settings)
     for tries_left in (1, 0):
         try:
             with store.write() as s:
@@ -149,7 +152,14 @@ def apply(
                         422, "an operator key must name the deployment's tenant", field="tenant"
                     )
                 owner = visible_tenant(s, caller, doc.tenant)
-                row, created = apply_deployment(s, owner.id, doc)
+
+                def owned(path: str, s: Session = s, owner: Tenant = owner) -> str:
+                    try:
+                        return owned_model_dir(s, roots, owner.id, owner.name, path).path
+                    except NotOwnedError as exc:
+                        raise ModelRefError(str(exc)) from None
+
+                row, created = apply_deployment(s, owner.id, doc, owned)
                 out = deployment_out(row, owner.name, _replicas(s, [row.id]).get(row.id, []))
             break
         except ModelRefError as exc:
@@ -222,7 +232,7 @@ def deployment_usage(
     store: StoreDep,
     tenant: str | None = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
-    cursor: int | None = None,
+    cursor: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
 ) -> Page[TokenUsageOut]:
     """Tokens metered per request, oldest first; `next_cursor` pages on."""
     with store.read() as s:

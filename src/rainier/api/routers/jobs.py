@@ -2,23 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from sqlalchemy import Table, select
+from sqlalchemy import Table, func, select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError
-from rainier.api.schemas import EventOut, JobDetail, JobOut, LogChunk, MetricsIn, Page, TaskOut
-from rainier.spec import JobSpec
+from rainier.api.logtail import tail_offset
+from rainier.api.schemas import (
+    MAX_OFFSET,
+    EventOut,
+    JobDetail,
+    JobOut,
+    LogChunk,
+    MetricsIn,
+    Page,
+    TaskOut,
+)
+from rainier.spec import MAX_NODES_PER_JOB, JobSpec
 from rainier.store.db import Store
 from rainier.store.tables import (
     TERMINAL_STATES,
     Event,
     Job,
     JobMetric,
+    Node,
     Task,
     Tenant,
     new_id,
@@ -26,6 +40,7 @@ from rainier.store.tables import (
 )
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
+log = logging.getLogger("rainier.jobs")
 MAX_LOG_CHUNK = 1 << 20
 JSON = "application/json"
 
@@ -63,14 +78,20 @@ async def submit_job(
     caller: Caller,
     request: Request,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    replace: bool = False,
 ) -> Response:
     """Queues a job. With an `Idempotency-Key`, a retried submission returns the first one.
+
+    A name is one live (pending or running) job per tenant: another submission of it is
+    refused (409) unless `replace=true`, which stops the live one first. A gang that no set of
+    the flavor's nodes can ever hold is refused (422) with that reason.
 
     The hot path of the API: no thread hop unless an operator names a tenant, and the row is
     committed with the others that arrived meanwhile (see `SubmissionWriter`).
     """
     require(caller, "operator", "admin", "member")
     store: Store = request.app.state.store
+    await _check_fits(request.app.state, store, doc)
     if doc.tenant is None or doc.tenant == caller.tenant:
         tenant_id, tenant = _own_tenant(caller)
     else:
@@ -95,7 +116,12 @@ async def submit_job(
         "submit_key": idempotency_key,
         "created_at": utcnow(),
     }
+    if replace:
+        await run_in_threadpool(_stop_live, store, tenant_id, doc.name)
+        request.app.state.wake()
     written = await request.app.state.submissions.submit(row)
+    if written.refused is not None:
+        raise written.refused
     if written.existing is not None:
         return Response(job_out(written.existing, tenant).model_dump_json(), 200, media_type=JSON)
     out = JobOut.model_construct(
@@ -108,6 +134,67 @@ async def submit_job(
         finished_at=None,
     )
     return Response(out.model_dump_json(), 201, media_type=JSON)
+
+
+# How long the size of the largest node of each flavor is reused by submissions.
+NODE_SIZES_S = 2.0
+
+
+async def _check_fits(state: Any, store: Store, doc: JobSpec) -> None:
+    """Refuses a gang no registered node of its flavor could ever hold. A flavor with no node
+    yet is let through: its nodes may be on their way, and the job waits with that reason."""
+    cached = getattr(state, "node_sizes", None)
+    if cached is None or time.monotonic() - cached[0] > NODE_SIZES_S:
+        cached = (time.monotonic(), await run_in_threadpool(_node_sizes, store))
+        state.node_sizes = cached
+    largest, count = cached[1].get(doc.flavor, (0, 0))
+    if not count:
+        return
+    if doc.chips_per_node > largest:
+        raise ApiError(
+            422,
+            f"no {doc.flavor} node has {doc.chips_per_node} chips; the largest has {largest}",
+            field="chips_per_node",
+        )
+    if doc.nodes > count:
+        raise ApiError(
+            422, f"the cluster has {count} {doc.flavor} node(s), not {doc.nodes}", field="nodes"
+        )
+
+
+def _node_sizes(store: Store) -> dict[str, tuple[int, int]]:
+    with store.read() as s:
+        rows = s.execute(
+            select(Node.flavor, func.max(Node.chips), func.count()).group_by(Node.flavor)
+        ).all()
+    return {flavor: (int(chips), int(n)) for flavor, chips, n in rows}
+
+
+def _stop_live(store: Store, tenant_id: str, name: str) -> None:
+    with store.write() as s:
+        for job in s.scalars(
+            select(Job).where(
+                Job.tenant_id == tenant_id,
+                Job.name == name,
+                Job.kind == "job",
+                Job.state.in_(("pending", "running")),
+            )
+        ):
+            request_stop(s, job, "replaced by a new submission of its name")
+
+
+def request_stop(s: Session, job: Job, why: str) -> None:
+    """Marks a live job to stop: a pending one at once, a running one through its tasks."""
+    if job.state in TERMINAL_STATES:
+        return
+    job.stop_requested = True
+    if job.state == "pending":
+        job.state, job.reason = "stopped", f"stopped before it started: {why}"
+        job.stop_requested = False
+    else:
+        job.state, job.reason = "stopping", why
+    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=why))
+    log.info("job %s stop: %s (%s)", job.id, why, job.state)
 
 
 def _own_tenant(caller: Principal) -> tuple[str, str]:
@@ -183,18 +270,7 @@ def stop_job(ref: str, caller: Caller, store: StoreDep, request: Request) -> Job
     require(caller, "operator", "admin", "member")
     with store.write() as s:
         job = visible_job(s, caller, ref)
-        if job.state not in TERMINAL_STATES:
-            job.stop_requested = True
-            if job.state == "pending":
-                job.state, job.reason = "stopped", "stopped before it started"
-                job.stop_requested = False
-            else:
-                job.state, job.reason = "stopping", "stop requested"
-            s.add(
-                Event(
-                    object_id=job.id, tenant_id=job.tenant_id, kind="stop", message="stop requested"
-                )
-            )
+        request_stop(s, job, "stop requested")
         tenant = s.get(Tenant, job.tenant_id)
         out = job_out(job, tenant.name if tenant else "")
     request.app.state.wake()
@@ -207,15 +283,19 @@ def job_logs(
     caller: Caller,
     store: StoreDep,
     request: Request,
-    rank: Annotated[int, Query(ge=0)] = 0,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    rank: Annotated[int, Query(ge=0, le=MAX_NODES_PER_JOB)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
 ) -> LogChunk:
-    """A chunk of a task's output from `offset`; `done` once the job ended and all was read."""
+    """A chunk of a task's output from `offset` (or from its last `tail` lines); `done` once
+    the job ended and all was read."""
     with store.read() as s:
         job = visible_job(s, caller, ref)
         if rank >= job.nodes:
             raise ApiError(422, f"rank must be < {job.nodes}", field="rank")
     path = request.app.state.settings.logs_dir / job.id / f"rank-{rank}.log"
+    if tail is not None:
+        offset = tail_offset(path, tail)
     data = b""
     if path.exists():
         with open(path, "rb") as fh:

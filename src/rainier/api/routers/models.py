@@ -7,7 +7,7 @@ import re
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,8 +17,10 @@ from rainier.api.auth import Caller, Principal, require
 from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError, conflict, not_found
 from rainier.api.schemas import Page
+from rainier.config import Settings
 from rainier.control.deployments import ModelRefError, find_model, register_model
-from rainier.spec import Name
+from rainier.control.ownership import ModelRoots, NotOwnedError, owned_model_dir
+from rainier.spec import MAX_PATH_CHARS, Name
 from rainier.store.tables import Model, Tenant
 
 router = APIRouter(prefix="/api/v1", tags=["models"])
@@ -29,8 +31,13 @@ REGISTER_TRIES = 5
 class ModelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
-    path: str = Field(min_length=1, description="absolute path of an HF-format model folder")
-    job_id: str | None = Field(None, description="the job that produced it")
+    path: str = Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="absolute path of an HF-format model folder the tenant owns: under its "
+        "storage prefix, or exported by one of its jobs",
+    )
+    job_id: str | None = Field(None, max_length=40, description="the job that produced it")
     tenant: Name | None = Field(None, description="defaults to the caller's tenant")
 
 
@@ -69,17 +76,24 @@ def _owner(s: Session, caller: Principal, body: ModelIn) -> tuple[Tenant, str | 
     return tenant, job_id
 
 
+def model_roots(settings: Settings) -> ModelRoots:
+    return ModelRoots(storage=settings.storage_dir, checkpoints=settings.checkpoints_dir)
+
+
 @router.post("/models", status_code=201)
-def create_model(body: ModelIn, caller: Caller, store: StoreDep) -> ModelOut:
-    """Registers the next version of `name`: 1 for a new name, then counting up."""
+def create_model(body: ModelIn, caller: Caller, store: StoreDep, request: Request) -> ModelOut:
+    """Registers the next version of `name`: 1 for a new name, then counting up. The folder
+    must be the tenant's own: under its storage prefix, or exported by one of its jobs."""
     require(caller, "operator", "admin", "member", "job")
+    roots = model_roots(request.app.state.settings)
     for _ in range(REGISTER_TRIES):
         try:
             with store.write() as s:
                 tenant, job_id = _owner(s, caller, body)
-                row = register_model(s, tenant.id, body.name, body.path, job_id)
+                folder = owned_model_dir(s, roots, tenant.id, tenant.name, body.path)
+                row = register_model(s, tenant.id, body.name, folder.path, job_id or folder.job_id)
                 return model_out(row, tenant.name)
-        except ModelRefError as exc:
+        except (ModelRefError, NotOwnedError) as exc:
             raise ApiError(422, str(exc), field="path") from None
         except IntegrityError:
             continue

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select, text
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from rainier.api.deps import StoreDep
 from rainier.api.errors import conflict
 from rainier.api.schemas import InitOut
 from rainier.store.keys import hash_key, new_key
-from rainier.store.tables import ApiKey, Job, Meta, new_id
+from rainier.store.tables import ApiKey, Meta, new_id
 
 router = APIRouter()
 
@@ -24,16 +24,14 @@ def healthz(store: StoreDep) -> dict[str, str]:
 
 
 @router.get("/metrics", tags=["system"])
-def metrics(request: Request, store: StoreDep) -> Response:
-    gauges = request.app.state.metrics
-    with store.read() as s:
-        counts = dict(s.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-    for state in ("pending", "running", "stopping", "succeeded", "failed", "stopped"):
-        gauges.jobs.labels(state=state).set(counts.get(state, 0))
+def metrics(request: Request) -> Response:
+    """Prometheus exposition: the queue, chips, outcomes and the gateway (see
+    `rainier.control.metrics`); `docs/grafana-dashboard.json` charts them."""
+    metrics = request.app.state.metrics
     reconciler = request.app.state.reconciler
     if reconciler is not None:
-        gauges.ticks.set(reconciler.ticks)
-    return Response(generate_latest(gauges.registry), media_type=CONTENT_TYPE_LATEST)
+        metrics.ticks.set(reconciler.ticks)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post("/api/v1/init", tags=["system"], status_code=201)

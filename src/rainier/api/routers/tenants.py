@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from rainier.api.auth import ROLES, Caller, require
 from rainier.api.deps import Limit, StoreDep, page_of, visible_tenant
@@ -77,6 +78,19 @@ def create_key(body: KeyIn, caller: Caller, store: StoreDep, request: Request) -
     return KeyCreated(**_key_out(row, tenant.name if tenant else None).model_dump(), key=key)
 
 
+def _keep_an_operator(s: Session, row: ApiKey) -> None:
+    """Refuses to revoke the last operator key: without one nothing could be administered
+    through the API again (`rainier admin reset-operator` is the offline way back). The live
+    operator keys are locked, so two revocations at once cannot both pass this check."""
+    live = s.scalars(
+        select(ApiKey.id)
+        .where(ApiKey.role == "operator", ApiKey.revoked_at.is_(None))
+        .with_for_update()
+    ).all()
+    if set(live) <= {row.id}:
+        raise conflict("this is the last operator key: create another before revoking it")
+
+
 def _key_out(row: ApiKey, tenant: str | None) -> KeyOut:
     return KeyOut(
         id=row.id,
@@ -115,6 +129,8 @@ def revoke_key(key_id: str, caller: Caller, store: StoreDep, request: Request) -
         row = s.get(ApiKey, key_id)
         if row is None or not caller.sees_tenant(row.tenant_id):
             raise not_found("key", key_id)
+        if row.role == "operator" and row.revoked_at is None:
+            _keep_an_operator(s, row)
         row.revoked_at = row.revoked_at or utcnow()
         tenant = s.get(Tenant, row.tenant_id) if row.tenant_id else None
         out = _key_out(row, tenant.name if tenant else None)

@@ -49,11 +49,12 @@ def instant(value: str | None, what: str) -> datetime | None:
         if len(value) == 10:
             return datetime.combine(date.fromisoformat(value), time(), UTC)
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # an instant near the ends of the calendar may have no UTC equivalent
+        return at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         raise ApiError(
             422, f"{what} must be a date or an ISO 8601 time, not {value!r}", what
         ) from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def visible_contract(s: Session, caller: Principal, name: str) -> Contract:
