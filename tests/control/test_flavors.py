@@ -5,6 +5,7 @@ later price change bills later work and reprices nothing already billed."""
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -63,13 +64,14 @@ def test_a_flavor_not_in_code_is_scheduled_and_billed_at_its_price(cloud: Cloud)
     listed = {f["name"]: f for f in tenant.get("/api/v1/flavors")}
     assert listed["x9"]["source"] == "operator" and listed["h200"]["source"] == "default"
     cloud.op.post("/api/v1/nodes", node)
+    now = datetime.now(UTC)
     cloud.op.post(
         "/api/v1/contracts",
         {
             "kind": "Contract",
             "name": "acme-x9",
             "tenant": "acme",
-            "term": {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"},
+            "term": {"start": now.isoformat(), "end": (now + timedelta(days=365)).isoformat()},
             "committed_usd": "1000",
             "guaranteed_chips": {"x9": 8},
         },

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import openai
@@ -16,7 +17,8 @@ import pytest
 from .conftest import PY, Sealed, finished, logs, needs_sandbox, wait_until
 
 pytestmark = needs_sandbox
-TERM = {"start": "2026-01-01T00:00:00Z", "end": "2030-01-01T00:00:00Z"}
+NOW = datetime.now(UTC)
+TERM = {"start": NOW.isoformat(), "end": (NOW + timedelta(days=365)).isoformat()}
 
 CHECKPOINTING = """
 import os, pathlib, signal, sys, time
