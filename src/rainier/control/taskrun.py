@@ -220,15 +220,33 @@ def run_of(launch: TaskLaunch, bwrap: str | None) -> TaskRun:
 def _may_read(launch: TaskLaunch, path: str) -> bool:
     assert launch.uid is not None
     for root in launch.input_roots:
-        if path == root or path.startswith(root.rstrip("/") + "/"):
+        if _within(path, root):
             return readable_by(launch.uid, path, below=root)
     return readable_by(launch.uid, path)
 
 
 def make_folders(run: TaskRun, launch: TaskLaunch) -> None:
-    """The task's own folders exist before it starts and, confined, belong to its tenant."""
+    """The task's own folders exist before it starts and, confined, belong to its tenant; so
+    do the inputs it is given from the tenant's own places in the control plane's storage (a
+    model uploaded to its prefix, written by the server's user, must be readable by it)."""
     for path in (*launch.read_write, *([run.workdir] if run.workdir else [])):
         os.makedirs(path, exist_ok=True)
         if run.confinement is not None:
             os.chown(path, run.confinement.uid, run.confinement.uid)
             os.chmod(path, 0o700)
+    if run.confinement is not None:
+        for path in run.confinement.read_only:
+            if any(_within(path, root) for root in launch.input_roots):
+                _own_tree(path, run.confinement.uid)
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _own_tree(path: str, uid: int) -> None:
+    for top, dirs, files in os.walk(path):
+        for name in [top, *(os.path.join(top, n) for n in (*dirs, *files))]:
+            with contextlib.suppress(OSError):
+                if os.lstat(name).st_uid != uid:
+                    os.lchown(name, uid, uid)
