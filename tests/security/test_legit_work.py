@@ -122,7 +122,6 @@ def corpus() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.mark.slow
 def test_a_trained_model_is_served_through_the_gateway(sealed: Sealed, corpus: Path) -> None:
     sealed.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
     acme = sealed.tenant("acme")
