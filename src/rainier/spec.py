@@ -7,10 +7,6 @@ with the field path and, for YAML, the line it came from.
 
 from __future__ import annotations
 
-import contextlib
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -25,6 +21,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from rainier.catalog import check_flavor
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
@@ -70,64 +68,6 @@ PathText = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
 MAX_COMMITTED_USD = Decimal("1000000000000")
 ContractChips = Annotated[int, Field(ge=0, le=MAX_CONTRACT_CHIPS)]
 OverrideValue = Annotated[int, Field(ge=-MAX_OVERRIDE_INT, le=MAX_OVERRIDE_INT)] | float | bool
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """A kind of accelerator: what one chip can do, what it costs at list price, and how a task
-    is handed its chips. Operators publish them as `kind: Flavor` documents."""
-
-    name: str
-    peak_tflops: float
-    memory_gb: float
-    list_usd_per_chip_hour: Decimal
-    # how a task is handed its chips: a device variable, or "cpu" for an affinity of cores
-    device_env: str = "cpu"
-    # host memory a task may use per chip it holds, unless its spec says otherwise
-    task_memory_gb_per_chip: float = 16.0
-    # device indices per chip in `device_env` (a trn2 chip is 4 logical NeuronCores)
-    devices_per_chip: int = 1
-    # peak TFLOP/s per dtype; `peak_tflops` is the bf16 one (what MFU is measured against)
-    peak_tflops_by_dtype: tuple[tuple[str, float], ...] = ()
-
-    def device_ids(self, chip_ids: tuple[int, ...]) -> tuple[int, ...]:
-        n = self.devices_per_chip
-        return tuple(c * n + k for c in chip_ids for k in range(n))
-
-
-def _f(name: str, bf16: float, mem: float, usd: str, env: str, host: float, per: int = 1) -> Flavor:
-    return Flavor(name, bf16, mem, Decimal(usd), env, host, per, (("bf16", bf16),))
-
-
-CUDA, NEURON, HIP = "CUDA_VISIBLE_DEVICES", "NEURON_RT_VISIBLE_CORES", "HIP_VISIBLE_DEVICES"
-# What a fresh installation knows; an operator changes any of them, or adds others, with a
-# `kind: Flavor` document (stored in the database), which wins over these.
-DEFAULT_FLAVORS: dict[str, Flavor] = {
-    f.name: f
-    for f in (
-        _f("h200", 989.0, 141.0, "4.50", CUDA, 200.0),
-        _f("gb200", 2500.0, 192.0, "7.00", CUDA, 200.0),
-        _f("trn2", 667.0, 96.0, "3.20", NEURON, 120.0, 4),
-        _f("cpu", 0.1, 16.0, "0.05", "cpu", 16.0),
-        _f("h100", 989.0, 80.0, "3.00", CUDA, 200.0),
-        _f("mi300x", 1307.0, 192.0, "3.50", HIP, 200.0),
-        _f("l4", 121.0, 24.0, "0.80", CUDA, 48.0),
-        _f("trn1", 190.0, 32.0, "1.35", NEURON, 32.0, 2),
-    )
-}
-# The catalog in force in this process: the defaults, then the operator's documents as the
-# control plane loads them (`install_catalog`). Everything that needs a flavor reads it here.
-FLAVORS: dict[str, Flavor] = dict(DEFAULT_FLAVORS)
-_reload: list[Callable[[], None]] = []
-
-
-def install_catalog(flavors: dict[str, Flavor], reload: Callable[[], None] | None = None) -> None:
-    """Puts a catalog in force; `reload` is called when a document names a flavor the catalog
-    does not hold (another server process may have just published it)."""
-    FLAVORS.update(flavors)  # never empty in between: a request may be validating meanwhile
-    for name in set(FLAVORS) - set(flavors):
-        del FLAVORS[name]
-    _reload[:] = [reload] if reload is not None else []
 
 
 class Document(BaseModel):
@@ -438,6 +378,9 @@ class DeploymentSpec(Document):
         return self
 
 
+DtypeName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]  # bf16, fp8, ...
+
+
 class FlavorSpec(Document):
     """An operator's accelerator: its chips' memory and peaks, its list price and how a task
     is handed its chips. Publishing a new price never reprices what was billed before."""
@@ -445,7 +388,7 @@ class FlavorSpec(Document):
     kind: Literal["Flavor"] = "Flavor"
     name: Name
     memory_gb: float = Field(gt=0, le=65536, description="memory of one chip")
-    peak_tflops: dict[str, float] = Field(
+    peak_tflops: dict[DtypeName, Annotated[float, Field(gt=0, lt=1e7)]] = Field(
         min_length=1, description="dtype -> dense TFLOP/s of one chip, e.g. {bf16: 989}"
     )
     list_usd_per_chip_hour: Decimal = Field(ge=0, max_digits=12, decimal_places=6)
@@ -453,30 +396,7 @@ class FlavorSpec(Document):
         "CUDA_VISIBLE_DEVICES", "NEURON_RT_VISIBLE_CORES", "HIP_VISIBLE_DEVICES", "cpu"
     ] = Field(description="how a task is handed its chips; cpu = an affinity of cores")
     devices_per_chip: int = Field(1, ge=1, le=64, description="device indices per chip")
-    task_memory_gb_per_chip: float = Field(
-        16.0, gt=0, le=65536, description="host memory a task gets per chip by default"
-    )
-
-    @model_validator(mode="after")
-    def _peaks(self) -> FlavorSpec:
-        for dtype, value in self.peak_tflops.items():
-            if not re.fullmatch(r"[a-z0-9_]{1,16}", dtype) or not 0 < value < 1e7:
-                raise ValueError(f"peak_tflops.{dtype}: must be a dtype name and > 0")
-        return self
-
-    def flavor(self) -> Flavor:
-        peaks = self.peak_tflops
-        main = peaks.get("bf16", max(peaks.values()))
-        return Flavor(
-            self.name,
-            main,
-            self.memory_gb,
-            self.list_usd_per_chip_hour,
-            self.device_env,
-            self.task_memory_gb_per_chip,
-            self.devices_per_chip,
-            tuple(sorted(peaks.items())),
-        )
+    task_memory_gb_per_chip: float = Field(16.0, gt=0, le=65536, description="host memory")
 
 
 AnyDocument = Annotated[
@@ -500,14 +420,6 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
     return {
         "oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
     }
-
-
-def check_flavor(flavor: str) -> None:
-    if flavor not in FLAVORS and _reload:
-        with contextlib.suppress(Exception):  # the catalog in force stands
-            _reload[0]()
-    if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
 
 
 class SpecError(ValueError):

@@ -11,8 +11,8 @@ from decimal import Decimal
 import httpx
 from sqlalchemy import select
 
+from rainier.catalog import DEFAULT_FLAVORS
 from rainier.cli.client import Client
-from rainier.spec import DEFAULT_FLAVORS
 from rainier.store.db import Store
 from rainier.store.tables import UsageLineRow
 

@@ -30,6 +30,7 @@ from rainier.api.routers import (
     usage,
 )
 from rainier.api.submissions import SubmissionWriter
+from rainier.catalog import DEFAULT_FLAVORS, install_catalog
 from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.flavors import install as install_flavors
@@ -37,7 +38,6 @@ from rainier.control.metering import Metering
 from rainier.control.metrics import ControlMetrics
 from rainier.control.reconciler import Reconciler
 from rainier.control.sandbox import IsolationMode
-from rainier.spec import DEFAULT_FLAVORS, install_catalog
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 

@@ -14,9 +14,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from rainier.catalog import DEFAULT_FLAVORS, Flavor, flavor_of, install_catalog
 from rainier.control.metering import load_price_book
 from rainier.metering.prices import PriceNotFound
-from rainier.spec import DEFAULT_FLAVORS, Flavor, FlavorSpec, install_catalog
+from rainier.spec import FlavorSpec
 from rainier.store.db import Store
 from rainier.store.tables import Meta, PricePoint, utcnow
 
@@ -33,7 +34,7 @@ def documents(store: Store) -> dict[str, dict[str, Any]]:
 def load_catalog(store: Store) -> dict[str, Flavor]:
     catalog = dict(DEFAULT_FLAVORS)
     for name, doc in documents(store).items():
-        catalog[name] = FlavorSpec.model_validate(doc).flavor()
+        catalog[name] = flavor_of(FlavorSpec.model_validate(doc))
     return catalog
 
 

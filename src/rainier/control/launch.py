@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import Executor, TaskLaunch
 from rainier.control.uids import TenantUids, parse_range
-from rainier.spec import FLAVORS, TrainSpec
+from rainier.spec import TrainSpec
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 from rainier.store.tables import Job, Task

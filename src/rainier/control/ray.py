@@ -43,12 +43,12 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 from rainier.control.ray_nodes import NODE_ID_LABEL, Snapshot, chips_resource, read_nodes
 from rainier.control.ray_task import TaskProcess
 from rainier.control.sandbox import Isolation, probe
-from rainier.spec import FLAVORS
 
 log = logging.getLogger("rainier.ray")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from rainier.catalog import DEFAULT_FLAVORS
 from rainier.metering.periods import require_utc
-from rainier.spec import DEFAULT_FLAVORS
 
 ANY_MODEL = "*"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

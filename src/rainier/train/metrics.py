@@ -167,7 +167,7 @@ def peak_tflops(flavor: str | None, device: torch.device, dtype: torch.dtype) ->
         published = os.environ.get("RAINIER_FLAVOR_PEAK_TFLOPS")  # the catalog's, at launch
         if flavor and flavor != "cpu" and published:
             return float(published), f"flavor {flavor}"
-        from rainier.spec import FLAVORS  # pydantic costs a second of start-up a CPU run skips
+        from rainier.catalog import FLAVORS
 
         name = flavor
         if name is None and device.type == "cuda":

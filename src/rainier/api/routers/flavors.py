@@ -10,8 +10,9 @@ from pydantic import BaseModel
 from rainier.api.auth import Caller, require
 from rainier.api.deps import StoreDep
 from rainier.api.errors import not_found
+from rainier.catalog import FLAVORS, Flavor, flavor_of
 from rainier.control import flavors
-from rainier.spec import FLAVORS, Flavor, FlavorSpec
+from rainier.spec import FlavorSpec
 
 router = APIRouter(prefix="/api/v1", tags=["flavors"])
 
@@ -47,7 +48,7 @@ def apply_flavor(doc: FlavorSpec, caller: Caller, store: StoreDep) -> FlavorOut:
     """Adds or changes a flavor; a new list price takes effect now and reprices nothing billed."""
     require(caller, "operator")
     published = flavors.apply_flavor(store, doc)
-    return _out(doc.flavor(), "operator", published)
+    return _out(flavor_of(doc), "operator", published)
 
 
 @router.get("/flavors")
