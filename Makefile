@@ -16,6 +16,9 @@ install: $(STAMP)
 # The project itself goes in without build isolation, so its build backend is the locked setuptools
 # too and nothing is taken from the registry at whatever version it serves that day.
 $(STAMP): $(LOCK) pyproject.toml Makefile
+	@if [ "$$(id -u)" = 0 ] && ! command -v bwrap >/dev/null 2>&1; then \
+		bash scripts/install-bubblewrap.sh >/dev/null || echo "bubblewrap could not be installed; tasks will not be sandboxed" >&2; \
+	fi
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q pip==$(PIP_VERSION)
 	$(PY) -m pip install -q -r $(LOCK)

@@ -1,8 +1,10 @@
 """Launch latency: from `POST /api/v1/jobs` to the task's process running.
 
-"Running" means the command itself has started (it touches a file first thing), which is later
-than the task row turning `running` (the executor accepted it); both are reported. Local: a
-1-task job on the embedded server with the local executor. Ray: a 2-node gang on a two-node Ray
+"Running" means the command itself has started (it touches a file in its checkpoint folder first
+thing), which is later than the task row turning `running` (the executor accepted it); both are
+reported. Local: a 1-task job on the embedded server with the local executor, in its sandbox
+where this machine can give one (`local_isolation` says which), and again with
+`RAINIER_ISOLATION=off`: the difference is what the sandbox costs a task's start. Ray: a 2-node gang on a two-node Ray
 cluster started on this machine (a head and a worker, each with 8 `h200` chips and, like real
 machines, a few CPUs: Ray keeps that many idle Python workers per node, and an actor that finds
 one starts without waiting for a new process), until both ranks run. Medians over several jobs;
@@ -27,6 +29,7 @@ from typing import Any
 from rainier.api.embedded import EmbeddedServer
 from rainier.cli.client import Client
 from rainier.config import Settings
+from rainier.control.sandbox import probe
 
 POLL_S = 0.005
 DEADLINE_S = 120.0
@@ -42,13 +45,16 @@ def wait(predicate: Callable[[], bool], what: str) -> float:
 
 
 @contextmanager
-def server(home: Path, executor: str, ray_address: str | None = None) -> Iterator[Client]:
+def server(
+    home: Path, executor: str, ray_address: str | None = None, isolation: str = "auto"
+) -> Iterator[Client]:
     settings = Settings.from_env(
         home=home,
         database_url=f"sqlite:///{home / 'rainier.db'}",
         port=0,
         executor=executor,
         ray_address=ray_address,
+        isolation=isolation,
     )
     with EmbeddedServer(settings) as srv:
         op = Client(srv.url, Client(srv.url).post("/api/v1/init")["key"])
@@ -62,15 +68,13 @@ def server(home: Path, executor: str, ray_address: str | None = None) -> Iterato
 
 
 def launch(
-    client: Client, marks: Path, name: str, nodes: int, flavor: str, chips: int
+    client: Client, home: Path, name: str, nodes: int, flavor: str, chips: int
 ) -> tuple[float, float]:
     """Seconds from submission to every task row running, and to every process running."""
-    marks.mkdir(parents=True)
     job = {
         "kind": "Job",
         "name": name,
-        "command": ["/bin/sh", "-c", 'touch "$MARKS/r$RANK"; exec sleep 300'],
-        "env": {"MARKS": str(marks)},
+        "command": ["/bin/sh", "-c", 'touch "$RAINIER_CHECKPOINT_DIR/r$RANK"; exec sleep 300'],
         "nodes": nodes,
         "flavor": flavor,
         "chips_per_node": chips,
@@ -78,13 +82,14 @@ def launch(
     }
     t0 = time.perf_counter()
     job_id = client.post("/api/v1/jobs", job)["id"]
+    marks = home / "checkpoints" / job_id
     rows = processes = 0.0
     deadline = time.monotonic() + DEADLINE_S
     while not (rows and processes):
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {name} to run")
         now = time.perf_counter()
-        if not processes and len(list(marks.iterdir())) == nodes:
+        if not processes and marks.is_dir() and len(list(marks.glob("r*"))) == nodes:
             processes = now - t0
         if not rows:
             tasks = client.get(f"/api/v1/jobs/{job_id}")["tasks"]
@@ -138,20 +143,28 @@ def main() -> None:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rainier-bench-") as tmp:
         root = Path(tmp)
-        with server(root / "local", "local") as client:
-            runs = [
-                launch(client, root / f"l{i}", f"l{i}", 1, "cpu", 1) for i in range(args.local_runs)
-            ]
-        out["local_submit_to_running_s"] = round(statistics.median(p for _, p in runs), 4)
-        out["local_submit_to_task_row_running_s"] = round(statistics.median(r for r, _ in runs), 4)
-        print(f"local: {[round(p, 3) for _, p in runs]}", flush=True)
+        for label, isolation in (("local", "auto"), ("local_bare", "off")):
+            with server(root / label, "local", isolation=isolation) as client:
+                runs = [
+                    launch(client, root / label, f"l{i}", 1, "cpu", 1)
+                    for i in range(args.local_runs)
+                ]
+            out[f"{label}_submit_to_running_s"] = round(statistics.median(p for _, p in runs), 4)
+            out[f"{label}_submit_to_task_row_running_s"] = round(
+                statistics.median(r for r, _ in runs), 4
+            )
+            print(f"{label}: {[round(p, 3) for _, p in runs]}", flush=True)
+        out["local_isolation"] = str(probe().isolation)
+        out["sandbox_start_cost_s"] = round(
+            out["local_submit_to_running_s"] - out["local_bare_submit_to_running_s"], 4
+        )
         if not args.no_ray:
             with (
                 ray_cluster(args.node_cpus) as address,
                 server(root / "ray", "ray", address) as client,
             ):
                 runs = [
-                    launch(client, root / f"r{i}", f"r{i}", 2, "h200", 8)
+                    launch(client, root / "ray", f"r{i}", 2, "h200", 8)
                     for i in range(args.ray_runs)
                 ]
             out["ray_gang2_submit_to_running_s"] = round(statistics.median(p for _, p in runs), 4)

@@ -18,6 +18,10 @@ class Settings:
     tick_s: float = 0.2
     lease_s: float = 10.0
     reconcile: bool = True
+    # RAINIER_ISOLATION: auto (sandbox tasks where the machine can), required, off
+    isolation: str = "auto"
+    # RAINIER_SANDBOX_UIDS: the uids tenants' tasks run as, `first-last`
+    sandbox_uids: str = "900000-999999"
 
     @property
     def logs_dir(self) -> Path:
@@ -30,6 +34,11 @@ class Settings:
     @property
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
+
+    @property
+    def work_dir(self) -> Path:
+        """Where each job's tasks get a private working folder (their `HOME` and cwd)."""
+        return self.home / "work"
 
     @property
     def storage_dir(self) -> Path:
@@ -52,6 +61,8 @@ class Settings:
             "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
             "port": _port(os.environ.get("RAINIER_PORT") or "8000"),
             "reconcile": os.environ.get("RAINIER_RECONCILE", "1") != "0",
+            "isolation": os.environ.get("RAINIER_ISOLATION", "auto"),
+            "sandbox_uids": os.environ.get("RAINIER_SANDBOX_UIDS", "900000-999999"),
         }
         values.update(overrides)
         if (
@@ -78,6 +89,7 @@ def _port(value: str) -> int:
 
 
 EXECUTORS = ("local", "ray")
+ISOLATION_MODES = ("auto", "required", "off")  # see rainier.control.sandbox.IsolationMode
 
 
 def check(settings: Settings) -> None:
@@ -89,6 +101,15 @@ def check(settings: Settings) -> None:
         raise ConfigError(
             f"RAINIER_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {settings.executor!r}"
         )
+    if settings.isolation not in ISOLATION_MODES:
+        modes = ", ".join(ISOLATION_MODES)
+        raise ConfigError(f"RAINIER_ISOLATION must be one of {modes}, not {settings.isolation!r}")
+    from rainier.control.uids import parse_range
+
+    try:
+        parse_range(settings.sandbox_uids)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError

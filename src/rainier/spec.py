@@ -7,7 +7,6 @@ with the field path and, for YAML, the line it came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from rainier.catalog import check_flavor
 from rainier.limits import (
     ENV_NAME_PATTERN,
     MAX_ADDRESS_CHARS,
@@ -62,27 +62,6 @@ Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 PathText = Annotated[str, Field(min_length=1, max_length=MAX_PATH_CHARS)]
 ContractChips = Annotated[int, Field(ge=0, le=MAX_CONTRACT_CHIPS)]
 OverrideValue = Annotated[int, Field(ge=-MAX_OVERRIDE_INT, le=MAX_OVERRIDE_INT)] | float | bool
-
-
-@dataclass(frozen=True)
-class Flavor:
-    """A kind of accelerator: what one chip can do and what it costs at list price."""
-
-    name: str
-    peak_tflops: float
-    memory_gb: float
-    list_usd_per_chip_hour: Decimal
-
-
-FLAVORS: dict[str, Flavor] = {
-    f.name: f
-    for f in (
-        Flavor("h200", 989.0, 141.0, Decimal("4.50")),
-        Flavor("gb200", 2500.0, 192.0, Decimal("7.00")),
-        Flavor("trn2", 667.0, 96.0, Decimal("3.20")),
-        Flavor("cpu", 0.1, 16.0, Decimal("0.05")),
-    )
-}
 
 
 class Document(BaseModel):
@@ -327,6 +306,9 @@ class JobSpec(Document):
     within: TopologyLevel | None = Field(None, description="keep the whole gang in one ...")
     max_duration_s: float | None = Field(None, gt=0, le=MAX_DURATION_S)
     grace_period_s: float = Field(30.0, ge=0, le=3600, description="SIGTERM to SIGKILL")
+    memory_gb: float | None = Field(
+        None, gt=0, le=65536, description="host memory per task; default per chip of the flavor"
+    )
     preemptible: bool = True
     may_preempt_own: bool = Field(False, description="may preempt its tenant's lower priority")
 
@@ -397,17 +379,42 @@ class DeploymentSpec(Document):
         return self
 
 
+DtypeName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,16}$")]  # bf16, fp8, ...
+
+
+class FlavorSpec(Document):
+    """An operator's accelerator: its chips' memory and peaks, its list price and how a task
+    is handed its chips. Publishing a new price never reprices what was billed before."""
+
+    kind: Literal["Flavor"] = "Flavor"
+    name: Name
+    memory_gb: float = Field(gt=0, le=65536, description="memory of one chip")
+    peak_tflops: dict[DtypeName, Annotated[float, Field(gt=0, lt=1e7)]] = Field(
+        min_length=1, description="dtype -> dense TFLOP/s of one chip, e.g. {bf16: 989}"
+    )
+    list_usd_per_chip_hour: Decimal = Field(
+        strict=False, ge=0, le=1_000_000, max_digits=12, decimal_places=6
+    )
+    device_env: Literal[
+        "CUDA_VISIBLE_DEVICES", "NEURON_RT_VISIBLE_CORES", "HIP_VISIBLE_DEVICES", "cpu"
+    ] = Field(description="how a task is handed its chips; cpu = an affinity of cores")
+    devices_per_chip: int = Field(1, ge=1, le=64, description="device indices per chip")
+    task_memory_gb_per_chip: float = Field(16.0, gt=0, le=65536, description="host memory")
+
+
 AnyDocument = Annotated[
-    NodeSpec | TenantSpec | ContractSpec | JobSpec | DeploymentSpec, Field(discriminator="kind")
+    NodeSpec | TenantSpec | ContractSpec | JobSpec | DeploymentSpec | FlavorSpec,
+    Field(discriminator="kind"),
 ]
 _ANY = TypeAdapter(AnyDocument)
-KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment")
+KINDS = ("Node", "Tenant", "Contract", "Job", "Deployment", "Flavor")
 DOCUMENT_MODELS: dict[Any, type[BaseModel]] = {
     "Node": NodeSpec,
     "Tenant": TenantSpec,
     "Contract": ContractSpec,
     "Job": JobSpec,
     "Deployment": DeploymentSpec,
+    "Flavor": FlavorSpec,
 }
 
 
@@ -416,11 +423,6 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
     return {
         "oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
     }
-
-
-def check_flavor(flavor: str) -> None:
-    if flavor not in FLAVORS:
-        raise ValueError(f"unknown flavor {flavor!r}; known: {', '.join(sorted(FLAVORS))}")
 
 
 class SpecError(ValueError):
@@ -440,21 +442,10 @@ def validate_document(data: Any) -> BaseModel:
     try:
         return _ANY.validate_python(data)
     except ValidationError as exc:
-        raise SpecError(_problems(exc, data.get("kind"))) from None
+        from rainier.spec_hints import problems
 
-
-def _problems(exc: ValidationError, kind: Any) -> list[tuple[str, str]]:
-    from rainier.spec_hints import friendly
-
-    model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
-    out = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] == kind:
-            loc = loc[1:]
-        msg = friendly(dict(err), model, loc) or err["msg"].removeprefix("Value error, ")
-        out.append((".".join(loc), msg))
-    return out
+        kind = data["kind"]
+        raise SpecError(problems(exc, DOCUMENT_MODELS[kind], kind)) from None
 
 
 def parse_yaml(text: str, source: str = "<document>") -> list[BaseModel]:

@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 NAME_RULE = (
     "must be 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
@@ -64,3 +64,15 @@ def friendly(err: dict[str, Any], model: type[BaseModel] | None, loc: list[str])
         if pattern == NAME_PATTERN:
             return f"{err.get('input')!r} is not a valid name: it {NAME_RULE}"
     return None
+
+
+def problems(exc: ValidationError, model: type[BaseModel], kind: str) -> list[tuple[str, str]]:
+    """Each error of a document of `kind` as (field path, message), friendly where it can be."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == kind:
+            loc = loc[1:]
+        msg = friendly(dict(err), model, loc) or err["msg"].removeprefix("Value error, ")
+        out.append((".".join(loc), msg))
+    return out

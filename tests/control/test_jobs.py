@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
@@ -29,14 +29,19 @@ def tenant(cloud: Cloud) -> Client:
     return cloud.tenant("acme")
 
 
-def test_job_runs_with_its_environment_and_logs(tenant: Client, tmp_path: Path) -> None:
-    out = tmp_path / "env.json"
-    code = f"import os, json; json.dump(dict(os.environ), open({str(out)!r}, 'w')); print('done')"
+# A task writes only its own folders (it may run in a sandbox): the tests read what it wrote
+# from its checkpoint folder, as the control plane's operator can.
+def test_job_runs_with_its_environment_and_logs(cloud: Cloud, tenant: Client) -> None:
+    code = (
+        "import os, json; json.dump(dict(os.environ), "
+        "open(os.environ['RAINIER_CHECKPOINT_DIR'] + '/env.json', 'w')); print('done')"
+    )
     submitted = tenant.post("/api/v1/jobs", job("env", code, env={"MY_VAR": "x"}))
     assert submitted["state"] == "pending"
     done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
     assert done["state"] == "succeeded" and done["exit_code"] == 0
-    env = json.loads(out.read_text())
+    env = json.loads((cloud.settings.checkpoints_dir / submitted["id"] / "env.json").read_text())
+    assert not {"HOME", "PATH"} - set(env) and env["HOME"] != os.environ.get("HOME")
     assert env["MY_VAR"] == "x"
     assert env["RAINIER_JOB_ID"] == submitted["id"]
     assert env["RAINIER_TENANT"] == "acme"
@@ -49,17 +54,18 @@ def test_job_runs_with_its_environment_and_logs(tenant: Client, tmp_path: Path) 
     assert logs["data"] == "done\n" and logs["done"] is True
 
 
-def test_gang_starts_together_on_distinct_nodes(tenant: Client, tmp_path: Path) -> None:
+def test_gang_starts_together_on_distinct_nodes(cloud: Cloud, tenant: Client) -> None:
     code = (
         "import os, pathlib; "
-        f"pathlib.Path({str(tmp_path)!r}, 'rank-' + os.environ['RANK']).write_text("
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'rank-' + os.environ['RANK']).write_text("
         "os.environ['WORLD_SIZE'] + ' ' + os.environ['RAINIER_NODE'] + ' ' + os.environ['MASTER_PORT'])"
     )
     submitted = tenant.post("/api/v1/jobs", job("gang", code, nodes=2, chips_per_node=2))
     done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
     assert done["state"] == "succeeded"
-    r0 = (tmp_path / "rank-0").read_text().split()
-    r1 = (tmp_path / "rank-1").read_text().split()
+    out = cloud.settings.checkpoints_dir / submitted["id"]
+    r0 = (out / "rank-0").read_text().split()
+    r1 = (out / "rank-1").read_text().split()
     assert r0[0] == r1[0] == "2"
     assert {r0[1], r1[1]} == {"n1", "n2"}
     assert r0[2] == r1[2]
@@ -98,27 +104,26 @@ def test_failure_is_restarted_up_to_max_restarts(tenant: Client) -> None:
     assert [t["attempt"] for t in done["tasks"]] == [0, 1, 2]
 
 
-def test_stop_sends_sigterm_then_kills_after_grace(tenant: Client, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
+def test_stop_sends_sigterm_then_kills_after_grace(cloud: Cloud, tenant: Client) -> None:
     polite = (
-        "import signal, sys, time, pathlib; "
+        "import os, signal, sys, time, pathlib; "
         "signal.signal(signal.SIGTERM, lambda *a: (print('checkpointing', flush=True), sys.exit(0))); "
-        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'ready').touch(); time.sleep(600)"
     )
     a = tenant.post("/api/v1/jobs", job("polite", polite))
+    ready = cloud.settings.checkpoints_dir / a["id"] / "ready"
     wait_until(ready.exists, what="the task to install its handler")
     tenant.post(f"/api/v1/jobs/{a['id']}/stop")
     done = wait_until(job_state(tenant, a["id"], "stopped"))
     assert "checkpointing" in tenant.get(f"/api/v1/jobs/{a['id']}/logs")["data"]
     assert done["tasks"][0]["exit_code"] == 0
 
-    stubborn_ready = tmp_path / "stubborn"
     stubborn = (
-        "import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        f"pathlib.Path({str(stubborn_ready)!r}).touch(); time.sleep(600)"
+        "import os, signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'ready').touch(); time.sleep(600)"
     )
     b = tenant.post("/api/v1/jobs", job("stubborn", stubborn, grace_period_s=0.5))
-    wait_until(stubborn_ready.exists)
+    wait_until((cloud.settings.checkpoints_dir / b["id"] / "ready").exists)
     tenant.post(f"/api/v1/jobs/{b['id']}/stop")
     done = wait_until(job_state(tenant, b["id"], "stopped"))
     assert done["tasks"][0]["exit_code"] is None  # killed: no exit code was ever written

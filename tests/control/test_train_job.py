@@ -3,6 +3,9 @@ the job's gang, and the model it exports is registered as a new version when the
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,10 +40,18 @@ def train_job(corpus: Path, **train: object) -> dict[str, object]:
     return {"kind": "Job", "name": "tiny-gpt", "train": {**section, **train}}
 
 
-def test_a_train_job_trains_and_registers_its_model(tenant: Client, tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    (corpus / "a.txt").write_text(TEXT)
+@pytest.fixture
+def corpus() -> Iterator[Path]:
+    """Data in a folder the tenant's user may read: a sandboxed task is given no more."""
+    folder = Path(tempfile.mkdtemp(prefix="rainier-corpus-"))
+    os.chmod(folder, 0o755)
+    (folder / "a.txt").write_text(TEXT)
+    os.chmod(folder / "a.txt", 0o644)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_train_job_trains_and_registers_its_model(tenant: Client, corpus: Path) -> None:
     submitted = tenant.post("/api/v1/jobs", train_job(corpus, tokens=4 * 2 * 32, seed=3))
     assert submitted["spec"]["train"]["tokens"] == 256
     done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"), 120, "training")

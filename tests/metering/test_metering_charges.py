@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rainier.catalog import FLAVORS
 from rainier.metering import (
     ContractTerms,
     PriceNotFound,
@@ -25,7 +26,7 @@ from rainier.metering import (
     used_chip_seconds,
 )
 from rainier.metering.ledger import price
-from rainier.spec import FLAVORS, parse_yaml
+from rainier.spec import parse_yaml
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2026, 2, 1, tzinfo=UTC)

@@ -19,7 +19,9 @@ def cluster() -> Iterator[RayCluster]:
 
 @pytest.fixture
 def ray_cloud(cluster: RayCluster, tmp_path: Path) -> Iterator[Cloud]:
-    with control_plane(tmp_path / "home", "ray", cluster.address) as cloud:
+    """Tasks unconfined: these tests share files with their tasks through the test's own
+    folders. The executor-shared and `test_executor_sandbox` tests run Ray tasks in the sandbox."""
+    with control_plane(tmp_path / "home", "ray", cluster.address, isolation="off") as cloud:
         yield cloud
 
 

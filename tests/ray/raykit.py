@@ -183,7 +183,9 @@ class Target:
 
 
 @contextmanager
-def control_plane(home: Path, executor: str, ray_address: str | None = None) -> Iterator[Cloud]:
+def control_plane(
+    home: Path, executor: str, ray_address: str | None = None, isolation: str = "auto"
+) -> Iterator[Cloud]:
     settings = Settings.from_env(
         home=home,
         database_url=f"sqlite:///{home / 'rainier.db'}",
@@ -191,6 +193,7 @@ def control_plane(home: Path, executor: str, ray_address: str | None = None) -> 
         tick_s=0.05,
         executor=executor,
         ray_address=ray_address,
+        isolation=isolation,
     )
     with EmbeddedServer(settings) as server:
         op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])

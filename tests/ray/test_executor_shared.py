@@ -23,15 +23,23 @@ def job(name: str, code: str, target: Target, **extra: object) -> dict[str, obje
     }
 
 
-def test_job_succeeds_with_its_environment_and_logs(executor: Target, tmp_path: Path) -> None:
-    out = tmp_path / "env.json"
-    code = f"import os, json; json.dump(dict(os.environ), open({str(out)!r}, 'w')); print('done')"
+def written(executor: Target, job_id: str) -> Path:
+    """Where a task's files are: its checkpoint folder, the only one it may write (it may run
+    in a sandbox), shared with this test as with the control plane's operator."""
+    return Path(executor.cloud.settings.checkpoints_dir) / job_id
+
+
+def test_job_succeeds_with_its_environment_and_logs(executor: Target) -> None:
+    code = (
+        "import os, json; json.dump(dict(os.environ), "
+        "open(os.environ['RAINIER_CHECKPOINT_DIR'] + '/env.json', 'w')); print('done')"
+    )
     submitted = executor.tenant.post(
         "/api/v1/jobs", job("env", code, executor, env={"MY_VAR": "x"})
     )
     done = wait_until(job_state(executor.tenant, submitted["id"], "succeeded", "failed"))
     assert (done["state"], done["exit_code"]) == ("succeeded", 0)
-    env = json.loads(out.read_text())
+    env = json.loads((written(executor, submitted["id"]) / "env.json").read_text())
     assert env["MY_VAR"] == "x"
     assert env["RAINIER_JOB_ID"] == submitted["id"]
     assert (env["RANK"], env["WORLD_SIZE"], env["RAINIER_FLAVOR"]) == ("0", "1", executor.flavor)
@@ -43,16 +51,17 @@ def test_job_succeeds_with_its_environment_and_logs(executor: Target, tmp_path: 
     assert logs["data"] == "done\n" and logs["done"] is True
 
 
-def test_gang_gets_one_master_and_distinct_nodes(executor: Target, tmp_path: Path) -> None:
+def test_gang_gets_one_master_and_distinct_nodes(executor: Target) -> None:
     code = (
         "import os, json, pathlib; "
-        f"pathlib.Path({str(tmp_path)!r}, 'rank-' + os.environ['RANK']).write_text(json.dumps("
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'rank-' + os.environ['RANK']).write_text(json.dumps("
         "{k: os.environ[k] for k in ('WORLD_SIZE', 'RAINIER_NODE', 'MASTER_ADDR', 'MASTER_PORT')}))"
     )
     submitted = executor.tenant.post("/api/v1/jobs", job("gang", code, executor, nodes=2))
     done = wait_until(job_state(executor.tenant, submitted["id"], "succeeded", "failed"))
     assert done["state"] == "succeeded"
-    r0, r1 = (json.loads((tmp_path / f"rank-{r}").read_text()) for r in (0, 1))
+    out = written(executor, submitted["id"])
+    r0, r1 = (json.loads((out / f"rank-{r}").read_text()) for r in (0, 1))
     assert r0["WORLD_SIZE"] == r1["WORLD_SIZE"] == "2"
     assert r0["RAINIER_NODE"] != r1["RAINIER_NODE"]
     assert [r0["RAINIER_NODE"], r1["RAINIER_NODE"]] == done["placement"]
@@ -62,29 +71,28 @@ def test_gang_gets_one_master_and_distinct_nodes(executor: Target, tmp_path: Pat
         assert r0["MASTER_ADDR"] == addresses[r0["RAINIER_NODE"]]
 
 
-def test_stop_sends_sigterm_then_kills_after_grace(executor: Target, tmp_path: Path) -> None:
-    ready = tmp_path / "ready"
+def test_stop_sends_sigterm_then_kills_after_grace(executor: Target) -> None:
     polite = (
-        "import signal, sys, time, pathlib; "
+        "import os, signal, sys, time, pathlib; "
         "signal.signal(signal.SIGTERM, lambda *a: (print('checkpointing', flush=True), sys.exit(0))); "
-        f"pathlib.Path({str(ready)!r}).touch(); time.sleep(600)"
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'ready').touch(); time.sleep(600)"
     )
     a = executor.tenant.post("/api/v1/jobs", job("polite", polite, executor))
+    ready = written(executor, a["id"]) / "ready"
     wait_until(ready.exists, what="the task to install its handler")
     executor.tenant.post(f"/api/v1/jobs/{a['id']}/stop")
     done = wait_until(job_state(executor.tenant, a["id"], "stopped"))
     assert "checkpointing" in executor.tenant.get(f"/api/v1/jobs/{a['id']}/logs")["data"]
     assert done["tasks"][0]["exit_code"] == 0
 
-    stubborn_ready = tmp_path / "stubborn"
     stubborn = (
-        "import signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
-        f"pathlib.Path({str(stubborn_ready)!r}).touch(); time.sleep(600)"
+        "import os, signal, time, pathlib; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'ready').touch(); time.sleep(600)"
     )
     b = executor.tenant.post(
         "/api/v1/jobs", job("stubborn", stubborn, executor, grace_period_s=0.5)
     )
-    wait_until(stubborn_ready.exists)
+    wait_until((written(executor, b["id"]) / "ready").exists)
     executor.tenant.post(f"/api/v1/jobs/{b['id']}/stop")
     done = wait_until(job_state(executor.tenant, b["id"], "stopped"))
     assert done["tasks"][0]["exit_code"] is None  # killed: it never exited on its own

@@ -48,7 +48,7 @@ def test_cluster_layout_and_contracts() -> None:
     ("text", "where"),
     [
         ("flavors:\n  h200: {nodes: 0, chips_per_node: 8}\n", "line 2: flavors.h200.nodes"),
-        ("flavors:\n  h100: {nodes: 1, chips_per_node: 8}\n", "line 2: flavors.h100"),
+        ("flavors:\n  h100x: {nodes: 1, chips_per_node: 8}\n", "line 2: flavors.h100x"),
         ("flavors:\n  h200:\n    chips_per_node: 8\n", "flavors.h200.nodes: missing"),
         (
             "flavors:\n  h200: {nodes: 1, chips_per_node: 8}\ntenants:\n  a:\n"

@@ -20,6 +20,7 @@ from rainier.api.auth import Authenticator
 from rainier.api.routers import (
     contracts,
     deployments,
+    flavors,
     jobs,
     models,
     nodes,
@@ -29,22 +30,29 @@ from rainier.api.routers import (
     usage,
 )
 from rainier.api.submissions import SubmissionWriter
+from rainier.catalog import DEFAULT_FLAVORS, install_catalog
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.flavors import install as install_flavors
 from rainier.control.metering import Metering
 from rainier.control.metrics import ControlMetrics
 from rainier.control.reconciler import Reconciler
+from rainier.control.sandbox import IsolationMode
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 
 log = logging.getLogger("rainier.server")
+_MODES = tuple(m.value for m in IsolationMode)
 
 
 def make_executor(settings: Settings) -> Executor:
+    isolation = IsolationMode(settings.isolation) if settings.isolation in _MODES else None
+    if isolation is None:
+        raise ValueError(f"RAINIER_ISOLATION must be one of {', '.join(_MODES)}")
     if settings.executor == "local":
         from rainier.control.local import LocalExecutor
 
-        return LocalExecutor(settings.tasks_dir)
+        return LocalExecutor(settings.tasks_dir, isolation)
     if settings.executor == "ray":
         from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
 
@@ -78,6 +86,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.migrate()
+        install_flavors(store)
         stop = threading.Event()
         thread = None
         lock = None
@@ -110,6 +119,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
                 app.state.reconciler.executor.close()
             if lock is not None:
                 lock.close()
+            install_catalog(dict(DEFAULT_FLAVORS))
             store.dispose()
 
     app = FastAPI(
@@ -129,7 +139,19 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.add_middleware(gateway.FastPath)
     app.add_middleware(edge.Edge)  # outermost: the body limit holds on the fast path too
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
-    for module in (jobs, gateway, system, tenants, nodes, contracts, models, deployments, usage):
+    routers = (
+        jobs,
+        gateway,
+        system,
+        tenants,
+        nodes,
+        flavors,
+        contracts,
+        models,
+        deployments,
+        usage,
+    )
+    for module in routers:
         app.include_router(module.router)
     app.include_router(plans.router)
     openapi.install(app)

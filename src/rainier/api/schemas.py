@@ -77,6 +77,7 @@ class NodeOut(Out):
     schedulable: bool
     created_at: datetime
     used_chips: int = 0
+    isolation: str = Field("unknown", description="sandbox, none or unknown: what its tasks get")
 
 
 class ContractOut(Out):

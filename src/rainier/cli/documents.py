@@ -18,9 +18,10 @@ KIND_PATHS = {
     "Contract": "/api/v1/contracts",
     "Job": "/api/v1/jobs",
     "Deployment": "/api/v1/deployments",
+    "Flavor": "/api/v1/flavors",
 }
 # Applied in this order, so a folder may hold a tenant and its contract in any files.
-KIND_ORDER = ("Node", "Tenant", "Contract", "Deployment", "Job")
+KIND_ORDER = ("Flavor", "Node", "Tenant", "Contract", "Deployment", "Job")
 SUFFIXES = (".yaml", ".yml", ".json")
 
 

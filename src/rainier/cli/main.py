@@ -134,8 +134,10 @@ def server(host: str, port: int, workers: int) -> None:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     from rainier.api.app import serve
+    from rainier.control.sandbox import describe
 
     click.echo(f"rainier control plane on http://{host}:{port} (home {settings.home})", err=True)
+    click.echo(describe(settings.isolation), err=True)
     serve(settings, workers)
 
 
@@ -177,6 +179,7 @@ def node_add(ctx: click.Context, path: str | None, local: bool) -> None:
 def node_ls(ctx: click.Context, output: str) -> None:
     """List nodes with their use."""
     columns = ["name", "flavor", "chips", "used_chips", "zone", "block", "rack", "source"]
+    columns.append("isolation")
     emit(client(ctx).get("/api/v1/nodes"), output, columns)
 
 

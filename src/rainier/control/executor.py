@@ -34,6 +34,19 @@ class TaskLaunch:
     attempt: int = 0
     # every task's node, by rank: lets Ray reserve the gang at once
     gang_nodes: tuple[str, ...] = ()
+    # which of the node's chips the task holds (indices), handed over the flavor's way
+    chip_ids: tuple[int, ...] = ()
+    device_env: str | None = None
+    # the sandbox: the tenant's uid, the folders it may write and read, its memory
+    uid: int | None = None
+    workdir: str | None = None
+    read_write: tuple[str, ...] = ()
+    read_only: tuple[str, ...] = ()
+    hidden: tuple[str, ...] = ()
+    # inputs under these folders are checked from them down: the control plane vouches for
+    # the folders above (the checkpoint root, the tenant's storage prefix)
+    input_roots: tuple[str, ...] = ()
+    memory_bytes: int | None = None
 
 
 @dataclass(frozen=True)

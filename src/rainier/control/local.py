@@ -1,10 +1,16 @@
-"""Runs tasks as processes of this machine; every node is "virtual" and lives here."""
+"""Runs tasks as processes of this machine; every node is "virtual" and lives here.
+
+Each task starts through `taskwrap`, which keeps its records outside the task's reach and,
+where this machine can give one, starts it in its sandbox (see `sandbox`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,9 +21,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from rainier.control import sandbox, taskrun
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus, UnstartableTask
 
 SPAWN_GRACE_S = 5.0
+log = logging.getLogger("rainier.local")
 
 
 @contextlib.contextmanager
@@ -35,9 +43,29 @@ def _unstartable_if_too_big(task_dir: Path) -> Iterator[None]:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, tasks_dir: Path):
+    def __init__(
+        self, tasks_dir: Path, isolation: sandbox.IsolationMode = sandbox.IsolationMode.AUTO
+    ):
         self.tasks_dir = tasks_dir
+        self.isolation_mode = isolation
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        found = sandbox.probe()
+        if isolation == sandbox.IsolationMode.OFF:
+            log.warning("tasks are not isolated: RAINIER_ISOLATION=off")
+        elif not found.ok:
+            log.warning(
+                "tasks are not isolated: %s%s",
+                found.reason,
+                "; RAINIER_ISOLATION=required, so none will start"
+                if isolation == sandbox.IsolationMode.REQUIRED
+                else "",
+            )
+
+    def isolation(self, node: str) -> sandbox.Isolation:
+        """What this machine gives every task (all local nodes are this machine)."""
+        if self.isolation_mode == sandbox.IsolationMode.OFF:
+            return sandbox.Isolation.NONE
+        return sandbox.probe().isolation
 
     def _dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
@@ -47,25 +75,25 @@ class LocalExecutor:
         if (task_dir / "spawned").exists():
             return self._handle(task_dir)
         task_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(task_dir, 0o700)
+        try:
+            found = sandbox.decide(self.isolation_mode)
+        except sandbox.SandboxUnavailable as exc:
+            raise UnstartableTask(str(exc)) from None
+        run = taskrun.run_of(launch, found.bwrap if found else None)
+        with _unstartable_if_too_big(task_dir):
+            taskrun.check_exec_size(run)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        taskrun.make_folders(run, launch)
+        (task_dir / "launch.json").write_text(json.dumps(run.to_json()))
         spawned_us = time.time_ns() // 1000
         (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
-        env = {**os.environ, **launch.env}
-        with open(launch.log_path, "ab") as log, _unstartable_if_too_big(task_dir):
+        with open(launch.log_path, "ab") as out:
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "rainier.control.taskwrap",
-                    str(task_dir),
-                    "--",
-                    *launch.command,
-                ],
-                stdout=log,
+                [sys.executable, "-m", "rainier.control.taskwrap", str(task_dir), "--launch"],
+                stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=env.get("RAINIER_WORKDIR") or None,
                 start_new_session=True,
             )
         self._children[launch.task_id] = proc
@@ -88,7 +116,10 @@ class LocalExecutor:
         task_dir = self._dir(task_id)
         code = _read_int(task_dir / "exit")
         if code is not None:
-            return TaskStatus("exited", code, exited_at=_instant(_read_int(task_dir / "exited_at")))
+            exited_at = _instant(_read_int(task_dir / "exited_at"))
+            return TaskStatus(
+                "exited", code, detail=_read_text(task_dir / "ending"), exited_at=exited_at
+            )
         if _locked(task_dir / "lock"):
             if (task_dir / "exiting").exists():
                 return TaskStatus("running", alive_at=_instant(spawned_micros(task_dir)))
@@ -146,6 +177,13 @@ def _locked(path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _read_int(path: Path) -> int | None:

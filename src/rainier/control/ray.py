@@ -43,17 +43,19 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus
 from rainier.control.ray_nodes import NODE_ID_LABEL, Snapshot, chips_resource, read_nodes
 from rainier.control.ray_task import TaskProcess
+from rainier.control.sandbox import Isolation, probe
 
 log = logging.getLogger("rainier.ray")
 
 NAMESPACE = "rainier"
 GANG_PREFIX = "rainier-gang-"
 ACTOR_PREFIX = "rainier-task-"
-GPU_FLAVORS = frozenset({"h200", "gb200"})
+GPU_DEVICE_ENVS = frozenset({"CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"})  # Ray's `GPU`
 ZERO_CHIP_SHARE = 0.001  # a bundle needs some resource; a zero-chip task takes a sliver
 POLL_WAIT_S = 0.2
 START_TIMEOUT_S = 300.0
@@ -93,6 +95,7 @@ class RayExecutor:
         self._polls: dict[str, Any] = {}
         self._gangs: dict[str, _Gang] = {}
         self._seen: set[str] = set()  # tasks whose actor answered at least once
+        self._isolation: dict[str, Isolation] = {}  # node -> what its last task was given
         self._next_sweep = 0.0
 
     # -- connection -------------------------------------------------------------------------
@@ -195,6 +198,15 @@ class RayExecutor:
             self._sweep()
         return self._snapshot.inventory()
 
+    def isolation(self, node: str) -> Isolation:
+        """What the node's tasks get, as the last task seen there reported it; a Ray this
+        server started itself runs on this machine, which answers at once."""
+        if node in self._isolation:
+            return self._isolation[node]
+        if not self.settings.ray_address:
+            return probe().isolation if self.settings.isolation != "off" else Isolation.NONE
+        return Isolation.UNKNOWN
+
     def node_address(self, node: str) -> str:
         """The node's address, also for a node that has just left (its replicas are probed
         until the reconciler notices), so a probe fails on the network, not here."""
@@ -251,6 +263,8 @@ class RayExecutor:
                 "env": env,
                 "log_path": str(launch.log_path),
                 "node": launch.node,
+                "confine": confine_fields(launch),
+                "isolation": self.settings.isolation,
             }
         )
         self._actors[launch.task_id] = actor
@@ -267,7 +281,9 @@ class RayExecutor:
 
     def _bundle(self, launch: TaskLaunch, node_gpus: float) -> dict[str, float]:
         bundle = {chips_resource(launch.flavor): float(launch.chips) or ZERO_CHIP_SHARE}
-        if launch.flavor in GPU_FLAVORS and launch.chips and node_gpus >= launch.chips:
+        flavor = FLAVORS.get(launch.flavor)
+        gpus = flavor is not None and flavor.device_env in GPU_DEVICE_ENVS
+        if gpus and launch.chips and node_gpus >= launch.chips:
             bundle["GPU"] = float(launch.chips)
         return bundle
 
@@ -322,13 +338,17 @@ class RayExecutor:
         except RayError as exc:
             return self._ended(task_id, handle, TaskStatus("lost", detail=_first_line(str(exc))))
         self._seen.add(task_id)
+        with contextlib.suppress(ValueError):
+            self._isolation[str(handle.get("node"))] = Isolation(observed.get("isolation"))
         if observed["exit_code"] is None:
             return TaskStatus("running")
         actor.ack.remote()
         if observed["killed"]:
             detail = "killed after its grace period"
             return self._ended(task_id, handle, TaskStatus("lost", detail=detail))
-        return self._ended(task_id, handle, TaskStatus("exited", int(observed["exit_code"])))
+        ending = str(observed.get("ending") or "")
+        exited = TaskStatus("exited", int(observed["exit_code"]), detail=ending)
+        return self._ended(task_id, handle, exited)
 
     def _gone(self, handle: Mapping[str, Any]) -> str:
         return f"node {handle.get('node')} left the Ray cluster"
@@ -447,6 +467,15 @@ class RayExecutor:
 
     def _kv_del(self, key: str) -> None:
         internal_kv._internal_kv_del(self._key(key), namespace=self.namespace)
+
+
+def confine_fields(launch: TaskLaunch) -> dict[str, Any]:
+    """The part of a launch the node's actor needs to confine the task."""
+    names = (
+        *("chips", "flavor", "rank", "attempt", "chip_ids", "device_env", "uid", "workdir"),
+        *("read_write", "read_only", "hidden", "memory_bytes", "input_roots"),
+    )
+    return {name: getattr(launch, name) for name in names}
 
 
 def _first_line(text: str) -> str:

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rainier.catalog import FLAVORS
 from rainier.control.executor import ExecutorNodes
 from rainier.scheduler import NodeInfo
-from rainier.spec import FLAVORS
 
 log = logging.getLogger("rainier.ray")
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
@@ -26,11 +24,12 @@ from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.deployments import DeploymentController
-from rainier.control.executor import Executor, TaskLaunch, UnstartableTask
+from rainier.control.executor import Executor, UnstartableTask
 from rainier.control.isolation import schedule_isolated
+from rainier.control.launch import Launches
 from rainier.control.state import ACTIVE_JOB_STATES, cluster_state
 from rainier.scheduler import ClusterState, Decisions, Scheduler, Workload, default_scheduler
-from rainier.spec import TrainSpec
+from rainier.scheduler.chips import assign_gang, held_chips
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 from rainier.store.tables import Event, Job, Lease, Node, Task, Tenant, utcnow
@@ -87,6 +86,7 @@ class Reconciler:
         self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
         self.tokens = JobTokens.load(settings.home)
+        self.launches = Launches(store, executor, settings, self.tokens)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class Reconciler:
                     if row is not None and row.handle is None:
                         row.state, row.exited_at = "lost", utcnow()
                 continue
-            launch = self._launch_of(job, task, tenants.get(job.tenant_id, ""))
+            launch = self.launches.launch_of(job, task, tenants.get(job.tenant_id, ""))
             try:
                 handle = self.executor.start(launch)
             except UnstartableTask as exc:
@@ -279,47 +279,6 @@ class Reconciler:
                 row.state, row.exited_at = "lost", now
             self._finish(s, job, "failed", reason, now)
 
-    def _launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
-        placement = job.placement or {}
-        nodes: list[str] = placement.get("nodes", [])
-        spec = job.spec
-        ckpt = self.settings.checkpoints_dir / job.id
-        env = {
-            **{k: str(v) for k, v in spec.get("env", {}).items()},
-            "RAINIER_JOB_ID": job.id,
-            "RAINIER_JOB_NAME": job.name,
-            "RAINIER_TENANT": tenant,
-            "RAINIER_RANK": str(task.rank),
-            "RAINIER_WORLD_SIZE": str(job.nodes),
-            "RAINIER_NODE": task.node,
-            "RAINIER_FLAVOR": job.flavor,
-            "RAINIER_CHIPS": str(task.chips),
-            "RAINIER_ATTEMPT": str(job.attempt),
-            "RAINIER_CHECKPOINT_DIR": str(ckpt),
-            "RAINIER_CONTROL_URL": self.settings.control_url,
-            "RAINIER_TOKEN": self.tokens.sign(job.id),
-            "RANK": str(task.rank),
-            "WORLD_SIZE": str(job.nodes),
-            "LOCAL_RANK": "0",
-            "LOCAL_WORLD_SIZE": "1",
-            "MASTER_ADDR": self.executor.node_address(nodes[0]) if nodes else "127.0.0.1",
-            "MASTER_PORT": str(placement.get("master_port", 29500)),
-            "PYTHONUNBUFFERED": "1",
-        }
-        return TaskLaunch(
-            task_id=task.id,
-            job_id=job.id,
-            node=task.node,
-            command=_command_of(spec, job, ckpt),
-            env=env,
-            log_path=self.settings.logs_dir / job.id / f"rank-{task.rank}.log",
-            chips=task.chips,
-            flavor=job.flavor,
-            rank=task.rank,
-            attempt=job.attempt,
-            gang_nodes=tuple(nodes),
-        )
-
     # -- observing --------------------------------------------------------------------------
 
     def _observe(self) -> int:
@@ -348,13 +307,11 @@ class Reconciler:
                     if status.state == "exited":
                         task.state, task.exit_code = "exited", status.exit_code
                         task.exited_at = status.exited_at or now
-                        _event(
-                            s,
-                            job.id,
-                            job.tenant_id,
-                            "task-exited",
-                            f"task {task.rank} exited with code {status.exit_code}",
-                        )
+                        said = f"task {task.rank} exited with code {status.exit_code}"
+                        if status.detail:
+                            task.handle = {**(task.handle or {}), "ending": status.detail}
+                            said += f": {status.detail}"
+                        _event(s, job.id, job.tenant_id, "task-exited", said)
                     elif status.state == "lost":
                         task.state, task.exited_at = "lost", now
                         _event(
@@ -379,10 +336,13 @@ class Reconciler:
         failed = [
             t for t in tasks if t.state == "lost" or (t.state == "exited" and t.exit_code != 0)
         ]
+        ending = next((str(e) for t in failed if (e := (t.handle or {}).get("ending"))), "")
         if alive:
             if failed and job.state == "running" and not (job.stop_requested or job.preempting):
                 job.state = "stopping"
                 job.reason = f"task {failed[0].rank} failed; stopping the gang"
+                if ending:
+                    job.reason = f"{ending} in task {failed[0].rank}; stopping the gang"
             if job.state == "stopping" or job.stop_requested or job.preempting:
                 self._terminate(s, job, alive, now)
             return False
@@ -410,7 +370,8 @@ class Reconciler:
             )
             _event(s, job.id, job.tenant_id, "restarting", job.reason)
             return True
-        return self._finish(s, job, "failed", f"task failed with code {code}", now, code)
+        reason = f"{ending} (task exited with code {code})" if ending else None
+        return self._finish(s, job, "failed", reason or f"task failed with code {code}", now, code)
 
     def _finish(
         self, s: Session, job: Job, state: str, reason: str, now: datetime, code: int | None = None
@@ -468,12 +429,17 @@ class Reconciler:
         ):
             return 0, 0  # nothing to write: don't take the write lock from submissions
         with self.store.write() as s:
+            held, sizes = self._chips_in_use(s) if decisions.admit else ({}, {})
             for admit in decisions.admit:
                 job = s.get(Job, admit.workload_id)
                 if job is None or job.state != "pending":
                     continue
                 job.state = "running"
-                job.placement = {"nodes": list(admit.node_names), "master_port": _free_port()}
+                job.placement = {
+                    "nodes": list(admit.node_names),
+                    "chips": assign_gang(admit.node_names, job.chips_per_node, sizes, held),
+                    "master_port": _free_port(),
+                }
                 job.started_at = now
                 job.reason = admit.reason
                 for rank, node in enumerate(admit.node_names):
@@ -526,6 +492,12 @@ class Reconciler:
             self._terminate_preempted()
         return admitted, preempted
 
+    def _chips_in_use(self, s: Session) -> tuple[dict[str, set[int]], dict[str, int]]:
+        """Which chips each node's placed jobs hold, and each node's size."""
+        placements = s.scalars(select(Job.placement).where(Job.state.in_(ACTIVE_JOB_STATES)))
+        sizes = {n.name: n.chips for n in s.scalars(select(Node))}
+        return held_chips(p for p in placements if p), sizes
+
     def _terminate_preempted(self) -> None:
         now = utcnow()
         with self.store.write() as s:
@@ -538,16 +510,6 @@ class Reconciler:
                     )
                 ).all()
                 self._terminate(s, job, list(alive), now)
-
-
-def _command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
-    """A job's command line; a `train:` job runs rainier's runtime with the control plane's
-    own interpreter (nodes run rainier from the same installation) and exports beside its
-    checkpoints, where a restarted attempt finds them too."""
-    if spec.get("command"):
-        return list(spec["command"])
-    train = TrainSpec.model_validate(spec["train"])
-    return train.command(sys.executable, job.name, job.nodes, str(checkpoints / "export"))
 
 
 def _event(s: Session, object_id: str, tenant_id: str | None, kind: str, message: str) -> None:

@@ -8,17 +8,25 @@ SIGTERM reaches the whole process group; the wrapper keeps waiting so the task m
 When the task ends it first leaves `<dir>/exiting`, then reads the clock into `<dir>/exited_at`
 (epoch microseconds): an observer that read its clock before it saw no `exiting` knows the task
 held its chips at least until that reading, which is what billing may run up to.
+
+Given `--launch`, the task is described by `<dir>/launch.json` (see `taskrun.TaskRun`): its
+environment, cores and, where the machine allows, its sandbox. The wrapper itself stays
+outside the sandbox, so the task can neither see nor forge these records; when the task was
+killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from rainier.control import taskrun
 
 
 def main(argv: list[str]) -> int:
@@ -29,10 +37,16 @@ def main(argv: list[str]) -> int:
     (task_dir / "pid").write_text(str(os.getpid()))
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
+    started: taskrun.Started | None = None
     try:
-        child = subprocess.Popen(command, close_fds=True)
+        if command == ["--launch"]:
+            run = taskrun.TaskRun.from_json(json.loads((task_dir / "launch.json").read_text()))
+            started = taskrun.start(run, None)
+            child = started.proc
+        else:
+            child = subprocess.Popen(command, close_fds=True)
     except OSError as exc:
-        print(f"rainier: cannot start {command[0]!r}: {exc}", file=sys.stderr, flush=True)
+        print(f"rainier: cannot start the task: {exc}", file=sys.stderr, flush=True)
         code = 127
     else:
         while True:
@@ -41,6 +55,13 @@ def main(argv: list[str]) -> int:
                 break
             except InterruptedError:
                 continue
+    if started is not None:
+        code = started.exit_code(code)
+        ending = started.ending()
+        started.release()
+        if ending:
+            print(f"rainier: {ending}", file=sys.stderr, flush=True)
+            _write(task_dir / "ending", ending)
     (task_dir / "exiting").touch()
     _write(task_dir / "exited_at", str(time.time_ns() // 1000))
     _write(task_dir / "exit", str(code))

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from rainier.catalog import DEFAULT_FLAVORS
 from rainier.metering.periods import require_utc
-from rainier.spec import FLAVORS
 
 ANY_MODEL = "*"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -124,11 +124,13 @@ class PriceBook:
 
 
 def default_price_book(effective_from: datetime = EPOCH) -> PriceBook:
-    """Version 1: the list prices of `rainier.spec.FLAVORS`, tokens free unless priced."""
+    """Version 1: the shipped list prices (`rainier.spec.DEFAULT_FLAVORS`), tokens free unless
+    priced. An operator's `kind: Flavor` publishes later versions."""
     return PriceBook(
         version=1,
         chip_prices=tuple(
-            ChipPrice(f.name, f.list_usd_per_chip_hour, effective_from) for f in FLAVORS.values()
+            ChipPrice(f.name, f.list_usd_per_chip_hour, effective_from)
+            for f in DEFAULT_FLAVORS.values()
         ),
         token_prices=(TokenPrice(ANY_MODEL, Decimal(0), Decimal(0), effective_from),),
     )

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from rainier.catalog import FLAVORS
 from rainier.sim.cluster import load_cluster
 from rainier.sim.engine import PolicyError, SimConfig, SimResult, Simulation
 from rainier.sim.errors import SimInputError
@@ -32,7 +33,6 @@ from rainier.sim.model import Cluster, Trace
 from rainier.sim.plan import Plan, parse_target, plan
 from rainier.sim.policies import POLICIES, make_policy
 from rainier.sim.traces import load_trace, save_trace
-from rainier.spec import FLAVORS
 
 
 class InputProblem(click.ClickException):

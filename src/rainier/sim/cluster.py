@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
+from rainier.catalog import FLAVORS
 from rainier.sim.errors import SimInputError
 from rainier.sim.model import Cluster, FlavorPool, TenantContract
-from rainier.spec import FLAVORS
 
 _POOL_FIELDS = ("nodes", "chips_per_node", "nodes_per_block", "blocks_per_rack", "zones")
 _TENANT_FIELDS = (

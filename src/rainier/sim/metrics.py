@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from rainier.catalog import FLAVORS
 from rainier.sim.engine import DONE, PENDING, RUNNING, STOPPING, UNPLACEABLE, SimResult, Timeline
-from rainier.spec import FLAVORS
 
 STATS = ("mean", "p50", "p95", "p99")
 

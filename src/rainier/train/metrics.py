@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -163,7 +164,10 @@ def peak_tflops(flavor: str | None, device: torch.device, dtype: torch.dtype) ->
     the environment is recognised from the CUDA device name; anything else is measured.
     """
     if device.type != "cpu":
-        from rainier.spec import FLAVORS  # pydantic costs a second of start-up a CPU run skips
+        published = os.environ.get("RAINIER_FLAVOR_PEAK_TFLOPS")  # the catalog's, at launch
+        if flavor and flavor != "cpu" and published:
+            return float(published), f"flavor {flavor}"
+        from rainier.catalog import FLAVORS
 
         name = flavor
         if name is None and device.type == "cuda":

@@ -59,6 +59,7 @@ def register_local(caller: Caller, store: StoreDep, request: Request) -> NodeOut
 def list_nodes(
     caller: Caller,
     store: StoreDep,
+    request: Request,
     flavor: str | None = None,
     limit: Limit = 1000,
     cursor: str | None = None,
@@ -72,9 +73,12 @@ def list_nodes(
         query = select(Node) if flavor is None else select(Node).where(Node.flavor == flavor)
         rows, next_cursor = page_of(s, query, Node.name, limit, cursor)
         items = []
+        reconciler = getattr(request.app.state, "reconciler", None)
+        isolation = getattr(getattr(reconciler, "executor", None), "isolation", None)
         for (row,) in rows:
             out = NodeOut.model_validate(row)
             out.used_chips = used.get(row.name, 0)
+            out.isolation = str(isolation(row.name)) if isolation else "unknown"
             items.append(out)
         return Page(items=items, next_cursor=next_cursor)
 
