@@ -83,6 +83,7 @@ class Reconciler:
         self._pass_gap = MIN_PASS_GAP_S
         self._workloads: dict[str, Workload] = {}
         self._reasons: dict[str, str] = {}
+        self._term_resent: set[str] = set()
         self._lease_renewed = 0.0
         self.deployments = DeploymentController(store, executor, settings)
         self.tokens = JobTokens.load(settings.home)
@@ -393,6 +394,13 @@ class Reconciler:
                 task.kill_at = now + timedelta(seconds=grace)
             elif task.kill_at is not None and now >= task.kill_at:
                 self.executor.kill(task.id, task.handle)
+            elif _signalled_while_starting(task, now) and task.id not in self._term_resent:
+                # a SIGTERM that came while the sandbox was still starting the workload was
+                # ignored with the sandbox's own; the workload hears this one
+                if len(self._term_resent) > 10_000:
+                    self._term_resent.clear()  # ids of tasks long gone; the worst is one more TERM
+                self._term_resent.add(task.id)
+                self.executor.signal_stop(task.id, task.handle)
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -530,3 +538,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# A task that had run less than this when it was asked to stop may not have heard it yet.
+STARTING_S = 5.0
+# ... so it is asked once more this long after.
+TERM_AGAIN_S = 1.0
+
+
+def _signalled_while_starting(task: Task, now: datetime) -> bool:
+    sent, started = task.term_sent_at, task.started_at
+    if sent is None or started is None or now - sent < timedelta(seconds=TERM_AGAIN_S):
+        return False
+    return sent - started < timedelta(seconds=STARTING_S)
