@@ -43,10 +43,18 @@ def test_a_hostile_job_escapes_nothing(sealed: Sealed) -> None:
     wait_until(finished(alpha, a), 60, "alpha's job to stop")
 
 
+# Attempts that would change this machine when they succeed: the unsealed run leaves them out.
+HARMFUL_WHEN_THEY_ESCAPE = (
+    "signal the control plane",
+    "write outside its folders",
+    "mount the host's disk",
+)
+
+
 def test_without_the_sandbox_the_same_probe_escapes(bare: Sealed) -> None:
     """The probe finds what is there to find: run bare, its attempts succeed."""
     bare.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
-    probed = run_probe(bare, bare.server.url, bare.secret, skip=("signal the control plane",))
+    probed = run_probe(bare, bare.server.url, bare.secret, skip=HARMFUL_WHEN_THEY_ESCAPE)
     escaped = {k for k, v in probed.results.items() if v.startswith("escaped")}
     assert {
         "read the database",
