@@ -24,7 +24,15 @@ if ! run_as "$bindir/pg_isready -q -h 127.0.0.1 -p $PGPORT"; then
     [ "$(id -u)" = 0 ] && chown postgres "$PGDATA"
     run_as "$bindir/initdb -D $PGDATA -U postgres --auth=trust" >&2
   fi
-  run_as "$bindir/pg_ctl -D $PGDATA -l $PGDATA/server.log -w -o '-c listen_addresses=127.0.0.1 -p $PGPORT -c unix_socket_directories=$PGDATA -c fsync=off -c max_connections=200' start" >&2
+  start="$bindir/pg_ctl -D $PGDATA -l $PGDATA/server.log -w -o '-c listen_addresses=127.0.0.1 -p $PGPORT -c unix_socket_directories=$PGDATA -c fsync=off -c max_connections=200' start"
+  if ! run_as "$start" >&2; then
+    # a throwaway test database (fsync off) that a crash left unreadable: start it anew
+    echo "the PostgreSQL data in $PGDATA does not start; it is made anew" >&2
+    rm -rf "$PGDATA" && mkdir -p "$PGDATA"
+    [ "$(id -u)" = 0 ] && chown postgres "$PGDATA"
+    run_as "$bindir/initdb -D $PGDATA -U postgres --auth=trust" >&2
+    run_as "$start" >&2
+  fi
 fi
 
 run_as "$bindir/psql -q -h 127.0.0.1 -p $PGPORT -U postgres -tc \"SELECT 1 FROM pg_roles WHERE rolname='rainier'\"" | grep -q 1 ||

@@ -30,11 +30,12 @@ def server(tmp_path: Path, database_url: str) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-def marker_job(marks: Path, name: str, run_s: float, **extra: object) -> dict[str, object]:
-    """A job that records every start of its process, so a second start is visible."""
+def marker_job(name: str, run_s: float, **extra: object) -> dict[str, object]:
+    """A job that records every start of its process in its checkpoint folder (what a sandboxed
+    task may write, kept across its attempts), so a second start is visible."""
     code = (
         "import os, time, pathlib; "
-        f"p = pathlib.Path({str(marks)!r}, {name!r}); "
+        "p = pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'marks'); "
         "f = open(p, 'a'); f.write(f\"start {os.environ['RAINIER_ATTEMPT']} {os.getpid()}\\n\"); f.close(); "
         f"time.sleep({run_s}); "
         "open(p, 'a').write('end\\n')"
@@ -42,21 +43,24 @@ def marker_job(marks: Path, name: str, run_s: float, **extra: object) -> dict[st
     return {"kind": "Job", "name": name, "command": [PY, "-c", code], **extra}
 
 
+def marks_of(tmp_path: Path, job: dict[str, object] | str) -> Path:
+    job_id = job if isinstance(job, str) else str(job["id"])
+    return tmp_path / "home" / "checkpoints" / job_id / "marks"
+
+
 @pytest.mark.slow
 def test_kill9_loses_nothing_and_runs_nothing_twice(server: ServerProcess, tmp_path: Path) -> None:
-    marks = tmp_path / "marks"
-    marks.mkdir()
     op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
     op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 64})
     op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
     tenant = Client(server.url, op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"])
 
-    long_jobs = [tenant.post("/api/v1/jobs", marker_job(marks, f"long{i}", 6.0)) for i in range(3)]
+    long_jobs = [tenant.post("/api/v1/jobs", marker_job(f"long{i}", 6.0)) for i in range(3)]
     victim = tenant.post(
-        "/api/v1/jobs", marker_job(marks, "victim", 600.0, max_restarts=1, grace_period_s=1)
+        "/api/v1/jobs", marker_job("victim", 600.0, max_restarts=1, grace_period_s=1)
     )
     wait_until(
-        lambda: all((marks / n).exists() for n in ("long0", "long1", "long2", "victim")),
+        lambda: all(marks_of(tmp_path, j).exists() for j in [*long_jobs, victim]),
         what="every task to start",
     )
 
@@ -71,7 +75,7 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(server: ServerProcess, tmp_p
                 try:
                     r = tenant.http.post(
                         "/api/v1/jobs",
-                        json=marker_job(marks, name, 0.1),
+                        json=marker_job(name, 0.1),
                         headers={"Idempotency-Key": key},
                         timeout=5,
                     )
@@ -116,7 +120,7 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(server: ServerProcess, tmp_p
         by_name.setdefault(job["name"], []).append(job["id"])
     for name, job_id in names.items():
         assert by_name.get(name) == [job_id], f"{name} stored {by_name.get(name)}"
-        lines = (marks / name).read_text().split("\n")
+        lines = marks_of(tmp_path, job_id).read_text().split("\n")
         starts = [line for line in lines if line.startswith("start")]
         assert len(starts) == 1, f"{name} started {len(starts)} times: {starts}"
     # the victim was marked lost and restarted once, from attempt 1
@@ -126,7 +130,8 @@ def test_kill9_loses_nothing_and_runs_nothing_twice(server: ServerProcess, tmp_p
     assert victim_now["restarts"] == 1
     assert any(t["state"] == "lost" for t in victim_now["tasks"])
     wait_until(
-        lambda: (marks / "victim").read_text().count("start 1") == 1, what="victim's restart"
+        lambda: marks_of(tmp_path, victim).read_text().count("start 1") == 1,
+        what="victim's restart",
     )
     tenant.post(f"/api/v1/jobs/{victim['id']}/stop")
     wait_until(lambda: tenant.get(f"/api/v1/jobs/{victim['id']}")["state"] == "stopped", 30)

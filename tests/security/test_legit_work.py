@@ -45,7 +45,8 @@ print("finished", flush=True)
 def test_a_preempted_job_resumes_from_its_checkpoint(sealed: Sealed) -> None:
     sealed.nodes({"name": "n1", "flavor": "cpu", "chips": 2})
     owner, borrower = sealed.tenant("owner"), sealed.tenant("borrower")
-    contract = {"kind": "Contract", "term": TERM, "committed_usd": "100"}
+    # the term began when this module was loaded: moments ago, on purpose
+    contract = {"kind": "Contract", "term": TERM, "committed_usd": "100", "backdate": True}
     sealed.op.post(
         "/api/v1/contracts",
         {**contract, "name": "owner-c", "tenant": "owner", "guaranteed_chips": {"cpu": 2}},

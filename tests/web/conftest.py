@@ -3,8 +3,10 @@ Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -38,6 +40,9 @@ SERVER_ENV = {
     "RAINIER_SCALE_DOWN_AFTER_S": "600",
     "RAINIER_GATEWAY_WAIT_S": "180",
     "RAINIER_LOG_LEVEL": "WARNING",
+    # The pages are under test here, not the sandbox (tests/security): the gated jobs wait on
+    # files this test writes beside the server's home, which a sandboxed task cannot see.
+    "RAINIER_ISOLATION": "off",
 }
 
 
@@ -108,6 +113,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # tasks outlive their server by design (a restarted server adopts them): end this one's
+        for pid_file in (self.home / "tasks").glob("*/pid"):
+            with contextlib.suppress(ValueError, OSError):
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
 
 
 class Api:

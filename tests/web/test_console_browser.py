@@ -176,6 +176,11 @@ def test_the_operator_sees_the_fleet_and_the_queue(
         expect(page.locator("#fleet")).to_contain_text("rack r1")
         expect(node.locator(".holders")).to_contain_text("acme:")
         assert node.locator(".chip.used").count() >= 1
+        nodes = {n["name"]: n for n in cloud.op.get("/api/v1/nodes")["items"]}
+        isolation = nodes["cpu-a1"]["isolation"]
+        assert isolation in ("sandbox", "none")
+        expect(node.locator(".isolation")).to_have_attribute("data-isolation", isolation)
+        expect(node.locator(".isolation")).to_contain_text(f"tasks: {isolation}")
         shot(page, artifacts, "fleet")
 
         page.goto(f"{cloud.url}/queue")

@@ -53,6 +53,7 @@ class NodeView:
     used: int
     schedulable: bool
     by_tenant: dict[str, int] = field(default_factory=dict)
+    isolation: str = "unknown"  # what its tasks get: sandbox, none or unknown
 
     @property
     def free(self) -> int:
@@ -102,6 +103,7 @@ def fleet(nodes: list[dict[str, Any]], jobs: list[dict[str, Any]]) -> list[Zone]
             int(n.get("used_chips", 0)),
             bool(n.get("schedulable", True)),
             dict(sorted(held.get(n["name"], {}).items())),
+            str(n.get("isolation", "unknown")),
         )
         tree.setdefault(n["zone"], {}).setdefault(n["block"], {}).setdefault(n["rack"], []).append(
             view
