@@ -113,7 +113,8 @@ def train_model(tenant: Client) -> None:
     from rainier.train.data import stdlib_sample
 
     home = Path(os.environ["RAINIER_HOME"])
-    corpus = stdlib_sample(home / "corpus" / "stdlib", CORPUS_BYTES)
+    # under the tenant's storage prefix: the one place of the server's home its tasks may read
+    corpus = stdlib_sample(home / "storage" / TENANT / "datasets" / "stdlib", CORPUS_BYTES)
     files = list(corpus.iterdir())
     click.echo(
         f"corpus: {len(files)} modules, {sum(f.stat().st_size for f in files) >> 10} KiB "
