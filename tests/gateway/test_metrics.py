@@ -95,14 +95,30 @@ def test_metrics_move_with_jobs_and_requests(
     chat_replicas = {"tenant": "acme", "deployment": "chat"}
     assert value(after, "rainier_deployment_replicas", **chat_replicas, state="ready") >= 1
     assert value(after, "rainier_deployment_replicas", **chat_replicas, state="desired") >= 1
-    assert grew("rainier_gateway_requests_total", deployment="chat", code="200") == 3
-    assert grew("rainier_gateway_request_duration_seconds_count", deployment="chat") == 3
-    assert grew("rainier_gateway_request_duration_seconds_sum", deployment="chat") > 0
-    assert grew("rainier_gateway_tokens_total", deployment="chat", kind="prompt") == prompt
-    assert grew("rainier_gateway_tokens_total", deployment="chat", kind="completion") == completion
-    missing = {"deployment": "no-such-model", "type": "invalid_request_error"}
+    assert grew("rainier_gateway_requests_total", tenant="acme", deployment="chat", code="200") == 3
+    assert (
+        grew("rainier_gateway_request_duration_seconds_count", tenant="acme", deployment="chat")
+        == 3
+    )
+    assert (
+        grew("rainier_gateway_request_duration_seconds_sum", tenant="acme", deployment="chat") > 0
+    )
+    assert (
+        grew("rainier_gateway_tokens_total", tenant="acme", deployment="chat", kind="prompt")
+        == prompt
+    )
+    assert (
+        grew("rainier_gateway_tokens_total", tenant="acme", deployment="chat", kind="completion")
+        == completion
+    )
+    missing = {"tenant": "acme", "deployment": "no-such-model", "type": "invalid_request_error"}
     assert grew("rainier_gateway_errors_total", **missing) == 1
-    assert grew("rainier_gateway_requests_total", deployment="no-such-model", code="404") == 1
+    assert (
+        grew(
+            "rainier_gateway_requests_total", tenant="acme", deployment="no-such-model", code="404"
+        )
+        == 1
+    )
 
     # the runner stops: the waiter is admitted, and its wait is observed
     acme.post(f"/api/v1/jobs/{runner['id']}/stop")

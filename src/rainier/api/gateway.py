@@ -94,6 +94,7 @@ class GatewayError(Exception):
         )
         self.headers = headers or {}
         self.deployment = ""  # the deployment asked for, once known: a label of metrics
+        self.tenant = ""  # the caller's tenant, once known: the deployment name's namespace
 
     def body(self) -> dict[str, Any]:
         return {
@@ -134,6 +135,7 @@ class Metered:
     request_id: str
     target: Target
     admission: Admission
+    tenant: str  # the caller's tenant name: a label of metrics
 
 
 class Gateway:
@@ -419,7 +421,7 @@ class Gateway:
         completion = int(usage.get("completion_tokens") or 0)
         self.settle(metered.admission, prompt + completion)
         t = metered.target
-        self.metrics.metered(t.name, prompt, completion)
+        self.metrics.metered(metered.tenant, t.name, prompt, completion)
         self.usage_writer.put(
             {
                 "request_id": metered.request_id,
@@ -439,16 +441,26 @@ class Gateway:
         """Answers one /v1 request, counted per deployment (requests, latency, errors)."""
         started = time.perf_counter()
         try:
-            response, deployment = await self._proxy(request, path)
+            response, tenant, deployment = await self._proxy(request, path)
         except GatewayError as exc:
-            self.metrics.answered(exc.deployment, exc.status, started, exc.type)
+            self.metrics.answered(exc.tenant, exc.deployment, exc.status, started, exc.type)
             raise
         error = "upstream_error" if response.status_code >= 400 else ""
-        self.metrics.answered(deployment, response.status_code, started, error)
+        self.metrics.answered(tenant, deployment, response.status_code, started, error)
         return response
 
-    async def _proxy(self, request: Request, path: str) -> tuple[Response, str]:
+    async def _proxy(self, request: Request, path: str) -> tuple[Response, str, str]:
         caller, limits = await self.identify(request)
+        try:
+            response, deployment = await self._answer(request, path, caller, limits)
+        except GatewayError as exc:
+            exc.tenant = caller.tenant or ""
+            raise
+        return response, caller.tenant or "", deployment
+
+    async def _answer(
+        self, request: Request, path: str, caller: Principal, limits: KeyLimits
+    ) -> tuple[Response, str]:
         raw = await request.body()
         try:
             body = parse_body(raw)
@@ -498,7 +510,7 @@ class Gateway:
             if options.get("include_usage") is not True:
                 body = {**body, "stream_options": {**options, "include_usage": True}}
                 payload = json.dumps(body, separators=(",", ":")).encode()
-        metered = Metered(f"req-{uuid.uuid4().hex}", target, admission)
+        metered = Metered(f"req-{uuid.uuid4().hex}", target, admission, caller.tenant or "")
         tried: set[str] = set()
         for attempt in range(TRIES):
             endpoint = await self.choose(caller, target, tried)

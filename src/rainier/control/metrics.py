@@ -164,38 +164,41 @@ class ControlMetrics:
         self.requests = Counter(
             "rainier_gateway_requests",
             "requests answered by the /v1 gateway, by HTTP status",
-            ["deployment", "code"],
+            ["tenant", "deployment", "code"],
             registry=r,
         )
         self.latency = Histogram(
             "rainier_gateway_request_duration_seconds",
             "from a request's arrival to its answer's start (a stream's first bytes)",
-            ["deployment"],
+            ["tenant", "deployment"],
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.tokens = Counter(
             "rainier_gateway_tokens",
             "tokens metered by the gateway",
-            ["deployment", "kind"],
+            ["tenant", "deployment", "kind"],
             registry=r,
         )
         self.errors = Counter(
             "rainier_gateway_errors",
             "requests that failed, by OpenAI error type",
-            ["deployment", "type"],
+            ["tenant", "deployment", "type"],
             registry=r,
         )
 
     def admitted(self, tenant: str, flavor: str, waited_s: float) -> None:
         self.queue_wait.labels(tenant, flavor).observe(max(0.0, waited_s))
 
-    def answered(self, deployment: str, status: int, started: float, error: str = "") -> None:
-        self.requests.labels(deployment, str(status)).inc()
-        self.latency.labels(deployment).observe(time.perf_counter() - started)
+    def answered(
+        self, tenant: str, deployment: str, status: int, started: float, error: str = ""
+    ) -> None:
+        """Deployment names are a tenant's own: two tenants' `chat` are two series."""
+        self.requests.labels(tenant, deployment, str(status)).inc()
+        self.latency.labels(tenant, deployment).observe(time.perf_counter() - started)
         if error:
-            self.errors.labels(deployment, error).inc()
+            self.errors.labels(tenant, deployment, error).inc()
 
-    def metered(self, deployment: str, prompt: int, completion: int) -> None:
-        self.tokens.labels(deployment, "prompt").inc(prompt)
-        self.tokens.labels(deployment, "completion").inc(completion)
+    def metered(self, tenant: str, deployment: str, prompt: int, completion: int) -> None:
+        self.tokens.labels(tenant, deployment, "prompt").inc(prompt)
+        self.tokens.labels(tenant, deployment, "completion").inc(completion)
