@@ -175,3 +175,16 @@ def test_dashboard_charts_only_metrics_that_exist(
     text = httpx.get(f"{replica['url']}/metrics", timeout=30).text
     exposed |= {s.name for f in text_string_to_metric_families(text) for s in f.samples}
     assert wanted and wanted <= exposed, wanted - exposed
+
+
+def test_a_deployment_says_what_the_gateway_measured(
+    cloud: Cloud, acme: Client, chat: dict[str, Any]
+) -> None:
+    """The figures are the tenant's own series: another tenant's deployment of the same name
+    would be another label set."""
+    before = acme.get("/api/v1/deployments/chat")["gateway"]
+    client = cloud.openai(acme)
+    client.completions.create(model="chat", prompt="count", max_tokens=2, temperature=0)
+    after = acme.get("/api/v1/deployments/chat")["gateway"]
+    assert after["requests"] == before["requests"] + 1
+    assert after["mean_latency_s"] is not None and after["mean_latency_s"] > 0

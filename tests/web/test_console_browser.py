@@ -135,6 +135,10 @@ def test_deploy_a_model_stream_an_answer_and_see_the_bill_move(
     assert answer.inner_text().strip()
     assert int(answer.get_attribute("data-chunks") or 0) >= 2  # it arrived in pieces
     expect(page.locator("#chat-status")).to_contain_text("first token")
+    # the gateway timed the answer: the page shows its mean latency, as the API says it
+    expect(page.locator("#latency")).to_have_text(re.compile(r"^\d+ ms$"), timeout=MINUTE_MS)
+    figures = cloud.acme.get("/api/v1/deployments/chat")["gateway"]
+    assert figures["requests"] >= 1 and figures["mean_latency_s"] > 0
     shot(page, artifacts, "playground")
 
     def moved() -> bool:

@@ -58,9 +58,18 @@ class DeploymentOut(BaseModel):
     updated_at: datetime
 
 
+class GatewayFigures(BaseModel):
+    """What this server process's gateway measured for the deployment since it started (each
+    process of `RAINIER_WORKERS` counts its own; Prometheus sums them from `/metrics`)."""
+
+    requests: int
+    mean_latency_s: float | None
+
+
 class DeploymentDetail(DeploymentOut):
     replica_list: list[ReplicaOut]
     events: list[EventOut]
+    gateway: GatewayFigures
 
 
 class TokenUsageOut(BaseModel):
@@ -197,7 +206,7 @@ def list_deployments(
 
 @router.get("/deployments/{ref}")
 def describe_deployment(
-    ref: str, caller: Caller, store: StoreDep, tenant: str | None = None
+    ref: str, caller: Caller, store: StoreDep, request: Request, tenant: str | None = None
 ) -> DeploymentDetail:
     with store.read() as s:
         row, owner = visible_deployment(s, caller, ref, tenant)
@@ -207,7 +216,18 @@ def describe_deployment(
             **deployment_out(row, owner.name, replicas).model_dump(),
             replica_list=replicas,
             events=[EventOut.model_validate(e) for e in events],
+            gateway=_gateway_figures(request, owner.name, row.name),
         )
+
+
+def _gateway_figures(request: Request, tenant: str, name: str) -> GatewayFigures:
+    registry = request.app.state.metrics.registry
+    labels = {"tenant": tenant, "deployment": name}
+    count = registry.get_sample_value("rainier_gateway_request_duration_seconds_count", labels)
+    total = registry.get_sample_value("rainier_gateway_request_duration_seconds_sum", labels)
+    if not count:
+        return GatewayFigures(requests=0, mean_latency_s=None)
+    return GatewayFigures(requests=int(count), mean_latency_s=(total or 0.0) / count)
 
 
 @router.delete("/deployments/{ref}")
