@@ -12,7 +12,7 @@ from sqlalchemy import select
 from rainier.api.auth import Caller, require
 from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError
-from rainier.control.plan import job_plan, quota_rows
+from rainier.control.plan import QuotaRow, job_plan, quota_rows
 from rainier.spec import JobSpec
 from rainier.store.tables import ApiKey, Tenant, utcnow
 
@@ -77,24 +77,9 @@ def plan_job(doc: JobSpec, caller: Caller, store: StoreDep) -> JobPlan:
         return JobPlan.model_validate(job_plan(s, doc, tenant.id, tenant.name))
 
 
-class QuotaOut(BaseModel):
-    contract: str
-    tenant: str
-    flavor: str
-    guaranteed_chips: int
-    in_use_chips: int
-    borrowed_chips: int
-    borrow_limit_chips: int | None
-    borrowable_now_chips: int
-    committed_usd: Decimal
-    spent_usd: Decimal
-    remaining_usd: Decimal
-    runs_out_at: datetime | None
-
-
 class QuotaPage(BaseModel):
     at: datetime
-    items: list[QuotaOut]
+    items: list[QuotaRow]  # a dataclass of the plan core, validated and documented as is
 
 
 @router.get("/quota")
@@ -108,4 +93,4 @@ def get_quota(caller: Caller, store: StoreDep, tenant: str | None = None) -> Quo
         else:
             ids = list(s.scalars(select(Tenant.id)))
         rows = quota_rows(s, ids, now)
-    return QuotaPage(at=now, items=[QuotaOut.model_validate(r, from_attributes=True) for r in rows])
+    return QuotaPage(at=now, items=rows)
