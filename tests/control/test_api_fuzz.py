@@ -12,6 +12,9 @@ What is left out, and why:
 - `POST /api/v1/nodes/local`: it registers this machine.
 The server runs without its reconciler (`RAINIER_RECONCILE=0`), so no generated job is ever
 started on this machine; what is tested is the API's answer to what it is sent.
+One worker: CPython 3.11's `ast` constructor keeps its recursion depth per interpreter, so two
+threads building strategies at once can fail with "AST constructor recursion depth mismatch",
+an error of the tool that says nothing of the API.
 """
 
 from __future__ import annotations
@@ -55,17 +58,6 @@ def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
-def _only_tool_errors(output: str) -> bool:
-    """Schemathesis reported errors of its own (🚫 Runtime Error) and no failure of the API."""
-    summary = output[output.rfind("SUMMARY") :]
-    return "Runtime Error" in summary and "Failures:" not in summary
-
-
-def _reseeded(argv: list[str]) -> list[str]:
-    previous = ["", *argv[:-1]]
-    return [str(int(SEED) + 1) if p == "--seed" else a for p, a in zip(previous, argv, strict=True)]
-
-
 def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
     command = _schemathesis()
     home = tmp_path / "home"
@@ -91,17 +83,13 @@ def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
                 SEED,
                 "--no-shrink",
                 "--workers",
-                "2",
+                "1",
                 "--request-timeout",
                 "30",
             ]
             for path in PATHS_LEFT_OUT:
                 argv += ["--exclude-path", path]
             done = _run(argv, tmp_path)
-            if done.returncode and _only_tool_errors(done.stdout):
-                # hypothesis itself failed while building a strategy (CPython 3.11's parser
-                # can trip on a deep stack): that says nothing of the API, so run once more
-                done = _run(_reseeded(argv), tmp_path)
             assert done.returncode == 0, f"as {who}:\n{done.stdout[-12000:]}\n{done.stderr[-2000:]}"
             summary = done.stdout[done.stdout.rfind("SUMMARY") :]
             for phase in ("Coverage", "Fuzzing", "Stateful"):
