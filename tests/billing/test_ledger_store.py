@@ -11,18 +11,17 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from rainier.control.metering import (
+from rainier.billing.bulk_load import ingest_lines
+from rainier.billing.contracts import contract_terms, record_tokens
+from rainier.billing.ledger_rows import (
     LINE_FIELDS,
-    Metering,
-    contract_terms,
     drawn_usd,
-    ingest_lines,
     insert_lines,
     iter_lines,
-    record_tokens,
     row_line,
     select_lines,
 )
+from rainier.billing.meter import Metering
 from rainier.metering import (
     ContractTerms,
     TaskInterval,

@@ -30,11 +30,11 @@ from rainier.api.routers import (
     usage,
 )
 from rainier.api.submissions import SubmissionWriter
+from rainier.billing.meter import Metering
 from rainier.catalog import DEFAULT_FLAVORS, install_catalog
 from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.flavors import install as install_flavors
-from rainier.control.metering import Metering
 from rainier.control.metrics import ControlMetrics
 from rainier.control.reconciler import Reconciler
 from rainier.control.sandbox import IsolationMode

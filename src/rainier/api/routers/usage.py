@@ -21,13 +21,9 @@ from sqlalchemy.orm import Session
 from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
-from rainier.control.metering import (
-    contract_terms,
-    iter_lines,
-    select_lines,
-    stored_statement,
-    webhook_secret,
-)
+from rainier.billing.contracts import contract_terms
+from rainier.billing.ledger_rows import iter_lines, select_lines, stored_statement
+from rainier.billing.webhooks import webhook_secret
 from rainier.metering import (
     contract_status,
     usage_by,
