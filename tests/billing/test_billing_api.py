@@ -17,10 +17,10 @@ import httpx
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from rainier.cli.client import Client
-from rainier.cli.main import cli
 from rainier.billing.ledger_rows import LINE_FIELDS, row_line
 from rainier.billing.meter import Metering
+from rainier.cli.client import Client
+from rainier.cli.main import cli
 from rainier.metering import FOCUS_COLUMNS, UsageLine
 from rainier.metering.webhook import SIGNATURE_HEADER, verify
 from rainier.store.db import Store

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rainier.api.gateway import _usage_event
+from rainier.api.stream_usage import usage_event
 from rainier.api.openai_requests import estimate_tokens
 from rainier.api.ratelimit import TokenBucket
 from rainier.control.deployments import announced_port
@@ -36,17 +36,17 @@ def test_announcement_of_the_current_attempt_wins(tmp_path: Path) -> None:
 def test_usage_chunk_is_dropped_unless_asked_for() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     final = [f"data: {json.dumps({'id': 'x', 'choices': [], 'usage': usage})}"]
-    assert _usage_event(final, wants_usage=False) == (usage, None)
-    assert _usage_event(final, wants_usage=True) == (usage, final)
+    assert usage_event(final, wants_usage=False) == (usage, None)
+    assert usage_event(final, wants_usage=True) == (usage, final)
     text = [f"data: {json.dumps({'id': 'x', 'choices': [{'text': 'hi'}], 'usage': None})}"]
-    assert _usage_event(text, wants_usage=False) == (None, text)
-    assert _usage_event(["data: [DONE]"], wants_usage=False) == (None, ["data: [DONE]"])
+    assert usage_event(text, wants_usage=False) == (None, text)
+    assert usage_event(["data: [DONE]"], wants_usage=False) == (None, ["data: [DONE]"])
 
 
 def test_usage_riding_on_a_content_chunk_is_metered_and_removed() -> None:
     usage = {"prompt_tokens": 1, "completion_tokens": 1}
     event = [f"data: {json.dumps({'choices': [{'text': 'a'}], 'usage': usage})}"]
-    found, kept = _usage_event(event, wants_usage=False)
+    found, kept = usage_event(event, wants_usage=False)
     assert found == usage and kept is not None
     assert json.loads(kept[0].removeprefix("data: ")) == {"choices": [{"text": "a"}]}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import logging
 import os
@@ -15,7 +16,7 @@ from typing import IO, Any
 from fastapi import FastAPI
 
 from rainier import __version__, web
-from rainier.api import edge, errors, gateway, openapi
+from rainier.api import edge, errors, gateway_routes, openapi
 from rainier.api.auth import Authenticator
 from rainier.api.routers import (
     contracts,
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await asyncio.to_thread(app.state.submissions.close)
             stop.set()
             if thread is not None:
                 app.state.reconciler.wake.set()
@@ -136,12 +138,12 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     app.state.wake = _noop
     app.state.submissions = SubmissionWriter(store, lambda: app.state.wake())
     errors.install(app)
-    app.add_middleware(gateway.FastPath)
+    app.add_middleware(gateway_routes.FastPath)
     app.add_middleware(edge.Edge)  # outermost: the body limit holds on the fast path too
     # Routes are matched in order: the hot ones (submissions, the gateway) first.
     routers = (
         jobs,
-        gateway,
+        gateway_routes,
         system,
         tenants,
         nodes,

@@ -27,107 +27,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
 import random
-import re
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from fastapi import Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rainier.api.auth import Authenticator, Principal
+from rainier.api.gateway_admission import RateLimits
+from rainier.api.gateway_errors import GatewayError
+from rainier.api.gateway_targets import Endpoint, Target, Targets
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
-from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket, limit_headers
+from rainier.api.ratelimit import Admission, KeyLimits
+from rainier.api.stream_usage import EVENT_END, usage_event, usage_of
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
-from rainier.api.usage_writer import UsageWriter
-from rainier.control.deployments import MODEL_ENV
+from rainier.api.usage_writer import TokenUsageRow, token_usage_writer
 from rainier.control.metrics import ControlMetrics
-from rainier.spec import DeploymentSpec
 from rainier.sse import EventStreamResponse
 from rainier.store.db import Store
-from rainier.store.tables import (
-    Deployment,
-    Event,
-    Job,
-    ReplicaEndpoint,
-    TokenUsageRecord,
-    utcnow,
-)
+from rainier.store.tables import Deployment, Event, utcnow
 
 log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
 TRIES = 3
-# How long a deployment's settings and ready replicas are reused for later requests. Changes
-# made through this process's API apply at once; the controller's (a replica turning ready or
-# going away) within this time, and a replica gone meanwhile costs a retry, not an error.
-TARGET_CACHE_S = 1.0
-
-
-class GatewayError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ):
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = (
-            status,
-            message,
-            type_,
-            code,
-            param,
-        )
-        self.headers = headers or {}
-        self.deployment = ""  # the deployment asked for, once known: a label of metrics
-        self.tenant = ""  # the caller's tenant, once known: the deployment name's namespace
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    job_id: str
-    url: str
-    load: int
-    model: str
-
-
-@dataclass(frozen=True)
-class Target:
-    id: str
-    name: str
-    tenant_id: str
-    model: str
-    rate_limit_rpm: int | None
-    desired_replicas: int
-    created_s: int
-    endpoints: tuple[Endpoint, ...]
 
 
 @dataclass(frozen=True)
@@ -149,10 +77,9 @@ class Gateway:
         self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
-        self.buckets: dict[str, TokenBucket] = {}
-        self.key_buckets: dict[str, KeyBuckets] = {}
-        self._targets: dict[tuple[str, str], tuple[float, Target]] = {}
-        self.usage_writer = UsageWriter(self._write)
+        self.limits = RateLimits()
+        self.targets = Targets(store)
+        self.usage_writer = token_usage_writer(store)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.usage_writer.close)
@@ -165,7 +92,7 @@ class Gateway:
 
     def forget_targets(self) -> None:
         """Drops the cached deployments (after one is applied or deleted)."""
-        self._targets.clear()
+        self.targets.forget()
 
     # -- who and what ----------------------------------------------------------------------
 
@@ -194,164 +121,21 @@ class Gateway:
     async def caller(self, request: Request) -> Principal:
         return (await self.identify(request))[0]
 
-    def _target(self, tenant_id: str, name: str) -> Target | None:
-        with self.store.read() as s:
-            dep = s.scalars(
-                select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == name)
-            ).one_or_none()
-            if dep is None:
-                return None
-            endpoints = s.execute(
-                select(ReplicaEndpoint, Job.spec)
-                .join(Job, Job.id == ReplicaEndpoint.job_id)
-                .where(ReplicaEndpoint.deployment_id == dep.id, ReplicaEndpoint.ready.is_(True))
-            ).all()
-            doc = DeploymentSpec.model_validate(dep.spec)
-            return Target(
-                id=dep.id,
-                name=dep.name,
-                tenant_id=dep.tenant_id,
-                model=dep.model,
-                rate_limit_rpm=doc.rate_limit_rpm,
-                desired_replicas=dep.desired_replicas,
-                created_s=int(dep.created_at.timestamp()),
-                endpoints=tuple(
-                    Endpoint(
-                        e.job_id,
-                        e.url,
-                        e.running + e.waiting,
-                        str(spec.get("env", {}).get(MODEL_ENV) or dep.model),
-                    )
-                    for e, spec in endpoints
-                ),
-            )
-
     async def target(self, caller: Principal, name: str, fresh: bool = False) -> Target:
-        key = (caller.tenant_id or "", name)
-        now = time.monotonic()
-        hit = None if fresh else self._targets.get(key)
-        if hit is not None and now - hit[0] < TARGET_CACHE_S:
-            return hit[1]
-        found = await run_in_threadpool(self._target, *key)
-        if found is not None:
-            if len(self._targets) > 10_000:
-                self._targets.clear()
-            self._targets[key] = (now, found)
-        else:
-            self._targets.pop(key, None)
-        if found is None:
-            raise GatewayError(
-                404,
-                f"The model `{name}` does not exist or you do not have access to it.",
-                code="model_not_found",
-                param="model",
-            )
-        return found
+        return await self.targets.target(caller, name, fresh)
 
     def models(self, tenant_id: str, tenant: str) -> list[dict[str, Any]]:
-        with self.store.read() as s:
-            rows = s.scalars(
-                select(Deployment)
-                .where(Deployment.tenant_id == tenant_id)
-                .order_by(Deployment.name)
-            ).all()
-            return [
-                {
-                    "id": d.name,
-                    "object": "model",
-                    "created": int(d.created_at.timestamp()),
-                    "owned_by": tenant,
-                }
-                for d in rows
-            ]
+        return self.targets.models(tenant_id, tenant)
 
     # -- admission and choice --------------------------------------------------------------
 
     def admit(
         self, caller: Principal, limits: KeyLimits, target: Target, tokens: int
     ) -> tuple[Admission, dict[str, str]]:
-        """Checks the key's request and token buckets and the deployment's request bucket,
-        and charges all of them only when all admit the request (a refused request costs
-        nothing). Answers the charge and the `x-ratelimit-*` headers for the answer.
-
-        `tokens` is an estimate (the prompt's size plus `max_tokens`), not the real count,
-        which is known only when the answer is finished: charging nothing up front would let
-        a burst of concurrent requests all pass on a full bucket and overshoot the limit many
-        times over, while charging the worst case up front bounds it. `settle` then corrects
-        the charge with the metered usage, so over time the key pays for what it used."""
-        now = time.monotonic()
-        keyed = self._key_buckets(caller.key_id, limits)
-        requests = keyed.requests if keyed else None
-        bucket_tokens = keyed.tokens if keyed else None
-        deployment = self._deployment_bucket(target)
-        headers = limit_headers(requests, bucket_tokens)
-        if bucket_tokens is not None and tokens > bucket_tokens.per_minute:
-            raise GatewayError(
-                429,
-                f"Request too large: it may use up to {tokens} tokens (prompt + max_tokens) "
-                f"but this key's limit is {bucket_tokens.per_minute} tokens per minute. "
-                "Lower max_tokens or shorten the prompt.",
-                type_="tokens",
-                code="rate_limit_exceeded",
-                headers={**headers, "x-should-retry": "false"},
-            )
-        checks: list[tuple[TokenBucket, float, str, str]] = []
-        if requests is not None:
-            checks.append((requests, 1.0, "requests", "requests per minute on this key"))
-        if bucket_tokens is not None:
-            checks.append((bucket_tokens, float(tokens), "tokens", "tokens per minute on this key"))
-        if deployment is not None:
-            checks.append((deployment, 1.0, "requests", f"requests per minute on {target.name}"))
-        refused = [
-            (bucket.wait(amount, now), kind, f"{bucket.per_minute} {what}")
-            for bucket, amount, kind, what in checks
-        ]
-        refused = [r for r in refused if r[0] > 0]
-        if refused:
-            wait = max(r[0] for r in refused)
-            _, kind, what = refused[0]
-            raise GatewayError(
-                429,
-                f"Rate limit reached: {what}. Try again in {wait:.1f}s.",
-                type_=kind,
-                code="rate_limit_exceeded",
-                headers={**headers, "retry-after": str(max(1, math.ceil(wait)))},
-            )
-        for bucket, amount, _, _ in checks:
-            bucket.take(amount, now)
-        charged = tokens if bucket_tokens is not None else 0
-        return Admission(caller.key_id, charged), limit_headers(requests, bucket_tokens)
-
-    def _key_buckets(self, key_id: str | None, limits: KeyLimits) -> KeyBuckets | None:
-        if key_id is None or (limits.rpm is None and limits.tpm is None):
-            if key_id is not None:
-                self.key_buckets.pop(key_id, None)
-            return None
-        found = self.key_buckets.get(key_id)
-        if found is None or found.limits != limits:
-            found = self.key_buckets[key_id] = KeyBuckets.of(limits)
-        return found
-
-    def _deployment_bucket(self, target: Target) -> TokenBucket | None:
-        rpm = target.rate_limit_rpm
-        if rpm is None:
-            self.buckets.pop(target.id, None)
-            return None
-        bucket = self.buckets.get(target.id)
-        if bucket is None or bucket.per_minute != rpm:
-            bucket = self.buckets[target.id] = TokenBucket(rpm)
-        return bucket
+        return self.limits.admit(caller, limits, target, tokens)
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
-        """Corrects a request's token charge: to what it used, or to nothing (None) when no
-        answer came. Once per request; later calls change nothing."""
-        if admission.settled or admission.key_id is None or admission.tokens == 0:
-            admission.settled = True
-            return
-        admission.settled = True
-        keyed = self.key_buckets.get(admission.key_id)
-        if keyed is not None and keyed.tokens is not None:
-            keyed.tokens.adjust(admission.tokens - (used_tokens or 0))
+        self.limits.settle(admission, used_tokens)
 
     async def choose(self, caller: Principal, target: Target, tried: set[str]) -> Endpoint:
         """The ready replica with the fewest requests in flight from here (then by its own
@@ -399,17 +183,6 @@ class Gateway:
 
     # -- metering --------------------------------------------------------------------------
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        try:
-            with self.store.write() as s:
-                s.execute(insert(TokenUsageRecord), rows)
-            return
-        except IntegrityError:
-            if len(rows) == 1:
-                return
-        for row in rows:  # one request id already recorded: write the others one by one
-            self._write([row])
-
     def record(self, metered: Metered, usage: Any, endpoint: Endpoint) -> None:
         """Meters an answered request. The write happens after the answer, off its path (a
         database commit per request would be most of the gateway's latency); a failed write
@@ -423,16 +196,16 @@ class Gateway:
         t = metered.target
         self.metrics.metered(metered.tenant, t.name, prompt, completion)
         self.usage_writer.put(
-            {
-                "request_id": metered.request_id,
-                "tenant_id": t.tenant_id,
-                "deployment_id": t.id,
-                "deployment": t.name,
-                "model": endpoint.model,
-                "input_tokens": prompt,
-                "output_tokens": completion,
-                "at": utcnow(),
-            }
+            TokenUsageRow(
+                request_id=metered.request_id,
+                tenant_id=t.tenant_id,
+                deployment_id=t.id,
+                deployment=t.name,
+                model=endpoint.model,
+                input_tokens=prompt,
+                output_tokens=completion,
+                at=utcnow(),
+            )
         )
 
     # -- proxying --------------------------------------------------------------------------
@@ -553,7 +326,7 @@ class Gateway:
                 )
             self._release(endpoint, upstream)
             if upstream.status == 200:
-                self.record(metered, _usage_of(content), endpoint)
+                self.record(metered, usage_of(content), endpoint)
             else:
                 self.settle(admission, None)
             return Response(
@@ -600,13 +373,13 @@ class Gateway:
             async for chunk in upstream.chunks():
                 pending = pending + chunk if pending else chunk
                 start, ready = 0, []
-                while (end := _EVENT_END.search(pending, start)) is not None:
+                while (end := EVENT_END.search(pending, start)) is not None:
                     event, start = pending[start : end.end()], end.end()
                     if b'"usage"' not in event:
                         ready.append(event)
                         continue
                     lines = event.decode().rstrip("\r\n").splitlines()
-                    usage, keep = _usage_event(lines, wants_usage)
+                    usage, keep = usage_event(lines, wants_usage)
                     if usage is not None and not recorded:
                         recorded = True
                         self.record(metered, usage, endpoint)
@@ -623,117 +396,3 @@ class Gateway:
             yield f"data: {json.dumps(error.body())}\n\n".encode()
         finally:
             self._release(endpoint, upstream)
-
-
-# The blank line that ends a server-sent event, in any of the line endings the format allows.
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
-def _usage_of(content: bytes) -> Any:
-    try:
-        return json.loads(content).get("usage")
-    except (ValueError, AttributeError):
-        return None
-
-
-def _usage_event(event: list[str], wants_usage: bool) -> tuple[Any, list[str] | None]:
-    """(the usage the event carries or None, the event's lines to pass on or None)."""
-    data = "\n".join(line[5:].lstrip() for line in event if line.startswith("data:"))
-    if not data or data == "[DONE]" or '"usage"' not in data:
-        return None, event
-    try:
-        chunk = json.loads(data)
-    except ValueError:
-        return None, event
-    usage = chunk.get("usage") if isinstance(chunk, dict) else None
-    if not usage or wants_usage:
-        return usage or None, event
-    if not chunk.get("choices"):
-        return usage, None
-    chunk.pop("usage", None)
-    return usage, [f"data: {json.dumps(chunk, separators=(',', ':'))}"]
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    app.state.gateway = Gateway(app.state.store, app.state.auth, app.state.metrics)
-    try:
-        yield
-    finally:
-        await app.state.gateway.close()
-
-
-router = APIRouter(prefix="/v1", tags=["gateway"], lifespan=_lifespan)
-
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-@router.get("/models")
-async def list_models(request: Request) -> Response:
-    try:
-        gateway = _gateway(request)
-        caller = await gateway.caller(request)
-        data = await run_in_threadpool(gateway.models, caller.tenant_id or "", caller.tenant or "")
-    except GatewayError as exc:
-        return exc.response()
-    return JSONResponse({"object": "list", "data": data})
-
-
-@router.get("/models/{name}")
-async def get_model(name: str, request: Request) -> Response:
-    try:
-        gateway = _gateway(request)
-        caller = await gateway.caller(request)
-        target = await gateway.target(caller, name)
-    except GatewayError as exc:
-        return exc.response()
-    return JSONResponse(
-        {
-            "id": target.name,
-            "object": "model",
-            "created": target.created_s,
-            "owned_by": caller.tenant,
-        }
-    )
-
-
-async def completions(request: Request) -> Response:
-    try:
-        return await _gateway(request).proxy(request, "/v1/completions")
-    except GatewayError as exc:
-        return exc.response()
-
-
-async def chat_completions(request: Request) -> Response:
-    try:
-        return await _gateway(request).proxy(request, "/v1/chat/completions")
-    except GatewayError as exc:
-        return exc.response()
-
-
-# The two hot routes are plain Starlette routes: they read the raw request themselves, and
-# FastAPI's parameter resolution and response handling would only add to every request.
-HOT_ROUTES = {"/v1/completions": completions, "/v1/chat/completions": chat_completions}
-for _path, _endpoint in HOT_ROUTES.items():
-    router.routes.append(Route(_path, _endpoint, methods=["POST"]))
-
-
-class FastPath:
-    """Answers the hot routes ahead of the framework's exception middleware and route
-    matching, which walk every router for every request: at a gateway's latencies that is a
-    measurable share. Other requests, and anything a handler raises, go on as usual."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            endpoint = HOT_ROUTES.get(scope["path"])
-            if endpoint is not None:
-                response = await endpoint(Request(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)

@@ -9,20 +9,19 @@ that would otherwise dominate a one-row insert.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from rainier.api.errors import ApiError
 from rainier.control.plan import flavor_nodes, never_fits
 from rainier.scheduler import Workload
+from rainier.store.batch_writer import BatchWriter
 from rainier.store.db import Store
 from rainier.store.tables import Job
 
@@ -40,73 +39,50 @@ class Written:
     refused: ApiError | None = None
 
 
-@dataclass
-class _Pending:
-    row: dict[str, Any]
-    done: asyncio.Future[Written]
-
-
 class SubmissionWriter:
+    """Submissions through a `BatchWriter`: a group is what arrived while the last one was
+    written, up to `MAX_GROUP`, in one transaction; a group that fails is written again one
+    submission at a time, so one bad row fails alone. `on_written` runs after each group."""
+
     def __init__(self, store: Store, on_written: Callable[[], None]):
         self.store = store
-        self.on_written = on_written
-        self._queue: list[_Pending] = []
-        self._writing = False
-        self._task: asyncio.Task[None] | None = None
         table = cast(Table, Job.__table__)
         dialect = postgresql if store.engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert(table).on_conflict_do_nothing().returning(table.c.id)
+        self._writer: BatchWriter[dict[str, Any], Written] = BatchWriter(
+            store,
+            self._write_group,
+            name="submissions",
+            max_batch=MAX_GROUP,
+            after_batch=on_written,
+        )
 
     async def submit(self, row: dict[str, Any]) -> Written:
         """Returns once `row` is committed, or a retried submission's first job is found."""
-        done: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(row, done))
-        if not self._writing:
-            self._writing = True
-            self._task = asyncio.create_task(self._drain())
-        return await done
+        written = await self._writer.write(row)
+        assert written is not None
+        return written
 
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
-                try:
-                    results = await run_in_threadpool(self._write_group, [p.row for p in group])
-                except Exception:
-                    log.warning("a group of submissions failed; writing them one by one")
-                    for pending in group:
-                        try:
-                            alone = await run_in_threadpool(self._write_group, [pending.row])
-                            _settle(pending.done, result=alone[0])
-                        except Exception as exc:
-                            _settle(pending.done, error=exc)
-                    continue
-                for pending, written in zip(group, results, strict=True):
-                    _settle(pending.done, result=written)
-                self.on_written()
-        finally:
-            self._writing = False
+    def close(self) -> None:
+        """Writes what is queued, then stops."""
+        self._writer.close()
 
-    def _write_group(self, rows: list[dict[str, Any]]) -> list[Written]:
+    def _write_group(self, s: Session, group: Iterable[dict[str, Any]]) -> list[Written]:
+        rows = list(group)
         out: list[Written] = []
-        with self.store.write() as s:
-            conn = s.connection()
-            live = _live_names(s, rows)
-            shapes: dict[tuple[Any, ...], tuple[str, str] | None] = {}
-            for row in rows:
-                refused = _refusal(s, row, live, shapes)
-                if refused is not None:
-                    out.append(Written(created=False, refused=refused))
-                elif conn.execute(self._insert, row).first() is not None:
-                    out.append(Written(created=True))
-                    log.info("job %s (%s) submitted: pending", row["id"], row["name"])
-                    live[(row["tenant_id"], row["name"])] = (
-                        row["id"],
-                        "pending",
-                        row["submit_key"],
-                    )
-                else:
-                    out.append(Written(created=False, existing=_first_of(s, row)))
+        conn = s.connection()
+        live = _live_names(s, rows)
+        shapes: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+        for row in rows:
+            refused = _refusal(s, row, live, shapes)
+            if refused is not None:
+                out.append(Written(created=False, refused=refused))
+            elif conn.execute(self._insert, row).first() is not None:
+                out.append(Written(created=True))
+                log.info("job %s (%s) submitted: pending", row["id"], row["name"])
+                live[(row["tenant_id"], row["name"])] = (row["id"], "pending", row["submit_key"])
+            else:
+                out.append(Written(created=False, existing=_first_of(s, row)))
         return out
 
 
@@ -185,14 +161,3 @@ def _first_of(s: Session, row: dict[str, Any]) -> Job:
         raise RuntimeError(f"job {row['id']} was not written and no earlier job holds its key")
     s.expunge(found)
     return found
-
-
-def _settle(
-    done: asyncio.Future[Written], *, result: Written | None = None, error: Exception | None = None
-) -> None:
-    if done.done():
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(cast(Written, result))

@@ -1,74 +1,65 @@
-"""The gateway's writer of metered usage: one thread, one transaction per turn."""
+"""The gateway's writer of metered usage: a `BatchWriter` of `token_usage` rows.
+
+The event loop only queues a row; nothing comes back to it, so a request costs the loop no
+thread-pool hop and no wake-up of its own. A batch is held open `LINGER_S` after its first
+row: requests answered one after another a few milliseconds apart then share a commit, rather
+than each commit's Python running beside the next request and taking the GIL from its event
+loop. A request id stored already (a retried write) is skipped, not an error.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, TypedDict, cast
+
+from sqlalchemy import Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from rainier.store.batch_writer import BatchWriter
+from rainier.store.db import Store
+from rainier.store.tables import TokenUsageRecord
 
 log = logging.getLogger("rainier.gateway")
+LINGER_S = 0.02
 
 
-class UsageWriter:
-    """Writes metered usage on a thread of its own, one transaction per turn: what arrives
-    while a write is under way goes into the next, so under load writes grow rather than queue
-    up. The event loop only appends and notifies; nothing comes back to it, so a request costs
-    the loop no thread-pool hop and no wake-up of its own.
+class TokenUsageRow(TypedDict):
+    """One answered request's tokens, as `token_usage` stores them."""
 
-    A turn starts `LINGER_S` after the first row it takes: requests answered one after another
-    a few milliseconds apart then share a commit, rather than each commit's Python running
-    beside the next request and taking the GIL from its event loop. Only the first row of a
-    turn wakes the writer."""
+    request_id: str
+    tenant_id: str
+    deployment_id: str
+    deployment: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    at: datetime
 
-    LINGER_S = 0.02
 
-    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
-        self._write = write
-        self._rows: list[dict[str, Any]] = []
-        self._ready = threading.Condition()
-        self._closed = False
-        self.pending = 0
-        self._thread = threading.Thread(target=self._run, name="usage-writer", daemon=True)
-        self._thread.start()
+def _lost(row: TokenUsageRow, exc: BaseException) -> None:
+    """A failed write is logged, not turned into a failed answer: the tokens are spent either
+    way, and this line is what an operator reconciles the ledger from."""
+    log.error(
+        "cannot record token usage of request %s (%s): %s in, %s out: %s",
+        row["request_id"],
+        row["deployment"],
+        row["input_tokens"],
+        row["output_tokens"],
+        exc,
+    )
 
-    def put(self, row: dict[str, Any]) -> None:
-        with self._ready:
-            self._rows.append(row)
-            self.pending += 1
-            if len(self._rows) == 1:
-                self._ready.notify()
 
-    def close(self) -> None:
-        """Writes what is queued, then stops."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-        self._thread.join()
+def token_usage_writer(store: Store) -> BatchWriter[TokenUsageRow, None]:
+    table = cast(Table, TokenUsageRecord.__table__)
+    dialect = postgresql if store.engine.dialect.name == "postgresql" else sqlite
+    insert = dialect.insert(table).on_conflict_do_nothing(index_elements=["request_id"])
 
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._rows and not self._closed:
-                    self._ready.wait()
-                deadline = time.monotonic() + self.LINGER_S
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._ready.wait(left)
-                rows, self._rows = self._rows, []
-                if not rows:
-                    return
-            try:
-                self._write(rows)
-            except Exception:
-                for row in rows:
-                    log.exception(
-                        "cannot record token usage of request %s (%s): %s in, %s out",
-                        row["request_id"],
-                        row["deployment"],
-                        row["input_tokens"],
-                        row["output_tokens"],
-                    )
-            finally:
-                with self._ready:
-                    self.pending -= len(rows)
+    def write(s: Session, rows: Iterable[TokenUsageRow]) -> None:
+        s.execute(insert, cast(list[dict[str, Any]], list(rows)))
+
+    return BatchWriter(
+        store, write, name="usage-writer", max_batch=1024, linger_s=LINGER_S, on_failure=_lost
+    )

@@ -79,7 +79,11 @@ class _SqliteEncodings:
     def row(self, line: UsageLine) -> tuple[Any, ...]:
         """A line's values as SQLite stores them, but for the two nullable columns."""
         d, r = self.decimals, self.rates
-        qs, amount, list_amount = str(line.quantity), str(line.amount_usd), str(line.list_amount_usd)
+        qs, amount, list_amount = (
+            str(line.quantity),
+            str(line.amount_usd),
+            str(line.list_amount_usd),
+        )
         rate, list_rate = str(line.rate_usd), str(line.list_rate_usd)
         try:
             q, a, la, rt, lr = d[qs], d[amount], d[list_amount], r[rate], r[list_rate]
@@ -139,7 +143,9 @@ def _load_sqlite(s: Session, lines: Iterable[UsageLine]) -> None:
         cursor.execute(f"PRAGMA cache_size=-{_SQLITE_BULK_CACHE_KIB}")
         try:
             corrections: list[UsageLine] = []
-            cursor.executemany(_SQLITE_INSERT_UNCORRECTED, _uncorrected_rows(lines, corrections, enc))
+            cursor.executemany(
+                _SQLITE_INSERT_UNCORRECTED, _uncorrected_rows(lines, corrections, enc)
+            )
             if corrections:
                 rows = ((*enc.row(c), c.corrects, c.corrects_kind) for c in corrections)
                 cursor.executemany(_SQLITE_INSERT, rows)

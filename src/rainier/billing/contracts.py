@@ -100,9 +100,7 @@ def record_tokens(s: Session, usage: TokenUsage, prices: PriceBook | None = None
     tenant = s.scalars(select(Tenant).where(Tenant.name == usage.tenant)).one_or_none()
     contracts = tenant_contracts(s, tenant.id) if tenant is not None else []
     named = [t for t in contracts if t.contract == usage.contract]
-    terms = (named[0] if named else contract_at(contracts, usage.at)) or uncontracted(
-        usage.tenant
-    )
+    terms = (named[0] if named else contract_at(contracts, usage.at)) or uncontracted(usage.tenant)
     priced = TokenUsage(
         tenant=usage.tenant,
         contract=terms.contract,
