@@ -24,7 +24,7 @@ import resource
 import sys
 import time
 
-from rainier.sim.engine import SimConfig, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.generator import (
     GeneratorConfig,
     data_file,
@@ -35,6 +35,7 @@ from rainier.sim.generator import (
 from rainier.sim.metrics import summarize, window_average
 from rainier.sim.model import Cluster, FlavorPool, TenantContract
 from rainier.sim.policies import make_policy
+from rainier.sim.records import SimConfig
 
 
 def build_cluster(nodes: int, tenants: int) -> Cluster:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rainier.api.stream_usage import usage_event
 from rainier.api.openai_requests import estimate_tokens
 from rainier.api.ratelimit import TokenBucket
+from rainier.api.stream_usage import usage_event
 from rainier.control.deployments import announced_port
 
 

@@ -5,9 +5,10 @@ from collections.abc import Iterable
 import numpy as np
 import pytest
 
-from rainier.sim.engine import SimConfig, SimResult, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.model import Cluster, FlavorPool, TenantContract, Trace, TraceJob
 from rainier.sim.policies import make_policy
+from rainier.sim.records import SimConfig, SimResult
 
 
 def job(

@@ -5,9 +5,9 @@ import pytest
 
 from rainier.scheduler.types import Allocation, ClusterState, NodeInfo, Workload
 from rainier.sim.baselines import BackfillScheduler, FifoScheduler, FreeChips, SjfOracle
-from rainier.sim.engine import DONE
 from rainier.sim.metrics import summarize
 from rainier.sim.model import TraceJob
+from rainier.sim.records import DONE
 
 from .conftest import cluster, job, random_gangs, run
 

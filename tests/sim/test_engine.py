@@ -12,9 +12,10 @@ from rainier.scheduler.types import (
     Preempt,
     Workload,
 )
-from rainier.sim.engine import DONE, UNPLACEABLE, PolicyError, SimConfig, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.metrics import summarize
 from rainier.sim.model import Cluster, FlavorPool, TenantContract, Trace
+from rainier.sim.records import DONE, UNPLACEABLE, PolicyError, SimConfig
 
 from .conftest import cluster, job, random_gangs, run
 

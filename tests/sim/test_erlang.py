@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from rainier.sim.baselines import FifoScheduler
-from rainier.sim.engine import DONE, SimConfig, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.model import Cluster, FlavorPool, Trace, TraceJob
+from rainier.sim.records import DONE, SimConfig
 
 SERVERS = 4
 MEAN_S = 100.0

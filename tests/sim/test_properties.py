@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rainier.sim.engine import DONE
 from rainier.sim.model import TenantContract, TraceJob
+from rainier.sim.records import DONE
 
 from .conftest import cluster, run
 

@@ -18,7 +18,7 @@ import click
 
 from rainier.catalog import FLAVORS
 from rainier.sim.cluster import load_cluster
-from rainier.sim.engine import PolicyError, SimConfig, SimResult, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.errors import SimInputError
 from rainier.sim.generator import (
     GeneratorConfig,
@@ -32,6 +32,7 @@ from rainier.sim.metrics import summarize
 from rainier.sim.model import Cluster, Trace
 from rainier.sim.plan import Plan, parse_target, plan
 from rainier.sim.policies import POLICIES, make_policy
+from rainier.sim.records import PolicyError, SimConfig, SimResult
 from rainier.sim.traces import load_trace, save_trace
 
 

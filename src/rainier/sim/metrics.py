@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from rainier.catalog import FLAVORS
-from rainier.sim.engine import DONE, PENDING, RUNNING, STOPPING, UNPLACEABLE, SimResult, Timeline
+from rainier.sim.records import DONE, PENDING, RUNNING, STOPPING, UNPLACEABLE, SimResult, Timeline
 
 STATS = ("mean", "p50", "p95", "p99")
 

@@ -15,11 +15,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from rainier.sim.engine import SimConfig, Simulation
+from rainier.sim.engine import Simulation
 from rainier.sim.errors import SimInputError
 from rainier.sim.metrics import summarize
 from rainier.sim.model import Cluster, FlavorPool, Trace
 from rainier.sim.policies import make_policy
+from rainier.sim.records import SimConfig
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _TARGET = re.compile(

@@ -20,8 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from rainier.sim.engine import SimResult
 from rainier.sim.metrics import job_table, sample
+from rainier.sim.records import SimResult
 
 CHARTS = ("utilization", "queue", "jct_cdf", "tenants")
 _GRID_POINTS = 400
