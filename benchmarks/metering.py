@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rainier.billing.bulk_load import ingest_lines
-from rainier.billing.ledger_rows import stored_statement
+from rainier.accounting.bulk_load import ingest_lines
+from rainier.accounting.ledger_rows import stored_statement
 from rainier.metering import ContractTerms, Statement, UsageLine, monthly_statement
 from rainier.metering.synthetic import HOURS_PER_YEAR, synthetic_contracts, synthetic_lines
 from rainier.store.db import Store

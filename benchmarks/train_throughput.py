@@ -12,7 +12,7 @@ final validation; the bare loop gets two untimed warm-up steps the runtime does 
 loop runs with the allocator settings the runtime applies to itself (`keep_freed_memory`), so
 the ratio measures the runtime's own work (data, metrics, checkpoints), not glibc's defaults.
 
-MFU counts 6 FLOPs per matmul weight per token plus attention (`ModelConfig.flops_per_token`)
+MFU counts 6 FLOPs per matmul weight per token plus attention (`ModelShape.flops_per_token`)
 against an fp32 matmul peak measured the way the runtime measures an unknown CPU, before every
 round, keeping the best: a single measurement taken while a neighbour holds the core reads low
 and would inflate the MFU. The 2-process DDP figure runs two `python -m rainier.train` ranks

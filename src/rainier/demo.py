@@ -24,7 +24,7 @@ from rainier.api.embedded import EmbeddedServer
 from rainier.cli.billing import statement_text
 from rainier.cli.client import Client
 from rainier.cli.logs import stream_logs
-from rainier.cli.main import describe_text
+from rainier.cli.render import describe_text
 from rainier.config import Settings
 
 TENANT = "acme-ai"

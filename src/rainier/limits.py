@@ -34,5 +34,7 @@ MAX_INFLIGHT_PER_REPLICA = 10_000
 MAX_BATCH_TOKENS = 1 << 20
 MAX_REPLICAS = 1000
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The names of tenants, jobs, deployments, contracts...: a DNS label.
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 # The ledger keeps money as integer micro-dollars in 64 bits: 9.2e12 USD at most.
 MAX_COMMITTED_USD = Decimal("1000000000000")

@@ -48,9 +48,9 @@ from rainier.limits import (
     MAX_TRAIN_TOKENS,
     MAX_URL_CHARS,
     MAX_WEIGHT,
+    NAME_PATTERN,
 )
 
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[
     str,
     Field(pattern=NAME_PATTERN, max_length=63, description="lowercase letters, digits, '-'"),

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from rainier.limits import NAME_PATTERN
+
 NAME_RULE = (
     "must be 1 to 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
 )
@@ -59,8 +61,6 @@ def friendly(err: dict[str, Any], model: type[BaseModel] | None, loc: list[str])
         return f"unknown field {loc[-1]!r}{hint}"
     if kind == "string_pattern_mismatch":
         pattern = (err.get("ctx") or {}).get("pattern", "")
-        from rainier.spec import NAME_PATTERN
-
         if pattern == NAME_PATTERN:
             return f"{err.get('input')!r} is not a valid name: it {NAME_RULE}"
     return None

@@ -17,8 +17,8 @@ import httpx
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from rainier.billing.ledger_rows import LINE_FIELDS, row_line
-from rainier.billing.meter import Metering
+from rainier.accounting.ledger_rows import LINE_FIELDS, row_line
+from rainier.accounting.meter import Metering
 from rainier.cli.client import Client
 from rainier.cli.main import cli
 from rainier.metering import FOCUS_COLUMNS, UsageLine

@@ -11,9 +11,9 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from rainier.billing.bulk_load import ingest_lines
-from rainier.billing.contracts import contract_terms, record_tokens
-from rainier.billing.ledger_rows import (
+from rainier.accounting.bulk_load import ingest_lines
+from rainier.accounting.contracts import contract_terms, record_tokens
+from rainier.accounting.ledger_rows import (
     LINE_FIELDS,
     drawn_usd,
     insert_lines,
@@ -21,7 +21,7 @@ from rainier.billing.ledger_rows import (
     row_line,
     select_lines,
 )
-from rainier.billing.meter import Metering
+from rainier.accounting.meter import Metering
 from rainier.metering import (
     ContractTerms,
     TaskInterval,

@@ -14,11 +14,11 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rainier.serve.batch import ScheduledChunk, build_batch
+from rainier.serve.batch_scheduler import SchedulerOutput
 from rainier.serve.config import EngineConfig
 from rainier.serve.engine import LLMEngine, RequestError
 from rainier.serve.model import read_safetensors
 from rainier.serve.sampling import SamplingParams
-from rainier.serve.scheduler import SchedulerOutput
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
 

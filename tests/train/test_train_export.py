@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rainier.train.config import PRESETS, ModelConfig, build_config
+from rainier.train.config import PRESETS, ModelShape, build_config
 from rainier.train.export import export
 from rainier.train.model import Transformer
 from rainier.train.tokenizer import END_OF_TEXT
@@ -42,7 +42,7 @@ def test_transformers_loads_the_export_with_the_same_logits(reference: Reference
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder)
     state = final_state(reference.checkpoint_dir)
-    ours = Transformer(ModelConfig(**state["config"]))
+    ours = Transformer(ModelShape(**state["config"]))
     ours.load_state_dict(state["model"])
     with torch.no_grad():
         diff = (hf.eval()(ids).logits - ours.eval()(ids)).abs().max().item()

@@ -16,6 +16,7 @@ from typing import IO, Any
 from fastapi import FastAPI
 
 from rainier import __version__, web
+from rainier.accounting.meter import Metering
 from rainier.api import edge, errors, gateway_routes, openapi
 from rainier.api.auth import Authenticator
 from rainier.api.routers import (
@@ -31,7 +32,6 @@ from rainier.api.routers import (
     usage,
 )
 from rainier.api.submissions import SubmissionWriter
-from rainier.billing.meter import Metering
 from rainier.catalog import DEFAULT_FLAVORS, install_catalog
 from rainier.config import Settings
 from rainier.control.executor import Executor

@@ -42,7 +42,7 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.auth import Authenticator, Principal
 from rainier.api.gateway_admission import RateLimits
 from rainier.api.gateway_errors import GatewayError
-from rainier.api.gateway_targets import Endpoint, Target, Targets
+from rainier.api.gateway_targets import DeploymentRoute, Endpoint, Targets
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
 from rainier.api.ratelimit import Admission, KeyLimits
 from rainier.api.stream_usage import EVENT_END, usage_event, usage_of
@@ -61,7 +61,7 @@ TRIES = 3
 @dataclass(frozen=True)
 class Metered:
     request_id: str
-    target: Target
+    target: DeploymentRoute
     admission: Admission
     tenant: str  # the caller's tenant name: a label of metrics
 
@@ -121,7 +121,7 @@ class Gateway:
     async def caller(self, request: Request) -> Principal:
         return (await self.identify(request))[0]
 
-    async def target(self, caller: Principal, name: str, fresh: bool = False) -> Target:
+    async def target(self, caller: Principal, name: str, fresh: bool = False) -> DeploymentRoute:
         return await self.targets.target(caller, name, fresh)
 
     def models(self, tenant_id: str, tenant: str) -> list[dict[str, Any]]:
@@ -130,14 +130,14 @@ class Gateway:
     # -- admission and choice --------------------------------------------------------------
 
     def admit(
-        self, caller: Principal, limits: KeyLimits, target: Target, tokens: int
+        self, caller: Principal, limits: KeyLimits, target: DeploymentRoute, tokens: int
     ) -> tuple[Admission, dict[str, str]]:
         return self.limits.admit(caller, limits, target, tokens)
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         self.limits.settle(admission, used_tokens)
 
-    async def choose(self, caller: Principal, target: Target, tried: set[str]) -> Endpoint:
+    async def choose(self, caller: Principal, target: DeploymentRoute, tried: set[str]) -> Endpoint:
         """The ready replica with the fewest requests in flight from here (then by its own
         report); waits a while when none is ready, as while a replica restarts or starts."""
         deadline = time.monotonic() + self.wait_for_replica_s
@@ -267,7 +267,7 @@ class Gateway:
         raw: bytes,
         path: str,
         caller: Principal,
-        target: Target,
+        target: DeploymentRoute,
         admission: Admission,
         limit_headers: dict[str, str],
     ) -> Response:

@@ -11,7 +11,7 @@ import time
 
 from rainier.api.auth import Principal
 from rainier.api.gateway_errors import GatewayError
-from rainier.api.gateway_targets import Target
+from rainier.api.gateway_targets import DeploymentRoute
 from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket, limit_headers
 
 
@@ -23,7 +23,7 @@ class RateLimits:
         self.key_buckets: dict[str, KeyBuckets] = {}
 
     def admit(
-        self, caller: Principal, limits: KeyLimits, target: Target, tokens: int
+        self, caller: Principal, limits: KeyLimits, target: DeploymentRoute, tokens: int
     ) -> tuple[Admission, dict[str, str]]:
         """Checks the key's request and token buckets and the deployment's request bucket,
         and charges all of them only when all admit the request (a refused request costs
@@ -87,7 +87,7 @@ class RateLimits:
             found = self.key_buckets[key_id] = KeyBuckets.of(limits)
         return found
 
-    def _deployment_bucket(self, target: Target) -> TokenBucket | None:
+    def _deployment_bucket(self, target: DeploymentRoute) -> TokenBucket | None:
         rpm = target.rate_limit_rpm
         if rpm is None:
             self.buckets.pop(target.id, None)

@@ -32,7 +32,7 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
-class Target:
+class DeploymentRoute:
     id: str
     name: str
     tenant_id: str
@@ -48,13 +48,13 @@ class Targets:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._cache: dict[tuple[str, str], tuple[float, Target]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, DeploymentRoute]] = {}
 
     def forget(self) -> None:
         """Drops the cached deployments (after one is applied or deleted)."""
         self._cache.clear()
 
-    def load(self, tenant_id: str, name: str) -> Target | None:
+    def load(self, tenant_id: str, name: str) -> DeploymentRoute | None:
         with self.store.read() as s:
             dep = s.scalars(
                 select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == name)
@@ -67,7 +67,7 @@ class Targets:
                 .where(ReplicaEndpoint.deployment_id == dep.id, ReplicaEndpoint.ready.is_(True))
             ).all()
             doc = DeploymentSpec.model_validate(dep.spec)
-            return Target(
+            return DeploymentRoute(
                 id=dep.id,
                 name=dep.name,
                 tenant_id=dep.tenant_id,
@@ -86,7 +86,7 @@ class Targets:
                 ),
             )
 
-    async def target(self, caller: Principal, name: str, fresh: bool = False) -> Target:
+    async def target(self, caller: Principal, name: str, fresh: bool = False) -> DeploymentRoute:
         """The caller's deployment `name`, from the cache unless it is older than
         `TARGET_CACHE_S` or `fresh` is asked for; a name the tenant has no deployment of is
         "not found", another tenant's included."""

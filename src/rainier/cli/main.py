@@ -17,7 +17,7 @@ from rainier.cli.documents import apply, delete, load_documents
 from rainier.cli.logs import logs
 from rainier.cli.plans import quota
 from rainier.cli.profiles import Profile, ProfileConflict, store_profile
-from rainier.cli.render import emit
+from rainier.cli.render import describe_text, emit
 
 TERMINAL = ("succeeded", "failed", "stopped")
 
@@ -332,38 +332,6 @@ def describe(ctx: click.Context, job: str, output: str) -> None:
         click.echo(json.dumps(d, indent=2, default=str))
         return
     click.echo(describe_text(d))
-
-
-def describe_text(d: dict[str, Any]) -> str:
-    lines = [
-        f"Job:        {d['id']} ({d['name']})",
-        f"Tenant:     {d['tenant']}",
-        f"State:      {d['state']}",
-        f"Reason:     {d['reason']}",
-        f"Resources:  {d['nodes']} node(s) x {d['chips_per_node']} {d['flavor']} chips, priority {d['priority']}",
-        f"Attempt:    {d['attempt']} (restarts {d['restarts']}, preemptions {d['preemptions']})",
-    ]
-    if d.get("placement"):
-        lines.append(f"Placement:  {', '.join(d['placement'])}")
-    if d.get("exit_code") is not None:
-        lines.append(f"Exit code:  {d['exit_code']}")
-    if d.get("metrics"):
-        lines.append("Metrics:    " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["metrics"].items()))
-    if d.get("tasks"):
-        lines.append("Tasks:")
-        lines += [
-            f"  attempt {t['attempt']} rank {t['rank']} on {t['node']}: {t['state']}"
-            + (f" (code {t['exit_code']})" if t["exit_code"] is not None else "")
-            for t in d["tasks"]
-        ]
-    if d.get("events"):
-        lines.append("Events:")
-        lines += [f"  {e['at'][:19]}  {e['kind']:<14} {e['message']}" for e in d["events"]]
-    return "\n".join(lines)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 @cli.command()

@@ -1,4 +1,4 @@
-"""Tables and JSON as the CLI prints them."""
+"""Tables, JSON and a job's description as the CLI (and the demo) print them."""
 
 from __future__ import annotations
 
@@ -23,3 +23,35 @@ def emit(data: Any, output: str, columns: Sequence[str]) -> None:
         click.echo(json.dumps(items, indent=2, default=str))
     else:
         click.echo(table(items if isinstance(items, list) else [items], columns))
+
+
+def describe_text(d: dict[str, Any]) -> str:
+    lines = [
+        f"Job:        {d['id']} ({d['name']})",
+        f"Tenant:     {d['tenant']}",
+        f"State:      {d['state']}",
+        f"Reason:     {d['reason']}",
+        f"Resources:  {d['nodes']} node(s) x {d['chips_per_node']} {d['flavor']} chips, priority {d['priority']}",
+        f"Attempt:    {d['attempt']} (restarts {d['restarts']}, preemptions {d['preemptions']})",
+    ]
+    if d.get("placement"):
+        lines.append(f"Placement:  {', '.join(d['placement'])}")
+    if d.get("exit_code") is not None:
+        lines.append(f"Exit code:  {d['exit_code']}")
+    if d.get("metrics"):
+        lines.append("Metrics:    " + ", ".join(f"{k}={_fmt(v)}" for k, v in d["metrics"].items()))
+    if d.get("tasks"):
+        lines.append("Tasks:")
+        lines += [
+            f"  attempt {t['attempt']} rank {t['rank']} on {t['node']}: {t['state']}"
+            + (f" (code {t['exit_code']})" if t["exit_code"] is not None else "")
+            for t in d["tasks"]
+        ]
+    if d.get("events"):
+        lines.append("Events:")
+        lines += [f"  {e['at'][:19]}  {e['kind']:<14} {e['message']}" for e in d["events"]]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -16,8 +16,8 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rainier.billing.contracts import contract_terms, load_price_book
-from rainier.billing.ledger_rows import iter_lines, select_lines
+from rainier.accounting.contracts import contract_terms, load_price_book
+from rainier.accounting.ledger_rows import iter_lines, select_lines
 from rainier.control.state import cluster_state
 from rainier.metering import contract_status
 from rainier.metering.prices import PriceNotFound

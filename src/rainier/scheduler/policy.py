@@ -1,8 +1,11 @@
 """rainier's scheduling policy: quotas with borrowing and reclaim, DRF fair share, topology-aware
 gangs, backfill behind one reservation per flavor.
 
-One pass turns a `ClusterState` into `Decisions`; it keeps nothing between passes, so the live
-reconciler and the simulator get the same answer for the same state. Every pending workload
+One pass turns a `ClusterState` into `Decisions`, and the decisions depend on that state alone,
+so the live reconciler and the simulator get the same answer for the same state. What the
+policy does keep between passes (`_Memo`: the node index, the rows of the running table) is a
+cache of what a pass derives from its inputs, used only when those inputs are the same again:
+it changes how long a pass takes, never what it decides. Every pending workload
 gets exactly one Admit or Wait; preemptions come with the Wait of the gang they make room for.
 
 Phase 1, guarantees. Pending work is taken in order (replicas first, then the tenant's priority
@@ -15,7 +18,7 @@ admitted in a later pass once the stopping allocations are gone. A workload with
 result is inside the guarantee. Everything else is deferred to phase 2.
 
 Phase 2, borrowing. Deferred work borrows idle chips, one workload at a time from the tenant
-whose dominant share (weighted DRF, see `ledger.py`) would be smallest after admitting it,
+whose dominant share (weighted DRF, see `quota_book.py`) would be smallest after admitting it,
 within its borrow limit. Borrowed work must be preemptible. Nothing is preempted in phase 2.
 
 Starvation. The first workload of a flavor that is blocked by capacity alone (not by quota) gets
@@ -63,9 +66,9 @@ import numpy as np
 
 from rainier.scheduler import reasons
 from rainier.scheduler.capacity import RESERVED, FlavorCapacity, StaticLayout
-from rainier.scheduler.ledger import Ledger, TenantBook
 from rainier.scheduler.placement import place
 from rainier.scheduler.preemption import plan_preemption
+from rainier.scheduler.quota_book import QuotaBook, TenantBook
 from rainier.scheduler.reservation import Releases, earliest_start
 from rainier.scheduler.running import RunningTable, VictimList, still_borrowing, victim_order
 from rainier.scheduler.topology import FlavorNodes, IntArray, build_flavors
@@ -122,11 +125,14 @@ class _Layout:
 
 
 class _Memo:
-    """What a pass may reuse from the one before: nothing that depends on anything but its
-    inputs. Sorting nodes into topology order costs far more than the rest of a small pass,
-    and the node set rarely changes, so the index is kept while the nodes compare equal; the
-    running table lends the rows of allocations that are the same objects as last time. Each
-    is replaced whole, never edited, so a pass always sees a consistent pair."""
+    """The state a `RainierScheduler` keeps from one pass to the next: a cache of what the last
+    pass derived from its inputs, reused only when the next pass's inputs are the same. Sorting
+    nodes into topology order costs far more than the rest of a small pass, and the node set
+    rarely changes, so the index is kept while the nodes compare equal; the running table
+    lends the rows of allocations that are the same objects as last time. Each is replaced
+    whole, never edited, so a pass always sees a consistent pair. Reusing it cannot change a
+    decision, only its cost; it is not locked, so one scheduler serves one pass at a time (the
+    reconciler's loop, or one simulation)."""
 
     __slots__ = ("layout", "running")
 
@@ -164,12 +170,12 @@ class RainierScheduler:
         # A pass allocates hundreds of thousands of short-lived tuples and arrays but no
         # cycles; pausing the cyclic collector keeps it from rescanning the caller's large,
         # long-lived state (tens of thousands of allocations) many times over.
-        paused = gc.isenabled()
+        collector_was_on = gc.isenabled()
         gc.disable()
         try:
             return _Pass(self, state, self._memo).run()
         finally:
-            if paused:
+            if collector_was_on:
                 gc.enable()
 
 
@@ -183,7 +189,7 @@ class _Pass:
         self.topos: dict[str, FlavorNodes] = layout.topos
         self.base: dict[str, int] = layout.base
         total = layout.total
-        self.ledger = Ledger(state.quotas, layout.capacity)
+        self.quota_book = QuotaBook(state.quotas, layout.capacity)
         self.table = table = memo.table_of(layout, state)
         owner = table.task_owner()
         known = table.node >= 0
@@ -215,7 +221,7 @@ class _Pass:
         )
         for k in np.flatnonzero(committed).tolist():
             tenant = self.tenant_names[k // width]
-            self.ledger.book(tenant).add(str(flavor_names[k % width]), int(committed[k]))
+            self.quota_book.book(tenant).add(str(flavor_names[k % width]), int(committed[k]))
         self.admitted: dict[str, list[tuple[list[int], int, float]]] = {f: [] for f in self.topos}
         self.failed: dict[tuple[object, ...], float] = {}
         self.possible_shapes = layout.possible_shapes
@@ -238,7 +244,7 @@ class _Pass:
         return 0 if self.policy.replicas_first and w.kind == "replica" else 1
 
     def _tier(self, tenant: str) -> int:
-        return self.ledger.book(tenant).quota.priority_tier
+        return self.quota_book.book(tenant).quota.priority_tier
 
     def _wait(
         self,
@@ -253,7 +259,7 @@ class _Pass:
         if not self._possible(w):
             self._wait(w, reasons.never_fits(w), cause=WaitCause.NEVER_FITS)
             return
-        book = self.ledger.book(w.tenant)
+        book = self.quota_book.book(w.tenant)
         f = w.flavor
         over = book.used(f) + w.chips - book.guaranteed(f)
         if over <= 0:
@@ -285,11 +291,11 @@ class _Pass:
                 heapq.heappush(heap, self._heap_key(tenant, queue[0]))
 
     def _heap_key(self, tenant: str, w: Workload) -> tuple[int, int, float, str]:
-        share = self.ledger.share_after(tenant, w.flavor, w.chips)
+        share = self.quota_book.share_after(tenant, w.flavor, w.chips)
         return (self._kind_rank(w), -self._tier(tenant), share, tenant)
 
     def _borrow(self, w: Workload) -> None:
-        book = self.ledger.book(w.tenant)
+        book = self.quota_book.book(w.tenant)
         f = w.flavor
         after = book.borrowed(f, w.chips)
         if after > 0 and not w.preemptible:
@@ -383,7 +389,8 @@ class _Pass:
         mask = self.alive[pool.rows] & (codes != mine)
         budget = np.array(
             [
-                self.ledger.book(t).used(w.flavor) - self.ledger.book(t).guaranteed(w.flavor)
+                self.quota_book.book(t).used(w.flavor)
+                - self.quota_book.book(t).guaranteed(w.flavor)
                 for t in self.tenant_names
             ],
             dtype=np.int64,
@@ -438,7 +445,7 @@ class _Pass:
         nodes = nodes[(nodes >= lo) & (nodes < lo + cap.topo.size)] - lo
         cap.incoming[nodes] += v.chips_per_node
         t.end_s[row] = min(float(t.end_s[row]), self.now + v.grace_period_s)
-        self.ledger.book(v.tenant).add(v.flavor, -int(t.chips[row]))
+        self.quota_book.book(v.tenant).add(v.flavor, -int(t.chips[row]))
         if v.tenant == claimant.tenant:
             reason = reasons.displaced(v, claimant)
         else:

@@ -25,14 +25,14 @@ from rainier.scheduler.types import Workload
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class PreemptionPlan:
     nodes: IntArray
     victims: IntArray  # rows of the running table, in preemption order
 
 
 def plan_preemption(
     topo: FlavorNodes, base: IntArray, w: Workload, cands: VictimList, need_own_chips: int
-) -> Plan | None:
+) -> PreemptionPlan | None:
     """`base`: chips per node once stopping work leaves (-1 where the gang may not go)."""
     own_chips = np.zeros(len(cands) + 1, dtype=np.int64)
     own_chips[1:] = np.cumsum(np.where(cands.own, cands.chips, 0))
@@ -61,7 +61,9 @@ def plan_preemption(
             hi = mid
     nodes = attempt(lo)
     assert nodes is not None
-    return Plan(nodes, _trim(topo, offered(lo), nodes, w, cands, lo, bounds, need_own_chips))
+    return PreemptionPlan(
+        nodes, _trim(topo, offered(lo), nodes, w, cands, lo, bounds, need_own_chips)
+    )
 
 
 def _trim(

@@ -21,7 +21,7 @@ class ModelFormatError(ValueError):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class HFModelConfig:
     hidden_size: int
     intermediate_size: int
     num_attention_heads: int
@@ -46,7 +46,7 @@ class ModelConfig:
             )
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> ModelConfig:
+    def from_dict(cls, raw: dict[str, Any]) -> HFModelConfig:
         archs = raw.get("architectures") or ["LlamaForCausalLM"]
         if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
             raise ModelFormatError(
@@ -88,7 +88,7 @@ class ModelConfig:
         )
 
     @classmethod
-    def from_dir(cls, model_dir: Path) -> ModelConfig:
+    def from_dir(cls, model_dir: Path) -> HFModelConfig:
         path = model_dir / "config.json"
         if not path.is_file():
             raise ModelFormatError(f"{path}: not found")

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from rainier.serve.batch import ScheduledChunk, build_batch
-from rainier.serve.config import EngineConfig, GenerationDefaults, ModelConfig
+from rainier.serve.batch_scheduler import BatchScheduler
+from rainier.serve.config import EngineConfig, GenerationDefaults, HFModelConfig
 from rainier.serve.detokenizer import find_stop, releasable
 from rainier.serve.kv_cache import BlockManager
 from rainier.serve.model import LlamaModel, read_safetensors
 from rainier.serve.sampling import SamplingParams, make_generator, sample_batch
-from rainier.serve.scheduler import Scheduler
 from rainier.serve.sequence import RequestOutput, SeqStatus, Sequence
 from rainier.serve.tokenizer import ModelTokenizer
 
@@ -98,7 +98,9 @@ class LLMEngine:
             num_blocks, config.block_size, config.enable_prefix_caching
         )
         self.kv_cache = model.new_kv_cache(num_blocks, config.block_size)
-        self.scheduler = Scheduler(self.block_manager, config.max_batch_tokens, config.max_num_seqs)
+        self.scheduler = BatchScheduler(
+            self.block_manager, config.max_batch_tokens, config.max_num_seqs
+        )
         self.max_model_len = min(
             model.config.max_position_embeddings,
             num_blocks * config.block_size,
@@ -117,11 +119,11 @@ class LLMEngine:
         path = Path(model_dir)
         device = torch.device(config.device)
         dtype = getattr(torch, config.dtype)
-        model = LlamaModel(ModelConfig.from_dir(path), read_safetensors(path), device, dtype)
+        model = LlamaModel(HFModelConfig.from_dir(path), read_safetensors(path), device, dtype)
         return cls(model, ModelTokenizer.from_dir(path), config, GenerationDefaults.from_dir(path))
 
     @property
-    def model_config(self) -> ModelConfig:
+    def model_config(self) -> HFModelConfig:
         return self.model.config
 
     def stats(self) -> EngineStats:

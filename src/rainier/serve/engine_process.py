@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rainier.allocator import keep_freed_memory
 from rainier.serve.async_engine import EngineClient, ServedModel
-from rainier.serve.config import EngineConfig, GenerationDefaults, ModelConfig
+from rainier.serve.config import EngineConfig, GenerationDefaults, HFModelConfig
 from rainier.serve.engine_core import EngineCore, EngineMessage, Shutdown, StepResult, run_core
 from rainier.serve.metrics import ServeMetrics
 from rainier.serve.tokenizer import ModelTokenizer
@@ -111,7 +111,9 @@ class ProcessEngine(EngineClient):
     def launch(cls, model_dir: Path, config: EngineConfig, torch_threads: int = 0) -> ProcessEngine:
         """Start the core and wait until its model is loaded (`EngineStartError` if it
         cannot be)."""
-        ModelConfig.from_dir(model_dir)  # a directory that is no model fails here, not in the child
+        HFModelConfig.from_dir(
+            model_dir
+        )  # a directory that is no model fails here, not in the child
         tokenizer = ModelTokenizer.from_dir(model_dir)
         defaults = GenerationDefaults.from_dir(model_dir)
         ctx = multiprocessing.get_context("spawn")

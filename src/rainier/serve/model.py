@@ -25,7 +25,7 @@ from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel, PackedLinear
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.serve.batch import BatchInput
-from rainier.serve.config import ModelConfig, ModelFormatError
+from rainier.serve.config import HFModelConfig, ModelFormatError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def read_safetensors(model_dir: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+def rope_inv_freq(config: HFModelConfig) -> torch.Tensor:
     dim = config.head_dim
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
     scaling = config.rope_scaling or {}
@@ -142,7 +142,7 @@ class LlamaModel:
 
     def __init__(
         self,
-        config: ModelConfig,
+        config: HFModelConfig,
         tensors: dict[str, torch.Tensor],
         device: torch.device,
         dtype: torch.dtype = torch.float32,
@@ -238,7 +238,7 @@ class LlamaModel:
     def load(
         cls, model_dir: Path, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> LlamaModel:
-        return cls(ModelConfig.from_dir(model_dir), read_safetensors(model_dir), device, dtype)
+        return cls(HFModelConfig.from_dir(model_dir), read_safetensors(model_dir), device, dtype)
 
     def new_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         """[layers, 2 (k, v), slots, kv_heads, head_dim], one pool shared by all sequences."""

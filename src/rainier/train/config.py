@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelShape:
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 4
@@ -65,28 +65,28 @@ class ModelConfig:
         return 6.0 * self.matmul_params() + 12.0 * self.n_layers * seq_len * self.dim
 
 
-PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(),
-    "10m": ModelConfig(
+PRESETS: dict[str, ModelShape] = {
+    "tiny": ModelShape(),
+    "10m": ModelShape(
         dim=320, n_layers=8, n_heads=8, n_kv_heads=4, ffn_dim=864, vocab_size=4096,
         max_seq_len=1024,
     ),
-    "125m": ModelConfig(
+    "125m": ModelShape(
         dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, vocab_size=32768,
         max_seq_len=2048, tie_embeddings=False,
     ),
-    "1b": ModelConfig(
+    "1b": ModelShape(
         dim=2048, n_layers=16, n_heads=32, n_kv_heads=8, ffn_dim=8192, vocab_size=32768,
         max_seq_len=4096, rope_theta=500000.0,
     ),
 }  # fmt: skip
 
 
-def build_config(preset: str, overrides: list[str]) -> ModelConfig:
+def build_config(preset: str, overrides: list[str]) -> ModelShape:
     """A preset with `key=value` overrides applied, values parsed as the field's type."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    fields = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    fields = {f.name: f for f in dataclasses.fields(ModelShape)}
     changes: dict[str, object] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")

@@ -15,11 +15,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from rainier.train.config import ModelConfig
+from rainier.train.config import ModelShape
 from rainier.train.tokenizer import END_OF_TEXT
 
 
-def hf_config(cfg: ModelConfig, eos_id: int) -> dict[str, Any]:
+def hf_config(cfg: ModelShape, eos_id: int) -> dict[str, Any]:
     return {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -48,7 +48,7 @@ def hf_config(cfg: ModelConfig, eos_id: int) -> dict[str, Any]:
     }
 
 
-def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelShape) -> dict[str, torch.Tensor]:
     """Our names are HF's without the `model.` prefix; a tied head is stored once."""
     out = {}
     for name, tensor in state.items():
@@ -63,7 +63,7 @@ def hf_state_dict(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str,
 
 def export(
     state: dict[str, torch.Tensor],
-    cfg: ModelConfig,
+    cfg: ModelShape,
     tokenizer_path: Path,
     eos_id: int,
     out_dir: Path,

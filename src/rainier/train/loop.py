@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from rainier.allocator import keep_freed_memory
 from rainier.train import checkpoint, data, distributed
-from rainier.train.config import ModelConfig
+from rainier.train.config import ModelShape
 from rainier.train.env import RunEnv
 from rainier.train.export import export
 from rainier.train.metrics import Poster, Reporter, peak_tflops, post_json
@@ -49,7 +49,7 @@ class UsageError(ValueError):
 @dataclass(frozen=True)
 class TrainArgs:
     data: list[str]
-    model: ModelConfig
+    model: ModelShape
     steps: int
     batch_size: int
     seq_len: int
@@ -376,7 +376,7 @@ def _export(
     args: TrainArgs,
     env: RunEnv,
     model: Transformer,
-    cfg: ModelConfig,
+    cfg: ModelShape,
     corpus: data.Corpus,
     reporter: Reporter,
 ) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rainier.kernels.train_ops import TrainOps
-from rainier.train.config import ModelConfig
+from rainier.train.config import ModelShape
 
 Heads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -82,7 +82,7 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_weight, None
 
 
-def rotary_tables(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(cfg: ModelShape) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of each position's angles, one column per pair of rotated dimensions."""
     inv_freq = 1.0 / (
         cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float32) / cfg.head_dim)
@@ -147,7 +147,7 @@ class _Heads(torch.autograd.Function):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelShape) -> None:
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         self.q_proj = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
@@ -282,7 +282,7 @@ def _fused_attention_backward(
 class MLP(nn.Module):
     """SwiGLU: a gated feed-forward that trains better per FLOP than a plain GELU MLP."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelShape) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
@@ -323,7 +323,7 @@ class _SwiGLU(torch.autograd.Function):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelShape) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.dim, cfg.norm_eps)
         self.self_attn = Attention(cfg)
@@ -339,7 +339,7 @@ class Transformer(nn.Module):
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelShape) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.dim)

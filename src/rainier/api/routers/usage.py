@@ -18,12 +18,12 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rainier.accounting.contracts import contract_terms
+from rainier.accounting.ledger_rows import iter_lines, select_lines, stored_statement
+from rainier.accounting.webhooks import webhook_secret
 from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
-from rainier.billing.contracts import contract_terms
-from rainier.billing.ledger_rows import iter_lines, select_lines, stored_statement
-from rainier.billing.webhooks import webhook_secret
 from rainier.metering import (
     contract_status,
     usage_by,

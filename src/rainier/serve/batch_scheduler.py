@@ -34,7 +34,7 @@ class SchedulerOutput:
         return sum(n for _, n in self.scheduled)
 
 
-class Scheduler:
+class BatchScheduler:
     def __init__(self, block_manager: BlockManager, max_batch_tokens: int, max_num_seqs: int):
         self.block_manager = block_manager
         self.max_batch_tokens = max_batch_tokens

@@ -11,8 +11,14 @@ from decimal import Decimal
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from rainier.billing.contracts import contract_terms
-from rainier.billing.ledger_rows import LINES, insert_lines, iter_lines, of_contract, select_lines
+from rainier.accounting.contracts import contract_terms
+from rainier.accounting.ledger_rows import (
+    LINES,
+    insert_lines,
+    iter_lines,
+    of_contract,
+    select_lines,
+)
 from rainier.metering import (
     ContractTerms,
     PriceBook,

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
-from rainier.billing.ledger_rows import LINE_FIELDS, LINES
+from rainier.accounting.ledger_rows import LINE_FIELDS, LINES
 from rainier.metering import UsageLine
 from rainier.store.batch_writer import BatchWriter
 from rainier.store.db import Store

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rainier.billing.ledger_rows import insert_lines
+from rainier.accounting.ledger_rows import insert_lines
 from rainier.metering import (
     ChipPrice,
     ContractTerms,

@@ -43,7 +43,7 @@ class TenantBook:
         self.committed[flavor] = self.committed.get(flavor, 0) + chips
 
 
-class Ledger:
+class QuotaBook:
     def __init__(self, quotas: Iterable[Quota], capacity: Mapping[str, int]) -> None:
         self.capacity = dict(capacity)
         self.books: dict[str, TenantBook] = {}

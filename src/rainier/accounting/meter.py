@@ -6,8 +6,8 @@
   same span again from where the ledger stopped: nothing is lost and nothing billed twice.
 * Periodic work (`Metering.tick`, from the reconciler's tick): tokens of the gateway's
   `token_usage` rows, reservation periods once every live task is billed past them and the
-  true-up after a term (`rainier.billing.reservations`), and spend alerts for contracts whose
-  ledger moved (`rainier.billing.spend_alerts`), which `rainier.billing.webhooks` delivers.
+  true-up after a term (`rainier.accounting.reservations`), and spend alerts for contracts whose
+  ledger moved (`rainier.accounting.spend_alerts`), which `rainier.accounting.webhooks` delivers.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rainier.billing.contracts import (
+from rainier.accounting.contracts import (
     NO_CONTRACT,
     contract_at,
     load_price_book,
@@ -33,10 +33,10 @@ from rainier.billing.contracts import (
     tenant_contracts,
     uncontracted,
 )
-from rainier.billing.ledger_rows import insert_lines
-from rainier.billing.reservations import LIVE_TASK_STATES, billed_horizon, settle_contract
-from rainier.billing.spend_alerts import check_alerts
-from rainier.billing.webhooks import WebhookSender
+from rainier.accounting.ledger_rows import insert_lines
+from rainier.accounting.reservations import LIVE_TASK_STATES, billed_horizon, settle_contract
+from rainier.accounting.spend_alerts import check_alerts
+from rainier.accounting.webhooks import WebhookSender
 from rainier.metering import (
     ContractTerms,
     PriceBook,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from rainier.billing.contracts import contract_terms
-from rainier.billing.ledger_rows import LINES, drawn_usd, of_contract
+from rainier.accounting.contracts import contract_terms
+from rainier.accounting.ledger_rows import LINES, drawn_usd, of_contract
 from rainier.metering import crossed_thresholds
 from rainier.metering.alerts import month_label
 from rainier.metering.periods import month_bounds, stamp
