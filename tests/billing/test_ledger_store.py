@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from rainier.accounting.bulk_load import ingest_lines
-from rainier.accounting.contracts import contract_terms, record_tokens
+from rainier.accounting.contract_lookup import contract_terms, record_tokens
 from rainier.accounting.ledger_rows import (
     LINE_FIELDS,
     drawn_usd,

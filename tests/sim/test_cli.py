@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from rainier.sim.cli import sim
+from rainier.sim.commands import sim
 from rainier.sim.model import Trace
 from rainier.sim.traces import save_trace
 

@@ -25,7 +25,7 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rainier.accounting.contracts import (
+from rainier.accounting.contract_lookup import (
     NO_CONTRACT,
     contract_at,
     load_price_book,

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from rainier.accounting.contracts import contract_terms
+from rainier.accounting.contract_lookup import contract_terms
 from rainier.accounting.ledger_rows import (
     LINES,
     insert_lines,

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import func, select
 
-from rainier.accounting.contracts import contract_terms
+from rainier.accounting.contract_lookup import contract_terms
 from rainier.accounting.ledger_rows import LINES, drawn_usd, of_contract
 from rainier.metering import crossed_thresholds
 from rainier.metering.alerts import month_label

@@ -31,7 +31,7 @@ class LazyGroup(click.Group):
     group's help lists them from `lazy_help` without importing them."""
 
     lazy: dict[str, str] = {  # noqa: RUF012
-        "sim": "rainier.sim.cli:sim",
+        "sim": "rainier.sim.commands:sim",
         "chat": "rainier.cli.chat:chat",
         "admin": "rainier.admin:admin",
     }

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from rainier.accounting.contracts import load_price_book
+from rainier.accounting.contract_lookup import load_price_book
 from rainier.catalog import DEFAULT_FLAVORS, Flavor, flavor_of, install_catalog
 from rainier.metering.prices import PriceNotFound
 from rainier.spec import FlavorSpec

@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rainier.accounting.contracts import contract_terms, load_price_book
+from rainier.accounting.contract_lookup import contract_terms, load_price_book
 from rainier.accounting.ledger_rows import iter_lines, select_lines
 from rainier.control.state import cluster_state
 from rainier.metering import contract_status

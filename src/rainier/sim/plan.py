@@ -69,7 +69,7 @@ class PlanPoint:
 
 
 @dataclass(slots=True)
-class Plan:
+class CapacityPlan:
     target: Target
     flavor: str
     policy: str
@@ -114,9 +114,9 @@ def plan(
     config: SimConfig | None = None,
     max_nodes: int = 1_000_000,
     progress: Callable[[PlanPoint], None] | None = None,
-) -> Plan:
+) -> CapacityPlan:
     ref = _reference(cluster, flavor)
-    out = Plan(target, ref.flavor, policy)
+    out = CapacityPlan(target, ref.flavor, policy)
     seen: dict[int, PlanPoint] = {}
     base = config or SimConfig()
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rainier.accounting.contracts import contract_terms
+from rainier.accounting.contract_lookup import contract_terms
 from rainier.accounting.ledger_rows import iter_lines, select_lines, stored_statement
 from rainier.accounting.webhooks import webhook_secret
 from rainier.api.auth import Caller, Principal

@@ -30,7 +30,7 @@ from rainier.sim.generator import (
 from rainier.sim.importers import FORMATS, import_trace
 from rainier.sim.metrics import summarize
 from rainier.sim.model import Cluster, Trace
-from rainier.sim.plan import Plan, parse_target, plan
+from rainier.sim.plan import CapacityPlan, parse_target, plan
 from rainier.sim.policies import POLICIES, make_policy
 from rainier.sim.records import PolicyError, SimConfig, SimResult
 from rainier.sim.traces import load_trace, save_trace
@@ -245,7 +245,7 @@ def plan_command(
             report_path.write_text(json.dumps(plan_json(result), indent=2) + "\n")
 
 
-def _plan_verdict(result: Plan) -> str:
+def _plan_verdict(result: CapacityPlan) -> str:
     if result.best_nodes is None:
         return f"no size up to the limit meets {result.target.text}"
     chips = next(p.chips for p in result.points if p.nodes == result.best_nodes)
@@ -255,7 +255,7 @@ def _plan_verdict(result: Plan) -> str:
     )
 
 
-def plan_json(result: Plan) -> dict[str, Any]:
+def plan_json(result: CapacityPlan) -> dict[str, Any]:
     return {
         "target": result.target.text,
         "flavor": result.flavor,
