@@ -5,6 +5,7 @@ begins."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -101,16 +102,7 @@ def record_tokens(s: Session, usage: TokenUsage, prices: PriceBook | None = None
     contracts = tenant_contracts(s, tenant.id) if tenant is not None else []
     named = [t for t in contracts if t.contract == usage.contract]
     terms = (named[0] if named else contract_at(contracts, usage.at)) or uncontracted(usage.tenant)
-    priced = TokenUsage(
-        tenant=usage.tenant,
-        contract=terms.contract,
-        deployment=usage.deployment,
-        request_id=usage.request_id,
-        model=usage.model,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        at=usage.at,
-    )
+    priced = replace(usage, contract=terms.contract)
     lines = charge_tokens(priced, terms, prices or load_price_book(s))
     insert_lines(s, lines)
     return [terms.contract] if lines else []
