@@ -66,8 +66,10 @@ def migrate(engine: Engine) -> None:
         command.upgrade(cfg, "head")
 
 
-class WriterQueue:
-    """Writers of one SQLite file take turns here before they BEGIN IMMEDIATE.
+class WriteTurns:
+    """Writers of one SQLite file take turns here before they BEGIN IMMEDIATE. It orders
+    transactions and holds no data: rows written in batches go through
+    `rainier.store.batch_writer.BatchWriter`, whose every batch takes one turn here.
 
     SQLite's own busy handler waits for a held write lock by sleeping in growing steps (up to
     100 ms each), so two writers that collide, say two API workers taking submissions, add tens
@@ -113,7 +115,7 @@ class Store:
         self._writes = sessionmaker(self.engine, expire_on_commit=False)
         self._reads = sessionmaker(self._reader, expire_on_commit=False)
         database = self.engine.url.database if self.is_sqlite else None
-        self._queue = WriterQueue(Path(database)) if database and database != ":memory:" else None
+        self._queue = WriteTurns(Path(database)) if database and database != ":memory:" else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -140,7 +142,7 @@ class Store:
 
     @contextmanager
     def writer_turn(self) -> Iterator[None]:
-        """Held around a write transaction on SQLite (see WriterQueue); free elsewhere."""
+        """Held around a write transaction on SQLite (see WriteTurns); free elsewhere."""
         if self._queue is None:
             yield
             return
