@@ -20,6 +20,11 @@ token buckets, all checked before any is charged, answered with 429, `Retry-Afte
 be exact only if requests spread evenly over the workers, and they do not (one client's
 keep-alive connection stays with one worker), so a single client would get a fraction of
 what it bought; a per-process limit errs on the side of the customer instead.
+
+This module routes and proxies; the parts it uses are modules of their own: what a model name
+routes to (`gateway_targets`), the rate limits (`gateway_admission`), usage in answers and
+streams (`stream_usage`), the writer of metered usage (`usage_writer`), OpenAI-shaped errors
+(`gateway_errors`) and the routes (`gateway_routes`).
 """
 
 from __future__ import annotations
