@@ -77,6 +77,12 @@ def test_train_export_register_and_serve_by_url(
     assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
     prefix = f"s3://{bucket}/cloud/acme/jobs/{submitted['id']}"
     assert checkpoint.Remote(f"{prefix}/checkpoints", s3.access()).steps() == [4, 2]
+    log = (
+        s3.client()
+        .get_object(Bucket=bucket, Key=f"cloud/acme/jobs/{submitted['id']}/logs/rank-0.log")["Body"]
+        .read()
+    )
+    assert b'"event": "done"' in log and b'"event": "exported"' in log
     (model,) = acme.get("/api/v1/models")["items"]
     assert (model["name"], model["path"], model["job_id"]) == (
         "tiny-gpt",
@@ -85,9 +91,7 @@ def test_train_export_register_and_serve_by_url(
     )
 
     acme.post("/api/v1/deployments", {"kind": "Deployment", "name": "gpt", "model": "tiny-gpt"})
-    wait_until(
-        lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 180, "a replica"
-    )
+    wait_until(lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 180, "a replica")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=acme.key)
     answer = client.completions.create(model="gpt", prompt="the quick", max_tokens=3)
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
