@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rainier.storage.access import URL_ENV, StorageAccess
-from rainier.storage.fs import open_url
 from rainier.storage.location import join
 
 
@@ -32,6 +31,8 @@ def archive_log(log_path: Path, env: Mapping[str, str]) -> str | None:
     url = log_url(env)
     if url is None or not log_path.is_file():
         return None
+    from rainier.storage.fs import open_url  # fsspec only where there is something to upload
+
     try:
         fs, path = open_url(url, StorageAccess.from_env(env))
         fs.put_file(str(log_path), path)
