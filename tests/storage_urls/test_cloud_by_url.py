@@ -125,3 +125,38 @@ def test_the_registry_takes_only_whole_uploads_under_the_tenants_prefix(
         problem = response.json()["problems"][0]
         assert problem["field"] == "path" and reason in problem["message"], problem
     assert [m["name"] for m in acme.get("/api/v1/models")["items"]] == ["tiny"]
+
+
+@pytest.mark.slow
+def test_a_shared_folder_named_by_file_url_works_the_same_way(tmp_path: Path, corpus: Path) -> None:
+    """`file://` storage (a folder every node mounts): a sandboxed task writes into its
+    tenant's prefix there itself, and the registry records the URL."""
+    shared = tmp_path / "shared"
+    settings = Settings.from_env(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path}/db.sqlite",
+        port=0,
+        tick_s=0.05,
+        storage=StorageConfig(url=f"file://{shared}"),
+    )
+    with EmbeddedServer(settings) as server:
+        op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
+        op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 1})
+        op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
+        acme = Client(
+            server.url, op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
+        )
+        job = {
+            "kind": "Job",
+            "name": "tiny-gpt",
+            "train": {"data": [str(corpus)], "batch_size": 2, "seq_len": 32, "steps": 2},
+        }
+        submitted = acme.post("/api/v1/jobs", job)
+        done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 180, "training")
+        assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
+        (model,) = acme.get("/api/v1/models")["items"]
+    prefix = shared / "acme" / "jobs" / submitted["id"]
+    assert model["path"] == f"file://{prefix}/export"
+    assert (prefix / "checkpoints" / "step-000000002" / "_MANIFEST.json").is_file()
+    assert (prefix / "export" / "model.safetensors").is_file()
+    assert b'"event": "done"' in (prefix / "logs" / "rank-0.log").read_bytes()
