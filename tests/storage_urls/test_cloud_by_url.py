@@ -57,11 +57,13 @@ def cloud(s3: S3Server, bucket: str, tmp_path: Path) -> Iterator[tuple[EmbeddedS
             op.delete(f"/api/v1/deployments/{dep['id']}")
         wait_until(
             lambda: not op.get("/api/v1/jobs", state=["pending", "running", "stopping"])["items"],
-            what="every task to stop",
+            120,
+            "every task to stop",
         )
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a training run, then a replica's start, on a machine others share
 def test_train_export_register_and_serve_by_url(
     cloud: tuple[EmbeddedServer, Client], s3: S3Server, bucket: str, corpus: Path
 ) -> None:
@@ -73,7 +75,7 @@ def test_train_export_register_and_serve_by_url(
                   "tokens": 4 * 2 * 32, "seed": 3},
     }  # fmt: skip
     submitted = acme.post("/api/v1/jobs", job)
-    done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 180, "training")
+    done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 300, "training")
     assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
     prefix = f"s3://{bucket}/cloud/acme/jobs/{submitted['id']}"
     assert checkpoint.Remote(f"{prefix}/checkpoints", s3.access()).steps() == [4, 2]
@@ -91,7 +93,7 @@ def test_train_export_register_and_serve_by_url(
     )
 
     acme.post("/api/v1/deployments", {"kind": "Deployment", "name": "gpt", "model": "tiny-gpt"})
-    wait_until(lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 180, "a replica")
+    wait_until(lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 300, "a replica")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=acme.key)
     answer = client.completions.create(model="gpt", prompt="the quick", max_tokens=3)
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
@@ -152,7 +154,7 @@ def test_a_shared_folder_named_by_file_url_works_the_same_way(tmp_path: Path, co
             "train": {"data": [str(corpus)], "batch_size": 2, "seq_len": 32, "steps": 2},
         }
         submitted = acme.post("/api/v1/jobs", job)
-        done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 180, "training")
+        done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 300, "training")
         assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
         (model,) = acme.get("/api/v1/models")["items"]
     prefix = shared / "acme" / "jobs" / submitted["id"]
