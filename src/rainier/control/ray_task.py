@@ -24,6 +24,7 @@ from typing import Any
 
 from rainier.control import sandbox, taskrun
 from rainier.control.executor import TaskLaunch
+from rainier.control.log_archive import archive_log
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ class TaskProcess:
                 self.exit_code = self.started.exit_code(self.exit_code)
                 self.ending = self.started.ending()
                 self.started.release()
+                archive_log(Path(self.spec.log_path), self.spec.env)
         observed = Observed(
             pid=self.proc.pid if self.proc else None,
             exit_code=self.exit_code,

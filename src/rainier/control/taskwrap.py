@@ -12,7 +12,9 @@ held its chips at least until that reading, which is what billing may run up to.
 Given `--launch`, the task is described by `<dir>/launch.json` (see `taskrun.TaskRun`): its
 environment, cores and, where the machine allows, its sandbox. The wrapper itself stays
 outside the sandbox, so the task can neither see nor forge these records; when the task was
-killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code.
+killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code, and
+with storage by URL it archives the task's log there (`log_archive`) before it writes the
+exit code, so a job seen finished has its log in the store.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 
 from rainier.control import taskrun
+from rainier.control.log_archive import archive_log
 
 
 def main(argv: list[str]) -> int:
@@ -38,6 +41,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     started: taskrun.Started | None = None
+    run: taskrun.TaskRun | None = None
     try:
         if command == ["--launch"]:
             run = taskrun.TaskRun.from_json(json.loads((task_dir / "launch.json").read_text()))
@@ -64,6 +68,8 @@ def main(argv: list[str]) -> int:
             _write(task_dir / "ending", ending)
     (task_dir / "exiting").touch()
     _write(task_dir / "exited_at", str(time.time_ns() // 1000))
+    if run is not None and run.log_path:  # after exited_at: the upload is not the tenant's time
+        archive_log(Path(run.log_path), run.env)
     _write(task_dir / "exit", str(code))
     return 0 if code == 0 else 1
 
