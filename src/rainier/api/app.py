@@ -26,6 +26,7 @@ from rainier.api.routers import (
     nodes,
     plans,
     system,
+    task_network,
     tenants,
     usage,
 )
@@ -154,6 +155,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.include_router(plans.router)
+    app.include_router(task_network.router)
     openapi.install(app)
     web.mount(app, settings)  # last: the console's pages never shadow the API's routes
     return app
