@@ -95,7 +95,8 @@ class ControlPlane:
         self, rank: int, attempt: int, offset: int, data: bytes, timeout_s: float = 10.0
     ) -> int:
         """Sends a batch of output that starts at `offset` of the attempt's output; answers
-        the offset the control plane has stored up to (where the next batch starts)."""
+        the offset the control plane has stored up to (where the next batch starts). Raises
+        `httpx.HTTPStatusError` when refused (410: a later attempt has begun)."""
         answer = httpx.post(
             f"{self.url}/api/v1/jobs/{self.job_id}/logs",
             params={"rank": rank, "attempt": attempt, "offset": offset},

@@ -53,7 +53,8 @@ def make_executor(settings: Settings) -> Executor:
     if settings.executor == "local":
         from rainier.control.local import LocalExecutor
 
-        return LocalExecutor(settings.tasks_dir, isolation)
+        send = os.environ.get("RAINIER_SEND_TASK_OUTPUT", "0") == "1"
+        return LocalExecutor(settings.tasks_dir, isolation, send_output=send)
     if settings.executor == "ray":
         from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
 

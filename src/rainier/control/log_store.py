@@ -5,7 +5,9 @@ attempt's output. Every attempt of a rank appends to the rank's one log file, so
 batch of an attempt notes where in the file that attempt begins (`rank-N.attempt-K.base`).
 A batch is written only where it continues what is stored: a retried batch the control plane
 already has is acknowledged without writing it twice, one that would leave a gap is refused
-with the offset the shipper must resume from. Writers of one file (API workers, servers on one
+with the offset the shipper must resume from, and one of an attempt that a later attempt
+followed is refused (the reconciler starts an attempt only once the last one's tasks ended and
+sent their output, so that is a stray). Writers of one file (API workers, servers on one
 home) take turns on a lock of the file.
 """
 
@@ -26,6 +28,11 @@ class LogGap(Exception):
         self.expected = expected
 
 
+class LogSuperseded(Exception):
+    """A batch of an attempt after which another attempt already wrote: it is not stored
+    (its output would land inside the later attempt's)."""
+
+
 @dataclass(frozen=True)
 class TaskLogs:
     """The control plane's folder of task logs: `<logs_dir>/<job>/rank-<N>.log`."""
@@ -44,6 +51,8 @@ class TaskLogs:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
+            if self._marker(path, attempt + 1).exists():
+                raise LogSuperseded(f"attempt {attempt + 1} has begun; attempt {attempt} is over")
             base = self._base(path, attempt, size)
             stored = size - base
             if offset > stored:
@@ -56,9 +65,12 @@ class TaskLogs:
             os.close(fd)
 
     @staticmethod
-    def _base(path: Path, attempt: int, size: int) -> int:
+    def _marker(path: Path, attempt: int) -> Path:
+        return path.with_name(f"{path.stem}.attempt-{attempt}.base")
+
+    def _base(self, path: Path, attempt: int, size: int) -> int:
         """Where the attempt's output begins in the file; the file's end on its first batch."""
-        marker = path.with_name(f"{path.stem}.attempt-{attempt}.base")
+        marker = self._marker(path, attempt)
         try:
             return int(marker.read_text())
         except (FileNotFoundError, ValueError):

@@ -77,6 +77,14 @@ class LogShipper:
             return False
         try:
             stored = self.plane.send_log(self.rank, self.attempt, self.sent, data)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 403, 404, 410, 422):
+                # the job ended or moved on: nobody will take this output any more
+                log.warning("output of rank %d not sent: %s", self.rank, exc.response.text)
+                self.sent = self._size()
+                return False
+            self._stop.wait(INTERVAL_S)
+            return False
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             log.debug("sending output failed (%s); trying again", exc)
             self._stop.wait(INTERVAL_S)

@@ -25,7 +25,7 @@ from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_job
 from rainier.api.errors import ApiError, conflict
 from rainier.api.schemas import MAX_OFFSET
-from rainier.control.log_store import LogGap, TaskLogs
+from rainier.control.log_store import LogGap, LogSuperseded, TaskLogs
 from rainier.control.task_endpoints import NotRegistrable, Purpose, lookup, register
 from rainier.limits import MAX_NODES_PER_JOB
 from rainier.store.tables import Job
@@ -141,6 +141,8 @@ async def post_logs(
 
     try:
         stored = await run_in_threadpool(store_batch)
+    except LogSuperseded as exc:
+        raise ApiError(410, str(exc), field="attempt") from None
     except LogGap as exc:
         message = f"{exc}: send again from there"
         return JSONResponse(
