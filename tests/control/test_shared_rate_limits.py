@@ -69,7 +69,7 @@ def test_a_key_limit_holds_across_api_workers(
         database_url,
         {"RAINIER_WORKERS": str(workers), "RAINIER_GATEWAY_WAIT_S": "0"},
     )
-    server.start()
+    server.start(ready_s=180)  # workers import the whole control plane, on a busy machine
     try:
         op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
         op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
