@@ -103,9 +103,7 @@ class SharedBuckets:
                     if st.admitted:
                         _shift(s, st.charge.key, -st.charge.amount * st.charge.interval_s)
                 states = [
-                    BucketState(st.charge, True, st.full_at - _cost(st), now)
-                    if st.admitted
-                    else st
+                    BucketState(st.charge, True, st.full_at - _cost(st), now) if st.admitted else st
                     for st in states
                 ]
         return states

@@ -2,7 +2,8 @@
 
 - `PUT /api/v1/jobs/{id}/endpoints/{purpose}`: where a rank listens, a replica's serving port
   (`serve`) or the port rank 0 bound for its gang (`rendezvous`). `host` defaults to the
-  address the request came from, which is the node as the control plane reaches it.
+  address the request came from, which is the node as the control plane reaches it; it may
+  only be that or the address the rank's node is registered with.
 - `GET /api/v1/jobs/{id}/endpoints/{purpose}?rank=N`: what that rank registered in the job's
   current attempt (404 until it has): how the other ranks of a gang find rank 0.
 - `POST /api/v1/jobs/{id}/logs?rank=N&attempt=K&offset=M`: a batch of a task's output (the
@@ -26,7 +27,13 @@ from rainier.api.deps import StoreDep, visible_job
 from rainier.api.errors import ApiError, conflict
 from rainier.api.schemas import MAX_OFFSET
 from rainier.control.log_store import LogGap, LogSuperseded, TaskLogs
-from rainier.control.task_endpoints import NotRegistrable, Purpose, lookup, register
+from rainier.control.task_endpoints import (
+    ForeignHost,
+    NotRegistrable,
+    Purpose,
+    lookup,
+    register,
+)
 from rainier.limits import MAX_NODES_PER_JOB
 from rainier.store.tables import Job
 
@@ -43,8 +50,8 @@ class EndpointIn(BaseModel):
         min_length=1,
         max_length=255,
         pattern=HOST_PATTERN,
-        description="the node's address as the control plane reaches it; "
-        "by default the address the request came from",
+        description="the rank's node's address (as registered for its node), or by default "
+        "the address the request came from",
     )
 
 
@@ -82,13 +89,13 @@ def put_endpoint(
 ) -> EndpointOut:
     """Registers where a rank of the caller's own job listens."""
     own_job(caller, job_id)
-    host = body.host or (request.client.host if request.client else None)
-    if not host:
-        raise ApiError(422, "host: the request's address is unknown; send host", field="host")
+    peer = request.client.host if request.client else None
     try:
-        found = register(store, job_id, purpose, body.rank, host, body.port)
+        found = register(store, job_id, purpose, body.rank, body.host, body.port, peer=peer)
     except NotRegistrable as exc:
         raise conflict(str(exc)) from None
+    except ForeignHost as exc:
+        raise ApiError(422, str(exc), field="host") from None
     return EndpointOut(**found.__dict__, url=found.url)
 
 
