@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_job
 from rainier.api.errors import ApiError, conflict
-from rainier.api.schemas import MAX_OFFSET
+from rainier.api.schemas import MAX_OFFSET, ErrorOut
 from rainier.control.log_store import LogGap, LogSuperseded, TaskLogs
 from rainier.control.task_endpoints import (
     ForeignHost,
@@ -40,6 +40,7 @@ from rainier.store.tables import Job
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 HOST_PATTERN = r"^[A-Za-z0-9.:\-\[\]%]+$"
 MAX_LOG_BATCH = 4 << 20
+STORED_OFFSET = "X-Stored-Offset"
 
 
 class EndpointIn(BaseModel):
@@ -78,7 +79,10 @@ def own_job(caller: Principal, job_id: str) -> str:
     return job_id
 
 
-@router.put("/jobs/{job_id}/endpoints/{purpose}")
+@router.put(
+    "/jobs/{job_id}/endpoints/{purpose}",
+    responses={409: {"model": ErrorOut, "description": "the job has ended, or has no such rank"}},
+)
 def put_endpoint(
     job_id: str,
     purpose: Purpose,
@@ -118,7 +122,17 @@ def get_endpoint(
     return EndpointOut(**found.__dict__, url=found.url)
 
 
-@router.post("/jobs/{job_id}/logs", response_model=LogStored)
+@router.post(
+    "/jobs/{job_id}/logs",
+    response_model=LogStored,
+    responses={
+        409: {
+            "model": ErrorOut,
+            "description": "the batch would leave a gap: send again from `X-Stored-Offset`",
+        },
+        410: {"model": ErrorOut, "description": "a later attempt of the job has begun"},
+    },
+)
 async def post_logs(
     job_id: str,
     caller: Caller,
@@ -153,11 +167,8 @@ async def post_logs(
     except LogGap as exc:
         message = f"{exc}: send again from there"
         return JSONResponse(
-            {
-                "message": message,
-                "problems": [{"field": "offset", "message": message}],
-                "offset": exc.expected,
-            },
+            {"message": message, "problems": [{"field": "offset", "message": message}]},
             status_code=409,
+            headers={STORED_OFFSET: str(exc.expected)},
         )
     return LogStored(offset=stored)
