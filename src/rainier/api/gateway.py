@@ -15,11 +15,8 @@ replica drops before answering goes to another replica.
 Rate limits: a deployment may set requests per minute (`rate_limit_rpm`), and each API key may
 set requests and tokens per minute (`rate_limit_rpm`, `rate_limit_tpm` on the key). They are
 token buckets, all checked before any is charged, answered with 429, `Retry-After` and OpenAI's
-`x-ratelimit-*` headers. The buckets live in the server process: the limit is per process, so
-`rainier server --workers N` admits up to N times each limit. Splitting a limit N ways would
-be exact only if requests spread evenly over the workers, and they do not (one client's
-keep-alive connection stays with one worker), so a single client would get a fraction of
-what it bought; a per-process limit errs on the side of the customer instead.
+`x-ratelimit-*` headers. The buckets are rows of the database, so they hold across workers
+and servers on one database.
 
 This module routes and proxies; the parts it uses are modules of their own: what a model name
 routes to (`gateway_targets`), the rate limits (`gateway_admission`), usage in answers and
@@ -82,7 +79,7 @@ class Gateway:
         self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
-        self.limits = RateLimits()
+        self.limits = RateLimits(store)
         self.targets = Targets(store)
         self.usage_writer = token_usage_writer(store)
 
@@ -247,7 +244,7 @@ class Gateway:
             raise GatewayError(400, exc.message, param=exc.param) from None
         try:
             target = await self.target(caller, name)
-            admission, limit_headers = self.admit(
+            admission, limit_headers = await self.limits.admit_async(
                 caller, limits, target, estimate_tokens(body, path)
             )
         except GatewayError as exc:

@@ -15,6 +15,8 @@ outside the sandbox, so the task can neither see nor forge these records; when t
 killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code, and
 with storage by URL it archives the task's log there (`log_archive`) before it writes the
 exit code, so a job seen finished has its log in the store.
+With `--launch --send-output` the task's output (the wrapper's stdout, `<dir>/output.log`) is
+sent to the control plane as it grows, and all of it before the exit code is written.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import time
 from pathlib import Path
 
 from rainier.control import taskrun
+from rainier.control.local import OUTPUT_FILE
 from rainier.control.log_archive import archive_log
+from rainier.control.logship import LogShipper
+from rainier.tasklink import ControlPlane
 
 
 def main(argv: list[str]) -> int:
@@ -41,10 +46,18 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     started: taskrun.Started | None = None
+    shipper: LogShipper | None = None
     run: taskrun.TaskRun | None = None
     try:
-        if command == ["--launch"]:
+        if command[:1] == ["--launch"]:
             run = taskrun.TaskRun.from_json(json.loads((task_dir / "launch.json").read_text()))
+            plane = ControlPlane.from_env(run.env)
+            if command[1:] == ["--send-output"] and plane is not None:
+                rank, attempt = (
+                    int(run.env.get("RAINIER_RANK", "0")),
+                    int(run.env.get("RAINIER_ATTEMPT", "0")),
+                )
+                shipper = LogShipper(task_dir / OUTPUT_FILE, plane, rank, attempt).start()
             started = taskrun.start(run, None)
             child = started.proc
         else:
@@ -66,6 +79,9 @@ def main(argv: list[str]) -> int:
         if ending:
             print(f"rainier: {ending}", file=sys.stderr, flush=True)
             _write(task_dir / "ending", ending)
+    if shipper is not None:
+        sys.stdout.flush()
+        shipper.finish()
     (task_dir / "exiting").touch()
     _write(task_dir / "exited_at", str(time.time_ns() // 1000))
     if run is not None and run.log_path:  # after exited_at: the upload is not the tenant's time
