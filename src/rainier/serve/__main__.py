@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+from rainier.precision import resolve_dtype
 import uvicorn
 
 from rainier.allocator import keep_freed_memory
@@ -44,7 +46,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
-        "--dtype", default="float32", help="float32, bfloat16 or float16 (weights and KV cache)"
+        "--dtype",
+        default="auto",
+        help="weights and KV cache: auto (bf16 where the chip has bf16 matrix units: GPUs, CPUs "
+        "with AMX; else fp32), fp32, bf16, or float32, bfloat16, float16",
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
     parser.add_argument(
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model)
     name = args.served_model_name or model_dir.resolve().name
     try:
+        dtype = str(resolve_dtype(args.dtype, torch.device(device))).removeprefix("torch.")
         config = EngineConfig(
             kv_memory_mb=args.kv_memory_mb,
             block_size=args.block_size,
@@ -79,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs,
             enable_prefix_caching=not args.no_prefix_caching,
             device=device,
-            dtype=args.dtype,
+            dtype=dtype,
             max_model_len=args.max_model_len,
         )
         engine: EngineClient | LLMEngine
