@@ -283,7 +283,8 @@ class LlamaModel:
         precision loses the most."""
         wide = x.float()
         variance = wide.pow(2).mean(-1, keepdim=True)
-        return weight * (wide * torch.rsqrt(variance + self.config.rms_norm_eps)).to(x.dtype)
+        normed = (wide * torch.rsqrt(variance + self.config.rms_norm_eps)).to(x.dtype)
+        return (weight * normed).to(x.dtype)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -298,8 +299,8 @@ class LlamaModel:
         c = self.config
         n = batch.num_tokens
         heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
-        cos = self.cos[batch.positions][:, None, :]
-        sin = self.sin[batch.positions][:, None, :]
+        cos = self.cos[batch.positions][:, None, :].to(self.dtype)
+        sin = self.sin[batch.positions][:, None, :].to(self.dtype)
         hidden = self.embed[batch.token_ids]
         groups = heads // kv_heads
         prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
