@@ -53,7 +53,9 @@ def test_rope_store_rotates_in_place_and_fills_the_slots(
     torch.testing.assert_close(qkv[:, : heads + kv_heads], expected)
     torch.testing.assert_close(qkv[:, heads + kv_heads :], original[:, heads + kv_heads :])
     assert torch.equal(caches[0][slots], qkv[:, heads : heads + kv_heads].to(cache_dtype))
-    torch.testing.assert_close(caches[0][slots].float(), expected[:, heads:].to(cache_dtype).float())
+    torch.testing.assert_close(
+        caches[0][slots].float(), expected[:, heads:].to(cache_dtype).float()
+    )
     assert torch.equal(caches[1][slots], original[:, heads + kv_heads :].to(cache_dtype))
     untouched = torch.ones(slots_total, dtype=torch.bool)
     untouched[slots] = False

@@ -16,11 +16,10 @@ import sys
 from pathlib import Path
 
 import torch
-
-from rainier.precision import resolve_dtype
 import uvicorn
 
 from rainier.allocator import keep_freed_memory
+from rainier.precision import resolve_dtype
 from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
