@@ -24,6 +24,11 @@ lengths exponential (long-tailed, as chat traffic is), both clipped.
    after they are gone, and averaged: the speed of a shared machine drifts over the minute
    between, and the engine's run sits in the middle.
 
+5. The matrix (`serve_matrix.py`): the tiny model and a ~100M Llama (1024 wide, 12 layers,
+   16 / 4 heads) x fp32 / bf16 x 1 / 2 threads, each a replica driven at vLLM's measured load
+   (128 prompt / 128 output tokens, 16 in flight); with `vllm_peer.py` and vLLM installed,
+   each row also carries `vllm_tok_s` and `vs_vllm`.
+
 Prints one JSON line last, with the load average before and after (the machine is shared).
 
     python benchmarks/serve_throughput.py [--requests 64] [--concurrency 32] [--rate 8]
