@@ -242,7 +242,7 @@ def measure_mode(
 
 
 def ratio(figures: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
-    if a not in figures or b not in figures:
+    if a == b or a not in figures or b not in figures:
         return None
     return round(figures[a]["runtime_tokens_per_s"] / figures[b]["runtime_tokens_per_s"], 3)
 
