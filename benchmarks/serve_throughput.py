@@ -300,8 +300,10 @@ def main() -> None:
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        # A deployment serves a folder its tenant owns: under the tenant's storage prefix.
         model_dir = build_tiny_llama(
-            Path(tmp) / "model",
+            home / "storage" / "bench" / "model",
             hidden_size=args.hidden,
             intermediate_size=args.hidden * 8 // 3,
             num_layers=args.layers,
@@ -312,8 +314,6 @@ def main() -> None:
         vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
         reqs = dataset(args.requests, args.seed, vocab, args)
         poisson = dataset(args.poisson_requests, args.seed + 1, vocab, args)
-        home = Path(tmp) / "home"
-        home.mkdir()
         hf = HFBaselines(model_dir, args.threads, args.dtype)
         sequential = reqs[: args.sequential_requests]
         hf_before = hf.sequential(sequential)
