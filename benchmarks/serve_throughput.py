@@ -24,6 +24,11 @@ lengths exponential (long-tailed, as chat traffic is), both clipped.
    after they are gone, and averaged: the speed of a shared machine drifts over the minute
    between, and the engine's run sits in the middle.
 
+5. The matrix (`serve_matrix.py`): the tiny model and a ~100M Llama (1024 wide, 12 layers,
+   16 / 4 heads) x fp32 / bf16 x 1 / 2 threads, each a replica driven at vLLM's measured load
+   (128 prompt / 128 output tokens, 16 in flight); with `vllm_peer.py` and vLLM installed,
+   each row also carries `vllm_tok_s` and `vs_vllm`.
+
 Prints one JSON line last, with the load average before and after (the machine is shared).
 
     python benchmarks/serve_throughput.py [--requests 64] [--concurrency 32] [--rate 8]
@@ -32,12 +37,9 @@ Prints one JSON line last, with the load average before and after (the machine i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
-import math
 import os
-import random
 import socket
 import statistics
 import subprocess
@@ -45,163 +47,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvloop
 
-from rainier.api.upstream import UpstreamError, UpstreamPool
+from rainier.api.upstream import UpstreamPool
 from rainier.serve.tiny_model import build_tiny_llama
 
-
-@dataclass(frozen=True)
-class Req:
-    prompt: list[int]
-    output_len: int
-
-
-@dataclass
-class Result:
-    ok: bool = False
-    ttft: float = 0.0
-    latency: float = 0.0
-    output_tokens: int = 0
-    itl: list[float] = field(default_factory=list)
-    error: str = ""
-
-
-def dataset(n: int, seed: int, vocab: int, args: argparse.Namespace) -> list[Req]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        plen = int(rng.lognormvariate(math.log(args.prompt_median), 0.6))
-        olen = int(rng.expovariate(1.0 / args.output_mean))
-        plen = min(max(plen, 8), args.prompt_max)
-        olen = min(max(olen, 4), args.output_max)
-        out.append(Req([rng.randrange(3, vocab) for _ in range(plen)], olen))
-    return out
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-# -- the client ---------------------------------------------------------------------------------
-
-
-async def one(
-    pool: UpstreamPool, url: str, model: str, req: Req, headers: dict[str, str]
-) -> Result:
-    body = {
-        "model": model,
-        "prompt": req.prompt,
-        "max_tokens": req.output_len,
-        "temperature": 0.0,
-        "ignore_eos": True,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-    result = Result()
-    start = time.perf_counter()
-    last = start
-    try:
-        response = await pool.request(
-            "POST",
-            url,
-            "/v1/completions",
-            json.dumps(body).encode(),
-            {"content-type": "application/json", **headers},
-        )
-        try:
-            if response.status != 200:
-                result.error = f"{response.status}: {(await response.read())[:200]!r}"
-                return result
-            pending = b""
-            async for piece in response.chunks():
-                pending += piece
-                *events, pending = pending.split(b"\n\n")
-                now = time.perf_counter()
-                for event in events:
-                    if not event.startswith(b"data: {"):
-                        continue
-                    chunk = json.loads(event[6:])
-                    if chunk.get("choices"):
-                        if result.ttft == 0.0:
-                            result.ttft = now - start
-                        else:
-                            result.itl.append(now - last)
-                        last = now
-                    if chunk.get("usage"):
-                        result.output_tokens = int(chunk["usage"]["completion_tokens"])
-        finally:
-            response.release()
-    except (UpstreamError, TimeoutError) as exc:
-        result.error = repr(exc)
-        return result
-    result.latency = time.perf_counter() - start
-    result.ok = result.output_tokens > 0
-    return result
-
-
-async def drive(
-    url: str,
-    model: str,
-    reqs: list[Req],
-    *,
-    concurrency: int | None = None,
-    rate: float | None = None,
-    seed: int = 0,
-    headers: dict[str, str] | None = None,
-) -> tuple[list[Result], float]:
-    """All of `reqs`, at most `concurrency` in flight, or arriving as a Poisson process of
-    `rate` a second; (results, wall seconds)."""
-    rng = random.Random(seed)
-    gate = asyncio.Semaphore(concurrency or len(reqs))
-    pool = UpstreamPool(read_timeout_s=600.0)
-    try:
-
-        async def run(req: Req, delay: float) -> Result:
-            await asyncio.sleep(delay)
-            async with gate:
-                return await one(pool, url, model, req, headers or {})
-
-        delays, t = [], 0.0
-        for _ in reqs:
-            delays.append(t)
-            if rate:
-                t += rng.expovariate(rate)
-        start = time.perf_counter()
-        results = await asyncio.gather(*(run(r, d) for r, d in zip(reqs, delays, strict=True)))
-        return list(results), time.perf_counter() - start
-    finally:
-        pool.close()
-
-
-def summary(results: list[Result], wall: float) -> dict[str, float]:
-    ok = [r for r in results if r.ok]
-    if len(ok) != len(results):
-        errors = {r.error for r in results if not r.ok}
-        raise SystemExit(f"{len(results) - len(ok)} requests failed: {sorted(errors)[:3]}")
-    tokens = sum(r.output_tokens for r in ok)
-    ttft = [r.ttft for r in ok]
-    tpot = [(r.latency - r.ttft) / (r.output_tokens - 1) for r in ok if r.output_tokens > 1]
-    itl = [gap for r in ok for gap in r.itl]
-    return {
-        "requests_per_s": round(len(ok) / wall, 2),
-        "output_tok_s": round(tokens / wall, 1),
-        "ttft_p50_s": round(pct(ttft, 50), 4),
-        "ttft_p99_s": round(pct(ttft, 99), 4),
-        "tpot_p50_s": round(pct(tpot, 50), 5),
-        "tpot_p99_s": round(pct(tpot, 99), 5),
-        "itl_p50_s": round(pct(itl, 50), 5),
-        "itl_p99_s": round(pct(itl, 99), 5),
-        "wall_s": round(wall, 2),
-    }
+sys.path.insert(0, str(Path(__file__).parent))
+from serve_client import Req, dataset, drive, one, pct, summary
+from serve_matrix import ClientLoad, measure_matrix
 
 
 def gateway_figures(
@@ -256,7 +113,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def control_plane(home: Path, model_dir: Path, threads: int) -> Iterator[tuple[str, str, str]]:
+def control_plane(
+    home: Path, model_dir: Path, threads: int, dtype: str
+) -> Iterator[tuple[str, str, str]]:
     """(control plane URL, a tenant key, the replica's URL) of a deployment of `model_dir`."""
     port = free_port()
     env = {
@@ -287,6 +146,7 @@ def control_plane(home: Path, model_dir: Path, threads: int) -> Iterator[tuple[s
             "replicas": {"min": 1, "max": 1},
             "chips_per_replica": threads,
             "max_batch_tokens": 2048,
+            "dtype": dtype,
         }
         t.post("/api/v1/deployments", json=doc).raise_for_status()
 
@@ -338,14 +198,14 @@ def wait(predicate: Any, timeout_s: float, what: str) -> Any:
 class HFBaselines:
     """HF `transformers` `generate` on the same weights and torch threads as the engine."""
 
-    def __init__(self, model_dir: Path, threads: int) -> None:
+    def __init__(self, model_dir: Path, threads: int, dtype: str) -> None:
         import torch
         from transformers import LlamaForCausalLM
 
         torch.set_num_threads(threads)
         self.torch = torch
         self.model = LlamaForCausalLM.from_pretrained(
-            str(model_dir), torch_dtype=torch.float32
+            str(model_dir), torch_dtype=torch.bfloat16 if dtype == "bf16" else torch.float32
         ).eval()
         self.generate(DUMMY_WARMUP)
 
@@ -424,12 +284,26 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch threads, every mode")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dtype", choices=("fp32", "bf16"), default="fp32", help="headline run and baselines"
+    )
+    parser.add_argument(
+        "--matrix-shapes",
+        default="tiny,100m",
+        help="the model x dtype x threads matrix under a fixed load (128 prompt / 128 output "
+        "tokens, 16 in flight, as vLLM was measured): shapes tiny, 100m; empty skips it",
+    )
+    parser.add_argument("--matrix-dtypes", default="fp32,bf16")
+    parser.add_argument("--matrix-threads", default="1,2")
+    parser.add_argument("--matrix-requests", type=int, default=32)
     args = parser.parse_args()
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "home"
+        # A deployment serves a folder its tenant owns: under the tenant's storage prefix.
         model_dir = build_tiny_llama(
-            Path(tmp) / "model",
+            home / "storage" / "bench" / "model",
             hidden_size=args.hidden,
             intermediate_size=args.hidden * 8 // 3,
             num_layers=args.layers,
@@ -440,12 +314,10 @@ def main() -> None:
         vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
         reqs = dataset(args.requests, args.seed, vocab, args)
         poisson = dataset(args.poisson_requests, args.seed + 1, vocab, args)
-        home = Path(tmp) / "home"
-        home.mkdir()
-        hf = HFBaselines(model_dir, args.threads)
+        hf = HFBaselines(model_dir, args.threads, args.dtype)
         sequential = reqs[: args.sequential_requests]
         hf_before = hf.sequential(sequential)
-        with control_plane(home, model_dir, args.threads) as (gateway, key, replica):
+        with control_plane(home, model_dir, args.threads, args.dtype) as (gateway, key, replica):
             uvloop.run(drive(replica, "bench", reqs[:4], concurrency=4))
             results, wall = uvloop.run(drive(replica, "bench", reqs, concurrency=args.concurrency))
             engine = summary(results, wall)
@@ -458,6 +330,16 @@ def main() -> None:
             )
         hf_after = hf.sequential(sequential)
         hf_static, hf_static_wall = hf.static(reqs[: args.static_requests], args.concurrency)
+        del hf
+        matrix = []
+        if args.matrix_shapes:
+            matrix = measure_matrix(
+                Path(tmp),
+                args.matrix_shapes.split(","),
+                args.matrix_dtypes.split(","),
+                [int(t) for t in args.matrix_threads.split(",")],
+                ClientLoad(requests=args.matrix_requests),
+            )
 
     engine_tok_s = engine["output_tok_s"]
     hf_sequential = (hf_before + hf_after) / 2
@@ -478,13 +360,14 @@ def main() -> None:
         "gateway": gw,
         "hf_static_wall_s": round(hf_static_wall, 2),
         "hf_sequential_before_after": [round(hf_before, 1), round(hf_after, 1)],
+        "matrix": matrix,
         "setup": {
             "requests": args.requests,
             "concurrency": args.concurrency,
             "hidden": args.hidden,
             "layers": args.layers,
             "threads": args.threads,
-            "dtype": "float32",
+            "dtype": args.dtype,
             "prompt_len": f"lognormal median {args.prompt_median} [8, {args.prompt_max}]",
             "output_len": f"exponential mean {args.output_mean} [4, {args.output_max}]",
             "mean_output_len": round(statistics.mean(r.output_len for r in reqs), 1),

@@ -1,25 +1,30 @@
 """Training throughput: rainier's full runtime against a bare PyTorch loop on the same model.
 
 The runtime (`python -m rainier.train` in its own process, as a job runs it: real data from
-memory-mapped shards, metrics, a checkpoint every 100 steps) and the simplest training loop
-there is (same model, same batch shape, same fused AdamW and clipping, one fixed batch) run in
+memory-mapped shards, metrics, checkpoints) and the simplest training loop there is (same
+model, same batch shape, same fused AdamW, clipping and autocast, one fixed batch) run in
 alternating rounds, so load from other processes on a shared machine lands on both alike.
-Both use the same torch thread count (`--threads`, 1 by default: on a machine whose cores other
-processes also use, a team of OpenMP threads stalls whenever one member is descheduled, and the
-figures then measure the neighbours rather than the runtime). The runtime is
-timed from its `start` event to its `done` event, which includes its checkpoint writes and its
-final validation; the bare loop gets two untimed warm-up steps the runtime does not. The bare
-loop runs with the allocator settings the runtime applies to itself (`keep_freed_memory`), so
-the ratio measures the runtime's own work (data, metrics, checkpoints), not glibc's defaults.
+
+Each mode is a shape x a compute dtype x a torch thread count, the runtime and the bare loop
+alike: the `tiny` shape (3 layers, 256 wide) and a ~100M-parameter Llama (`100m`: 1024 wide,
+12 layers, 16 query / 4 KV heads); fp32, and bf16 (autocast over fp32 master weights) where
+the CPU has bf16 matrix units (AMX); one thread and every core this process may use. The
+runtime is timed from its `start` event to its `done` event, which includes its checkpoint
+writes and its final validation; the bare loop gets two untimed warm-up steps the runtime
+does not. The bare loop runs with the allocator settings the runtime applies to itself
+(`keep_freed_memory`), so the ratio measures the runtime's own work, not glibc's defaults.
 
 MFU counts 6 FLOPs per matmul weight per token plus attention (`ModelShape.flops_per_token`)
-against an fp32 matmul peak measured the way the runtime measures an unknown CPU, before every
-round, keeping the best: a single measurement taken while a neighbour holds the core reads low
-and would inflate the MFU. The 2-process DDP figure runs two `python -m rainier.train` ranks
-over gloo, one thread each.
+against the matmul peak of the mode's dtype and threads, measured before every round, keeping
+the best. The 2-process DDP figure runs two `python -m rainier.train` ranks over gloo, one
+thread each, on the tiny shape.
 
-Prints one JSON line last: {"runtime_tokens_per_s", "bare_tokens_per_s", "runtime_vs_bare",
-"mfu", "measured_peak_gflops", "ddp2_tokens_per_s", ...the shape and the rounds}.
+Targets: tiny, every core >= 1.7x one thread; 100m, bf16 >= 3x fp32 on AMX; runtime/bare
+>= 0.95 in each mode. On a machine other processes share, the thread figures measure the
+neighbours as much as the runtime: read them with `load_before` / `load_after`.
+
+Prints one JSON line per round, then one JSON line last: {"modes": [per-mode figures],
+"tiny_fp32_threads_speedup", "100m_bf16_vs_fp32_1t", "min_runtime_vs_bare", ...}.
 """
 
 from __future__ import annotations
@@ -32,37 +37,64 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rainier.allocator import keep_freed_memory
+from rainier.precision import cpu_has_fast_bf16, mixed_precision, resolve_dtype
 from rainier.train.config import build_config
 from rainier.train.data import stdlib_sample
 from rainier.train.metrics import measure_matmul_tflops
 from rainier.train.model import Transformer, lm_loss
 from rainier.train.optim import adamw
 
-SHAPE = {
-    "dim": 256, "n_layers": 3, "n_heads": 4, "n_kv_heads": 4, "ffn_dim": 768,
-    "vocab_size": 2048, "max_seq_len": 256,
+SHAPES: dict[str, dict[str, int]] = {
+    # the shape the runtime's thread and overhead targets are held on
+    "tiny": {
+        "dim": 256, "n_layers": 3, "n_heads": 4, "n_kv_heads": 4, "ffn_dim": 768,
+        "vocab_size": 2048, "max_seq_len": 256,
+    },
+    # a ~100M-parameter Llama: where bf16 on matrix units pays
+    "100m": {
+        "dim": 1024, "n_layers": 12, "n_heads": 16, "n_kv_heads": 4, "ffn_dim": 2816,
+        "vocab_size": 2048, "max_seq_len": 256,
+    },
 }  # fmt: skip
 CHECKPOINT_EVERY = 100
 
 
-def overrides() -> list[str]:
-    return [f"{k}={v}" for k, v in SHAPE.items()]
+@dataclass(frozen=True)
+class Mode:
+    """One measured configuration: a model shape, a compute dtype and a torch thread count."""
+
+    shape: str
+    dtype: str
+    threads: int
+    steps: int
+    batch: int
+    seq: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.shape}/{self.dtype}/{self.threads}t"
 
 
-def train_argv(
-    corpus: Path, cache: Path, ckpt: Path, steps: int, batch: int, seq: int, every: int
-) -> list[str]:
-    argv = ["--data", str(corpus), "--data-cache", str(cache), "--checkpoint-dir", str(ckpt)]
-    argv += ["--steps", str(steps), "--batch-size", str(batch), "--seq-len", str(seq)]
-    argv += ["--checkpoint-every", str(every), "--log-every", "10", "--eval-batches", "1"]
-    argv += ["--preset", "tiny", "--threads", str(torch.get_num_threads())]
-    for item in overrides():
+def overrides(shape: str) -> list[str]:
+    return [f"{k}={v}" for k, v in SHAPES[shape].items()]
+
+
+def train_argv(corpus: Path, cache: Path, ckpt: Path | None, mode: Mode, every: int) -> list[str]:
+    argv = ["--data", str(corpus), "--data-cache", str(cache)]
+    if ckpt is not None:
+        argv += ["--checkpoint-dir", str(ckpt)]
+    argv += ["--steps", str(mode.steps), "--batch-size", str(mode.batch)]
+    argv += ["--seq-len", str(mode.seq), "--checkpoint-every", str(every)]
+    argv += ["--log-every", "10", "--eval-batches", "1", "--preset", "tiny"]
+    argv += ["--threads", str(mode.threads), "--dtype", mode.dtype]
+    for item in overrides(mode.shape):
         argv += ["--override", item]
     return argv
 
@@ -95,27 +127,35 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def runtime_round(
-    corpus: Path, cache: Path, work: Path, steps: int, batch: int, seq: int
-) -> tuple[float, int]:
-    """Seconds from the runtime's first step to its end, and the tokens it trained."""
-    ckpt = Path(tempfile.mkdtemp(dir=work))
-    seen = run_runtime(train_argv(corpus, cache, ckpt, steps, batch, seq, CHECKPOINT_EVERY))
-    if steps >= CHECKPOINT_EVERY and "checkpoint" not in seen:
+def runtime_round(corpus: Path, cache: Path, work: Path, mode: Mode) -> tuple[float, int]:
+    """Seconds from the runtime's first step to its end, and the tokens it trained. The tiny
+    shape checkpoints every `CHECKPOINT_EVERY` steps, as a job does; the 100M one runs a few
+    steps without a checkpoint folder, where one save (weights and AdamW's moments, 1.6 GB)
+    would be most of a short round."""
+    ckpt = Path(tempfile.mkdtemp(dir=work)) if mode.shape == "tiny" else None
+    every = CHECKPOINT_EVERY if ckpt is not None else 0
+    seen = run_runtime(train_argv(corpus, cache, ckpt, mode, every))
+    if mode.steps >= CHECKPOINT_EVERY and ckpt is not None and "checkpoint" not in seen:
         raise SystemExit("the runtime wrote no checkpoint in its round")
-    return seen["done"]["time"] - seen["start"]["time"], steps * batch * seq
+    if seen["start"]["dtype"] != mode.dtype:
+        raise SystemExit(f"the runtime computed in {seen['start']['dtype']}, not {mode.dtype}")
+    return seen["done"]["time"] - seen["start"]["time"], mode.steps * mode.batch * mode.seq
 
 
-def bare_round(steps: int, batch: int, seq: int) -> tuple[float, int]:
-    """The simplest loop: the same model and optimizer on one fixed random batch."""
-    cfg = build_config("tiny", overrides())
+def bare_round(mode: Mode) -> tuple[float, int]:
+    """The simplest loop: the same model, optimizer and autocast on one fixed random batch."""
+    torch.set_num_threads(mode.threads)
+    cfg = build_config("tiny", overrides(mode.shape))
     torch.manual_seed(0)
     model = Transformer(cfg)
     optimizer = adamw(model, 3e-4, 0.1, (0.9, 0.95))
+    batch, seq, steps = mode.batch, mode.seq, mode.steps
     tokens = torch.randint(0, cfg.vocab_size, (batch, seq + 1))
+    autocast = mixed_precision(torch.device("cpu"), resolve_dtype(mode.dtype, torch.device("cpu")))
 
     def step() -> None:
-        loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
+        with autocast:
+            loss = lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -135,11 +175,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def ddp2(corpus: Path, cache: Path, work: Path, steps: int, batch: int, seq: int) -> float:
+def ddp2(corpus: Path, cache: Path, work: Path, mode: Mode) -> float:
     """Tokens/s of two ranks on this machine, one thread each, timed like a runtime round."""
     ckpt = Path(tempfile.mkdtemp(dir=work))
     port = str(free_port())
-    argv = train_argv(corpus, cache, ckpt, steps, batch, seq, steps)
+    steps, batch, seq = mode.steps, mode.batch, mode.seq
+    argv = train_argv(corpus, cache, ckpt, mode, steps)
     procs = []
     for rank in range(2):
         env = clean_env(
@@ -165,76 +206,124 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def measure_mode(
+    corpus: Path, cache: Path, work: Path, mode: Mode, rounds: int, peak: float
+) -> dict[str, Any]:
+    """Runtime and bare loop in alternating rounds; the mean time per token of each."""
+    torch.set_num_threads(mode.threads)
+    dtype = resolve_dtype(mode.dtype, torch.device("cpu"))
+    measured: list[dict[str, float]] = []
+    for _ in range(rounds):
+        peak = max(peak, measure_matmul_tflops(torch.device("cpu"), dtype))
+        rt_s, rt_tokens = runtime_round(corpus, cache, work, mode)
+        bare_s, bare_tokens = bare_round(mode)
+        measured.append({"runtime": rt_tokens / rt_s, "bare": bare_tokens / bare_s})
+        print(json.dumps({"mode": mode.name, "load": load(), **measured[-1]}), flush=True)
+    # Equal token counts per round, so the mean time per token is the fair aggregate.
+    runtime = 1 / (sum(1 / r["runtime"] for r in measured) / len(measured))
+    bare = 1 / (sum(1 / r["bare"] for r in measured) / len(measured))
+    flops = build_config("tiny", overrides(mode.shape)).flops_per_token(mode.seq)
+    return {
+        "mode": mode.name,
+        "runtime_tokens_per_s": round(runtime, 1),
+        "bare_tokens_per_s": round(bare, 1),
+        "runtime_vs_bare": round(runtime / bare, 4),
+        "mfu": round(flops * runtime / (peak * 1e12 * mode.threads), 4),
+        "measured_peak_gflops_per_thread": round(peak * 1e3 / mode.threads, 2),
+        "batch_size": mode.batch,
+        "seq_len": mode.seq,
+        "steps_per_round": mode.steps,
+        "rounds": rounds,
+    }
+
+
+def ratio(figures: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
+    if a == b or a not in figures or b not in figures:
+        return None
+    return round(figures[a]["runtime_tokens_per_s"] / figures[b]["runtime_tokens_per_s"], 3)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=2, help="runtime/bare pairs, alternating")
-    p.add_argument("--steps", type=int, default=CHECKPOINT_EVERY, help="steps per round")
+    p.add_argument("--rounds", type=int, default=2, help="runtime/bare pairs per mode")
+    p.add_argument("--steps", type=int, default=CHECKPOINT_EVERY, help="tiny: steps per round")
     p.add_argument(
         "--batch-size",
         type=int,
         default=4,
-        help="sequences per step (default 4: 1024 tokens keep the matmuls efficient and the "
-        "activations inside the last-level cache)",
+        help="tiny: sequences per step (default 4: 1024 tokens keep the matmuls efficient and "
+        "the activations inside the last-level cache)",
     )
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--ddp-steps", type=int, default=50, help="0 skips the DDP figure")
-    p.add_argument("--corpus-bytes", type=int, default=1 << 20)
+    p.add_argument("--big-steps", type=int, default=4, help="100m: steps per round")
+    p.add_argument("--big-batch-size", type=int, default=1, help="100m: sequences per step")
+    p.add_argument("--shapes", default="tiny,100m", help="comma-separated: tiny, 100m")
+    p.add_argument(
+        "--dtypes",
+        default="auto",
+        help="comma-separated fp32, bf16; auto = fp32, and bf16 where the chip has bf16 "
+        "matrix units",
+    )
     p.add_argument(
         "--threads",
-        type=int,
-        default=1,
-        help="torch threads of the runtime, the bare loop and the peak measurement (default 1)",
+        default="1,all",
+        help="comma-separated torch thread counts; all = the cores this process may use",
     )
+    p.add_argument("--ddp-steps", type=int, default=50, help="0 skips the DDP figure")
+    p.add_argument("--corpus-bytes", type=int, default=1 << 20)
     args = p.parse_args()
     keep_freed_memory()
-    torch.set_num_threads(args.threads)
-    batch, seq = args.batch_size, args.seq_len
-    cfg = build_config("tiny", overrides())
+    cores = available_cores()
+    threads = sorted({cores if t == "all" else int(t) for t in args.threads.split(",")})
+    dtypes = ["fp32", "bf16"] if args.dtypes == "auto" else args.dtypes.split(",")
+    if args.dtypes == "auto" and not cpu_has_fast_bf16():
+        dtypes = ["fp32"]
+    modes = [
+        Mode(shape, dtype, t, args.steps, args.batch_size, args.seq_len)
+        if shape == "tiny"
+        else Mode(shape, dtype, t, args.big_steps, args.big_batch_size, args.seq_len)
+        for shape in args.shapes.split(",")
+        for dtype in dtypes
+        for t in threads
+    ]
 
     with tempfile.TemporaryDirectory(prefix="rainier-train-bench-") as tmp:
         work = Path(tmp)
         corpus = stdlib_sample(work / "corpus", args.corpus_bytes)
         cache = work / "cache"
         load_before = load()
-        peak = measure_matmul_tflops(torch.device("cpu"), torch.float32)
         # Tokenize once, outside every timed round.
-        runtime_round(corpus, cache, work, 1, batch, seq)
-        rounds: list[dict[str, float]] = []
-        for _ in range(args.rounds):
-            peak = max(peak, measure_matmul_tflops(torch.device("cpu"), torch.float32))
-            rt_s, rt_tokens = runtime_round(corpus, cache, work, args.steps, batch, seq)
-            bare_s, bare_tokens = bare_round(args.steps, batch, seq)
-            rounds.append(
-                {
-                    "runtime_tokens_per_s": rt_tokens / rt_s,
-                    "bare_tokens_per_s": bare_tokens / bare_s,
-                }
-            )
-            print(json.dumps({"round": len(rounds), "load": load(), **rounds[-1]}), flush=True)
-        ddp = ddp2(corpus, cache, work, args.ddp_steps, batch, seq) if args.ddp_steps else None
+        runtime_round(corpus, cache, work, Mode("tiny", "fp32", 1, 1, 1, args.seq_len))
+        figures: dict[str, dict[str, Any]] = {}
+        for mode in modes:
+            torch.set_num_threads(mode.threads)
+            dtype = resolve_dtype(mode.dtype, torch.device("cpu"))
+            peak = measure_matmul_tflops(torch.device("cpu"), dtype)
+            figures[mode.name] = measure_mode(corpus, cache, work, mode, args.rounds, peak)
+        ddp = None
+        if args.ddp_steps and "tiny" in args.shapes:
+            ddp_mode = Mode("tiny", "fp32", 1, args.ddp_steps, args.batch_size, args.seq_len)
+            ddp = ddp2(corpus, cache, work, ddp_mode)
 
-    # Equal token counts per round, so the mean time per token is the fair aggregate.
-    runtime = 1 / (sum(1 / r["runtime_tokens_per_s"] for r in rounds) / len(rounds))
-    bare = 1 / (sum(1 / r["bare_tokens_per_s"] for r in rounds) / len(rounds))
-    flops = cfg.flops_per_token(seq)
+    most = max(threads)
     print(
         json.dumps(
             {
-                "runtime_tokens_per_s": round(runtime, 1),
-                "bare_tokens_per_s": round(bare, 1),
-                "runtime_vs_bare": round(runtime / bare, 4),
-                "mfu": round(flops * runtime / (peak * 1e12), 4),
-                "bare_mfu": round(flops * bare / (peak * 1e12), 4),
-                "measured_peak_gflops": round(peak * 1e3, 2),
+                "modes": list(figures.values()),
+                "tiny_fp32_threads_speedup": ratio(figures, f"tiny/fp32/{most}t", "tiny/fp32/1t"),
+                "tiny_bf16_threads_speedup": ratio(figures, f"tiny/bf16/{most}t", "tiny/bf16/1t"),
+                "100m_bf16_vs_fp32_1t": ratio(figures, "100m/bf16/1t", "100m/fp32/1t"),
+                f"100m_bf16_vs_fp32_{most}t": ratio(
+                    figures, f"100m/bf16/{most}t", f"100m/fp32/{most}t"
+                ),
+                "min_runtime_vs_bare": min(f["runtime_vs_bare"] for f in figures.values()),
                 "ddp2_tokens_per_s": round(ddp, 1) if ddp else None,
-                "params": cfg.n_params(),
-                "flops_per_token": flops,
-                "batch_size": batch,
-                "seq_len": seq,
-                "steps_per_round": args.steps,
-                "checkpoint_every": CHECKPOINT_EVERY,
-                "rounds": args.rounds,
-                "threads": torch.get_num_threads(),
+                "cpu_bf16_matrix_units": cpu_has_fast_bf16(),
+                "cores": cores,
                 "load_before": load_before,
                 "load_after": load(),
             }

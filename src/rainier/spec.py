@@ -209,6 +209,9 @@ class TrainSpec(Document):
         0, ge=0, le=MAX_STEPS, description="steps between validation passes; 0 = at the end"
     )
     model_name: Name | None = None
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto = bf16 where the chip has bf16 matrix units, else fp32"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainSpec:
@@ -255,6 +258,7 @@ class TrainSpec(Document):
             "--eval-every", str(self.eval_every),
             "--export", export,
             "--model-name", self.model_name or job_name,
+            "--dtype", self.dtype,
         ]  # fmt: skip
         if self.warmup_steps is not None:
             argv += ["--warmup-steps", str(self.warmup_steps)]
@@ -372,6 +376,9 @@ class DeploymentSpec(Document):
     rate_limit_rpm: int | None = Field(None, ge=1, le=MAX_RPM)
     priority: int = Field(50, ge=-100, le=100)
     max_batch_tokens: int = Field(2048, ge=16, le=MAX_BATCH_TOKENS)
+    dtype: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="weights and KV cache; auto = bf16 where the chip has bf16 matrix units"
+    )
 
     @model_validator(mode="after")
     def _known_flavor(self) -> DeploymentSpec:

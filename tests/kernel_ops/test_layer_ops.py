@@ -28,10 +28,12 @@ def test_rms_norm_and_the_residual_add(ops: LayerOps, dim: int) -> None:
     torch.testing.assert_close(out, rms_norm(x + delta, weight, 1e-5))
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("heads", "kv_heads", "head_dim"), [(4, 2, 16), (3, 1, 10), (8, 8, 64)])
 def test_rope_store_rotates_in_place_and_fills_the_slots(
-    ops: LayerOps, heads: int, kv_heads: int, head_dim: int
+    ops: LayerOps, heads: int, kv_heads: int, head_dim: int, cache_dtype: torch.dtype
 ) -> None:
+    """A bf16 cache holds exactly what torch's rounding of the float32 rows gives."""
     gen = torch.Generator().manual_seed(heads + head_dim)
     rows, slots_total = 6, 40
     qkv = torch.randn(rows, heads + 2 * kv_heads, head_dim, generator=gen)
@@ -40,7 +42,7 @@ def test_rope_store_rotates_in_place_and_fills_the_slots(
     sin = torch.cat([angles, angles], -1).sin()
     positions = torch.tensor([0, 3, 49, 7, 7, 20])
     slots = torch.tensor([5, 0, 39, 17, 18, 2])
-    caches = torch.zeros(2, slots_total, kv_heads, head_dim)
+    caches = torch.zeros(2, slots_total, kv_heads, head_dim, dtype=cache_dtype)
     original = qkv.clone()
     ops.rope_store(qkv, heads, cos, sin, positions, slots, caches[0], caches[1])
 
@@ -50,8 +52,11 @@ def test_rope_store_rotates_in_place_and_fills_the_slots(
     expected = qk * cos[positions][:, None] + rotated * sin[positions][:, None]
     torch.testing.assert_close(qkv[:, : heads + kv_heads], expected)
     torch.testing.assert_close(qkv[:, heads + kv_heads :], original[:, heads + kv_heads :])
-    torch.testing.assert_close(caches[0][slots], expected[:, heads:])
-    torch.testing.assert_close(caches[1][slots], original[:, heads + kv_heads :])
+    assert torch.equal(caches[0][slots], qkv[:, heads : heads + kv_heads].to(cache_dtype))
+    torch.testing.assert_close(
+        caches[0][slots].float(), expected[:, heads:].to(cache_dtype).float()
+    )
+    assert torch.equal(caches[1][slots], original[:, heads + kv_heads :].to(cache_dtype))
     untouched = torch.ones(slots_total, dtype=torch.bool)
     untouched[slots] = False
     assert not caches[:, untouched].any()

@@ -38,20 +38,26 @@ def reference(
     return out
 
 
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "dim", "block_size"),
     [(4, 2, 64, 16), (4, 4, 80, 5), (8, 2, 128, 16), (2, 1, 8, 1), (6, 3, 72, 7)],
 )
 def test_matches_attention_in_float64(
-    kernel: PagedAttention, heads: int, kv_heads: int, dim: int, block_size: int
+    kernel: PagedAttention,
+    heads: int,
+    kv_heads: int,
+    dim: int,
+    block_size: int,
+    cache_dtype: torch.dtype,
 ) -> None:
     """Decodes and prefill chunks in one call, contexts of every length class (shorter than a
     block, not a multiple of 8, long), blocks scattered over the pool, query rows strided as a
-    slice of a fused q/k/v projection is."""
+    slice of a fused q/k/v projection is; a bf16 cache is read as the floats it holds."""
     gen = torch.Generator().manual_seed(heads * dim + block_size)
     lengths = [1, 3, 9, block_size, 2 * block_size + 1, 97, 301 // block_size * block_size]
     num_blocks = sum(-(-n // block_size) for n in lengths) + 20
-    cache = torch.randn(2, num_blocks * block_size, kv_heads, dim, generator=gen)
+    cache = torch.randn(2, num_blocks * block_size, kv_heads, dim, generator=gen).to(cache_dtype)
     tables, token_seq, context_lens = [], [], []
     free = torch.randperm(num_blocks, generator=gen).tolist()
     for seq, length in enumerate(lengths):
@@ -83,6 +89,9 @@ def test_refuses_what_it_cannot_compute(kernel: PagedAttention) -> None:
     table = torch.zeros(1, 1, dtype=torch.long)
     with pytest.raises(ValueError, match="float32"):
         kernel(torch.zeros(1, 2, 64, dtype=torch.float64), cache[0], cache[1], table, index,
+               index + 1, 16, 0.125)  # fmt: skip
+    with pytest.raises(ValueError, match="bfloat16 CPU cache"):
+        kernel(torch.zeros(1, 2, 64), cache[0].half(), cache[1].half(), table, index,
                index + 1, 16, 0.125)  # fmt: skip
     with pytest.raises(ValueError, match="divisible by 8"):
         kernel(torch.zeros(1, 2, 12), cache[0, :, :, :12], cache[1, :, :, :12], table, index,

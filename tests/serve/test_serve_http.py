@@ -43,6 +43,8 @@ class ServerProcess:
                 "8",
                 "--torch-threads",
                 "1",
+                "--dtype",
+                "fp32",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

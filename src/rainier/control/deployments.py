@@ -141,6 +141,7 @@ def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, obje
         "chips": doc.chips_per_replica,
         "priority": doc.priority,
         "max_batch_tokens": doc.max_batch_tokens,
+        "dtype": doc.dtype,
     }
 
 
@@ -236,6 +237,8 @@ def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
         row.name,
         "--max-batch-tokens",
         str(doc.max_batch_tokens),
+        "--dtype",
+        doc.dtype,
     ]
     if doc.flavor == "cpu" and doc.chips_per_replica > 0:
         command += ["--torch-threads", str(doc.chips_per_replica)]

@@ -68,6 +68,20 @@ void add_rms_norm(float *hidden, const float *delta, const float *weight, float 
     }
 }
 
+/* Rotates `count` heads of one row in place, half-split layout. */
+static void rotate_row(float *row, int64_t count, int64_t head_dim, const float *c,
+                       const float *s) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < count; h++) {
+        float *restrict x1 = row + h * head_dim, *restrict x2 = x1 + half;
+        for (int64_t i = 0; i < half; i++) {
+            const float a = x1[i], b = x2[i];
+            x1[i] = a * c[i] - b * s[i];
+            x2[i] = b * c[half + i] + a * s[half + i];
+        }
+    }
+}
+
 /* Rotary positions applied in place to the query and key heads of each row of a fused q/k/v
  * projection ([rows, heads + 2 * kv_heads, head_dim]), in the "rotate half" convention of HF
  * Llama, then the row's keys and values copied to its cache slot ([slots, kv_heads, head_dim]
@@ -75,22 +89,43 @@ void add_rms_norm(float *hidden, const float *delta, const float *weight, float 
 void rope_store(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64_t head_dim,
                 const float *cos, const float *sin, const int64_t *positions,
                 const int64_t *slots, float *k_cache, float *v_cache) {
-    const int64_t half = head_dim / 2, kv_width = kv_heads * head_dim;
+    const int64_t kv_width = kv_heads * head_dim;
     const int64_t width = (heads + 2 * kv_heads) * head_dim;
     for (int64_t r = 0; r < rows; r++) {
         float *row = qkv + r * width;
-        const float *c = cos + positions[r] * head_dim, *s = sin + positions[r] * head_dim;
-        for (int64_t h = 0; h < heads + kv_heads; h++) {
-            float *restrict x1 = row + h * head_dim, *restrict x2 = x1 + half;
-            for (int64_t i = 0; i < half; i++) {
-                const float a = x1[i], b = x2[i];
-                x1[i] = a * c[i] - b * s[i];
-                x2[i] = b * c[half + i] + a * s[half + i];
-            }
-        }
+        rotate_row(row, heads + kv_heads, head_dim, cos + positions[r] * head_dim,
+                   sin + positions[r] * head_dim);
         memcpy(k_cache + slots[r] * kv_width, row + heads * head_dim, sizeof(float) * kv_width);
         memcpy(v_cache + slots[r] * kv_width, row + heads * head_dim + kv_width,
                sizeof(float) * kv_width);
+    }
+}
+
+/* The nearest bf16 of a float (ties to even), as `torch`'s conversion rounds; NaN stays NaN. */
+static inline uint16_t to_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* rope_store for a bf16 cache: the rotated keys and the values rounded as they are stored. */
+void rope_store_bf16(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads,
+                     int64_t head_dim, const float *cos, const float *sin,
+                     const int64_t *positions, const int64_t *slots, uint16_t *k_cache,
+                     uint16_t *v_cache) {
+    const int64_t kv_width = kv_heads * head_dim;
+    const int64_t width = (heads + 2 * kv_heads) * head_dim;
+    for (int64_t r = 0; r < rows; r++) {
+        float *row = qkv + r * width;
+        rotate_row(row, heads + kv_heads, head_dim, cos + positions[r] * head_dim,
+                   sin + positions[r] * head_dim);
+        const float *k = row + heads * head_dim, *v = k + kv_width;
+        uint16_t *kc = k_cache + slots[r] * kv_width, *vc = v_cache + slots[r] * kv_width;
+        for (int64_t i = 0; i < kv_width; i++) {
+            kc[i] = to_bf16(k[i]);
+            vc[i] = to_bf16(v[i]);
+        }
     }
 }
 

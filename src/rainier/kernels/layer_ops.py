@@ -21,9 +21,11 @@ class LayerOps:
     def __init__(self, lib: ctypes.CDLL) -> None:
         self._rms_norm = bind(lib, "rms_norm", None, PTR, I64, PTR, PTR, I64, I64, F32)
         self._add_rms_norm = bind(lib, "add_rms_norm", None, PTR, PTR, PTR, PTR, I64, I64, F32)
-        self._rope_store = bind(
-            lib, "rope_store", None, PTR, I64, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, PTR
-        )
+        argtypes = (PTR, I64, I64, I64, I64, PTR, PTR, PTR, PTR, PTR, PTR)
+        self._rope_stores = {
+            torch.float32: bind(lib, "rope_store", None, *argtypes),
+            torch.bfloat16: bind(lib, "rope_store_bf16", None, *argtypes),
+        }
         self._silu_mul = bind(lib, "silu_mul", None, PTR, PTR, I64, I64)
 
     @classmethod
@@ -67,8 +69,14 @@ class LayerOps:
         v_cache: torch.Tensor,
     ) -> None:
         """Rotates the query and key heads of `qkv` [rows, heads + 2 kv_heads, head_dim] in
-        place and writes each row's keys and values to its slot of the caches."""
-        _check(qkv, cos, sin, k_cache, v_cache)
+        place and writes each row's keys and values to its slot of the caches, which are
+        float32 or bf16 (rounded to nearest as stored)."""
+        _check(qkv, cos, sin)
+        store = self._rope_stores.get(k_cache.dtype)
+        if store is None or v_cache.dtype != k_cache.dtype or k_cache.device.type != "cpu":
+            raise ValueError("rope_store writes a float32 or bfloat16 CPU cache")
+        if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+            raise ValueError("the C kernels take contiguous tensors here")
         rows, width, head_dim = qkv.shape
         kv_heads = k_cache.shape[1]
         if width != heads + 2 * kv_heads or k_cache.shape[2] != head_dim or head_dim % 2:
@@ -78,7 +86,7 @@ class LayerOps:
         for index in (positions, slots):
             if index.dtype != torch.int64 or not index.is_contiguous() or len(index) != rows:
                 raise ValueError("rope_store: positions and slots are int64, one per row")
-        self._rope_store(
+        store(
             qkv.data_ptr(), rows, heads, kv_heads, head_dim, cos.data_ptr(), sin.data_ptr(),
             positions.data_ptr(), slots.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
         )  # fmt: skip

@@ -12,6 +12,8 @@
  * positions is a few KiB per head), which is exact, not the online rescaling a GPU kernel
  * needs to stay in registers.
  *
+ * The cache is float32 (`paged_attention`) or bf16 (`paged_attention_bf16`, half the bytes
+ * to read per step, widened to float32 as loaded); queries and outputs are float32.
  * `head_dim` must be a multiple of 8, the vector width.
  */
 #include <math.h>
@@ -20,129 +22,45 @@
 
 #include "vec8.h"
 
-/* Scores of two query rows of a group against `n` key rows `stride` floats apart. Each key
- * load serves both rows, and four keys at a time give eight independent chains of fused
- * multiply-adds, so the vector units do not wait on one chain's latency. A group with one
- * row passes it twice. */
-static void scores_pair(float *restrict out0, float *restrict out1, const float *q0,
-                        const float *q1, const float *restrict key, int64_t n, int64_t stride,
-                        int64_t dim) {
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4, key += 4 * stride) {
-        v8 acc[8] = {0}; /* keys j..j+3 against q0, then against q1 */
-        for (int64_t c = 0; c < dim; c += 8) {
-            const v8 x0 = load8(q0 + c), x1 = load8(q1 + c);
-            for (int i = 0; i < 4; i++) {
-                const v8 k = load8(key + i * stride + c);
-                acc[i] += x0 * k;
-                acc[4 + i] += x1 * k;
-            }
-        }
-        const v8 sums = hsum8x8(acc);
-        for (int i = 0; i < 4; i++) {
-            out0[j + i] = sums[i];
-            out1[j + i] = sums[4 + i];
-        }
-    }
-    for (; j < n; j++, key += stride) {
-        v8 a = splat8(0.0f), b = splat8(0.0f);
-        for (int64_t c = 0; c < dim; c += 8) {
-            const v8 k = load8(key + c);
-            a += load8(q0 + c) * k;
-            b += load8(q1 + c) * k;
-        }
-        out0[j] = hsum8(a);
-        out1[j] = hsum8(b);
-    }
+/* Eight bf16 values as floats: a bf16 is the top half of the float32 with the same bits. */
+typedef uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
+static inline v8 load8_bf16(const uint16_t *p) {
+    return (v8)(__builtin_convertvector(*(const u16x8 *)p, v8i) << 16);
 }
 
-/* acc0/acc1 += sum_j w0[j] / w1[j] * value_j over 32 columns of `n` value rows: each value
- * load serves both rows of the pair, and the eight sums stay in registers. */
-static void weigh_pair_32(v8 acc0[4], v8 acc1[4], const float *w0, const float *w1,
-                          const float *restrict value, int64_t n, int64_t stride) {
-    for (int64_t j = 0; j < n; j++, value += stride) {
-        const v8 x0 = splat8(w0[j]), x1 = splat8(w1[j]);
-        for (int i = 0; i < 4; i++) {
-            const v8 v = load8(value + 8 * i);
-            acc0[i] += x0 * v;
-            acc1[i] += x1 * v;
-        }
-    }
+#define KV_T float
+#define LOAD_KV load8
+#define SUFFIX f32_
+#include "paged_attention_body.h"
+#undef KV_T
+#undef LOAD_KV
+#undef SUFFIX
+
+#define KV_T uint16_t
+#define LOAD_KV load8_bf16
+#define SUFFIX bf16_
+#include "paged_attention_body.h"
+#undef KV_T
+#undef LOAD_KV
+#undef SUFFIX
+
+int paged_attention(const float *q, int64_t q_token_stride, const float *k_cache,
+                    const float *v_cache, const int64_t *block_tables, int64_t max_blocks,
+                    const int64_t *token_seq, const int64_t *context_lens, float *out,
+                    int64_t num_tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
+                    int64_t block_size, float scale) {
+    return paged_attention_f32_(q, q_token_stride, k_cache, v_cache, block_tables, max_blocks,
+                               token_seq, context_lens, out, num_tokens, heads, kv_heads,
+                               head_dim, block_size, scale);
 }
 
-static void weigh_pair_8(v8 *acc0, v8 *acc1, const float *w0, const float *w1,
-                         const float *restrict value, int64_t n, int64_t stride) {
-    for (int64_t j = 0; j < n; j++, value += stride) {
-        const v8 v = load8(value);
-        *acc0 += splat8(w0[j]) * v;
-        *acc1 += splat8(w1[j]) * v;
-    }
-}
-
-int paged_attention(
-    const float *q, int64_t q_token_stride,       /* [tokens, heads, head_dim], rows strided */
-    const float *k_cache, const float *v_cache,   /* [slots, kv_heads, head_dim] each */
-    const int64_t *block_tables, int64_t max_blocks,
-    const int64_t *token_seq, const int64_t *context_lens,
-    float *out,                                   /* [tokens, heads, head_dim], contiguous */
-    int64_t num_tokens, int64_t heads, int64_t kv_heads, int64_t head_dim,
-    int64_t block_size, float scale) {
-    const int64_t groups = heads / kv_heads;
-    int64_t longest = 1;
-    for (int64_t t = 0; t < num_tokens; t++)
-        if (context_lens[t] > longest) longest = context_lens[t];
-    float *scores = malloc(sizeof(float) * (size_t)(2 * longest));
-    if (scores == NULL) return -1;
-    const int64_t slot_stride = kv_heads * head_dim;
-
-    for (int64_t t = 0; t < num_tokens; t++) {
-        const int64_t *table = block_tables + token_seq[t] * max_blocks;
-        const int64_t length = context_lens[t];
-        for (int64_t h = 0; h < kv_heads; h++) {
-            const float *keys = k_cache + h * head_dim, *values = v_cache + h * head_dim;
-            for (int64_t g = 0; g < groups; g += 2) {
-                const int64_t g1 = g + 1 < groups ? g + 1 : g;
-                const float *q0 = q + t * q_token_stride + (h * groups + g) * head_dim;
-                const float *q1 = q + t * q_token_stride + (h * groups + g1) * head_dim;
-                float *s0 = scores, *s1 = scores + length;
-                for (int64_t start = 0; start < length; start += block_size) {
-                    const int64_t n = length - start < block_size ? length - start : block_size;
-                    const int64_t row = table[start / block_size] * block_size * slot_stride;
-                    scores_pair(s0 + start, s1 + start, q0, q1, keys + row, n, slot_stride,
-                                head_dim);
-                }
-                softmax_row(s0, length, scale);
-                softmax_row(s1, length, scale);
-                float *o0 = out + (t * heads + h * groups + g) * head_dim;
-                float *o1 = out + (t * heads + h * groups + g1) * head_dim;
-                int64_t c = 0;
-                for (; c + 32 <= head_dim; c += 32) {
-                    v8 acc0[4] = {0}, acc1[4] = {0};
-                    for (int64_t start = 0; start < length; start += block_size) {
-                        const int64_t n = length - start < block_size ? length - start : block_size;
-                        const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        weigh_pair_32(acc0, acc1, s0 + start, s1 + start, values + row + c, n,
-                                      slot_stride);
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        store8(o0 + c + 8 * i, acc0[i]);
-                        store8(o1 + c + 8 * i, acc1[i]);
-                    }
-                }
-                for (; c < head_dim; c += 8) {
-                    v8 acc0 = splat8(0.0f), acc1 = splat8(0.0f);
-                    for (int64_t start = 0; start < length; start += block_size) {
-                        const int64_t n = length - start < block_size ? length - start : block_size;
-                        const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        weigh_pair_8(&acc0, &acc1, s0 + start, s1 + start, values + row + c, n,
-                                     slot_stride);
-                    }
-                    store8(o0 + c, acc0);
-                    store8(o1 + c, acc1);
-                }
-            }
-        }
-    }
-    free(scores);
-    return 0;
+int paged_attention_bf16(const float *q, int64_t q_token_stride, const uint16_t *k_cache,
+                         const uint16_t *v_cache, const int64_t *block_tables,
+                         int64_t max_blocks, const int64_t *token_seq,
+                         const int64_t *context_lens, float *out, int64_t num_tokens,
+                         int64_t heads, int64_t kv_heads, int64_t head_dim, int64_t block_size,
+                         float scale) {
+    return paged_attention_bf16_(q, q_token_stride, k_cache, v_cache, block_tables, max_blocks,
+                                 token_seq, context_lens, out, num_tokens, heads, kv_heads,
+                                 head_dim, block_size, scale);
 }

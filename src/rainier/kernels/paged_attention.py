@@ -12,16 +12,18 @@ from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
 class PagedAttention:
     """One call per layer for every query token of a step, decodes and prefill chunks alike.
 
-    Only float32 on the CPU, with a head size that is a multiple of 8 (the kernel's vector
-    width): that is the path where composing it from PyTorch operators costs a gather of every
-    context and a padded attention call per group of sequences.
+    On the CPU, float32 queries over a float32 or bf16 cache, with a head size that is a
+    multiple of 8 (the kernel's vector width): that is the path where composing it from
+    PyTorch operators costs a gather of every context and a padded attention call per group of
+    sequences.
     """
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self._fn = bind(
-            lib, "paged_attention", ctypes.c_int,
-            PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, F32,
-        )  # fmt: skip
+        argtypes = (PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, I64, I64, I64, I64, F32)
+        self._fns = {
+            torch.float32: bind(lib, "paged_attention", ctypes.c_int, *argtypes),
+            torch.bfloat16: bind(lib, "paged_attention_bf16", ctypes.c_int, *argtypes),
+        }
 
     @classmethod
     def load(cls) -> PagedAttention | None:
@@ -44,7 +46,10 @@ class PagedAttention:
         blocks]; `token_seq` and `context_lens` [tokens]. Returns [tokens, heads, head_dim]."""
         tokens, heads, head_dim = q.shape
         kv_heads = k_cache.shape[1]
-        require_float32_cpu(q, k_cache, v_cache)
+        require_float32_cpu(q)
+        fn = self._fns.get(k_cache.dtype)
+        if fn is None or v_cache.dtype != k_cache.dtype or k_cache.device.type != "cpu":
+            raise ValueError("paged_attention reads a float32 or bfloat16 CPU cache")
         if head_dim % 8:
             raise ValueError(f"paged_attention needs a head size divisible by 8, not {head_dim}")
         if q.stride(2) != 1 or q.stride(1) != head_dim:
@@ -60,7 +65,7 @@ class PagedAttention:
         out = torch.empty((tokens, heads, head_dim), dtype=q.dtype)
         if tokens == 0:
             return out
-        status = self._fn(
+        status = fn(
             q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
             block_tables.data_ptr(), block_tables.shape[1], token_seq.data_ptr(),
             context_lens.data_ptr(), out.data_ptr(), tokens, heads, kv_heads, head_dim,

@@ -21,6 +21,7 @@ import torch
 import uvicorn
 
 from rainier.allocator import keep_freed_memory
+from rainier.precision import resolve_dtype
 from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
@@ -63,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-prefix-caching", action="store_true")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
-        "--dtype", default="float32", help="float32, bfloat16 or float16 (weights and KV cache)"
+        "--dtype",
+        default="auto",
+        help="weights and KV cache: auto (bf16 where the chip has bf16 matrix units: GPUs, CPUs "
+        "with AMX; else fp32), fp32, bf16, or float32, bfloat16, float16",
     )
     parser.add_argument("--torch-threads", type=int, default=0, help="0 = torch's default")
     parser.add_argument(
@@ -97,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         basename(args.model) if is_url(args.model) else model_dir.resolve().name
     )
     try:
+        dtype = str(resolve_dtype(args.dtype, torch.device(device))).removeprefix("torch.")
         config = EngineConfig(
             kv_memory_mb=args.kv_memory_mb,
             block_size=args.block_size,
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             max_num_seqs=args.max_num_seqs,
             enable_prefix_caching=not args.no_prefix_caching,
             device=device,
-            dtype=args.dtype,
+            dtype=dtype,
             max_model_len=args.max_model_len,
         )
         engine: EngineClient | LLMEngine

@@ -24,8 +24,10 @@ from rainier.kernels.decoder import Decoder, DecoderKernel, DecoderLayer
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel, PackedLinear
 from rainier.kernels.paged_attention import PagedAttention
+from rainier.precision import short_name
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import HFModelConfig, ModelFormatError
+from rainier.serve.onednn_linear import OneDnnLinear, onednn_linear_available
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,14 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class Kernels:
-    """The C kernels a float32 CPU forward runs on; see `rainier.kernels`. They come from one
+    """The C kernels a CPU forward runs on; see `rainier.kernels`. They come from one
     library, `decoder.c`, which includes the others' code: one build on a machine's first start
-    and one load at each start, not one for every kernel. `linear` and `decoder` are there only
-    when torch runs one thread: the packed matrix product is single-threaded, and with more
-    threads torch's own spreads a product over them."""
+    and one load at each start, not one for every kernel. Activations are float32 in them
+    whatever the weights are; a bf16 model's cache is read and written as bf16. `linear` and
+    `decoder` are there only for float32 weights with one torch thread: the packed matrix
+    product is single-threaded, and with more threads (or bf16 weights, which oneDNN
+    multiplies on AMX) the weights are pre-blocked for oneDNN, which spreads a product over
+    the threads."""
 
     attention: PagedAttention
     layer: LayerOps
@@ -72,11 +77,11 @@ class Kernels:
     decoder: DecoderKernel | None
 
     @classmethod
-    def load(cls) -> Kernels | None:
+    def load(cls, dtype: torch.dtype) -> Kernels | None:
         lib = load_kernel("decoder")
         if lib is None:
             return None
-        if torch.get_num_threads() != 1:
+        if torch.get_num_threads() != 1 or dtype != torch.float32:
             return cls(PagedAttention(lib), LayerOps(lib), None, None)
         return cls(PagedAttention(lib), LayerOps(lib), LinearKernel(lib), DecoderKernel(lib))
 
@@ -165,18 +170,33 @@ class LlamaModel:
                 f"model.embed_tokens.weight has shape {tuple(self.embed.shape)}, config.json "
                 f"says ({config.vocab_size}, {config.hidden_size})"
             )
-        self.norm = take("model.norm.weight")
         if config.tie_word_embeddings or "lm_head.weight" not in tensors:
             lm_head = self.embed
         else:
             lm_head = take("lm_head.weight")
         self.kernels: Kernels | None = None
-        if device.type == "cpu" and dtype == torch.float32 and config.head_dim % 8 == 0:
-            self.kernels = Kernels.load()
+        if (
+            device.type == "cpu"
+            and dtype in (torch.float32, torch.bfloat16)
+            and config.head_dim % 8 == 0
+        ):
+            self.kernels = Kernels.load(dtype)
+        # The kernels normalise float32 activations with float32 weights.
+        norm_dtype = torch.float32 if self.kernels is not None else dtype
+
+        def norm(name: str) -> torch.Tensor:
+            return take(name).to(norm_dtype)
+
+        self.norm = norm("model.norm.weight")
         packer = self.kernels.linear if self.kernels is not None else None
+        onednn = device.type == "cpu" and packer is None and onednn_linear_available(dtype)
 
         def projection(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Projection:
-            return packer.pack(weight, bias) if packer is not None else TorchLinear(weight, bias)
+            if packer is not None:
+                return packer.pack(weight, bias)
+            if onednn:
+                return OneDnnLinear.pack(weight, bias)
+            return TorchLinear(weight, bias)
 
         self.lm_head = projection(lm_head)
         self.layers: list[LayerWeights] = []
@@ -195,8 +215,8 @@ class LlamaModel:
             gate_up = [take(p + f"mlp.{name}_proj.weight") for name in ("gate", "up")]
             self.layers.append(
                 LayerWeights(
-                    input_norm=take(p + "input_layernorm.weight"),
-                    post_norm=take(p + "post_attention_layernorm.weight"),
+                    input_norm=norm(p + "input_layernorm.weight"),
+                    post_norm=norm(p + "post_attention_layernorm.weight"),
                     qkv=projection(torch.cat(qkv), qkv_bias),
                     o=projection(
                         take(p + "self_attn.o_proj.weight"), maybe(p + "self_attn.o_proj.bias")
@@ -208,8 +228,8 @@ class LlamaModel:
         positions = torch.arange(config.max_position_embeddings, dtype=torch.float64)
         freqs = torch.outer(positions, rope_inv_freq(config))
         angles = torch.cat([freqs, freqs], dim=-1)
-        self.cos = angles.cos().to(device=device, dtype=dtype)
-        self.sin = angles.sin().to(device=device, dtype=dtype)
+        self.cos = angles.cos().to(device=device, dtype=norm_dtype)
+        self.sin = angles.sin().to(device=device, dtype=norm_dtype)
         self.decoder: Decoder | None = None
         if self.kernels is not None and self.kernels.decoder is not None:
             self.decoder = Decoder(
@@ -230,9 +250,14 @@ class LlamaModel:
         """Which of the three forward passes runs, for the operator's log."""
         if self.decoder is not None:
             return "one C call on packed weights (one torch thread)"
+        threads = torch.get_num_threads()
+        products = "oneDNN's pre-blocked" if isinstance(self.lm_head, OneDnnLinear) else "torch's"
         if self.kernels is not None:
-            return f"C kernels around torch's matrix products ({torch.get_num_threads()} threads)"
-        return "PyTorch operators"
+            return (
+                f"C kernels around {products} {short_name(self.dtype)} matrix products "
+                f"({threads} threads)"
+            )
+        return f"PyTorch operators, {products} {short_name(self.dtype)} matrix products ({threads} threads)"
 
     @classmethod
     def load(
@@ -258,7 +283,8 @@ class LlamaModel:
         precision loses the most."""
         wide = x.float()
         variance = wide.pow(2).mean(-1, keepdim=True)
-        return weight * (wide * torch.rsqrt(variance + self.config.rms_norm_eps)).to(x.dtype)
+        normed = (wide * torch.rsqrt(variance + self.config.rms_norm_eps)).to(x.dtype)
+        return (weight * normed).to(x.dtype)
 
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
@@ -273,8 +299,8 @@ class LlamaModel:
         c = self.config
         n = batch.num_tokens
         heads, kv_heads = c.num_attention_heads, c.num_key_value_heads
-        cos = self.cos[batch.positions][:, None, :]
-        sin = self.sin[batch.positions][:, None, :]
+        cos = self.cos[batch.positions][:, None, :].to(self.dtype)
+        sin = self.sin[batch.positions][:, None, :].to(self.dtype)
         hidden = self.embed[batch.token_ids]
         groups = heads // kv_heads
         prefill_masks = [p.mask.repeat(groups, 1) for p in batch.prefills]
@@ -310,10 +336,18 @@ class LlamaModel:
             )  # fmt: skip
         ops = kernels.layer
         scale = 1.0 / math.sqrt(c.head_dim)
-        hidden = self.embed[batch.token_ids]
+        dtype = self.dtype
+
+        def project(projection: Projection, x: torch.Tensor) -> torch.Tensor:
+            """float32 activations in and out, whatever the weights' dtype."""
+            if dtype == torch.float32:
+                return projection(x)
+            return projection(x.to(dtype)).float()
+
+        hidden = self.embed[batch.token_ids].float()
         x = ops.rms_norm(hidden, self.layers[0].input_norm, eps)
         for i, layer in enumerate(self.layers):
-            qkv = layer.qkv(x).view(n, -1, c.head_dim)
+            qkv = project(layer.qkv, x).view(n, -1, c.head_dim)
             k_cache, v_cache = kv_cache[i]
             ops.rope_store(
                 qkv, heads, self.cos, self.sin, batch.positions, batch.slot_mapping, k_cache,
@@ -323,15 +357,15 @@ class LlamaModel:
                 qkv[:, :heads], k_cache, v_cache, batch.block_tables, batch.token_seq,
                 batch.context_lens, batch.block_size, scale,
             )  # fmt: skip
-            attn_out = layer.o(attn.view(n, -1))
+            attn_out = project(layer.o, attn.view(n, -1))
             x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
-            down = layer.down(ops.silu_mul(layer.gate_up(x)))
+            down = project(layer.down, ops.silu_mul(project(layer.gate_up, x)))
             if i + 1 < len(self.layers):
                 x = ops.add_rms_norm(hidden, down, self.layers[i + 1].input_norm, eps)
             else:
                 hidden += down
         last = ops.rms_norm(hidden[batch.logits_index], self.norm, eps)
-        return self.lm_head(last)
+        return project(self.lm_head, last)
 
     def _check_indexes(self, batch: BatchInput, kv_cache: torch.Tensor) -> None:
         """The kernels follow these indexes with raw pointers: one out of range would read or

@@ -16,7 +16,7 @@ Train a Llama-style decoder-only transformer on your own text, from scratch.
 
 A byte-level BPE tokenizer is trained on the corpus, the corpus is tokenized once into
 memory-mapped shards (cached by a fingerprint of the inputs), and the model trains with AdamW,
-warmup + cosine decay, gradient clipping and accumulation; bf16 autocast on GPUs, fp32 on CPUs;
+warmup + cosine decay, gradient clipping and accumulation; bf16 autocast where the chip has bf16 matrix units (GPUs, CPUs with AMX), fp32 elsewhere;
 DistributedDataParallel when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPUs), launched by rainier's
 executors or torchrun.
 """
@@ -282,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "fp32", "bf16"],
+        help="compute dtype: bf16 autocast over fp32 master weights and optimizer state, or "
+        "fp32 throughout; auto = bf16 where the chip has bf16 matrix units (GPUs, CPUs with "
+        "AMX), fp32 elsewhere (default: auto)",
+    )
+    g.add_argument(
         "--threads",
         metavar="N",
         type=positive,
@@ -365,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         register=ns.register,
         compile=ns.compile,
         device=ns.device,
+        dtype=ns.dtype,
         threads=ns.threads,
         log_every=ns.log_every,
         eval_every=ns.eval_every,

@@ -26,6 +26,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from rainier.allocator import keep_freed_memory
+from rainier.precision import mixed_precision, resolve_dtype, short_name
 from rainier.train import checkpoint, data, distributed
 from rainier.train.config import ModelShape
 from rainier.train.env import RunEnv
@@ -72,6 +73,7 @@ class TrainArgs:
     register: bool = True
     compile: bool = False
     device: str = "auto"
+    dtype: str = "auto"
     threads: int | None = None
     log_every: int = 10
     eval_every: int = 0
@@ -199,7 +201,8 @@ def _train(
         ids = [device.index] if device.type == "cuda" else None
         ddp = DistributedDataParallel(train_model, device_ids=ids)
         train_model = ddp
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    compute_dtype = resolve_dtype(args.dtype, device)
+    autocast = mixed_precision(device, compute_dtype)
     sampler = data.Sampler(corpus.train(), args.seq_len, args.seed)
     all_val_windows = data.validation_windows(
         corpus.val(), args.seq_len, args.eval_batches * args.batch_size * env.world_size
@@ -208,9 +211,7 @@ def _train(
     micro = args.batch_size // args.grad_accum
     tokens_per_step = args.batch_size * env.world_size * args.seq_len
     flops_per_token = cfg.flops_per_token(args.seq_len)
-    peak, peak_source = peak_tflops(
-        env.flavor, device, torch.bfloat16 if device.type == "cuda" else torch.float32
-    )
+    peak, peak_source = peak_tflops(env.flavor, device, compute_dtype)
     last_saved = step if resumed_from else None
     nonfinite = torch.zeros((), device=device)
 
@@ -257,7 +258,8 @@ def _train(
         chips=env.chips, attempt=env.attempt, rank_count=env.world_size,
         device=str(device), flavor=env.flavor, preset=args.preset, config=asdict(cfg),
         params=cfg.n_params(), flops_per_token=flops_per_token, tokens_per_step=tokens_per_step,
-        peak_tflops=peak, peak_source=peak_source, step=step, resumed_from=resumed_from,
+        dtype=short_name(compute_dtype), peak_tflops=peak, peak_source=peak_source, step=step,
+        resumed_from=resumed_from,
         train_tokens=len(sampler.stream), val_sequences=len(val_windows) * env.world_size,
     )  # fmt: skip
     reporter.progress(step, args.steps)

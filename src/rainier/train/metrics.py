@@ -158,21 +158,29 @@ def _sync(device: torch.device) -> None:
 
 
 def peak_tflops(flavor: str | None, device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """Peak TFLOP/s of one chip, and where the number came from.
+    """Peak TFLOP/s of one chip in the dtype the run computes in, and where the number came
+    from: MFU against the bf16 peak of a run that computes in fp32 (or the reverse) would
+    misstate how much of the chip it uses.
 
-    The flavor's datasheet value when the job runs on that accelerator; a flavor missing from
-    the environment is recognised from the CUDA device name; anything else is measured.
+    The flavor's datasheet value for that dtype when the job runs on that accelerator; a
+    flavor missing from the environment is recognised from the CUDA device name; anything
+    else (CPUs, whose peak depends on what else runs on them) is measured in that dtype.
     """
     if device.type != "cpu":
-        published = os.environ.get("RAINIER_FLAVOR_PEAK_TFLOPS")  # the catalog's, at launch
-        if flavor and flavor != "cpu" and published:
-            return float(published), f"flavor {flavor}"
         from rainier.catalog import FLAVORS
+        from rainier.precision import short_name
 
+        published = os.environ.get("RAINIER_FLAVOR_PEAK_TFLOPS")  # the catalog's bf16, at launch
+        if flavor and flavor != "cpu" and published and dtype == torch.bfloat16:
+            return float(published), f"flavor {flavor}"
         name = flavor
         if name is None and device.type == "cuda":
             device_name = torch.cuda.get_device_name(device).lower()
             name = next((f for f in FLAVORS if f != "cpu" and f in device_name), None)
+        if name in FLAVORS and name != "cpu":
+            peaks = dict(FLAVORS[name].peak_tflops_by_dtype)
+            if short_name(dtype) in peaks:
+                return peaks[short_name(dtype)], f"flavor {name} {short_name(dtype)}"
         if name in FLAVORS and name != "cpu":
             return FLAVORS[name].peak_tflops, f"flavor {name}"
     return measure_matmul_tflops(device, dtype), "measured"

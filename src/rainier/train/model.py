@@ -37,6 +37,17 @@ def _fused(*tensors: torch.Tensor) -> TrainOps | None:
     return None
 
 
+def joined(*weights: torch.Tensor) -> torch.Tensor:
+    """The weights of a fused projection stacked into one. Under autocast each is cast to
+    its dtype first: the join then copies half the bytes, and autocast finds the product's
+    weight already cast rather than casting the fp32 join once more."""
+    device = weights[0].device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        return torch.cat([w.to(dtype) for w in weights])
+    return torch.cat(weights)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -161,7 +172,7 @@ class Attention(nn.Module):
         weights stay three modules, so checkpoints and the HF export keep their names."""
         b, t, _ = x.shape
         heads, kv_heads = self.n_heads, self.n_kv_heads
-        weight = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
+        weight = joined(self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         qkv = F.linear(x, weight).view(b, t, heads + 2 * kv_heads, self.head_dim)
         q, k, v = cast(Heads, _Heads.apply(qkv, cos, sin, heads, kv_heads))
         if self.n_kv_heads != self.n_heads:
@@ -289,7 +300,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
+        weight = joined(self.gate_proj.weight, self.up_proj.weight)
         return self.down_proj(cast(torch.Tensor, _SwiGLU.apply(F.linear(x, weight))))
 
 
