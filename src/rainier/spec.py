@@ -8,6 +8,7 @@ with the field path and, for YAML, the line it came from.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -354,6 +355,17 @@ class Replicas(Document):
         return self
 
 
+class ServingEngine(StrEnum):
+    """What a deployment's replicas run: rainier's own serving runtime, or a vLLM server
+    (`make vllm` installs it; `RAINIER_VLLM_PYTHON` names another build, e.g. CUDA's)."""
+
+    RAINIER = "rainier"
+    VLLM = "vllm"
+
+
+ServingDtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+
 class DeploymentSpec(Document):
     kind: Literal["Deployment"] = "Deployment"
     name: Name
@@ -372,6 +384,10 @@ class DeploymentSpec(Document):
     rate_limit_rpm: int | None = Field(None, ge=1, le=MAX_RPM)
     priority: int = Field(50, ge=-100, le=100)
     max_batch_tokens: int = Field(2048, ge=16, le=MAX_BATCH_TOKENS)
+    engine: ServingEngine = Field(
+        ServingEngine.RAINIER, strict=False, description="what replicas run: rainier or vllm"
+    )
+    dtype: ServingDtype = Field("auto", description="weights and KV cache; auto = the engine's")
 
     @model_validator(mode="after")
     def _known_flavor(self) -> DeploymentSpec:

@@ -47,6 +47,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rainier.api.auth import Authenticator, Principal
+from rainier.api.model_cards import model_cards
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
 from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket, limit_headers
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -248,22 +249,9 @@ class Gateway:
             )
         return found
 
-    def models(self, tenant_id: str, tenant: str) -> list[dict[str, Any]]:
+    def models(self, tenant_id: str, tenant: str, name: str | None = None) -> list[dict[str, Any]]:
         with self.store.read() as s:
-            rows = s.scalars(
-                select(Deployment)
-                .where(Deployment.tenant_id == tenant_id)
-                .order_by(Deployment.name)
-            ).all()
-            return [
-                {
-                    "id": d.name,
-                    "object": "model",
-                    "created": int(d.created_at.timestamp()),
-                    "owned_by": tenant,
-                }
-                for d in rows
-            ]
+            return model_cards(s, tenant_id, tenant, name)
 
     # -- admission and choice --------------------------------------------------------------
 
@@ -688,16 +676,16 @@ async def get_model(name: str, request: Request) -> Response:
         gateway = _gateway(request)
         caller = await gateway.caller(request)
         target = await gateway.target(caller, name)
+        cards = await run_in_threadpool(
+            gateway.models, caller.tenant_id or "", caller.tenant or "", target.name
+        )
     except GatewayError as exc:
         return exc.response()
-    return JSONResponse(
-        {
-            "id": target.name,
-            "object": "model",
-            "created": target.created_s,
-            "owned_by": caller.tenant,
-        }
-    )
+    if not cards:
+        return GatewayError(
+            404, f"The model `{name}` does not exist.", code="model_not_found"
+        ).response()
+    return JSONResponse(cards[0])
 
 
 async def completions(request: Request) -> Response:

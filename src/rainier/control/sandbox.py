@@ -122,10 +122,12 @@ def runtime_roots() -> list[str]:
     """Where the interpreter, the installed packages and rainier itself live, outside the
     system folders: bound read-only so a task can run Python and `rainier.train`."""
     import rainier
+    from rainier.engines.vllm_launch import runtime_roots as vllm_runtime_roots
 
     candidates = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     candidates += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     candidates.append(str(Path(rainier.__file__).resolve().parent.parent))
+    candidates += vllm_runtime_roots()
     return _outermost(os.path.realpath(p) for p in candidates if not _under_system(p))
 
 
