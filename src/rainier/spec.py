@@ -8,8 +8,8 @@ with the field path and, for YAML, the line it came from.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml

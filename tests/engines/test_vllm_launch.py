@@ -147,9 +147,9 @@ def test_the_wrapper_exits_with_the_servers_status_and_announces_nothing(tmp_pat
     failing = tmp_path / "python"
     failing.write_text("#!/bin/sh\nexit 3\n")
     failing.chmod(0o755)
+    args = ["--vllm-python", str(failing), "--model", str(tmp_path), "--served-model-name", "m"]
     done = subprocess.run(
-        [sys.executable, "-m", REPLICA_MODULE, "--vllm-python", str(failing)]
-        + ["--model", str(tmp_path), "--served-model-name", "m"],
+        [sys.executable, "-m", REPLICA_MODULE, *args],
         capture_output=True,
         text=True,
         timeout=60,
