@@ -52,6 +52,7 @@ $(VLLM_STAMP): $(VLLM_LOCK) Makefile
 	$(VLLM_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
 	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_LOCK)
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python scripts/vllm_dist_alias.py
 	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
 	touch $(VLLM_STAMP)
 

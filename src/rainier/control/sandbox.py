@@ -32,6 +32,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Device nodes a GPU task needs besides its chips; the chips themselves are chosen by the
 # flavor's device variable, which is what CUDA and ROCm honour.
+CPU_TOPOLOGY = ("/sys/devices/system/cpu", "/sys/devices/system/node")
 GPU_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "kfd", "dri")
 
 
@@ -163,6 +164,11 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
         for name in sorted(os.listdir("/dev")):
             if name in GPU_DEVICES or (name.startswith("nvidia") and name[6:].isdigit()):
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
+    else:
+        # the CPU topology alone (cores, NUMA nodes): runtimes size and pin their thread pools
+        # from it (vLLM's CPU worker runs lscpu, which fails without it)
+        for path in CPU_TOPOLOGY:
+            argv += ["--ro-bind-try", path, path]
     # trees mounted above (no --dir inside them) and folders made already
     made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS, "--dir /tmp"]
     for path in conf.runtime:

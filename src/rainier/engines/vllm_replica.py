@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, pass_on)
     probe_host = "127.0.0.1" if args.host in ("0.0.0.0", "") else args.host
     if wait_until_healthy(child, f"http://{probe_host}:{port}/health"):
-        print(json.dumps({"event": "listening", "port": port, "engine": "vllm"}), flush=True)
+        # on a line of its own even when vLLM left one unfinished (a progress bar)
+        announcement = json.dumps({"event": "listening", "port": port, "engine": "vllm"})
+        print(f"\n{announcement}", flush=True)
     return exit_status(child.wait())
 
 
