@@ -4,6 +4,9 @@ listed like rainier's own. Needs vLLM's venv (`make vllm`)."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,3 +126,33 @@ def test_vllm_keeps_its_caches_in_the_replicas_work_folder(
     replica = next(j for j in jobs if j["name"].startswith("peer-vllm-"))
     workdir = Path(cloud.server.settings.work_dir) / replica["id"] / "rank-0"
     assert any((workdir / ".cache" / "vllm").iterdir())
+
+
+def test_vllm_bench_serve_runs_against_the_gateway_without_model_flags(
+    cloud: Cloud, acme: Client, peers: dict[str, Any], tmp_path: Path
+) -> None:
+    """vLLM's own benchmark client finds the model and its tokenizer from `/v1/models` (`id`
+    and `root`); only the key has to be given, as for any OpenAI server with auth."""
+    vllm = vllm_python().parent / "vllm"
+    auth = ["--header", f"Authorization=Bearer {acme.key}"]
+    dataset = ["--dataset-name", "random", "--random-input-len", "8", "--random-output-len", "4"]
+    done = subprocess.run(
+        [
+            str(vllm),
+            "bench",
+            "serve",
+            "--base-url",
+            cloud.url,
+            *auth,
+            *dataset,
+            "--num-prompts",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "OPENAI_API_KEY": acme.key or "", "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert re.search(r"Successful requests:\s+4\b", done.stdout), done.stdout[-2000:]

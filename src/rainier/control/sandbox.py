@@ -164,13 +164,14 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
         for name in sorted(os.listdir("/dev")):
             if name in GPU_DEVICES or (name.startswith("nvidia") and name[6:].isdigit()):
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
-    else:
+    # trees mounted above (no --dir inside them) and folders made already
+    made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS, "--dir /tmp"]
+    if not conf.gpu_devices:
         # the CPU topology alone (cores, NUMA nodes): runtimes size and pin their thread pools
         # from it (vLLM's CPU worker runs lscpu, which fails without it)
         for path in CPU_TOPOLOGY:
-            argv += ["--ro-bind-try", path, path]
-    # trees mounted above (no --dir inside them) and folders made already
-    made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS, "--dir /tmp"]
+            if os.path.isdir(path):
+                argv += [*_parents(path, made), "--ro-bind", path, path]
     for path in conf.runtime:
         argv += [*_parents(path, made), "--ro-bind", path, path]
         made.append(path)
