@@ -44,6 +44,7 @@ READY_S = 900.0
 def replica(argv: list[str], log_path: Path) -> Iterator[str]:
     """Runs a replica command until the `with` ends; yields its URL once it has announced its
     port (rainier's replicas once they listen, vLLM's wrapper once vLLM is healthy)."""
+    start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -55,7 +56,7 @@ def replica(argv: list[str], log_path: Path) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{argv[2]} did not come up in {READY_S} s; see {log_path}")
             time.sleep(0.5)
-            port, _ = announced_port(log_path, 0)
+            port, _ = announced_port(log_path, start)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

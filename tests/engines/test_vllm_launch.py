@@ -14,6 +14,7 @@ from rainier.control.deployments import replica_spec
 from rainier.engines.replica_load import load_from_health, load_from_metrics
 from rainier.engines.vllm_launch import (
     REPLICA_MODULE,
+    VLLM_ARGS_ENV,
     VLLM_PYTHON_ENV,
     VllmServer,
     cpu_list,
@@ -62,6 +63,10 @@ def test_a_vllm_replica_runs_the_wrapper_with_the_deployments_settings(
     assert (arg("--model"), arg("--served-model-name")) == ("/m", "chat")
     assert (arg("--dtype"), arg("--threads"), arg("--max-batch-tokens")) == ("bfloat16", "2", "512")
     assert spec.env["RAINIER_DEPLOYMENT_REVISION"] == "3"
+    assert "--vllm-args" not in command
+    monkeypatch.setenv(VLLM_ARGS_ENV, "--enforce-eager --seed 1")
+    command = replica_spec(deployment(engine="vllm")).command
+    assert command[command.index("--vllm-args") + 1] == "--enforce-eager --seed 1"
 
 
 def test_a_rainier_replica_gets_a_dtype_only_when_one_is_asked_for() -> None:
@@ -92,6 +97,8 @@ def test_server_argv_names_the_model_port_and_dtype() -> None:
     assert pairs["--model"] == "/m" and pairs["--served-model-name"] == "chat"
     assert pairs["--port"] == "8123" and pairs["--dtype"] == "float32"
     assert pairs["--max-num-batched-tokens"] == "1024"
+    eager = VllmServer("/m", "chat", "127.0.0.1", 8123, 1024, extra_args=("--enforce-eager",))
+    assert server_argv("/py", eager)[-1] == "--enforce-eager"
 
 
 def test_every_cache_lies_in_the_work_folder_and_hugging_face_is_offline(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from rainier.cli.client import Client
-from rainier.engines.vllm_launch import vllm_available, vllm_python
+from rainier.engines.vllm_launch import VLLM_ARGS_ENV, vllm_available, vllm_python
 from rainier.serve.tiny_model import build_tiny_llama
 
 from .conftest import Cloud, ready_replicas, wait_until, written
@@ -37,7 +37,10 @@ PROMPTS = ("deploy a model", "rainier snow river mountain", "the compute cloud")
 @pytest.fixture(scope="module")
 def peers(cloud: Cloud, acme: Client) -> Iterator[dict[str, Any]]:
     """The same registered model deployed once per engine, both in float32. vLLM's CPU
-    attention wants heads of 32 or more dimensions, so this Llama has 64 (the shared one, 16)."""
+    attention wants heads of 32 or more dimensions, so this Llama has 64 (the shared one, 16).
+    vLLM runs eager (no compilation at start, minutes on a busy two-core machine)."""
+    previous = os.environ.get(VLLM_ARGS_ENV)
+    os.environ[VLLM_ARGS_ENV] = "--enforce-eager"
     folder = cloud.server.settings.storage_dir / "acme" / "models" / "tiny-llama-hd64"
     build_tiny_llama(folder, hidden_size=128, intermediate_size=256, num_heads=2, num_kv_heads=1)
     acme.post("/api/v1/models", {"name": "tiny-hd64", "path": str(folder)})
@@ -53,6 +56,10 @@ def peers(cloud: Cloud, acme: Client) -> Iterator[dict[str, Any]]:
     finally:
         for name in ENGINES:
             acme.delete(f"/api/v1/deployments/{name}")
+        if previous is None:
+            os.environ.pop(VLLM_ARGS_ENV, None)
+        else:
+            os.environ[VLLM_ARGS_ENV] = previous
 
 
 def token_bytes(content: list[Any]) -> list[bytes | None]:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 VLLM_PYTHON_ENV = "RAINIER_VLLM_PYTHON"
+# More of vLLM's server options for every vLLM replica, as one shell-quoted string (e.g.
+# `--enforce-eager`: no compilation at start, which on a small CPU takes most of a minute).
+VLLM_ARGS_ENV = "RAINIER_VLLM_ARGS"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 REPLICA_MODULE = "rainier.engines.vllm_replica"
 # GiB of KV cache a CPU replica sets aside; vLLM's own default is 4, too much for a small node.
@@ -67,6 +70,7 @@ class VllmServer:
     port: int
     max_batch_tokens: int
     dtype: str = "auto"
+    extra_args: tuple[str, ...] = ()
 
 
 def server_argv(python: str, server: VllmServer) -> list[str]:
@@ -90,6 +94,7 @@ def server_argv(python: str, server: VllmServer) -> list[str]:
         "--generation-config",
         "vllm",
         "--disable-uvicorn-access-log",
+        *server.extra_args,
     ]
 
 
@@ -167,4 +172,7 @@ def replica_command(
     ]
     if threads > 0:
         command += ["--threads", str(threads)]
+    extra = os.environ.get(VLLM_ARGS_ENV, "").strip()
+    if extra:
+        command += ["--vllm-args", extra]
     return command

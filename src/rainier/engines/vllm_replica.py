@@ -1,7 +1,8 @@
 """A vLLM server run as a rainier replica.
 
     python -m rainier.engines.vllm_replica --vllm-python PY --model DIR --host H \\
-        --served-model-name NAME [--max-batch-tokens N] [--dtype D] [--threads N]
+        --served-model-name NAME [--max-batch-tokens N] [--dtype D] [--threads N] \\
+        [--vllm-args "MORE VLLM OPTIONS"]
 
 vLLM cannot announce itself to rainier's control plane, so this wrapper starts it on a free
 port, waits until its `/health` answers, and then announces the port exactly as rainier's own
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -68,6 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-tokens", type=int, default=2048)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU cores to use; 0 = all given")
+    parser.add_argument("--vllm-args", default="", help="more of vLLM's options, shell-quoted")
     return parser.parse_args(argv)
 
 
@@ -86,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         port=port,
         max_batch_tokens=args.max_batch_tokens,
         dtype=args.dtype,
+        extra_args=tuple(shlex.split(args.vllm_args)),
     )
     env = server_environment(os.environ, workdir, cpus, on_cpu)
     child = subprocess.Popen(server_argv(args.vllm_python, server), env=env)
