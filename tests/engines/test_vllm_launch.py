@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from rainier.control.deployments import replica_spec
 from rainier.engines.replica_load import load_from_health, load_from_metrics
+from rainier.engines.vllm_replica import parse_args
 from rainier.engines.vllm_launch import (
     REPLICA_MODULE,
     VLLM_ARGS_ENV,
@@ -63,10 +64,11 @@ def test_a_vllm_replica_runs_the_wrapper_with_the_deployments_settings(
     assert (arg("--model"), arg("--served-model-name")) == ("/m", "chat")
     assert (arg("--dtype"), arg("--threads"), arg("--max-batch-tokens")) == ("bfloat16", "2", "512")
     assert spec.env["RAINIER_DEPLOYMENT_REVISION"] == "3"
-    assert "--vllm-args" not in command
+    assert not any(a.startswith("--vllm-args") for a in command)
     monkeypatch.setenv(VLLM_ARGS_ENV, "--enforce-eager --seed 1")
     command = replica_spec(deployment(engine="vllm")).command
-    assert command[command.index("--vllm-args") + 1] == "--enforce-eager --seed 1"
+    assert command[-1] == "--vllm-args=--enforce-eager --seed 1"
+    assert parse_args(command[3:]).vllm_args == "--enforce-eager --seed 1"
 
 
 def test_a_rainier_replica_gets_a_dtype_only_when_one_is_asked_for() -> None:

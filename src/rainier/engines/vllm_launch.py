@@ -174,5 +174,5 @@ def replica_command(
         command += ["--threads", str(threads)]
     extra = os.environ.get(VLLM_ARGS_ENV, "").strip()
     if extra:
-        command += ["--vllm-args", extra]
+        command.append(f"--vllm-args={extra}")  # one word: argparse reads "--x" as a flag
     return command
