@@ -12,7 +12,6 @@ from pydantic import ValidationError
 
 from rainier.control.deployments import replica_spec
 from rainier.engines.replica_load import load_from_health, load_from_metrics
-from rainier.engines.vllm_replica import parse_args
 from rainier.engines.vllm_launch import (
     REPLICA_MODULE,
     VLLM_ARGS_ENV,
@@ -24,6 +23,7 @@ from rainier.engines.vllm_launch import (
     venv_root,
     vllm_python,
 )
+from rainier.engines.vllm_replica import parse_args
 from rainier.serve.metrics import ServeMetrics
 from rainier.serve.vllm_metrics import render, vllm_registry
 from rainier.spec import DeploymentSpec, ServingEngine
