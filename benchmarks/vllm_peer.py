@@ -45,8 +45,10 @@ def replica(argv: list[str], log_path: Path) -> Iterator[str]:
     """Runs a replica command until the `with` ends; yields its URL once it has announced its
     port (rainier's replicas once they listen, vLLM's wrapper once vLLM is healthy)."""
     start = log_path.stat().st_size if log_path.exists() else 0
+    # vLLM's caches go to the replica's work folder: beside the log, not the current folder
+    env = {**os.environ, "RAINIER_WORKDIR": str(log_path.parent)}
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + READY_S
         port = None
