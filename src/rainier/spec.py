@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -358,6 +359,14 @@ class Replicas(Document):
         return self
 
 
+class ServingEngine(StrEnum):
+    """What a deployment's replicas run: rainier's own serving runtime, or a vLLM server
+    (`make vllm` installs it; `RAINIER_VLLM_PYTHON` names another build, e.g. CUDA's)."""
+
+    RAINIER = "rainier"
+    VLLM = "vllm"
+
+
 class DeploymentSpec(Document):
     kind: Literal["Deployment"] = "Deployment"
     name: Name
@@ -376,6 +385,9 @@ class DeploymentSpec(Document):
     rate_limit_rpm: int | None = Field(None, ge=1, le=MAX_RPM)
     priority: int = Field(50, ge=-100, le=100)
     max_batch_tokens: int = Field(2048, ge=16, le=MAX_BATCH_TOKENS)
+    engine: ServingEngine = Field(
+        ServingEngine.RAINIER, strict=False, description="what replicas run: rainier or vllm"
+    )
     dtype: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="weights and KV cache; auto = bf16 where the chip has bf16 matrix units"
     )

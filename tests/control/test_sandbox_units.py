@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rainier.control.sandbox import Confinement, bwrap_argv, readable_by
+from rainier.control.sandbox import CPU_TOPOLOGY, Confinement, bwrap_argv, readable_by
 from rainier.control.uids import TenantUids, parse_range
 from rainier.scheduler.chips import assign_gang, held_chips, pick_chips
 from rainier.store.db import Store
@@ -93,3 +93,16 @@ def test_the_command_line_drops_to_the_tenants_user_and_binds_only_its_folders()
     binds = [argv[i + 1] for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
     assert not any(b == "/srv/home" or b == "/" for b in binds)
     assert argv[-3:] == ["python", "-c", "pass"]
+
+
+def test_a_cpu_task_sees_the_cpu_topology_and_nothing_else_of_sys() -> None:
+    """Runtimes (vLLM's CPU worker, OpenMP) read cores and NUMA nodes from /sys; the rest of it
+    (cgroups naming other tasks, network devices) stays out of a CPU task's view."""
+    conf = Confinement(uid=901234, read_write=(), read_only=(), workdir="/w", runtime=())
+    argv = bwrap_argv("/usr/bin/bwrap", conf, ["true"])
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a in ("--bind", "--ro-bind")]
+    sys_binds = [b for b in binds if b == "/sys" or b.startswith("/sys/")]
+    present = [p for p in CPU_TOPOLOGY if Path(p).is_dir()]
+    assert sys_binds == present
+    for path in present:
+        assert f"--ro-bind {path} {path}" in " ".join(argv)

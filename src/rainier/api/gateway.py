@@ -45,6 +45,7 @@ from rainier.api.auth import Authenticator, Principal
 from rainier.api.gateway_admission import RateLimits
 from rainier.api.gateway_errors import GatewayError
 from rainier.api.gateway_targets import DeploymentRoute, Endpoint, Targets
+from rainier.api.model_cards import model_cards
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
 from rainier.api.ratelimit import Admission, KeyLimits
 from rainier.api.stream_usage import EVENT_END, usage_event, usage_of
@@ -126,8 +127,9 @@ class Gateway:
     async def target(self, caller: Principal, name: str, fresh: bool = False) -> DeploymentRoute:
         return await self.targets.target(caller, name, fresh)
 
-    def models(self, tenant_id: str, tenant: str) -> list[dict[str, Any]]:
-        return self.targets.models(tenant_id, tenant)
+    def models(self, tenant_id: str, tenant: str, name: str | None = None) -> list[dict[str, Any]]:
+        with self.store.read() as s:
+            return model_cards(s, tenant_id, tenant, name)
 
     # -- admission and choice --------------------------------------------------------------
 

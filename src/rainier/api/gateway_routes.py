@@ -50,16 +50,16 @@ async def get_model(name: str, request: Request) -> Response:
         gateway = _gateway(request)
         caller = await gateway.caller(request)
         target = await gateway.target(caller, name)
+        cards = await run_in_threadpool(
+            gateway.models, caller.tenant_id or "", caller.tenant or "", target.name
+        )
     except GatewayError as exc:
         return exc.response()
-    return JSONResponse(
-        {
-            "id": target.name,
-            "object": "model",
-            "created": target.created_s,
-            "owned_by": caller.tenant,
-        }
-    )
+    if not cards:
+        return GatewayError(
+            404, f"The model `{name}` does not exist.", code="model_not_found"
+        ).response()
+    return JSONResponse(cards[0])
 
 
 async def completions(request: Request) -> Response:

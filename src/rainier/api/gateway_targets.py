@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
@@ -110,20 +109,3 @@ class Targets:
                 param="model",
             )
         return found
-
-    def models(self, tenant_id: str, tenant: str) -> list[dict[str, Any]]:
-        with self.store.read() as s:
-            rows = s.scalars(
-                select(Deployment)
-                .where(Deployment.tenant_id == tenant_id)
-                .order_by(Deployment.name)
-            ).all()
-            return [
-                {
-                    "id": d.name,
-                    "object": "model",
-                    "created": int(d.created_at.timestamp()),
-                    "owned_by": tenant,
-                }
-                for d in rows
-            ]

@@ -38,7 +38,9 @@ from sqlalchemy.orm import Session
 from rainier.config import Settings
 from rainier.control.executor import Executor
 from rainier.control.task_endpoints import serving_url
-from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec
+from rainier.engines.replica_load import replica_load
+from rainier.engines.vllm_launch import replica_command as vllm_replica_command
+from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec, ServingEngine
 from rainier.store.db import Store
 from rainier.store.tables import (
     TERMINAL_STATES,
@@ -141,6 +143,7 @@ def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, obje
         "chips": doc.chips_per_replica,
         "priority": doc.priority,
         "max_batch_tokens": doc.max_batch_tokens,
+        "engine": doc.engine,
         "dtype": doc.dtype,
     }
 
@@ -223,6 +226,29 @@ def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
     """What a replica runs; `host` is the address it listens on (all of them when the gateway
     reaches it from another machine)."""
     doc = DeploymentSpec.model_validate(row.spec)
+    threads = doc.chips_per_replica if doc.flavor == "cpu" else 0
+    if doc.engine == ServingEngine.VLLM:
+        command = vllm_replica_command(
+            row.model_path, row.name, host, doc.max_batch_tokens, doc.dtype, threads
+        )
+    else:
+        command = _rainier_replica_command(row, doc, host, threads)
+    return JobSpec(
+        name=_replica_name(row.name),
+        command=command,
+        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision), MODEL_ENV: row.model},
+        flavor=doc.flavor,
+        nodes=1,
+        chips_per_node=doc.chips_per_replica,
+        priority=doc.priority,
+        max_restarts=REPLICA_MAX_RESTARTS,
+        grace_period_s=REPLICA_GRACE_S,
+    )
+
+
+def _rainier_replica_command(
+    row: Deployment, doc: DeploymentSpec, host: str, threads: int
+) -> list[str]:
     command = [
         sys.executable,
         "-m",
@@ -237,22 +263,12 @@ def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
         row.name,
         "--max-batch-tokens",
         str(doc.max_batch_tokens),
-        "--dtype",
-        doc.dtype,
     ]
-    if doc.flavor == "cpu" and doc.chips_per_replica > 0:
-        command += ["--torch-threads", str(doc.chips_per_replica)]
-    return JobSpec(
-        name=_replica_name(row.name),
-        command=command,
-        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision), MODEL_ENV: row.model},
-        flavor=doc.flavor,
-        nodes=1,
-        chips_per_node=doc.chips_per_replica,
-        priority=doc.priority,
-        max_restarts=REPLICA_MAX_RESTARTS,
-        grace_period_s=REPLICA_GRACE_S,
-    )
+    if doc.dtype != "auto":
+        command += ["--dtype", doc.dtype]
+    if threads > 0:
+        command += ["--torch-threads", str(threads)]
+    return command
 
 
 def _replica_name(deployment: str) -> str:
@@ -416,8 +432,7 @@ class DeploymentController:
         try:
             answer = http.get(f"{url}/health")
             healthy = answer.status_code == 200
-            load = answer.json() if healthy else {}
-            running, waiting = int(load.get("running", 0)), int(load.get("waiting", 0))
+            running, waiting = replica_load(http, url, answer) if healthy else (0, 0)
         except (httpx.HTTPError, ValueError, TypeError, AttributeError):
             healthy, running, waiting = False, 0, 0
         return ProbeResult(

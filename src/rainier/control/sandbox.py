@@ -32,6 +32,7 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Device nodes a GPU task needs besides its chips; the chips themselves are chosen by the
 # flavor's device variable, which is what CUDA and ROCm honour.
+CPU_TOPOLOGY = ("/sys/devices/system/cpu", "/sys/devices/system/node")
 GPU_DEVICES = ("nvidiactl", "nvidia-uvm", "nvidia-uvm-tools", "nvidia-modeset", "kfd", "dri")
 
 
@@ -122,10 +123,12 @@ def runtime_roots() -> list[str]:
     """Where the interpreter, the installed packages and rainier itself live, outside the
     system folders: bound read-only so a task can run Python and `rainier.train`."""
     import rainier
+    from rainier.engines.vllm_launch import runtime_roots as vllm_runtime_roots
 
     candidates = [sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))]
     candidates += [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
     candidates.append(str(Path(rainier.__file__).resolve().parent.parent))
+    candidates += vllm_runtime_roots()
     return _outermost(os.path.realpath(p) for p in candidates if not _under_system(p))
 
 
@@ -163,6 +166,12 @@ def bwrap_argv(bwrap: str, conf: Confinement, command: Sequence[str]) -> list[st
                 argv += ["--dev-bind-try", f"/dev/{name}", f"/dev/{name}"]
     # trees mounted above (no --dir inside them) and folders made already
     made: list[str] = ["/dev", "/proc", *SYSTEM_DIRS, "--dir /tmp"]
+    if not conf.gpu_devices:
+        # the CPU topology alone (cores, NUMA nodes): runtimes size and pin their thread pools
+        # from it (vLLM's CPU worker runs lscpu, which fails without it)
+        for path in CPU_TOPOLOGY:
+            if os.path.isdir(path):
+                argv += [*_parents(path, made), "--ro-bind", path, path]
     for path in conf.runtime:
         argv += [*_parents(path, made), "--ro-bind", path, path]
         made.append(path)
