@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -164,9 +165,10 @@ class ContractSpec(Document):
     )
 
     @model_validator(mode="after")
-    def _flavors(self) -> ContractSpec:
-        for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
-            check_flavor(flavor)
+    def _flavors(self, info: ValidationInfo) -> ContractSpec:
+        if not _is_stored(info):
+            for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
+                check_flavor(flavor)
         return self
 
 
@@ -320,10 +322,11 @@ class JobSpec(Document):
         return data
 
     @model_validator(mode="after")
-    def _known_flavor(self) -> JobSpec:
+    def _known_flavor(self, info: ValidationInfo) -> JobSpec:
         if (self.command is None) == (self.train is None):
             raise ValueError("give exactly one of command and train")
-        check_flavor(self.flavor)
+        if not _is_stored(info):
+            check_flavor(self.flavor)
         return self
 
     @field_validator("env")
@@ -374,8 +377,9 @@ class DeploymentSpec(Document):
     max_batch_tokens: int = Field(2048, ge=16, le=MAX_BATCH_TOKENS)
 
     @model_validator(mode="after")
-    def _known_flavor(self) -> DeploymentSpec:
-        check_flavor(self.flavor)
+    def _known_flavor(self, info: ValidationInfo) -> DeploymentSpec:
+        if not _is_stored(info):
+            check_flavor(self.flavor)
         return self
 
 
@@ -423,6 +427,21 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
     return {
         "oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
     }
+
+
+_STORED = {"stored": True}
+StoredDoc = TypeVar("StoredDoc", bound=Document)
+
+
+def _is_stored(info: ValidationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("stored"))
+
+
+def load_stored(model: type[StoredDoc], data: Any) -> StoredDoc:
+    """A document as the store keeps it (its JSON dump), back as the model it was validated
+    as: times and money come back from their text forms, and a flavor the operator has since
+    removed does not make work already accepted unreadable."""
+    return model.model_validate(data, strict=False, context=_STORED)
 
 
 class SpecError(ValueError):

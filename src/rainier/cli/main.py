@@ -18,8 +18,7 @@ from rainier.cli.logs import logs
 from rainier.cli.plans import quota
 from rainier.cli.profiles import Profile, ProfileConflict, store_profile
 from rainier.cli.render import emit
-
-TERMINAL = ("succeeded", "failed", "stopped")
+from rainier.store.lifecycle import LIVE_JOB_STATES
 
 output_option = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
@@ -311,7 +310,7 @@ def key_revoke(ctx: click.Context, key_id: str) -> None:
 @click.pass_context
 def ps(ctx: click.Context, show_all: bool, tenant: str | None, limit: int, output: str) -> None:
     """List jobs, newest first."""
-    states = None if show_all else ["pending", "running", "stopping"]
+    states = None if show_all else list(LIVE_JOB_STATES)
     data = client(ctx).get("/api/v1/jobs", state=states, tenant=tenant, limit=limit)
     for item in data["items"]:
         item["chips"] = f"{item['nodes']}x{item['chips_per_node']} {item['flavor']}"

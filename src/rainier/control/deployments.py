@@ -43,10 +43,18 @@ from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.executor import Executor
-from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec
+from rainier.control.scaling import scale_deployment
+from rainier.control.stopping import request_stop
+from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec, load_stored
 from rainier.store.db import Store
+from rainier.store.lifecycle import (
+    LIVE_JOB_STATES,
+    JobState,
+    TaskState,
+    is_leaving,
+    is_stop_requested,
+)
 from rainier.store.tables import (
-    TERMINAL_STATES,
     Deployment,
     Event,
     Job,
@@ -64,7 +72,6 @@ REPLICA_MAX_RESTARTS = 100
 REPLICA_GRACE_S = 15.0
 REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
 MODEL_ENV = "RAINIER_MODEL"
-LIVE_JOB_STATES = ("pending", "running", "stopping")
 FAILED_REPLICA_BACKOFF_S = 60.0
 # How long a replica waiting to be placed still counts as coming up (see `_autoscale`).
 PLACEMENT_GRACE_S = 60.0
@@ -181,7 +188,7 @@ def apply_deployment(
         s.flush()
         _event(s, row, "created", f"serving {model.ref} with {doc.replicas.min} replica(s)")
         return row, True
-    before = DeploymentSpec.model_validate(row.spec)
+    before = load_stored(DeploymentSpec, row.spec)
     if _replica_fields(before, ResolvedModel(row.model, row.model_path)) != _replica_fields(
         doc, model
     ):
@@ -191,20 +198,14 @@ def apply_deployment(
         _event(s, row, "updated", "scaling and limits updated")
     row.spec, row.model, row.model_path, row.updated_at = spec, model.ref, model.path, now
     desired = min(max(row.desired_replicas, doc.replicas.min), doc.replicas.max)
-    if desired != row.desired_replicas:
-        row.desired_replicas, row.scaled_at = desired, now
+    scale_deployment(s, row, desired, f"replicas between {doc.replicas.min} and {doc.replicas.max}")
     return row, False
 
 
 def stop_replica(s: Session, job: Job, reason: str) -> None:
     """Asks a replica to exit (SIGTERM, then SIGKILL after its grace period), as `stop` does."""
-    if job.state in TERMINAL_STATES or job.stop_requested:
+    if not request_stop(s, job, reason):
         return
-    if job.state == "pending":
-        job.state, job.reason, job.finished_at = "stopped", reason, utcnow()
-    else:
-        job.state, job.reason, job.stop_requested = "stopping", reason, True
-    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=reason))
     endpoint = s.get(ReplicaEndpoint, job.id)
     if endpoint is not None:
         s.delete(endpoint)
@@ -226,7 +227,7 @@ def delete_deployment(s: Session, row: Deployment) -> int:
 def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
     """What a replica runs; `host` is the address it listens on (all of them when the gateway
     reaches it from another machine)."""
-    doc = DeploymentSpec.model_validate(row.spec)
+    doc = load_stored(DeploymentSpec, row.spec)
     command = [
         sys.executable,
         "-m",
@@ -263,8 +264,8 @@ def _replica_name(deployment: str) -> str:
 
 def _revision_of(job: Job) -> int:
     try:
-        return int(job.spec.get("env", {}).get(REVISION_ENV, 0))
-    except (TypeError, ValueError):
+        return int(load_stored(JobSpec, job.spec).env.get(REVISION_ENV, 0))
+    except ValueError:
         return 0
 
 
@@ -403,9 +404,8 @@ class DeploymentController:
                 .join(Task, (Task.job_id == Job.id) & (Task.attempt == Job.attempt))
                 .where(
                     Job.kind == "replica",
-                    Job.state == "running",
-                    Job.stop_requested.is_(False),
-                    Task.state == "running",
+                    Job.state == JobState.RUNNING,
+                    Task.state == TaskState.RUNNING,
                 )
             ).all()
         return [
@@ -466,7 +466,7 @@ class DeploymentController:
                 if seen is not None:
                     seen.failures = 0 if r.healthy else seen.failures + 1
                 job = s.get(Job, r.job_id)
-                if job is None or job.attempt != r.attempt or job.stop_requested:
+                if job is None or job.attempt != r.attempt or is_stop_requested(job):
                     continue
                 row = s.get(ReplicaEndpoint, r.job_id)
                 if row is None:
@@ -522,16 +522,15 @@ class DeploymentController:
                 for job_id, dep_id, state, created_at in s.execute(
                     select(Job.id, Job.deployment_id, Job.state, Job.created_at).where(
                         Job.kind == "replica",
-                        Job.state.in_(("pending", "running")),
-                        Job.stop_requested.is_(False),
+                        Job.state.in_((JobState.PENDING, JobState.RUNNING)),
                     )
                 )
                 if job_id not in ready
                 and job_id not in self._draining
-                and (state == "running" or created_at >= placed_since)
+                and (state == JobState.RUNNING or created_at >= placed_since)
             }
             for dep in deployments:
-                doc = DeploymentSpec.model_validate(dep.spec)
+                doc = load_stored(DeploymentSpec, dep.spec)
                 load = loads.get(dep.id, 0)
                 wanted = math.ceil(load / doc.target_inflight_per_replica)
                 wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
@@ -539,7 +538,7 @@ class DeploymentController:
                 if wanted >= dep.desired_replicas or dep.id in coming_up:
                     state.quiet_since = None
                     if wanted > dep.desired_replicas:
-                        self._scale(s, dep, wanted, f"in-flight {load}")
+                        scale_deployment(s, dep, wanted, f"in-flight {load}")
                     continue
                 if state.quiet_since is None:
                     state.quiet_since, state.quiet_max = now, wanted
@@ -549,15 +548,10 @@ class DeploymentController:
                     now - state.quiet_since >= self.scale_down_after_s
                     and since_scaled >= self.scale_down_after_s
                 ):
-                    self._scale(s, dep, state.quiet_max, f"in-flight {load}")
+                    scale_deployment(s, dep, state.quiet_max, f"in-flight {load}")
                     state.quiet_since = None
             for dep_id in set(self._scaling) - {d.id for d in deployments}:
                 del self._scaling[dep_id]
-
-    def _scale(self, s: Session, dep: Deployment, replicas: int, why: str) -> None:
-        word = "up" if replicas > dep.desired_replicas else "down"
-        _event(s, dep, f"scaled-{word}", f"{dep.desired_replicas} -> {replicas} replicas ({why})")
-        dep.desired_replicas, dep.scaled_at = replicas, utcnow()
 
     # -- converging replicas on the desired count ------------------------------------------
 
@@ -572,7 +566,7 @@ class DeploymentController:
             endpoints = {e.job_id: e for e in s.scalars(select(ReplicaEndpoint))}
             by_dep: dict[str, list[Job]] = {}
             for job in replicas:
-                if job.stop_requested or job.state == "stopping":
+                if is_leaving(job):
                     continue
                 if job.deployment_id not in deployments:
                     stop_replica(s, job, "its deployment is gone")
@@ -631,7 +625,7 @@ class DeploymentController:
             endpoint = endpoints.get(job.id)
             if endpoint is not None:
                 endpoint.ready = False
-            idle = endpoint is None or job.state == "pending"
+            idle = endpoint is None or job.state == JobState.PENDING
             self._draining[job.id] = _Drain(since=now, idle=idle)
 
     def _backing_off(self, s: Session, dep: Deployment) -> bool:
@@ -642,7 +636,7 @@ class DeploymentController:
             select(Job.id)
             .where(
                 Job.deployment_id == dep.id,
-                Job.state == "failed",
+                Job.state == JobState.FAILED,
                 Job.finished_at >= since,
             )
             .limit(1)
@@ -664,7 +658,7 @@ class DeploymentController:
                 nodes=1,
                 chips_per_node=spec.chips_per_node,
                 priority=spec.priority,
-                state="pending",
+                state=JobState.PENDING,
                 reason="queued",
             )
             s.add(job)

@@ -27,16 +27,25 @@ from rainier.control.deployments import DeploymentController
 from rainier.control.executor import Executor, UnstartableTask
 from rainier.control.isolation import schedule_isolated
 from rainier.control.launch import Launches
-from rainier.control.state import ACTIVE_JOB_STATES, cluster_state
+from rainier.control.state import cluster_state
 from rainier.scheduler import ClusterState, Decisions, Scheduler, Workload, default_scheduler
 from rainier.scheduler.chips import assign_gang, held_chips
+from rainier.spec import JobSpec, load_stored
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
+from rainier.store.lifecycle import (
+    LIVE_TASK_STATES,
+    PLACED_JOB_STATES,
+    JobState,
+    StopCause,
+    TaskState,
+    move_job,
+    move_task,
+)
 from rainier.store.tables import Event, Job, Lease, Node, Task, Tenant, utcnow
 
 log = logging.getLogger("rainier.reconciler")
 LEASE = "reconciler"
-LIVE_TASK_STATES = ("starting", "running")
 PASS_EVERY_S = 1.0
 MIN_PASS_GAP_S = 0.1
 PASS_SHARE = 0.15  # of the reconciler's time at most: a long queue spaces passes out, so
@@ -220,17 +229,22 @@ class Reconciler:
             todo = s.execute(
                 select(Task, Job)
                 .join(Job, Job.id == Task.job_id)
-                .where(Task.state == "starting", Task.handle.is_(None))
+                .where(Task.state == TaskState.STARTING, Task.handle.is_(None))
                 .order_by(Task.job_id, Task.rank)
             ).all()
             tenants = {t.id: t.name for t in s.scalars(select(Tenant))}
         unstartable: set[str] = set()
         for task, job in todo:
-            if job.state != "running" or job.attempt != task.attempt or job.id in unstartable:
+            if (
+                job.state != JobState.RUNNING
+                or job.attempt != task.attempt
+                or job.id in unstartable
+            ):
                 with self.store.write() as s:
                     row = s.get(Task, task.id)
-                    if row is not None and row.handle is None:
-                        row.state, row.exited_at = "lost", utcnow()
+                    if row is not None and row.handle is None and row.state in LIVE_TASK_STATES:
+                        move_task(row, TaskState.LOST)
+                        row.exited_at = utcnow()
                 continue
             launch = self.launches.launch_of(job, task, tenants.get(job.tenant_id, ""))
             try:
@@ -246,11 +260,12 @@ class Reconciler:
                 unstartable.add(job.id)
                 with self.store.write() as s:
                     row = s.get(Task, task.id)
-                    if row is not None:
-                        row.state, row.exit_code, row.exited_at = "lost", None, utcnow()
+                    if row is not None and row.state in LIVE_TASK_STATES:
+                        move_task(row, TaskState.LOST)
+                        row.exit_code, row.exited_at = None, utcnow()
                     current = s.get(Job, job.id)
-                    if current is not None and current.state == "running":
-                        current.preempting = True
+                    if current is not None and current.state == JobState.RUNNING:
+                        move_job(current, JobState.STOPPING, StopCause.REQUEUED)
                         current.reason = (
                             f"could not start task {task.rank} on {task.node}; requeued"
                         )
@@ -258,9 +273,9 @@ class Reconciler:
                 continue
             with self.store.write() as s:
                 row = s.get(Task, task.id)
-                if row is not None:
+                if row is not None and row.state == TaskState.STARTING:
                     row.handle = handle
-                    row.state = "running"
+                    move_task(row, TaskState.RUNNING)
                     row.started_at = row.started_at or _started_at(handle) or utcnow()
                     row.billed_until = row.billed_until or row.started_at
 
@@ -270,15 +285,16 @@ class Reconciler:
         now = utcnow()
         with self.store.write() as s:
             job = s.get(Job, job_id)
-            if job is None or job.state != "running":
+            if job is None or job.state != JobState.RUNNING:
                 return
             for row in s.scalars(
                 select(Task).where(Task.job_id == job_id, Task.state.in_(LIVE_TASK_STATES))
             ):
                 if row.handle is not None and row.id != task_id:
                     self.executor.kill(row.id, row.handle)
-                row.state, row.exited_at = "lost", now
-            self._finish(s, job, "failed", reason, now)
+                move_task(row, TaskState.LOST)
+                row.exited_at = now
+            self._finish(s, job, JobState.FAILED, reason, now)
 
     # -- observing --------------------------------------------------------------------------
 
@@ -291,7 +307,7 @@ class Reconciler:
         now = utcnow()
         finished = 0
         with self.store.write() as s:
-            jobs = s.scalars(select(Job).where(Job.state.in_(ACTIVE_JOB_STATES))).all()
+            jobs = s.scalars(select(Job).where(Job.state.in_(PLACED_JOB_STATES))).all()
             job_ids = [j.id for j in jobs]
             all_tasks = (
                 s.scalars(select(Task).where(Task.job_id.in_(job_ids))).all() if job_ids else []
@@ -306,7 +322,8 @@ class Reconciler:
                     if status is None or task.state not in LIVE_TASK_STATES:
                         continue
                     if status.state == "exited":
-                        task.state, task.exit_code = "exited", status.exit_code
+                        move_task(task, TaskState.EXITED)
+                        task.exit_code = status.exit_code
                         task.exited_at = status.exited_at or now
                         said = f"task {task.rank} exited with code {status.exit_code}"
                         if status.detail:
@@ -314,7 +331,8 @@ class Reconciler:
                             said += f": {status.detail}"
                         _event(s, job.id, job.tenant_id, "task-exited", said)
                     elif status.state == "lost":
-                        task.state, task.exited_at = "lost", now
+                        move_task(task, TaskState.LOST)
+                        task.exited_at = now
                         _event(
                             s,
                             job.id,
@@ -335,35 +353,39 @@ class Reconciler:
         """Moves one running job on; True when it left the running states."""
         alive = [t for t in tasks if t.state in LIVE_TASK_STATES]
         failed = [
-            t for t in tasks if t.state == "lost" or (t.state == "exited" and t.exit_code != 0)
+            t
+            for t in tasks
+            if t.state == TaskState.LOST or (t.state == TaskState.EXITED and t.exit_code != 0)
         ]
         ending = next((str(e) for t in failed if (e := (t.handle or {}).get("ending"))), "")
         if alive:
-            if failed and job.state == "running" and not (job.stop_requested or job.preempting):
-                job.state = "stopping"
+            if failed and job.state == JobState.RUNNING:
+                move_job(job, JobState.STOPPING, StopCause.TASK_FAILED)
                 job.reason = f"task {failed[0].rank} failed; stopping the gang"
                 if ending:
                     job.reason = f"{ending} in task {failed[0].rank}; stopping the gang"
-            if job.state == "stopping" or job.stop_requested or job.preempting:
+            if job.state == JobState.STOPPING:
                 self._terminate(s, job, alive, now)
             return False
         if not tasks:
             return False
-        if job.stop_requested:
-            return self._finish(s, job, "stopped", "stopped on request", now)
-        if job.preempting:
-            job.state, job.preempting, job.placement = "pending", False, None
+        if job.stop_cause == StopCause.REQUESTED:
+            return self._finish(s, job, JobState.STOPPED, "stopped on request", now)
+        if job.stop_cause is not None and StopCause(job.stop_cause).returns_to_queue:
+            move_job(job, JobState.PENDING)
+            job.placement = None
             job.attempt += 1
             job.preemptions += 1
             job.reason = "preempted; waiting to resume from its checkpoint"
             _event(s, job.id, job.tenant_id, "requeued", job.reason)
             return True
         if not failed:
-            return self._finish(s, job, "succeeded", "all tasks exited with code 0", now, 0)
+            return self._finish(s, job, JobState.SUCCEEDED, "all tasks exited with code 0", now, 0)
         code = next((t.exit_code for t in failed if t.exit_code is not None), None)
-        max_restarts = int(job.spec.get("max_restarts", 0))
+        max_restarts = load_stored(JobSpec, job.spec).max_restarts
         if job.restarts < max_restarts:
-            job.state, job.placement = "pending", None
+            move_job(job, JobState.PENDING)
+            job.placement = None
             job.attempt += 1
             job.restarts += 1
             job.reason = (
@@ -372,21 +394,29 @@ class Reconciler:
             _event(s, job.id, job.tenant_id, "restarting", job.reason)
             return True
         reason = f"{ending} (task exited with code {code})" if ending else None
-        return self._finish(s, job, "failed", reason or f"task failed with code {code}", now, code)
+        why = reason or f"task failed with code {code}"
+        return self._finish(s, job, JobState.FAILED, why, now, code)
 
     def _finish(
-        self, s: Session, job: Job, state: str, reason: str, now: datetime, code: int | None = None
+        self,
+        s: Session,
+        job: Job,
+        state: JobState,
+        reason: str,
+        now: datetime,
+        code: int | None = None,
     ) -> bool:
-        job.state, job.reason, job.finished_at, job.exit_code = state, reason, now, code
-        job.stop_requested = job.preempting = False
+        move_job(job, state)
+        job.reason, job.finished_at, job.exit_code = reason, now, code
         _event(s, job.id, job.tenant_id, state, reason)
         return True
 
     def _terminate(self, s: Session, job: Job, alive: list[Task], now: datetime) -> None:
-        grace = float(job.spec.get("grace_period_s", 30.0))
+        grace = load_stored(JobSpec, job.spec).grace_period_s
         for task in alive:
             if task.handle is None:
-                task.state, task.exited_at = "lost", now
+                move_task(task, TaskState.LOST)
+                task.exited_at = now
                 continue
             if task.term_sent_at is None:
                 self.executor.signal_stop(task.id, task.handle)
@@ -423,9 +453,9 @@ class Reconciler:
         now = utcnow()
         with self.store.write() as s:
             for job in s.scalars(select(Job).where(Job.id.in_(list(failed)))):
-                if job.state == "pending":
+                if job.state == JobState.PENDING:
                     reason = f"the scheduler cannot consider this job: {failed[job.id]}"
-                    self._finish(s, job, "failed", reason[:1000], now)
+                    self._finish(s, job, JobState.FAILED, reason[:1000], now)
 
     def _persist(self, decisions: Decisions) -> tuple[int, int]:
         now = utcnow()
@@ -440,9 +470,9 @@ class Reconciler:
             held, sizes = self._chips_in_use(s) if decisions.admit else ({}, {})
             for admit in decisions.admit:
                 job = s.get(Job, admit.workload_id)
-                if job is None or job.state != "pending":
+                if job is None or job.state != JobState.PENDING:
                     continue
-                job.state = "running"
+                move_job(job, JobState.RUNNING)
                 job.placement = {
                     "nodes": list(admit.node_names),
                     "chips": assign_gang(admit.node_names, job.chips_per_node, sizes, held),
@@ -459,7 +489,7 @@ class Reconciler:
                             rank=rank,
                             node=node,
                             chips=job.chips_per_node,
-                            state="starting",
+                            state=TaskState.STARTING,
                         )
                     )
                 _event(
@@ -476,9 +506,9 @@ class Reconciler:
                     self.on_admit(workload.tenant, job.flavor, waited)
             for pre in decisions.preempt:
                 job = s.get(Job, pre.workload_id)
-                if job is None or job.state != "running" or job.preempting:
+                if job is None or job.state != JobState.RUNNING:
                     continue
-                job.preempting = True
+                move_job(job, JobState.STOPPING, StopCause.PREEMPTED)
                 job.reason = pre.reason
                 _event(s, job.id, job.tenant_id, "preempting", pre.reason)
                 preempted += 1
@@ -491,7 +521,7 @@ class Reconciler:
                 jobs = cast(Table, Job.__table__)
                 s.connection().execute(
                     update(jobs)
-                    .where(jobs.c.id == bindparam("jid"), jobs.c.state == "pending")
+                    .where(jobs.c.id == bindparam("jid"), jobs.c.state == JobState.PENDING.value)
                     .values(reason=bindparam("reason")),
                     changed,
                 )
@@ -502,14 +532,18 @@ class Reconciler:
 
     def _chips_in_use(self, s: Session) -> tuple[dict[str, set[int]], dict[str, int]]:
         """Which chips each node's placed jobs hold, and each node's size."""
-        placements = s.scalars(select(Job.placement).where(Job.state.in_(ACTIVE_JOB_STATES)))
+        placements = s.scalars(select(Job.placement).where(Job.state.in_(PLACED_JOB_STATES)))
         sizes = {n.name: n.chips for n in s.scalars(select(Node))}
         return held_chips(p for p in placements if p), sizes
 
     def _terminate_preempted(self) -> None:
         now = utcnow()
         with self.store.write() as s:
-            for job in s.scalars(select(Job).where(Job.preempting.is_(True))):
+            for job in s.scalars(
+                select(Job).where(
+                    Job.state == JobState.STOPPING, Job.stop_cause == StopCause.PREEMPTED
+                )
+            ):
                 alive = s.scalars(
                     select(Task).where(
                         Task.job_id == job.id,
