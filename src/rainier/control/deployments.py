@@ -1,11 +1,10 @@
-"""Models and deployments: the registry, applying Deployment documents, and the controller that
-keeps each deployment's replicas running, ready and sized to its load.
+"""The deployment controller: keeps each deployment's replicas running, ready and sized to its
+load. The model registry is `registry.py`, applying documents and what a replica runs
+`replicas.py`, reading a replica's announced port and probing it `replica_probe.py`; their
+names are also importable from here.
 
-A replica is an ordinary Job row (`kind="replica"`, `deployment_id` set) running
-`python -m rainier.serve --model DIR --port 0`, so the scheduler places it as a one-node gang and
-the executor starts, restarts and stops it like any task. The serving runtime binds a port of the
-OS's choosing and announces it with a JSON line `{"event": "listening", "port": N}` on stdout,
-which the executor captures in the job's log file. The controller reads that announcement from
+A replica is an ordinary Job row (`kind="replica"`) that announces the port it listens on in
+its log. The controller reads that announcement from
 the log (each attempt of a replica appends to the same log, so it reads on from where the
 previous attempt's output ended and takes the newest announcement), then health-checks the
 replica and asks it for its load. What it learns is kept in `replica_endpoints`, which the
@@ -22,30 +21,46 @@ out of the gateway's choice and stopped once it has no request left.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
-import re
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.registry import (
+    ModelRefError,
+    ResolvedModel,
+    find_model,
+    register_model,
+    resolve_model,
+)
+from rainier.control.replica_probe import ProbeResult, ProbeTarget, ReplicaLog, announced_port
+from rainier.control.replicas import (
+    MODEL_ENV,
+    REPLICA_GRACE_S,
+    REPLICA_MAX_RESTARTS,
+    REVISION_ENV,
+    SERVE_MODULE,
+    apply_deployment,
+    delete_deployment,
+    deployment_event,
+    replica_name,
+    replica_spec,
+    revision_of,
+    stop_replica,
+)
 from rainier.control.scaling import scale_deployment
-from rainier.control.stopping import request_stop
-from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec, load_stored
+from rainier.control.stored import deployment_spec
 from rainier.store.db import Store
 from rainier.store.lifecycle import (
     LIVE_JOB_STATES,
@@ -58,279 +73,38 @@ from rainier.store.tables import (
     Deployment,
     Event,
     Job,
-    Model,
     ReplicaEndpoint,
     Task,
     new_id,
     utcnow,
 )
 
+__all__ = [
+    "MODEL_ENV",
+    "REPLICA_GRACE_S",
+    "REPLICA_MAX_RESTARTS",
+    "REVISION_ENV",
+    "SERVE_MODULE",
+    "DeploymentController",
+    "ModelRefError",
+    "ProbeResult",
+    "ProbeTarget",
+    "ResolvedModel",
+    "announced_port",
+    "apply_deployment",
+    "delete_deployment",
+    "find_model",
+    "register_model",
+    "replica_spec",
+    "resolve_model",
+    "stop_replica",
+]
+
 log = logging.getLogger("rainier.deployments")
 
-SERVE_MODULE = "rainier.serve"
-REPLICA_MAX_RESTARTS = 100
-REPLICA_GRACE_S = 15.0
-REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
-MODEL_ENV = "RAINIER_MODEL"
 FAILED_REPLICA_BACKOFF_S = 60.0
 # How long a replica waiting to be placed still counts as coming up (see `_autoscale`).
 PLACEMENT_GRACE_S = 60.0
-_VERSIONED = re.compile(r"^(?P<name>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(:(?P<version>[0-9]+))?$")
-
-
-class ModelRefError(ValueError):
-    """A model reference that names nothing the tenant has; the message says which."""
-
-
-# -- the model registry -----------------------------------------------------------------------
-
-
-def register_model(
-    s: Session, tenant_id: str, name: str, path: str, job_id: str | None = None
-) -> Model:
-    """The next version of `name` in the tenant, for a folder the caller checked the tenant
-    owns (`rainier.control.ownership`); the caller retries on IntegrityError, which two
-    concurrent registrations of one name cause on databases without a write lock."""
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise ModelRefError(f"model name {name!r} must be lowercase letters, digits and '-'")
-    last = s.scalar(
-        select(func.max(Model.version)).where(Model.tenant_id == tenant_id, Model.name == name)
-    )
-    row = Model(
-        id=new_id("mdl"),
-        tenant_id=tenant_id,
-        name=name,
-        version=(last or 0) + 1,
-        path=path,
-        job_id=job_id,
-    )
-    s.add(row)
-    s.flush()
-    return row
-
-
-def find_model(s: Session, tenant_id: str, name: str, version: int | None = None) -> Model | None:
-    query = select(Model).where(Model.tenant_id == tenant_id, Model.name == name)
-    if version is not None:
-        query = query.where(Model.version == version)
-    return s.scalars(query.order_by(Model.version.desc()).limit(1)).first()
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    ref: str
-    path: str
-
-
-def resolve_model(
-    s: Session, tenant_id: str, ref: str, owned: Callable[[str], str]
-) -> ResolvedModel:
-    """`name[:version]` of the tenant's registry (newest version when none is given), or an
-    absolute path of a folder the tenant owns (`owned` answers it resolved, or raises).
-    Resolved once, when the deployment is applied: a new model version reaches a deployment
-    when the deployment is applied again, never behind its back."""
-    if "/" in ref:
-        path = owned(ref)
-        return ResolvedModel(path, path)
-    match = _VERSIONED.fullmatch(ref)
-    if match is None:
-        raise ModelRefError(f"{ref!r} is neither a model name[:version] nor an absolute path")
-    name, version = match["name"], match["version"]
-    row = find_model(s, tenant_id, name, int(version) if version else None)
-    if row is None:
-        raise ModelRefError(f"model {ref!r} is not registered in this tenant")
-    return ResolvedModel(f"{row.name}:{row.version}", row.path)
-
-
-# -- applying and deleting deployments ---------------------------------------------------------
-
-
-def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, object]:
-    return {
-        "model": model.ref,
-        "path": model.path,
-        "flavor": doc.flavor,
-        "chips": doc.chips_per_replica,
-        "priority": doc.priority,
-        "max_batch_tokens": doc.max_batch_tokens,
-    }
-
-
-def apply_deployment(
-    s: Session, tenant_id: str, doc: DeploymentSpec, owned: Callable[[str], str]
-) -> tuple[Deployment, bool]:
-    """Creates the deployment or updates the one of that name; True when created.
-
-    Changes to what a replica runs bump the revision, and the controller rolls replicas over
-    to it; changes to scaling and rate limits apply to the running replicas as they are.
-    """
-    model = resolve_model(s, tenant_id, doc.model, owned)
-    spec = doc.model_dump(mode="json")
-    row = s.scalars(
-        select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == doc.name)
-    ).one_or_none()
-    now = utcnow()
-    if row is None:
-        row = Deployment(
-            id=new_id("dep"),
-            tenant_id=tenant_id,
-            name=doc.name,
-            spec=spec,
-            model=model.ref,
-            model_path=model.path,
-            revision=1,
-            desired_replicas=doc.replicas.min,
-            scaled_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        s.add(row)
-        s.flush()
-        _event(s, row, "created", f"serving {model.ref} with {doc.replicas.min} replica(s)")
-        return row, True
-    before = load_stored(DeploymentSpec, row.spec)
-    if _replica_fields(before, ResolvedModel(row.model, row.model_path)) != _replica_fields(
-        doc, model
-    ):
-        row.revision += 1
-        _event(s, row, "updated", f"revision {row.revision}: serving {model.ref}")
-    else:
-        _event(s, row, "updated", "scaling and limits updated")
-    row.spec, row.model, row.model_path, row.updated_at = spec, model.ref, model.path, now
-    desired = min(max(row.desired_replicas, doc.replicas.min), doc.replicas.max)
-    scale_deployment(s, row, desired, f"replicas between {doc.replicas.min} and {doc.replicas.max}")
-    return row, False
-
-
-def stop_replica(s: Session, job: Job, reason: str) -> None:
-    """Asks a replica to exit (SIGTERM, then SIGKILL after its grace period), as `stop` does."""
-    if not request_stop(s, job, reason):
-        return
-    endpoint = s.get(ReplicaEndpoint, job.id)
-    if endpoint is not None:
-        s.delete(endpoint)
-
-
-def delete_deployment(s: Session, row: Deployment) -> int:
-    """Stops every replica and forgets the deployment; returns how many replicas were stopped.
-    Token usage keeps the deployment's id and name, so what was served stays billable."""
-    replicas = s.scalars(
-        select(Job).where(Job.deployment_id == row.id, Job.state.in_(LIVE_JOB_STATES))
-    ).all()
-    for job in replicas:
-        stop_replica(s, job, f"deployment {row.name} deleted")
-    _event(s, row, "deleted", f"deployment deleted; {len(replicas)} replica(s) stopping")
-    s.delete(row)
-    return len(replicas)
-
-
-def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
-    """What a replica runs; `host` is the address it listens on (all of them when the gateway
-    reaches it from another machine)."""
-    doc = load_stored(DeploymentSpec, row.spec)
-    command = [
-        sys.executable,
-        "-m",
-        SERVE_MODULE,
-        "--model",
-        row.model_path,
-        "--host",
-        host,
-        "--port",
-        "0",
-        "--served-model-name",
-        row.name,
-        "--max-batch-tokens",
-        str(doc.max_batch_tokens),
-    ]
-    if doc.flavor == "cpu" and doc.chips_per_replica > 0:
-        command += ["--torch-threads", str(doc.chips_per_replica)]
-    return JobSpec(
-        name=_replica_name(row.name),
-        command=command,
-        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision), MODEL_ENV: row.model},
-        flavor=doc.flavor,
-        nodes=1,
-        chips_per_node=doc.chips_per_replica,
-        priority=doc.priority,
-        max_restarts=REPLICA_MAX_RESTARTS,
-        grace_period_s=REPLICA_GRACE_S,
-    )
-
-
-def _replica_name(deployment: str) -> str:
-    return f"{deployment[:54].rstrip('-')}-{os.urandom(4).hex()}"
-
-
-def _revision_of(job: Job) -> int:
-    try:
-        return int(load_stored(JobSpec, job.spec).env.get(REVISION_ENV, 0))
-    except ValueError:
-        return 0
-
-
-def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
-    """Records a deployment's change, and says it in the server's log: one line per change."""
-    s.add(Event(object_id=row.id, tenant_id=row.tenant_id, kind=kind, message=message))
-    log.info("deployment %s (%s) %s: %s", row.name, row.id, kind, message)
-
-
-# -- finding and probing replicas ---------------------------------------------------------------
-
-
-def announced_port(log_path: Path, offset: int) -> tuple[int | None, int]:
-    """The port of the newest `{"event": "listening"}` line after `offset`, and the offset up
-    to which whole lines were read (a half-written last line is read again next time)."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return None, offset
-    end = data.rfind(b"\n") + 1
-    port = None
-    for line in data[:end].splitlines():
-        text = line.strip()
-        if not text.startswith(b"{") or b"listening" not in text:
-            continue
-        try:
-            event = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == "listening":
-            with contextlib.suppress(TypeError, ValueError):
-                port = int(event["port"])
-    return port, offset + end
-
-
-@dataclass(frozen=True)
-class ProbeTarget:
-    job_id: str
-    deployment_id: str
-    attempt: int
-    log_path: Path
-    address: str
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    job_id: str
-    deployment_id: str
-    attempt: int
-    url: str
-    healthy: bool
-    running: int = 0
-    waiting: int = 0
-
-
-@dataclass
-class _Seen:
-    """What the leader learnt from one replica's log: read up to `offset`, found `port`."""
-
-    attempt: int
-    offset: int = 0
-    port: int | None = None
-    failures: int = 0
 
 
 @dataclass
@@ -364,7 +138,7 @@ class DeploymentController:
         default_factory=lambda: float(os.environ.get("RAINIER_SCALE_DOWN_AFTER_S", "60"))
     )
     drain_timeout_s: float = 30.0
-    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _seen: dict[str, ReplicaLog] = field(default_factory=dict)
     _scaling: dict[str, _Scaling] = field(default_factory=dict)
     _draining: dict[str, _Drain] = field(default_factory=dict)
     _round: threading.Thread | None = None
@@ -437,7 +211,7 @@ class DeploymentController:
     def _probe(self, http: httpx.Client, target: ProbeTarget) -> ProbeResult | None:
         seen = self._seen.get(target.job_id)
         if seen is None or seen.attempt != target.attempt:
-            seen = _Seen(target.attempt, offset=seen.offset if seen else 0)
+            seen = ReplicaLog(target.attempt, offset=seen.offset if seen else 0)
             self._seen[target.job_id] = seen
         port, seen.offset = announced_port(target.log_path, seen.offset)
         if port is not None:
@@ -530,7 +304,7 @@ class DeploymentController:
                 and (state == JobState.RUNNING or created_at >= placed_since)
             }
             for dep in deployments:
-                doc = load_stored(DeploymentSpec, dep.spec)
+                doc = deployment_spec(dep)
                 load = loads.get(dep.id, 0)
                 wanted = math.ceil(load / doc.target_inflight_per_replica)
                 wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
@@ -591,8 +365,8 @@ class DeploymentController:
         endpoints: dict[str, ReplicaEndpoint],
         now: float,
     ) -> None:
-        current = [j for j in jobs if _revision_of(j) == dep.revision]
-        old = [j for j in jobs if _revision_of(j) != dep.revision]
+        current = [j for j in jobs if revision_of(j) == dep.revision]
+        old = [j for j in jobs if revision_of(j) != dep.revision]
         serving = [j for j in current if j.id not in self._draining]
         ready = [j for j in serving if (e := endpoints.get(j.id)) is not None and e.ready]
         missing = dep.desired_replicas - len(serving)
@@ -646,7 +420,7 @@ class DeploymentController:
     def _create(self, s: Session, dep: Deployment, count: int) -> None:
         spec = replica_spec(dep, "127.0.0.1" if self.executor.name == "local" else "0.0.0.0")
         for _ in range(count):
-            spec = spec.model_copy(update={"name": _replica_name(dep.name)})
+            spec = spec.model_copy(update={"name": replica_name(dep.name)})
             job = Job(
                 id=new_id("job"),
                 tenant_id=dep.tenant_id,
@@ -662,7 +436,7 @@ class DeploymentController:
                 reason="queued",
             )
             s.add(job)
-            _event(s, dep, "replica-created", f"replica {job.name} ({job.id}) queued")
+            deployment_event(s, dep, "replica-created", f"replica {job.name} ({job.id}) queued")
 
 
 def _victims(jobs: Sequence[Job], endpoints: dict[str, ReplicaEndpoint], count: int) -> list[Job]:

@@ -15,8 +15,9 @@ from typing import Any
 from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import Executor, TaskLaunch
+from rainier.control.stored import job_spec
 from rainier.control.uids import TenantUids, parse_range
-from rainier.spec import JobSpec, load_stored
+from rainier.spec import JobSpec
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 from rainier.store.tables import Job, Task
@@ -49,7 +50,7 @@ class Launches:
     def launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
         placement = job.placement or {}
         nodes: list[str] = placement.get("nodes", [])
-        spec = load_stored(JobSpec, job.spec)
+        spec = job_spec(job)
         ckpt = self.settings.checkpoints_dir / job.id
         workdir = self.settings.work_dir / job.id / f"rank-{task.rank}"
         chip_ids = chips_of(placement, task.rank)

@@ -12,8 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rainier.control.stored import job_spec
 from rainier.scheduler import Allocation, ClusterState, NodeInfo, Quota, Workload
-from rainier.spec import ContractSpec, JobSpec, load_stored
+from rainier.spec import ContractSpec, load_stored
 from rainier.store.lifecycle import LIVE_JOB_STATES, JobState
 from rainier.store.tables import Contract, Job, Node, Tenant
 
@@ -106,7 +107,7 @@ def quotas_of(contracts: Any, names: dict[str, str]) -> list[Quota]:
 
 def workload_of(job: Any, tenant: str) -> Workload:
     """`job` is a Job row or a result row with the same columns."""
-    spec = load_stored(JobSpec, job.spec)
+    spec = job_spec(job)
     return Workload(
         id=job.id,
         tenant=tenant,
