@@ -41,10 +41,10 @@ def downgrade() -> None:
         batch.add_column(
             sa.Column("preempting", sa.Boolean(), nullable=False, server_default=sa.false())
         )
-    op.execute("UPDATE jobs SET stop_requested = (stop_cause = 'requested')")
+    op.execute("UPDATE jobs SET stop_requested = TRUE WHERE stop_cause = 'requested'")
     op.execute(
-        "UPDATE jobs SET preempting = (stop_cause IN ('preempted', 'requeued')),"
-        " state = CASE WHEN stop_cause IN ('preempted', 'requeued') THEN 'running' ELSE state END"
+        "UPDATE jobs SET preempting = TRUE, state = 'running'"
+        " WHERE stop_cause IN ('preempted', 'requeued')"
     )
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("stop_cause")
