@@ -25,16 +25,15 @@ from rainier.control.metering import (
     contract_terms,
     iter_lines,
     select_lines,
-    stored_statement,
     webhook_secret,
 )
 from rainier.metering import (
-    contract_status,
     usage_by,
     write_focus_csv,
     write_lines_csv,
 )
 from rainier.metering.periods import month_bounds
+from rainier.services import billing
 from rainier.store.tables import Contract, Deployment, Event, Job, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
@@ -151,14 +150,13 @@ def get_status(name: str, caller: Caller, store: StoreDep) -> StatusOut:
     with store.read() as s:
         row = visible_contract(s, caller, name)
         terms = contract_terms(row)
-        lines = list(iter_lines(s, select_lines(contract=row.name)))
-    status = contract_status(terms, lines, now)
+        status, lines = billing.status(s, row, now)
     return StatusOut(
         **dataclasses.asdict(status) | {"contract": row.name},
         tenant=terms.tenant,
         term_start=terms.start,
         term_end=terms.end,
-        lines=len(lines),
+        lines=lines,
     )
 
 
@@ -228,7 +226,7 @@ def get_statement(
                 iter_lines(s, select_lines(contract=row.name, since=start, until=end)), buf
             )
             return _csv(buf.getvalue(), f"{row.name}-{year:04d}-{mon:02d}.csv")
-        st = stored_statement(s, contract_terms(row), year, mon)
+        st = billing.statement(s, row, year, mon)
     data: dict[str, Any] = dataclasses.asdict(st)
     return StatementOut(**data, month=f"{year:04d}-{mon:02d}")
 
