@@ -34,6 +34,7 @@ from rainier.metering import (
 )
 from rainier.metering.periods import month_bounds
 from rainier.services import billing
+from rainier.spec import ContractSpec, load_stored
 from rainier.store.tables import Contract, Deployment, Event, Job, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
@@ -256,7 +257,7 @@ def get_webhook(name: str, caller: Caller, store: StoreDep) -> WebhookOut:
         row = visible_contract(s, caller, name)
     return WebhookOut(
         contract=row.name,
-        url=row.spec.get("alert_webhook_url"),
+        url=load_stored(ContractSpec, row.spec).alert_webhook_url,
         secret=webhook_secret(store, row.name),
         signature_header="Rainier-Signature",
     )
