@@ -10,7 +10,12 @@ from rainier.spec import ContractSpec, JobSpec, TrainSpec, load_stored
 
 def test_a_stored_job_comes_back_typed() -> None:
     doc = JobSpec.model_validate(
-        {"name": "t", "train": {"data": ["/d/*.txt"]}, "grace_period_s": 5, "max_restarts": 2}
+        {
+            "name": "t",
+            "train": {"data": ["/d/*.txt"], "steps": 10},
+            "grace_period_s": 5.0,
+            "max_restarts": 2,
+        }
     )
     back = load_stored(JobSpec, doc.model_dump(mode="json"))
     assert back == doc
