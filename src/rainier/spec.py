@@ -7,10 +7,9 @@ with the field path and, for YAML, the line it came from.
 
 from __future__ import annotations
 
-import typing
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -167,7 +166,7 @@ class ContractSpec(Document):
 
     @model_validator(mode="after")
     def _flavors(self, info: ValidationInfo) -> ContractSpec:
-        if not _is_stored(info):
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
             for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
                 check_flavor(flavor)
         return self
@@ -326,7 +325,7 @@ class JobSpec(Document):
     def _known_flavor(self, info: ValidationInfo) -> JobSpec:
         if (self.command is None) == (self.train is None):
             raise ValueError("give exactly one of command and train")
-        if not _is_stored(info):
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
             check_flavor(self.flavor)
         return self
 
@@ -379,7 +378,7 @@ class DeploymentSpec(Document):
 
     @model_validator(mode="after")
     def _known_flavor(self, info: ValidationInfo) -> DeploymentSpec:
-        if not _is_stored(info):
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
             check_flavor(self.flavor)
         return self
 
@@ -430,49 +429,8 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
     }
 
 
-_STORED = {"stored": True}
-StoredDoc = TypeVar("StoredDoc", bound=Document)
-
-
-def _is_stored(info: ValidationInfo) -> bool:
-    return isinstance(info.context, dict) and bool(info.context.get("stored"))
-
-
-def load_stored(model: type[StoredDoc], data: Any) -> StoredDoc:
-    """A document as the store keeps it (its JSON dump), back as the model it was validated
-    as: times and money come back from their text forms, and a flavor the operator has since
-    removed does not make work already accepted unreadable.
-
-    A row stored before a bound held (or written around the API) may break today's bounds:
-    it comes back with its values as stored, unchecked, so that what uses them (the
-    scheduler, the executor) refuses that one row with the reason rather than every pass of
-    the control plane failing on it."""
-    try:
-        return model.model_validate(data, strict=False, context=_STORED)
-    except ValidationError:
-        return _unchecked(model, data)
-
-
-def _unchecked(model: type[StoredDoc], data: Any) -> StoredDoc:
-    values: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        key = name if name in data else info.alias
-        if key is None or key not in data:
-            continue
-        value = data[key]
-        nested = _document_in(info.annotation)
-        if nested is not None and isinstance(value, dict):
-            value = _unchecked(nested, value)
-        values[name] = value
-    return typing.cast(StoredDoc, model.model_construct(**values))
-
-
-def _document_in(annotation: Any) -> type[Document] | None:
-    """The document type a field holds, alone or as `X | None`."""
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, Document):
-            return candidate
-    return None
+# Validation context of documents read back from the store: flavors are not checked again.
+STORED_CONTEXT = {"stored": True}
 
 
 class SpecError(ValueError):

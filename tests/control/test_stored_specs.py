@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from rainier.spec import ContractSpec, JobSpec, TrainSpec, load_stored
+from rainier.spec import ContractSpec, JobSpec, TrainSpec
+from rainier.spec_stored import load_stored
 
 
 def test_a_stored_job_comes_back_typed() -> None:

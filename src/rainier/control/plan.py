@@ -27,7 +27,8 @@ from rainier.metering import contract_status
 from rainier.metering.prices import PriceNotFound
 from rainier.scheduler import ClusterState, NodeInfo, Workload, reasons
 from rainier.scheduler.plan import Outcome, Plan, can_ever_fit, plan
-from rainier.spec import ContractSpec, JobSpec, load_stored
+from rainier.spec import ContractSpec, JobSpec
+from rainier.spec_stored import load_stored
 from rainier.store.tables import Contract, Node
 
 CENT = Decimal("0.01")

@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from rainier.control.stored import job_spec
 from rainier.scheduler import Allocation, ClusterState, NodeInfo, Quota, Workload
-from rainier.spec import ContractSpec, load_stored
+from rainier.spec import ContractSpec
+from rainier.spec_stored import load_stored
 from rainier.store.lifecycle import LIVE_JOB_STATES, JobState
 from rainier.store.tables import Contract, Job, Node, Tenant
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rainier.spec import DeploymentSpec, JobSpec, load_stored
+from rainier.spec import DeploymentSpec, JobSpec
+from rainier.spec_stored import load_stored
 
 
 def job_spec(job: Any) -> JobSpec:

@@ -34,7 +34,8 @@ from rainier.metering import (
 )
 from rainier.metering.periods import month_bounds
 from rainier.services import billing
-from rainier.spec import ContractSpec, load_stored
+from rainier.spec import ContractSpec
+from rainier.spec_stored import load_stored
 from rainier.store.tables import Contract, Deployment, Event, Job, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
