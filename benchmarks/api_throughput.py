@@ -5,7 +5,8 @@ The server runs as its own process (`rainier server`), as in production; clients
 of this process, each with one keep-alive connection. Prints one JSON line last:
 {"sqlite_submits_per_s", "sqlite_submit_p99_ms", "postgres_submits_per_s",
  "postgres_submit_p99_ms", "list_page_p99_ms"}; postgres fields are null when no PostgreSQL is
-reachable (RAINIER_TEST_DATABASE_URL).
+reachable (RAINIER_TEST_DATABASE_URL). With RAINIER_CONTROLLER=external the reconciler runs as
+`rainier controller` beside the server instead of inside it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ LIST_TOTAL = 10_000
 PAGE = 100
 
 
-def start_server(home: Path, database_url: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(home: Path, database_url: str) -> tuple[list[subprocess.Popen[bytes]], str]:
+    """The server, and with RAINIER_CONTROLLER=external a `rainier controller` beside it."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -45,15 +47,20 @@ def start_server(home: Path, database_url: str) -> tuple[subprocess.Popen[bytes]
         "RAINIER_WORKERS": os.environ.get("RAINIER_WORKERS", "2"),
     }
     proc = subprocess.Popen([sys.executable, "-m", "rainier.cli.main", "server"], env=env)
+    procs = [proc]
+    if env.get("RAINIER_CONTROLLER") == "external":
+        command = [sys.executable, "-m", "rainier.cli.main", "controller"]
+        procs.append(subprocess.Popen(command, env=env))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
+                return procs, url
         except httpx.HTTPError:
             time.sleep(0.1)
-    proc.kill()
+    for p in procs:
+        p.kill()
     raise RuntimeError("server did not start")
 
 
@@ -166,7 +173,7 @@ def fresh_postgres() -> str | None:
 
 def run(database_url: str, with_listing: bool) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp) / "home", database_url)
+        procs, url = start_server(Path(tmp) / "home", database_url)
         try:
             key = tenant_key(url)
             submit_load(url, key, 200)  # warm-up
@@ -178,8 +185,9 @@ def run(database_url: str, with_listing: bool) -> dict[str, float]:
                 out["list_page_p99_ms"] = list_pages(url, key)
             return out
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
 
 
 def len_jobs(url: str, key: str) -> int:

@@ -79,8 +79,6 @@ def seed(database_url: str) -> str:
                     "attempt": 0,
                     "restarts": 0,
                     "preemptions": 0,
-                    "stop_requested": False,
-                    "preempting": False,
                     "created_at": at,
                     "metrics": {"step": i, "loss": 2.5},
                 }

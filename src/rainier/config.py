@@ -20,12 +20,19 @@ class Settings:
     tick_s: float = 0.2
     lease_s: float = 10.0
     reconcile: bool = True
+    # RAINIER_CONTROLLER: embedded (a thread of `rainier server`) or external (`rainier controller`)
+    controller: str = "embedded"
     # RAINIER_ISOLATION: auto (sandbox tasks where the machine can), required, off
     isolation: str = "auto"
     # RAINIER_SANDBOX_UIDS: the uids tenants' tasks run as, `first-last`
     sandbox_uids: str = "900000-999999"
     # RAINIER_STORAGE_URL and friends (rainier.storage.access); None: the folder below
     storage: StorageConfig | None = None
+
+    @property
+    def embedded_controller(self) -> bool:
+        """Whether `rainier server` runs the reconciler loop itself."""
+        return self.reconcile and self.controller == "embedded"
 
     @property
     def logs_dir(self) -> Path:
@@ -70,6 +77,7 @@ class Settings:
             "host": os.environ.get("RAINIER_HOST", "127.0.0.1"),
             "port": _port(os.environ.get("RAINIER_PORT") or "8000"),
             "reconcile": os.environ.get("RAINIER_RECONCILE", "1") != "0",
+            "controller": os.environ.get("RAINIER_CONTROLLER", "embedded"),
             "isolation": os.environ.get("RAINIER_ISOLATION", "auto"),
             "sandbox_uids": os.environ.get("RAINIER_SANDBOX_UIDS", "900000-999999"),
         }
@@ -103,6 +111,7 @@ def _port(value: str) -> int:
 
 
 EXECUTORS = ("local", "ray")
+CONTROLLERS = ("embedded", "external")
 ISOLATION_MODES = ("auto", "required", "off")  # see rainier.control.sandbox.IsolationMode
 
 
@@ -114,6 +123,11 @@ def check(settings: Settings) -> None:
     if settings.executor not in EXECUTORS:
         raise ConfigError(
             f"RAINIER_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {settings.executor!r}"
+        )
+    if settings.controller not in CONTROLLERS:
+        raise ConfigError(
+            f"RAINIER_CONTROLLER must be one of {', '.join(CONTROLLERS)}, "
+            f"not {settings.controller!r}"
         )
     if settings.isolation not in ISOLATION_MODES:
         modes = ", ".join(ISOLATION_MODES)

@@ -26,6 +26,7 @@ from rainier.cli.client import Client
 from rainier.cli.logs import stream_logs
 from rainier.cli.render import describe_text
 from rainier.config import Settings
+from rainier.store.lifecycle import LIVE_JOB_STATES, TERMINAL_JOB_STATES, JobState
 
 TENANT = "acme-ai"
 
@@ -38,7 +39,7 @@ def wait_for(client: Client, job_id: str, timeout_s: float = 600) -> dict[str, A
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}")
-        if job["state"] in ("succeeded", "failed", "stopped"):
+        if job["state"] in TERMINAL_JOB_STATES:
             return job
         time.sleep(0.2)
     raise click.ClickException(f"job {job_id} did not finish in {timeout_s:.0f} s")
@@ -96,7 +97,7 @@ def run_command_job(tenant: Client) -> None:
     for chunk in stream_logs(tenant, job["id"], 0, keep_following=False):
         click.echo(chunk, nl=False)
     click.echo(describe_text(tenant.get(f"/api/v1/jobs/{done['id']}")))
-    if done["state"] != "succeeded":
+    if done["state"] != JobState.SUCCEEDED:
         raise click.ClickException(f"job ended {done['state']}")
 
 
@@ -162,7 +163,7 @@ def train_model(tenant: Client) -> None:
         if k in ("step", "loss", "val_loss", "tokens_per_s", "mfu")
     )
     click.echo(f"job {done['id']} {done['state']}: {shown}")
-    if done["state"] != "succeeded":
+    if done["state"] != JobState.SUCCEEDED:
         for chunk in stream_logs(tenant, done["id"], 0, keep_following=False):
             click.echo(chunk, nl=False)
         raise click.ClickException(f"training ended {done['state']}")
@@ -250,7 +251,7 @@ def deploy_and_query(tenant: Client) -> None:
         wait_for_token_lines(tenant)
     finally:
         tenant.delete("/api/v1/deployments/demo-chat")
-        live = ["pending", "running", "stopping"]
+        live = list(LIVE_JOB_STATES)
         deadline = time.monotonic() + 120
         while tenant.get("/api/v1/jobs", kind="replica", state=live)["items"]:
             if time.monotonic() > deadline:

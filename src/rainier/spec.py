@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -165,9 +166,10 @@ class ContractSpec(Document):
     )
 
     @model_validator(mode="after")
-    def _flavors(self) -> ContractSpec:
-        for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
-            check_flavor(flavor)
+    def _flavors(self, info: ValidationInfo) -> ContractSpec:
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
+            for flavor in [*self.guaranteed_chips, *(self.borrow_limit_chips or {})]:
+                check_flavor(flavor)
         return self
 
 
@@ -325,10 +327,11 @@ class JobSpec(Document):
         return data
 
     @model_validator(mode="after")
-    def _known_flavor(self) -> JobSpec:
+    def _known_flavor(self, info: ValidationInfo) -> JobSpec:
         if (self.command is None) == (self.train is None):
             raise ValueError("give exactly one of command and train")
-        check_flavor(self.flavor)
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
+            check_flavor(self.flavor)
         return self
 
     @field_validator("env")
@@ -393,8 +396,9 @@ class DeploymentSpec(Document):
     )
 
     @model_validator(mode="after")
-    def _known_flavor(self) -> DeploymentSpec:
-        check_flavor(self.flavor)
+    def _known_flavor(self, info: ValidationInfo) -> DeploymentSpec:
+        if not (info.context or {}).get("stored"):  # `rainier.spec_stored`
+            check_flavor(self.flavor)
         return self
 
 
@@ -442,6 +446,10 @@ def _exactly_one_of(*fields: str) -> dict[str, Any]:
     return {
         "oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]
     }
+
+
+# Validation context of documents read back from the store: flavors are not checked again.
+STORED_CONTEXT = {"stored": True}
 
 
 class SpecError(ValueError):

@@ -1,22 +1,19 @@
-"""The control plane's HTTP server: the REST API, the /v1 gateway and the reconciler loop."""
+"""The control plane's HTTP server: the REST API, the /v1 gateway and, unless the controller runs
+as a process of its own, the reconciler loop."""
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sys
-import threading
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import IO, Any
+from typing import Any
 
 from fastapi import FastAPI
 
 from rainier import __version__, web
-from rainier.accounting.meter import Metering
 from rainier.api import edge, errors, gateway_routes, openapi
 from rainier.api.auth import Authenticator
 from rainier.api.routers import (
@@ -35,52 +32,13 @@ from rainier.api.routers import (
 from rainier.api.submissions import SubmissionWriter
 from rainier.catalog import DEFAULT_FLAVORS, install_catalog
 from rainier.config import Settings
-from rainier.control.executor import Executor
 from rainier.control.flavors import install as install_flavors
 from rainier.control.metrics import ControlMetrics
-from rainier.control.reconciler import Reconciler
-from rainier.control.sandbox import IsolationMode
+from rainier.control.process import Controller
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 
 log = logging.getLogger("rainier.server")
-_MODES = tuple(m.value for m in IsolationMode)
-
-
-def make_executor(settings: Settings) -> Executor:
-    isolation = IsolationMode(settings.isolation) if settings.isolation in _MODES else None
-    if isolation is None:
-        raise ValueError(f"RAINIER_ISOLATION must be one of {', '.join(_MODES)}")
-    if settings.executor == "local":
-        from rainier.control.local import LocalExecutor
-
-        send = os.environ.get("RAINIER_SEND_TASK_OUTPUT", "0") == "1"
-        return LocalExecutor(settings.tasks_dir, isolation, send_output=send)
-    if settings.executor == "ray":
-        from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
-
-        executor: Executor = RayExecutor(settings)
-        return executor
-    raise ValueError(f"RAINIER_EXECUTOR must be 'local' or 'ray', not {settings.executor!r}")
-
-
-def holder_identity(settings: Settings) -> tuple[str, IO[str] | None]:
-    """A stable identity for the server that owns RAINIER_HOME.
-
-    A server restarted after a crash takes over its own lease at once instead of waiting for it
-    to expire; a second server on the same home gets a fresh identity and waits its turn.
-    """
-    settings.home.mkdir(parents=True, exist_ok=True)
-    lock = open(settings.home / "server.lock", "a+")  # noqa: SIM115 - held for the server's life
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        return f"server-{uuid.uuid4().hex[:12]}", None
-    path = settings.home / "server-id"
-    if not path.exists():
-        path.write_text(f"server-{uuid.uuid4().hex[:12]}")
-    return path.read_text().strip(), lock
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
@@ -90,39 +48,18 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store.migrate()
         install_flavors(store)
-        stop = threading.Event()
-        thread = None
-        lock = None
-        if settings.reconcile:
-            holder, lock = holder_identity(settings)
-            executor = make_executor(settings)
-            metering = Metering.from_env(store)
-            reconciler = Reconciler(
-                store,
-                executor,
-                settings,
-                holder=holder,
-                on_task_time=metering.on_task_time,
-                on_tick=metering.tick,
-                on_admit=app.state.metrics.admitted,
-            )
-            app.state.reconciler = reconciler
-            app.state.wake = reconciler.poke
-            thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
-            thread.start()
-            metering.start_webhooks(stop)
+        controller = None
+        if settings.embedded_controller:
+            controller = Controller.build(store, settings, on_admit=app.state.metrics.admitted)
+            app.state.reconciler = controller.reconciler
+            app.state.wake = controller.reconciler.poke
+            controller.start()
         try:
             yield
         finally:
             await asyncio.to_thread(app.state.submissions.close)
-            stop.set()
-            if thread is not None:
-                app.state.reconciler.wake.set()
-                thread.join(timeout=10)
-                app.state.reconciler.release_lease()
-                app.state.reconciler.executor.close()
-            if lock is not None:
-                lock.close()
+            if controller is not None:
+                controller.close()
             install_catalog(dict(DEFAULT_FLAVORS))
             store.dispose()
 
@@ -168,23 +105,31 @@ def _noop(*_: Any) -> None:
     return None
 
 
-# The reconciler, metering and probes are threads of the server process; CPython lets a thread
-# that wants the GIL wait up to the switch interval (5 ms by default) while another runs
-# Python. A request arriving while the reconciler works would wait that long, so the event loop
-# gets the GIL back sooner; the threads' own work barely notices.
+# With the controller embedded, the reconciler, metering and probes are threads of the server
+# process; CPython lets a thread that wants the GIL wait up to the switch interval (5 ms by
+# default) while another runs Python. A request arriving while the reconciler works would wait
+# that long, so the event loop gets the GIL back sooner; the threads' own work barely notices.
+# With the controller in a process of its own (RAINIER_CONTROLLER=external) nothing competes.
 SWITCH_INTERVAL_S = 0.0005
+
+
+def _share_the_gil(settings: Settings) -> None:
+    if settings.embedded_controller:
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def app_from_env() -> FastAPI:
     """The app of one worker process: settings come from the environment."""
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    _share_the_gil(settings)
+    return create_app(settings)
 
 
 def serve(settings: Settings, workers: int = 1) -> None:
     """Runs the server in the foreground until interrupted.
 
-    With several worker processes each runs a reconciler, and the lease lets one act.
+    With several worker processes each runs a reconciler (unless the controller is external),
+    and the lease lets one act.
     """
     import uvicorn
 
@@ -196,7 +141,7 @@ def serve(settings: Settings, workers: int = 1) -> None:
     # each migration step would be a line: the log is for jobs' and deployments' changes
     for noisy in ("httpx", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    _share_the_gil(settings)
     options: dict[str, Any] = {"log_level": "warning", "access_log": False}
     if workers > 1:
         os.environ.update(RAINIER_HOST=settings.host, RAINIER_PORT=str(settings.port))

@@ -17,7 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.errors import ApiError
 from rainier.store.db import Store
 from rainier.store.keys import JOB_TOKEN_PREFIX, JobTokens, hash_key
-from rainier.store.tables import TERMINAL_STATES, ApiKey, Job, Tenant
+from rainier.store.lifecycle import JobState
+from rainier.store.tables import ApiKey, Job, Tenant
 
 Role = Literal["operator", "admin", "member", "job"]
 ROLES: tuple[str, ...] = ("operator", "admin", "member")
@@ -83,7 +84,7 @@ class Authenticator:
             job_id = self.tokens.job_of(secret)
             if job_id is not None:
                 job = s.get(Job, job_id)
-                if job is None or job.state in TERMINAL_STATES:
+                if job is None or JobState(job.state).terminal:
                     return None
                 tenant = s.get(Tenant, job.tenant_id)
                 return Principal(

@@ -11,16 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rainier.api.edge import allowed_methods, error_body, is_gateway
+from rainier.services.errors import Refused
 from rainier.spec import DOCUMENT_MODELS, SpecError
 from rainier.spec_hints import friendly
 
 log = logging.getLogger("rainier.api")
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None):
-        self.status, self.message, self.field = status, message, field
-        super().__init__(message)
+class ApiError(Refused):
+    """A refusal the API itself decides (who may see what, a query's bounds)."""
 
 
 def not_found(what: str, name: str) -> ApiError:
@@ -53,8 +52,8 @@ def _shaped(request: Request, status: int, body: dict[str, Any]) -> JSONResponse
 
 
 def install(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(Refused)
+    async def _api_error(request: Request, exc: Refused) -> JSONResponse:
         body: dict[str, Any] = {"message": exc.message}
         if exc.field:
             body["problems"] = [{"field": exc.field, "message": exc.message}]

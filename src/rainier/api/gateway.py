@@ -52,9 +52,10 @@ from rainier.api.stream_usage import EVENT_END, usage_event, usage_of
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.api.usage_writer import TokenUsageRow, token_usage_writer
 from rainier.control.metrics import ControlMetrics
+from rainier.services.deployments import wake_from_zero
 from rainier.sse import EventStreamResponse
 from rainier.store.db import Store
-from rainier.store.tables import Deployment, Event, utcnow
+from rainier.store.tables import utcnow
 
 log = logging.getLogger("rainier.gateway")
 DOWN_FOR_S = 5.0
@@ -171,19 +172,8 @@ class Gateway:
             target = await self.target(caller, target.name, fresh=True)
 
     def _wake_from_zero(self, deployment_id: str) -> bool:
-        with self.store.write() as s:
-            dep = s.get(Deployment, deployment_id)
-            if dep is not None and dep.desired_replicas == 0:
-                dep.desired_replicas, dep.scaled_at = 1, utcnow()
-                s.add(
-                    Event(
-                        object_id=dep.id,
-                        tenant_id=dep.tenant_id,
-                        kind="scaled-up",
-                        message="0 -> 1 replicas (a request arrived)",
-                    )
-                )
-        return True
+        """Scales the deployment from zero as the autoscaler would (`rainier.services`)."""
+        return wake_from_zero(self.store, deployment_id)
 
     # -- metering --------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from rainier.spec import Name
+from rainier.store.lifecycle import JobState, StopCause, TaskState
 
 T = TypeVar("T")
 # Positions and cursors a query may name: JSON-safe integers (2**53), which also fit a 64-bit
@@ -100,7 +101,7 @@ class TaskOut(Out):
     rank: int
     node: str
     chips: int
-    state: str
+    state: TaskState
     exit_code: int | None
     started_at: datetime | None
     exited_at: datetime | None
@@ -117,7 +118,10 @@ class JobOut(Out):
     name: str
     tenant: str
     kind: str
-    state: str
+    state: JobState
+    stop_cause: StopCause | None = Field(
+        None, description="while stopping: why, which is where the job goes next"
+    )
     reason: str
     flavor: str
     nodes: int

@@ -23,6 +23,7 @@ from rainier.control.plan import flavor_nodes, never_fits
 from rainier.scheduler import Workload
 from rainier.store.batch_writer import BatchWriter
 from rainier.store.db import Store
+from rainier.store.lifecycle import LIVE_JOB_STATES, JobState, holds_its_name
 from rainier.store.tables import Job
 
 log = logging.getLogger("rainier.api")
@@ -80,7 +81,11 @@ class SubmissionWriter:
             elif conn.execute(self._insert, row).first() is not None:
                 out.append(Written(created=True))
                 log.info("job %s (%s) submitted: pending", row["id"], row["name"])
-                live[(row["tenant_id"], row["name"])] = (row["id"], "pending", row["submit_key"])
+                live[(row["tenant_id"], row["name"])] = (
+                    row["id"],
+                    JobState.PENDING,
+                    row["submit_key"],
+                )
             else:
                 out.append(Written(created=False, existing=_first_of(s, row)))
         return out
@@ -92,19 +97,24 @@ LiveNames = dict[tuple[str, str], tuple[str, str, str | None]]
 def _live_names(s: Session, rows: list[dict[str, Any]]) -> LiveNames:
     """(tenant id, name) -> (id, state, idempotency key) of the group's names' live jobs.
 
-    A live job is one pending or running; a stopping one is on its way out and frees its
-    name, which is how `apply --replace` takes it over."""
+    A live job is one that holds its name (`lifecycle.holds_its_name`): pending, running, or
+    on its way back to the queue; one stopping for good frees its name, which is how
+    `apply --replace` takes it over."""
     names = {r["name"] for r in rows}
     tenants = {r["tenant_id"] for r in rows}
     found = s.execute(
-        select(Job.tenant_id, Job.name, Job.id, Job.state, Job.submit_key).where(
+        select(Job.tenant_id, Job.name, Job.id, Job.state, Job.stop_cause, Job.submit_key).where(
             Job.name.in_(names),
             Job.tenant_id.in_(tenants),
-            Job.state.in_(("pending", "running")),
+            Job.state.in_(LIVE_JOB_STATES),
             Job.kind == "job",
         )
     ).all()
-    return {(r.tenant_id, r.name): (r.id, r.state, r.submit_key) for r in found}
+    return {
+        (r.tenant_id, r.name): (r.id, r.state, r.submit_key)
+        for r in found
+        if holds_its_name(r.state, r.stop_cause)
+    }
 
 
 def _refusal(

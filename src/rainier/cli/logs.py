@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from rainier.cli.client import Client
+from rainier.store.lifecycle import TERMINAL_JOB_STATES, JobState
 
-TERMINAL = ("succeeded", "failed", "stopped")
 POLL_S = 0.25
 
 
@@ -46,10 +46,10 @@ class RankStream:
 def outcome_code(job: dict[str, Any]) -> int:
     """The exit status that says how the job ended: 0 if it succeeded, its failed task's
     code if it failed with one (1 otherwise), 1 if it was stopped."""
-    if job["state"] == "succeeded":
+    if job["state"] == JobState.SUCCEEDED:
         return 0
     code = job.get("exit_code")
-    if job["state"] == "failed" and isinstance(code, int) and 0 < code < 256:
+    if job["state"] == JobState.FAILED and isinstance(code, int) and 0 < code < 256:
         return code
     return 1
 
@@ -70,7 +70,7 @@ def follow(
     prefix = len(ranks) > 1
     said = ""
     while True:
-        if keep_following and job["state"] == "pending":
+        if keep_following and job["state"] == JobState.PENDING:
             message = f"job {job['name']} is pending: {job['reason']}; waiting for it to start"
             if message != said:
                 note(message)
@@ -94,7 +94,7 @@ def follow(
             return job if not keep_following else c.get(f"/api/v1/jobs/{job['id']}")
         if not got:
             time.sleep(POLL_S)
-        if job["state"] not in TERMINAL:
+        if job["state"] not in TERMINAL_JOB_STATES:
             job = c.get(f"/api/v1/jobs/{job['id']}")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from typing import Any
 
 import click
@@ -16,10 +15,10 @@ from rainier.cli.client import Client, UsageError
 from rainier.cli.documents import apply, delete, load_documents
 from rainier.cli.logs import logs
 from rainier.cli.plans import quota
+from rainier.cli.processes import controller, server
 from rainier.cli.profiles import Profile, ProfileConflict, store_profile
 from rainier.cli.render import describe_text, emit
-
-TERMINAL = ("succeeded", "failed", "stopped")
+from rainier.store.lifecycle import LIVE_JOB_STATES
 
 output_option = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
@@ -90,7 +89,20 @@ def cli(ctx: click.Context, url: str | None, profile: str | None) -> None:
     ctx.obj = {"url": url, "profile": profile}
 
 
-for _command in (init, login, whoami, profiles, apply, delete, logs, quota, usage, bill):
+for _command in (
+    init,
+    login,
+    whoami,
+    profiles,
+    apply,
+    delete,
+    logs,
+    quota,
+    usage,
+    bill,
+    server,
+    controller,
+):
     cli.add_command(_command)
 cli.add_command(contract_group, "contract")
 
@@ -98,47 +110,6 @@ cli.add_command(contract_group, "contract")
 def client(ctx: click.Context) -> Client:
     obj = ctx.obj or {}
     return Client(obj.get("url"), profile=obj.get("profile"))
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-@cli.command()
-@click.option(
-    "--host", envvar="RAINIER_HOST", default=_env("RAINIER_HOST", "127.0.0.1"), show_default=True
-)
-@click.option(
-    "--port",
-    envvar="RAINIER_PORT",
-    default=_env("RAINIER_PORT", "8000"),
-    show_default=True,
-    type=click.IntRange(0, 65535),
-)
-@click.option(
-    "--workers",
-    envvar="RAINIER_WORKERS",
-    default=_env("RAINIER_WORKERS", "1"),
-    show_default=True,
-    type=click.IntRange(1, 64),
-)
-def server(host: str, port: int, workers: int) -> None:
-    """Run the control plane (API, gateway, reconciler) in the foreground.
-
-    Defaults shown are this environment's (RAINIER_HOST, RAINIER_PORT, RAINIER_WORKERS)."""
-    from rainier.config import ConfigError, Settings, check
-
-    try:
-        settings = Settings.from_env(host=host, port=port)
-        check(settings)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    from rainier.api.app import serve
-    from rainier.control.sandbox import describe
-
-    click.echo(f"rainier control plane on http://{host}:{port} (home {settings.home})", err=True)
-    click.echo(describe(settings.isolation), err=True)
-    serve(settings, workers)
 
 
 # -- nodes ------------------------------------------------------------------------------------
@@ -311,7 +282,7 @@ def key_revoke(ctx: click.Context, key_id: str) -> None:
 @click.pass_context
 def ps(ctx: click.Context, show_all: bool, tenant: str | None, limit: int, output: str) -> None:
     """List jobs, newest first."""
-    states = None if show_all else ["pending", "running", "stopping"]
+    states = None if show_all else list(LIVE_JOB_STATES)
     data = client(ctx).get("/api/v1/jobs", state=states, tenant=tenant, limit=limit)
     for item in data["items"]:
         item["chips"] = f"{item['nodes']}x{item['chips_per_node']} {item['flavor']}"

@@ -1,14 +1,17 @@
-"""Models and deployments: the registry, applying Deployment documents, and the controller that
-keeps each deployment's replicas running, ready and sized to its load.
+"""The deployment controller: keeps each deployment's replicas running, ready and sized to its
+load. The model registry is `registry.py`, applying documents and what a replica runs
+`replicas.py`, what probing a replica finds `replica_probe.py`; their
+names are also importable from here.
 
 A replica is an ordinary Job row (`kind="replica"`, `deployment_id` set) running
-`python -m rainier.serve --model DIR --port 0`, so the scheduler places it as a one-node gang and
-the executor starts, restarts and stops it like any task. The serving runtime binds a port of the
-OS's choosing and registers it with the control plane over HTTP with its job token
-(`rainier.control.task_endpoints`), per attempt. The controller health-checks the address the
-current attempt registered and asks it for its load. What it learns is kept in
-`replica_endpoints`, which the gateway reads: the table, not the leader's memory, is how any
-server's gateway finds replicas. Nothing is read from the replica's node but over the network.
+`python -m rainier.serve --model DIR --port 0` (or vLLM behind `rainier.engines.vllm_replica`),
+so the scheduler places it as a one-node gang and the executor starts, restarts and stops it
+like any task. The replica binds a port of the OS's choosing and registers it with the control
+plane over HTTP with its job token (`rainier.control.task_endpoints`), per attempt. The
+controller health-checks the address the current attempt registered and asks it for its load.
+What it learns is kept in `replica_endpoints`, which the gateway reads: the table, not the
+leader's memory, is how any server's gateway finds replicas. Nothing is read from the
+replica's node but over the network.
 
 Scaling follows the sum of requests running and waiting on the replicas (`GET /load`) divided
 by the deployment's target per replica, between its min and max: up at once, down only after
@@ -21,302 +24,88 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.registry import (
+    ModelRefError,
+    ResolvedModel,
+    find_model,
+    register_model,
+    resolve_model,
+)
+from rainier.control.replica_probe import ProbeResult, ProbeTarget, ReplicaHealth
+from rainier.control.replicas import (
+    MODEL_ENV,
+    REPLICA_GRACE_S,
+    REPLICA_MAX_RESTARTS,
+    REVISION_ENV,
+    SERVE_MODULE,
+    apply_deployment,
+    delete_deployment,
+    deployment_event,
+    replica_name,
+    replica_spec,
+    revision_of,
+    stop_replica,
+)
+from rainier.control.scaling import scale_deployment
+from rainier.control.stored import deployment_spec
 from rainier.control.task_endpoints import serving_url
 from rainier.engines.replica_load import replica_load
-from rainier.engines.vllm_launch import replica_command as vllm_replica_command
-from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec, ServingEngine
 from rainier.store.db import Store
+from rainier.store.lifecycle import (
+    LIVE_JOB_STATES,
+    JobState,
+    TaskState,
+    is_leaving,
+    is_stop_requested,
+)
 from rainier.store.tables import (
-    TERMINAL_STATES,
     Deployment,
     Event,
     Job,
-    Model,
     ReplicaEndpoint,
     Task,
     new_id,
     utcnow,
 )
 
+__all__ = [
+    "MODEL_ENV",
+    "REPLICA_GRACE_S",
+    "REPLICA_MAX_RESTARTS",
+    "REVISION_ENV",
+    "SERVE_MODULE",
+    "DeploymentController",
+    "ModelRefError",
+    "ProbeResult",
+    "ProbeTarget",
+    "ResolvedModel",
+    "apply_deployment",
+    "delete_deployment",
+    "find_model",
+    "register_model",
+    "replica_spec",
+    "resolve_model",
+    "stop_replica",
+]
+
 log = logging.getLogger("rainier.deployments")
 
-SERVE_MODULE = "rainier.serve"
-REPLICA_MAX_RESTARTS = 100
-REPLICA_GRACE_S = 15.0
-REVISION_ENV = "RAINIER_DEPLOYMENT_REVISION"
-MODEL_ENV = "RAINIER_MODEL"
-LIVE_JOB_STATES = ("pending", "running", "stopping")
 FAILED_REPLICA_BACKOFF_S = 60.0
 # How long a replica waiting to be placed still counts as coming up (see `_autoscale`).
 PLACEMENT_GRACE_S = 60.0
-_VERSIONED = re.compile(r"^(?P<name>[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(:(?P<version>[0-9]+))?$")
-
-
-class ModelRefError(ValueError):
-    """A model reference that names nothing the tenant has; the message says which."""
-
-
-# -- the model registry -----------------------------------------------------------------------
-
-
-def register_model(
-    s: Session, tenant_id: str, name: str, path: str, job_id: str | None = None
-) -> Model:
-    """The next version of `name` in the tenant, for a folder the caller checked the tenant
-    owns (`rainier.control.ownership`); the caller retries on IntegrityError, which two
-    concurrent registrations of one name cause on databases without a write lock."""
-    if not re.fullmatch(NAME_PATTERN, name):
-        raise ModelRefError(f"model name {name!r} must be lowercase letters, digits and '-'")
-    last = s.scalar(
-        select(func.max(Model.version)).where(Model.tenant_id == tenant_id, Model.name == name)
-    )
-    row = Model(
-        id=new_id("mdl"),
-        tenant_id=tenant_id,
-        name=name,
-        version=(last or 0) + 1,
-        path=path,
-        job_id=job_id,
-    )
-    s.add(row)
-    s.flush()
-    return row
-
-
-def find_model(s: Session, tenant_id: str, name: str, version: int | None = None) -> Model | None:
-    query = select(Model).where(Model.tenant_id == tenant_id, Model.name == name)
-    if version is not None:
-        query = query.where(Model.version == version)
-    return s.scalars(query.order_by(Model.version.desc()).limit(1)).first()
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    ref: str
-    path: str
-
-
-def resolve_model(
-    s: Session, tenant_id: str, ref: str, owned: Callable[[str], str]
-) -> ResolvedModel:
-    """`name[:version]` of the tenant's registry (newest version when none is given), or an
-    absolute path of a folder the tenant owns (`owned` answers it resolved, or raises).
-    Resolved once, when the deployment is applied: a new model version reaches a deployment
-    when the deployment is applied again, never behind its back."""
-    if "/" in ref:
-        path = owned(ref)
-        return ResolvedModel(path, path)
-    match = _VERSIONED.fullmatch(ref)
-    if match is None:
-        raise ModelRefError(f"{ref!r} is neither a model name[:version] nor an absolute path")
-    name, version = match["name"], match["version"]
-    row = find_model(s, tenant_id, name, int(version) if version else None)
-    if row is None:
-        raise ModelRefError(f"model {ref!r} is not registered in this tenant")
-    return ResolvedModel(f"{row.name}:{row.version}", row.path)
-
-
-# -- applying and deleting deployments ---------------------------------------------------------
-
-
-def _replica_fields(doc: DeploymentSpec, model: ResolvedModel) -> dict[str, object]:
-    return {
-        "model": model.ref,
-        "path": model.path,
-        "flavor": doc.flavor,
-        "chips": doc.chips_per_replica,
-        "priority": doc.priority,
-        "max_batch_tokens": doc.max_batch_tokens,
-        "engine": doc.engine,
-        "dtype": doc.dtype,
-    }
-
-
-def apply_deployment(
-    s: Session, tenant_id: str, doc: DeploymentSpec, owned: Callable[[str], str]
-) -> tuple[Deployment, bool]:
-    """Creates the deployment or updates the one of that name; True when created.
-
-    Changes to what a replica runs bump the revision, and the controller rolls replicas over
-    to it; changes to scaling and rate limits apply to the running replicas as they are.
-    """
-    model = resolve_model(s, tenant_id, doc.model, owned)
-    spec = doc.model_dump(mode="json")
-    row = s.scalars(
-        select(Deployment).where(Deployment.tenant_id == tenant_id, Deployment.name == doc.name)
-    ).one_or_none()
-    now = utcnow()
-    if row is None:
-        row = Deployment(
-            id=new_id("dep"),
-            tenant_id=tenant_id,
-            name=doc.name,
-            spec=spec,
-            model=model.ref,
-            model_path=model.path,
-            revision=1,
-            desired_replicas=doc.replicas.min,
-            scaled_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        s.add(row)
-        s.flush()
-        _event(s, row, "created", f"serving {model.ref} with {doc.replicas.min} replica(s)")
-        return row, True
-    before = DeploymentSpec.model_validate(row.spec)
-    if _replica_fields(before, ResolvedModel(row.model, row.model_path)) != _replica_fields(
-        doc, model
-    ):
-        row.revision += 1
-        _event(s, row, "updated", f"revision {row.revision}: serving {model.ref}")
-    else:
-        _event(s, row, "updated", "scaling and limits updated")
-    row.spec, row.model, row.model_path, row.updated_at = spec, model.ref, model.path, now
-    desired = min(max(row.desired_replicas, doc.replicas.min), doc.replicas.max)
-    if desired != row.desired_replicas:
-        row.desired_replicas, row.scaled_at = desired, now
-    return row, False
-
-
-def stop_replica(s: Session, job: Job, reason: str) -> None:
-    """Asks a replica to exit (SIGTERM, then SIGKILL after its grace period), as `stop` does."""
-    if job.state in TERMINAL_STATES or job.stop_requested:
-        return
-    if job.state == "pending":
-        job.state, job.reason, job.finished_at = "stopped", reason, utcnow()
-    else:
-        job.state, job.reason, job.stop_requested = "stopping", reason, True
-    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=reason))
-    endpoint = s.get(ReplicaEndpoint, job.id)
-    if endpoint is not None:
-        s.delete(endpoint)
-
-
-def delete_deployment(s: Session, row: Deployment) -> int:
-    """Stops every replica and forgets the deployment; returns how many replicas were stopped.
-    Token usage keeps the deployment's id and name, so what was served stays billable."""
-    replicas = s.scalars(
-        select(Job).where(Job.deployment_id == row.id, Job.state.in_(LIVE_JOB_STATES))
-    ).all()
-    for job in replicas:
-        stop_replica(s, job, f"deployment {row.name} deleted")
-    _event(s, row, "deleted", f"deployment deleted; {len(replicas)} replica(s) stopping")
-    s.delete(row)
-    return len(replicas)
-
-
-def replica_spec(row: Deployment, host: str = "127.0.0.1") -> JobSpec:
-    """What a replica runs; `host` is the address it listens on (all of them when the gateway
-    reaches it from another machine)."""
-    doc = DeploymentSpec.model_validate(row.spec)
-    threads = doc.chips_per_replica if doc.flavor == "cpu" else 0
-    if doc.engine == ServingEngine.VLLM:
-        command = vllm_replica_command(
-            row.model_path, row.name, host, doc.max_batch_tokens, doc.dtype, threads
-        )
-    else:
-        command = _rainier_replica_command(row, doc, host, threads)
-    return JobSpec(
-        name=_replica_name(row.name),
-        command=command,
-        env={"RAINIER_DEPLOYMENT": row.name, REVISION_ENV: str(row.revision), MODEL_ENV: row.model},
-        flavor=doc.flavor,
-        nodes=1,
-        chips_per_node=doc.chips_per_replica,
-        priority=doc.priority,
-        max_restarts=REPLICA_MAX_RESTARTS,
-        grace_period_s=REPLICA_GRACE_S,
-    )
-
-
-def _rainier_replica_command(
-    row: Deployment, doc: DeploymentSpec, host: str, threads: int
-) -> list[str]:
-    command = [
-        sys.executable,
-        "-m",
-        SERVE_MODULE,
-        "--model",
-        row.model_path,
-        "--host",
-        host,
-        "--port",
-        "0",
-        "--served-model-name",
-        row.name,
-        "--max-batch-tokens",
-        str(doc.max_batch_tokens),
-    ]
-    if doc.dtype != "auto":
-        command += ["--dtype", doc.dtype]
-    if threads > 0:
-        command += ["--torch-threads", str(threads)]
-    return command
-
-
-def _replica_name(deployment: str) -> str:
-    return f"{deployment[:54].rstrip('-')}-{os.urandom(4).hex()}"
-
-
-def _revision_of(job: Job) -> int:
-    try:
-        return int(job.spec.get("env", {}).get(REVISION_ENV, 0))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
-    """Records a deployment's change, and says it in the server's log: one line per change."""
-    s.add(Event(object_id=row.id, tenant_id=row.tenant_id, kind=kind, message=message))
-    log.info("deployment %s (%s) %s: %s", row.name, row.id, kind, message)
-
-
-# -- finding and probing replicas ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProbeTarget:
-    job_id: str
-    deployment_id: str
-    attempt: int
-    log_path: Path
-    address: str
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    job_id: str
-    deployment_id: str
-    attempt: int
-    url: str
-    healthy: bool
-    running: int = 0
-    waiting: int = 0
-
-
-@dataclass
-class _Seen:
-    """How many probes of a replica's attempt failed in a row."""
-
-    attempt: int
-    failures: int = 0
 
 
 @dataclass
@@ -350,7 +139,7 @@ class DeploymentController:
         default_factory=lambda: float(os.environ.get("RAINIER_SCALE_DOWN_AFTER_S", "60"))
     )
     drain_timeout_s: float = 30.0
-    _seen: dict[str, _Seen] = field(default_factory=dict)
+    _seen: dict[str, ReplicaHealth] = field(default_factory=dict)
     _scaling: dict[str, _Scaling] = field(default_factory=dict)
     _draining: dict[str, _Drain] = field(default_factory=dict)
     _round: threading.Thread | None = None
@@ -390,9 +179,8 @@ class DeploymentController:
                 .join(Task, (Task.job_id == Job.id) & (Task.attempt == Job.attempt))
                 .where(
                     Job.kind == "replica",
-                    Job.state == "running",
-                    Job.stop_requested.is_(False),
-                    Task.state == "running",
+                    Job.state == JobState.RUNNING,
+                    Task.state == TaskState.RUNNING,
                 )
             ).all()
         return [
@@ -424,7 +212,7 @@ class DeploymentController:
     def _probe(self, http: httpx.Client, target: ProbeTarget) -> ProbeResult | None:
         seen = self._seen.get(target.job_id)
         if seen is None or seen.attempt != target.attempt:
-            seen = _Seen(target.attempt)
+            seen = ReplicaHealth(target.attempt)
             self._seen[target.job_id] = seen
         url = serving_url(self.store, target.job_id, target.attempt)
         if url is None:
@@ -449,7 +237,7 @@ class DeploymentController:
                 if seen is not None:
                     seen.failures = 0 if r.healthy else seen.failures + 1
                 job = s.get(Job, r.job_id)
-                if job is None or job.attempt != r.attempt or job.stop_requested:
+                if job is None or job.attempt != r.attempt or is_stop_requested(job):
                     continue
                 row = s.get(ReplicaEndpoint, r.job_id)
                 if row is None:
@@ -505,16 +293,15 @@ class DeploymentController:
                 for job_id, dep_id, state, created_at in s.execute(
                     select(Job.id, Job.deployment_id, Job.state, Job.created_at).where(
                         Job.kind == "replica",
-                        Job.state.in_(("pending", "running")),
-                        Job.stop_requested.is_(False),
+                        Job.state.in_((JobState.PENDING, JobState.RUNNING)),
                     )
                 )
                 if job_id not in ready
                 and job_id not in self._draining
-                and (state == "running" or created_at >= placed_since)
+                and (state == JobState.RUNNING or created_at >= placed_since)
             }
             for dep in deployments:
-                doc = DeploymentSpec.model_validate(dep.spec)
+                doc = deployment_spec(dep)
                 load = loads.get(dep.id, 0)
                 wanted = math.ceil(load / doc.target_inflight_per_replica)
                 wanted = min(max(wanted, doc.replicas.min), doc.replicas.max)
@@ -522,7 +309,7 @@ class DeploymentController:
                 if wanted >= dep.desired_replicas or dep.id in coming_up:
                     state.quiet_since = None
                     if wanted > dep.desired_replicas:
-                        self._scale(s, dep, wanted, f"in-flight {load}")
+                        scale_deployment(s, dep, wanted, f"in-flight {load}")
                     continue
                 if state.quiet_since is None:
                     state.quiet_since, state.quiet_max = now, wanted
@@ -532,15 +319,10 @@ class DeploymentController:
                     now - state.quiet_since >= self.scale_down_after_s
                     and since_scaled >= self.scale_down_after_s
                 ):
-                    self._scale(s, dep, state.quiet_max, f"in-flight {load}")
+                    scale_deployment(s, dep, state.quiet_max, f"in-flight {load}")
                     state.quiet_since = None
             for dep_id in set(self._scaling) - {d.id for d in deployments}:
                 del self._scaling[dep_id]
-
-    def _scale(self, s: Session, dep: Deployment, replicas: int, why: str) -> None:
-        word = "up" if replicas > dep.desired_replicas else "down"
-        _event(s, dep, f"scaled-{word}", f"{dep.desired_replicas} -> {replicas} replicas ({why})")
-        dep.desired_replicas, dep.scaled_at = replicas, utcnow()
 
     # -- converging replicas on the desired count ------------------------------------------
 
@@ -555,7 +337,7 @@ class DeploymentController:
             endpoints = {e.job_id: e for e in s.scalars(select(ReplicaEndpoint))}
             by_dep: dict[str, list[Job]] = {}
             for job in replicas:
-                if job.stop_requested or job.state == "stopping":
+                if is_leaving(job):
                     continue
                 if job.deployment_id not in deployments:
                     stop_replica(s, job, "its deployment is gone")
@@ -580,8 +362,8 @@ class DeploymentController:
         endpoints: dict[str, ReplicaEndpoint],
         now: float,
     ) -> None:
-        current = [j for j in jobs if _revision_of(j) == dep.revision]
-        old = [j for j in jobs if _revision_of(j) != dep.revision]
+        current = [j for j in jobs if revision_of(j) == dep.revision]
+        old = [j for j in jobs if revision_of(j) != dep.revision]
         serving = [j for j in current if j.id not in self._draining]
         ready = [j for j in serving if (e := endpoints.get(j.id)) is not None and e.ready]
         missing = dep.desired_replicas - len(serving)
@@ -614,7 +396,7 @@ class DeploymentController:
             endpoint = endpoints.get(job.id)
             if endpoint is not None:
                 endpoint.ready = False
-            idle = endpoint is None or job.state == "pending"
+            idle = endpoint is None or job.state == JobState.PENDING
             self._draining[job.id] = _Drain(since=now, idle=idle)
 
     def _backing_off(self, s: Session, dep: Deployment) -> bool:
@@ -625,7 +407,7 @@ class DeploymentController:
             select(Job.id)
             .where(
                 Job.deployment_id == dep.id,
-                Job.state == "failed",
+                Job.state == JobState.FAILED,
                 Job.finished_at >= since,
             )
             .limit(1)
@@ -635,7 +417,7 @@ class DeploymentController:
     def _create(self, s: Session, dep: Deployment, count: int) -> None:
         spec = replica_spec(dep, "127.0.0.1" if self.executor.name == "local" else "0.0.0.0")
         for _ in range(count):
-            spec = spec.model_copy(update={"name": _replica_name(dep.name)})
+            spec = spec.model_copy(update={"name": replica_name(dep.name)})
             job = Job(
                 id=new_id("job"),
                 tenant_id=dep.tenant_id,
@@ -647,11 +429,11 @@ class DeploymentController:
                 nodes=1,
                 chips_per_node=spec.chips_per_node,
                 priority=spec.priority,
-                state="pending",
+                state=JobState.PENDING,
                 reason="queued",
             )
             s.add(job)
-            _event(s, dep, "replica-created", f"replica {job.name} ({job.id}) queued")
+            deployment_event(s, dep, "replica-created", f"replica {job.name} ({job.id}) queued")
 
 
 def _victims(jobs: Sequence[Job], endpoints: dict[str, ReplicaEndpoint], count: int) -> list[Job]:

@@ -16,8 +16,9 @@ from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import Executor, TaskLaunch
 from rainier.control.rendezvous import BY_CONTROL_PLANE, RENDEZVOUS_ENV
+from rainier.control.stored import job_spec
 from rainier.control.uids import TenantUids, parse_range
-from rainier.spec import TrainSpec
+from rainier.spec import JobSpec
 from rainier.storage.location import is_url
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
@@ -46,7 +47,7 @@ class Launches:
         return (store.tenant_url(tenant).removeprefix("file://"),)
 
     def _inputs(
-        self, spec: dict[str, Any], command: list[str], tenant: str, *, replica: bool
+        self, spec: JobSpec, command: list[str], tenant: str, *, replica: bool
     ) -> list[str]:
         """Of the control plane's own folders only checkpoints (and models exported there) and
         the tenant's own storage prefix may be a task's input; the database, logs, task
@@ -59,13 +60,13 @@ class Launches:
     def launch_of(self, job: Job, task: Task, tenant: str) -> TaskLaunch:
         placement = job.placement or {}
         nodes: list[str] = placement.get("nodes", [])
-        spec = job.spec
+        spec = job_spec(job)
         ckpt = self.settings.checkpoints_dir / job.id
         workdir = self.settings.work_dir / job.id / f"rank-{task.rank}"
         chip_ids = chips_of(placement, task.rank)
         flavor = FLAVORS.get(job.flavor)
         env = {
-            **{k: str(v) for k, v in spec.get("env", {}).items()},
+            **spec.env,
             "RAINIER_JOB_ID": job.id,
             "RAINIER_JOB_NAME": job.name,
             "RAINIER_TENANT": tenant,
@@ -101,7 +102,7 @@ class Launches:
             env[flavor.device_env] = ",".join(map(str, flavor.device_ids(chip_ids)))
         command = command_of(spec, job, ckpt)
         read_write = (str(ckpt), str(workdir), *self._storage_folder(tenant))
-        memory_gb = spec.get("memory_gb") or (
+        memory_gb = spec.memory_gb or (
             (flavor.task_memory_gb_per_chip if flavor else 16.0) * max(1, task.chips)
         )
         return TaskLaunch(
@@ -137,21 +138,22 @@ def chips_of(placement: dict[str, Any], rank: int) -> tuple[int, ...]:
     return tuple(int(c) for c in chips[rank]) if rank < len(chips) else ()
 
 
-def command_of(spec: dict[str, Any], job: Job, checkpoints: Path) -> list[str]:
+def command_of(spec: JobSpec, job: Job, checkpoints: Path) -> list[str]:
     """A job's command line; a `train:` job runs rainier's runtime with the control plane's
     own interpreter (nodes run rainier from the same installation) and exports beside its
     checkpoints, where a restarted attempt finds them too."""
-    if spec.get("command"):
-        return list(spec["command"])
-    train = TrainSpec.model_validate(spec["train"])
-    return train.command(sys.executable, job.name, job.nodes, str(checkpoints / "export"))
+    if spec.command:
+        return list(spec.command)
+    if spec.train is None:
+        raise ValueError(f"job {job.id} has neither a command nor a train section")
+    return spec.train.command(sys.executable, job.name, job.nodes, str(checkpoints / "export"))
 
 
-def inputs_of(spec: dict[str, Any], command: list[str], *, replica: bool) -> list[str]:
+def inputs_of(spec: JobSpec, command: list[str], *, replica: bool) -> list[str]:
     """What a task may read besides the runtime: a training job's data, a replica's model.
     The node binds each only where the tenant's user may read it anyway."""
     paths: list[str] = []
-    for pattern in (spec.get("train") or {}).get("data", []):
+    for pattern in spec.train.data if spec.train is not None else []:
         if is_url(pattern):
             continue
         base = pattern

@@ -18,10 +18,9 @@ from sqlalchemy import func, select
 
 from rainier.control.state import quotas_of
 from rainier.store.db import Store
+from rainier.store.lifecycle import ALL_JOB_STATES, PLACED_JOB_STATES, TERMINAL_JOB_STATES, JobState
 from rainier.store.tables import Contract, Deployment, Job, Node, ReplicaEndpoint, Tenant
 
-JOB_STATES = ("pending", "running", "stopping", "succeeded", "failed", "stopped")
-OUTCOMES = ("succeeded", "failed", "stopped")
 WAIT_BUCKETS_S = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -102,7 +101,7 @@ class StoreCollector:
                 .where(Node.schedulable.is_(True))
                 .group_by(Node.flavor)
             ).all()
-        by_state = dict.fromkeys(JOB_STATES, 0)
+        by_state: dict[str, int] = dict.fromkeys(ALL_JOB_STATES, 0)
         used: dict[tuple[str, str], int] = {}
         preempted: dict[tuple[str, str], int] = {}
         waiting: dict[tuple[str, str], tuple[int, float]] = {}
@@ -111,15 +110,15 @@ class StoreCollector:
             key = (tenant, flavor)
             by_state[state] = by_state.get(state, 0) + count
             preempted[key] = preempted.get(key, 0) + int(preempt_sum or 0)
-            if state == "pending":
+            if state == JobState.PENDING:
                 first = first if first.tzinfo else first.replace(tzinfo=UTC)
                 waiting[key] = (count, max(0.0, (now - first).total_seconds()))
-            elif state in ("running", "stopping"):
+            elif state in PLACED_JOB_STATES:
                 used[key] = used.get(key, 0) + int(chip_sum or 0)
-            elif state in OUTCOMES:
+            elif state in TERMINAL_JOB_STATES:
                 outcomes.add_metric([tenant, flavor, state], count)
-        for state, count in by_state.items():
-            jobs.add_metric([state], count)
+        for name, count in by_state.items():
+            jobs.add_metric([name], count)
         for key in sorted(preempted):  # every pair that ever had work: an empty queue is a 0
             count, age = waiting.get(key, (0, 0.0))
             queue.add_metric(list(key), count)

@@ -24,6 +24,7 @@ from rainier.metering.prices import PriceNotFound
 from rainier.scheduler import ClusterState, NodeInfo, Workload, reasons
 from rainier.scheduler.plan import Outcome, Plan, can_ever_fit, plan
 from rainier.spec import ContractSpec, JobSpec
+from rainier.spec_stored import load_stored
 from rainier.store.tables import Contract, Node
 
 CENT = Decimal("0.01")
@@ -188,9 +189,8 @@ def quota_rows(s: Session, tenant_ids: list[str], now: datetime) -> list[QuotaRo
         status = contract_status(terms, iter_lines(s, select_lines(contract=c.name)), now)
         runs_out = status.reached_at or status.projected_reach_at
         quota = names.get(terms.tenant)
-        flavors = sorted(
-            set(c.spec.get("guaranteed_chips", {})) | set(c.spec.get("borrow_limit_chips") or {})
-        )
+        spec = load_stored(ContractSpec, c.spec)
+        flavors = sorted(set(spec.guaranteed_chips) | set(spec.borrow_limit_chips or {}))
         for f in flavors:
             guaranteed = quota.guaranteed_chips.get(f, 0) if quota else 0
             in_use = used.get((terms.tenant, f), 0)
@@ -206,7 +206,7 @@ def quota_rows(s: Session, tenant_ids: list[str], now: datetime) -> list[QuotaRo
                     contract=c.name,
                     tenant=terms.tenant,
                     flavor=f,
-                    guaranteed_chips=int(c.spec.get("guaranteed_chips", {}).get(f, 0)),
+                    guaranteed_chips=spec.guaranteed_chips.get(f, 0),
                     in_use_chips=in_use,
                     borrowed_chips=borrowed,
                     borrow_limit_chips=limit,

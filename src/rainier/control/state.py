@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rainier.control.stored import job_spec
 from rainier.scheduler import Allocation, ClusterState, NodeInfo, Quota, Workload
+from rainier.spec import ContractSpec
+from rainier.spec_stored import load_stored
+from rainier.store.lifecycle import LIVE_JOB_STATES, JobState
 from rainier.store.tables import Contract, Job, Node, Tenant
-
-ACTIVE_JOB_STATES = ("running", "stopping")
 
 
 def cluster_state(
@@ -46,20 +48,16 @@ def cluster_state(
         Job.state,
         Job.started_at,
         Job.placement,
-        Job.stop_requested,
-        Job.preempting,
     )
-    rows = s.execute(
-        select(*columns).where(Job.state.in_(("pending", *ACTIVE_JOB_STATES))).order_by(Job.id)
-    ).all()
+    rows = s.execute(select(*columns).where(Job.state.in_(LIVE_JOB_STATES)).order_by(Job.id)).all()
     _cache_workloads(s, cache, reasons, [r.id for r in rows], names)
     for job in rows:
         workload = cache[job.id]
-        if job.state == "pending":
+        if job.state == JobState.PENDING:
             pending.append(workload)
         elif job.placement:
             started = job.started_at.timestamp() if job.started_at else now_s
-            stopping = job.state == "stopping" or job.stop_requested or job.preempting
+            stopping = job.state == JobState.STOPPING
             running.append(Allocation(workload, tuple(job.placement["nodes"]), started, stopping))
     return ClusterState(now_s, nodes, quotas, running, pending)
 
@@ -92,16 +90,16 @@ def quotas_of(contracts: Any, names: dict[str, str]) -> list[Quota]:
             names.get(c.tenant_id, c.tenant_id),
             {"guaranteed": {}, "borrow": None, "weight": None, "tier": 0},
         )
-        for flavor, chips in c.spec.get("guaranteed_chips", {}).items():
-            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + int(chips)
-        borrow = c.spec.get("borrow_limit_chips")
-        if borrow is not None:
+        spec = load_stored(ContractSpec, c.spec)
+        for flavor, chips in spec.guaranteed_chips.items():
+            entry["guaranteed"][flavor] = entry["guaranteed"].get(flavor, 0) + chips
+        if spec.borrow_limit_chips is not None:
             current = entry["borrow"] or {}
-            for flavor, chips in borrow.items():
-                current[flavor] = current.get(flavor, 0) + int(chips)
+            for flavor, chips in spec.borrow_limit_chips.items():
+                current[flavor] = current.get(flavor, 0) + chips
             entry["borrow"] = current
-        entry["weight"] = c.spec.get("weight") or entry["weight"]
-        entry["tier"] = max(entry["tier"], int(c.spec.get("priority_tier", 0)))
+        entry["weight"] = spec.weight or entry["weight"]
+        entry["tier"] = max(entry["tier"], spec.priority_tier)
     return [
         Quota(tenant, v["guaranteed"], v["borrow"], v["weight"], v["tier"])
         for tenant, v in sorted(merged.items())
@@ -110,7 +108,7 @@ def quotas_of(contracts: Any, names: dict[str, str]) -> list[Quota]:
 
 def workload_of(job: Any, tenant: str) -> Workload:
     """`job` is a Job row or a result row with the same columns."""
-    spec = job.spec
+    spec = job_spec(job)
     return Workload(
         id=job.id,
         tenant=tenant,
@@ -119,10 +117,10 @@ def workload_of(job: Any, tenant: str) -> Workload:
         chips_per_node=job.chips_per_node,
         priority=job.priority,
         kind="replica" if job.kind == "replica" else "job",
-        within=spec.get("within"),
-        max_duration_s=spec.get("max_duration_s"),
+        within=spec.within,
+        max_duration_s=spec.max_duration_s,
         submitted_s=job.created_at.timestamp(),
-        preemptible=bool(spec.get("preemptible", True)),
-        may_preempt_own=bool(spec.get("may_preempt_own", False)),
-        grace_period_s=float(spec.get("grace_period_s", 30.0)),
+        preemptible=spec.preemptible,
+        may_preempt_own=spec.may_preempt_own,
+        grace_period_s=spec.grace_period_s,
     )

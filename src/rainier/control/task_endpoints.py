@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from rainier.store.db import Store
-from rainier.store.tables import TERMINAL_STATES, Job, Node, Task, TaskEndpoint, utcnow
+from rainier.store.lifecycle import TERMINAL_JOB_STATES
+from rainier.store.tables import Job, Node, Task, TaskEndpoint, utcnow
 
 
 class Purpose(enum.StrEnum):
@@ -63,7 +64,7 @@ def register(
     or its gang, anywhere else."""
     with store.write() as s:
         job = s.get(Job, job_id)
-        if job is None or job.state in TERMINAL_STATES:
+        if job is None or job.state in TERMINAL_JOB_STATES:
             raise NotRegistrable(f"job {job_id} has ended")
         if rank >= job.nodes:
             raise NotRegistrable(f"rank must be < {job.nodes}")

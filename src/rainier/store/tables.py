@@ -7,6 +7,7 @@ import os
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -25,8 +26,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import Enum as SAEnum
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from rainier.store.lifecycle import JobState, StopCause, TaskState
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -126,8 +130,17 @@ class Contract(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-JOB_STATES = ("pending", "running", "stopping", "succeeded", "failed", "stopped")
-TERMINAL_STATES = ("succeeded", "failed", "stopped")
+def _lifecycle(enum: type[StrEnum]) -> SAEnum:
+    """A lifecycle enum stored as its value in a short text column: the values are the API's
+    words, and a new state needs no change of column type."""
+    return SAEnum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 class Job(Base):
@@ -148,23 +161,20 @@ class Job(Base):
     nodes: Mapped[int]
     chips_per_node: Mapped[int]
     priority: Mapped[int]
-    state: Mapped[str] = mapped_column(String(16), default="pending")
+    state: Mapped[JobState] = mapped_column(_lifecycle(JobState), default=JobState.PENDING)
+    # Set exactly while `stopping`: where the job goes once its tasks are gone (lifecycle.py).
+    stop_cause: Mapped[StopCause | None] = mapped_column(_lifecycle(StopCause))
     reason: Mapped[str] = mapped_column(Text, default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     preemptions: Mapped[int] = mapped_column(Integer, default=0)
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    stop_requested: Mapped[bool] = mapped_column(Boolean, default=False)
-    preempting: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_code: Mapped[int | None]
     submit_key: Mapped[str | None] = mapped_column(String(128))
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
-
-
-TASK_STATES = ("starting", "running", "exited", "lost")
 
 
 class Task(Base):
@@ -178,7 +188,7 @@ class Task(Base):
     rank: Mapped[int]
     node: Mapped[str] = mapped_column(String(63))
     chips: Mapped[int]
-    state: Mapped[str] = mapped_column(String(16), default="starting")
+    state: Mapped[TaskState] = mapped_column(_lifecycle(TaskState), default=TaskState.STARTING)
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     exit_code: Mapped[int | None]
     started_at: Mapped[datetime | None]

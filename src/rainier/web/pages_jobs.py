@@ -10,6 +10,7 @@ import yaml
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from rainier.store.lifecycle import ALL_JOB_STATES, TERMINAL_JOB_STATES
 from rainier.web.charts import metric_charts
 from rainier.web.client import ApiFailure
 from rainier.web.core import Changing, ConsoleRoute, Signed, api, form_of, render
@@ -17,8 +18,8 @@ from rainier.web.session import Session
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 PAGE_SIZE = 50
-STATES = ("pending", "running", "stopping", "succeeded", "failed", "stopped")
-TERMINAL = ("succeeded", "failed", "stopped")
+STATES = ALL_JOB_STATES
+TERMINAL = TERMINAL_JOB_STATES
 EXAMPLE = """kind: Job
 name: hello
 flavor: cpu

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from rainier.store.lifecycle import JobState
 from rainier.web.client import Api
 from rainier.web.core import ConsoleRoute, Refused, Signed, api, render, require_role
 from rainier.web.pages_tenant import live_jobs
@@ -48,7 +49,9 @@ async def fleet_page(request: Request, session: Signed) -> Response:
 async def queue_page(request: Request, session: Signed) -> Response:
     require_role(session, "operator")
     client = api(request, session)
-    jobs = await live_jobs(client) + await _all(client, "/api/v1/jobs", state="pending")
+    jobs = await live_jobs(client) + await _all(
+        client, "/api/v1/jobs", state=JobState.PENDING.value
+    )
     contracts = await _all(client, "/api/v1/contracts")
     return render(request, "queue.html", tenants=queue(jobs, contracts))
 

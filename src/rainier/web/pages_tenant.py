@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 
+from rainier.store.lifecycle import PLACED_JOB_STATES, JobState
 from rainier.web.charts import Chart, burn_down
 from rainier.web.client import Api, ApiFailure
 from rainier.web.core import Changing, ConsoleRoute, Signed, api, form_of, render, require_role
@@ -27,7 +28,11 @@ async def live_jobs(client: Api, tenant: str | None = None) -> list[dict[str, An
     cursor = None
     while True:
         page = await client.get(
-            "/api/v1/jobs", state=["running", "stopping"], tenant=tenant, limit=1000, cursor=cursor
+            "/api/v1/jobs",
+            state=[s.value for s in PLACED_JOB_STATES],
+            tenant=tenant,
+            limit=1000,
+            cursor=cursor,
         )
         out.extend(page["items"])
         if not (cursor := page["next_cursor"]):
@@ -73,7 +78,7 @@ async def overview(request: Request, session: Signed) -> Response:
             }
         )
     jobs = await live_jobs(client)
-    pending = await client.get("/api/v1/jobs", state="pending", limit=20)
+    pending = await client.get("/api/v1/jobs", state=JobState.PENDING.value, limit=20)
     return render(
         request,
         "overview.html",

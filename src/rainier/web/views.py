@@ -7,7 +7,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-LIVE = ("running", "stopping")
+from rainier.store.lifecycle import PLACED_JOB_STATES, JobState
+
+LIVE = PLACED_JOB_STATES
 
 
 @dataclass
@@ -140,7 +142,7 @@ def queue(jobs: list[dict[str, Any]], contracts: list[dict[str, Any]]) -> list[T
             row.guaranteed[flavor] = row.guaranteed.get(flavor, 0) + int(chips)
     for job in jobs:
         row = tenants.setdefault(job["tenant"], TenantQueue(job["tenant"]))
-        if job["state"] == "pending":
+        if job["state"] == JobState.PENDING:
             row.waiting.append(job)
         elif job["state"] in LIVE:
             chips = int(job["nodes"]) * int(job["chips_per_node"])

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-
 from fastapi import APIRouter, Request
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from rainier.api.auth import Caller, require
 from rainier.api.deps import Limit, StoreDep, page_of, visible_tenant
-from rainier.api.errors import ApiError, not_found
+from rainier.api.errors import not_found
 from rainier.api.schemas import ContractOut, Page
-from rainier.control.plan import backdate_charge
+from rainier.services.contracts import apply_contract as apply_contract_doc
 from rainier.spec import ContractSpec
-from rainier.store.tables import Contract, Tenant, new_id, utcnow
+from rainier.store.tables import Contract, Tenant
 
 router = APIRouter(prefix="/api/v1", tags=["contracts"])
 
@@ -39,52 +35,11 @@ def apply_contract(
     """Creates the contract, or updates the one of that name (same tenant only)."""
     require(caller, "operator")
     with store.write() as s:
-        tenant = s.scalars(select(Tenant).where(Tenant.name == doc.tenant)).one_or_none()
-        if tenant is None:
-            raise ApiError(422, f"tenant {doc.tenant!r} does not exist", field="tenant")
-        row = s.scalars(select(Contract).where(Contract.name == doc.name)).one_or_none()
-        billed, note = _backdating(s, doc, row)
-        if row is None:
-            row = Contract(id=new_id("ctr"), name=doc.name, tenant_id=tenant.id)
-            s.add(row)
-        elif row.tenant_id != tenant.id:
-            raise ApiError(409, f"contract {doc.name!r} belongs to another tenant", field="name")
-        row.term_start, row.term_end = doc.term.start, doc.term.end
-        row.committed_usd = doc.committed_usd
-        row.spec = doc.model_dump(mode="json")
-        row.updated_at = utcnow()
+        row, tenant, billed, note = apply_contract_doc(s, doc)
     request.app.state.wake()
     out = _out(row, tenant.name)
     out.billed_at_signing_usd, out.note = billed, note
     return out
-
-
-BACKDATE_SLACK = timedelta(minutes=5)
-
-
-def _backdating(
-    s: Session, doc: ContractSpec, row: Contract | None
-) -> tuple[Decimal | None, str | None]:
-    """A new term (or a start moved earlier) that began in the past bills its reservations
-    since then at once: refused unless the document says `backdate: true`, and said."""
-    now = utcnow()
-    old_start = _utc(row.term_start) if row is not None else None
-    moved_back = old_start is None or doc.term.start < old_start
-    if not moved_back or doc.term.start >= now - BACKDATE_SLACK:
-        return None, None
-    billed, note = backdate_charge(s, doc, now)
-    if not doc.backdate:
-        raise ApiError(
-            422,
-            f"term.start {doc.term.start.isoformat()} is in the past: {note}. Apply with "
-            "--backdate (backdate: true) to sign it anyway, or start the term now",
-            field="term.start",
-        )
-    return billed, note
-
-
-def _utc(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 @router.get("/contracts")

@@ -17,14 +17,11 @@ from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
 from rainier.api.routers.models import model_roots
 from rainier.api.schemas import MAX_OFFSET, EventOut, Page
-from rainier.control.deployments import (
-    LIVE_JOB_STATES,
-    ModelRefError,
-    apply_deployment,
-    delete_deployment,
-)
+from rainier.control.deployments import ModelRefError
 from rainier.control.ownership import NotOwnedError, owned_model_dir
+from rainier.services import deployments as service
 from rainier.spec import DeploymentSpec
+from rainier.store.lifecycle import LIVE_JOB_STATES, DeploymentState, JobState, deployment_state
 from rainier.store.tables import Deployment, Event, Job, ReplicaEndpoint, Tenant, TokenUsageRecord
 
 router = APIRouter(prefix="/api/v1", tags=["deployments"])
@@ -33,7 +30,7 @@ router = APIRouter(prefix="/api/v1", tags=["deployments"])
 class ReplicaOut(BaseModel):
     id: str
     name: str
-    state: str
+    state: JobState
     reason: str
     attempt: int
     restarts: int
@@ -50,6 +47,7 @@ class DeploymentOut(BaseModel):
     model: str
     model_path: str
     revision: int
+    state: DeploymentState
     desired_replicas: int
     ready_replicas: int
     replicas: int
@@ -110,6 +108,7 @@ def _replicas(s: Session, dep_ids: list[str]) -> dict[str, list[ReplicaOut]]:
 
 
 def deployment_out(row: Deployment, tenant: str, replicas: list[ReplicaOut]) -> DeploymentOut:
+    ready = sum(r.ready for r in replicas)
     return DeploymentOut(
         id=row.id,
         name=row.name,
@@ -117,8 +116,9 @@ def deployment_out(row: Deployment, tenant: str, replicas: list[ReplicaOut]) -> 
         model=row.model,
         model_path=row.model_path,
         revision=row.revision,
+        state=deployment_state(row.desired_replicas, ready),
         desired_replicas=row.desired_replicas,
-        ready_replicas=sum(r.ready for r in replicas),
+        ready_replicas=ready,
         replicas=len(replicas),
         spec=row.spec,
         created_at=row.created_at,
@@ -168,11 +168,9 @@ def apply(
                     except NotOwnedError as exc:
                         raise ModelRefError(str(exc)) from None
 
-                row, created = apply_deployment(s, owner.id, doc, owned)
+                row, created = service.apply(s, owner.id, doc, owned)
                 out = deployment_out(row, owner.name, _replicas(s, [row.id]).get(row.id, []))
             break
-        except ModelRefError as exc:
-            raise ApiError(422, str(exc), field="model") from None
         except IntegrityError:
             if not tries_left:
                 raise
@@ -239,7 +237,7 @@ def remove_deployment(
     with store.write() as s:
         row, _ = visible_deployment(s, caller, ref, tenant)
         name = row.name
-        stopped = delete_deployment(s, row)
+        stopped = service.delete(s, row)
     request.app.state.wake()
     _forget_targets(request)
     return {"name": name, "deleted": True, "replicas_stopping": stopped}

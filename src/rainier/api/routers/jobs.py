@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import Table, select
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from rainier.api.auth import Caller, Principal, require
@@ -25,22 +24,14 @@ from rainier.api.schemas import (
     TaskOut,
 )
 from rainier.limits import MAX_NODES_PER_JOB
+from rainier.services.jobs import new_job_row, record_metrics, request_stop, stop_live
 from rainier.spec import JobSpec
 from rainier.store.db import Store
-from rainier.store.tables import (
-    TERMINAL_STATES,
-    Event,
-    Job,
-    JobMetric,
-    Task,
-    Tenant,
-    new_id,
-    utcnow,
-)
+from rainier.store.lifecycle import JobState
+from rainier.store.tables import Event, Job, JobMetric, Task, Tenant
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 log = logging.getLogger("rainier.jobs")
-JobState = Literal["pending", "running", "stopping", "succeeded", "failed", "stopped"]
 MAX_LOG_CHUNK = 1 << 20
 JSON = "application/json"
 
@@ -54,6 +45,7 @@ def job_out(job: Any, tenant: str) -> JobOut:
         tenant=tenant,
         kind=job.kind,
         state=job.state,
+        stop_cause=job.stop_cause,
         reason=job.reason,
         flavor=job.flavor,
         nodes=job.nodes,
@@ -95,28 +87,11 @@ async def submit_job(
         tenant_id, tenant = _own_tenant(caller)
     else:
         tenant_id, tenant = await run_in_threadpool(_named_tenant, store, caller, doc.tenant)
-    row: dict[str, Any] = {
-        "id": new_id("job"),
-        "tenant_id": tenant_id,
-        "name": doc.name,
-        "kind": "job",
-        "spec": doc.model_dump(mode="json"),
-        "flavor": doc.flavor,
-        "nodes": doc.nodes,
-        "chips_per_node": doc.chips_per_node,
-        "priority": doc.priority,
-        "state": "pending",
-        "reason": "queued",
-        "attempt": 0,
-        "restarts": 0,
-        "preemptions": 0,
-        "stop_requested": False,
-        "preempting": False,
-        "submit_key": idempotency_key,
-        "created_at": utcnow(),
-    }
+    row = new_job_row(doc, tenant_id, idempotency_key)
     if replace:
-        await run_in_threadpool(_stop_live, store, tenant_id, doc.name)
+        await run_in_threadpool(
+            stop_live, store, tenant_id, doc.name, "replaced by a new submission of its name"
+        )
         request.app.state.wake()
     written = await request.app.state.submissions.submit(row)
     if written.refused is not None:
@@ -133,33 +108,6 @@ async def submit_job(
         finished_at=None,
     )
     return Response(out.model_dump_json(), 201, media_type=JSON)
-
-
-def _stop_live(store: Store, tenant_id: str, name: str) -> None:
-    with store.write() as s:
-        for job in s.scalars(
-            select(Job).where(
-                Job.tenant_id == tenant_id,
-                Job.name == name,
-                Job.kind == "job",
-                Job.state.in_(("pending", "running")),
-            )
-        ):
-            request_stop(s, job, "replaced by a new submission of its name")
-
-
-def request_stop(s: Session, job: Job, why: str) -> None:
-    """Marks a live job to stop: a pending one at once, a running one through its tasks."""
-    if job.state in TERMINAL_STATES:
-        return
-    job.stop_requested = True
-    if job.state == "pending":
-        job.state, job.reason = "stopped", f"stopped before it started: {why}"
-        job.stop_requested = False
-    else:
-        job.state, job.reason = "stopping", why
-    s.add(Event(object_id=job.id, tenant_id=job.tenant_id, kind="stop", message=why))
-    log.info("job %s stop: %s (%s)", job.id, why, job.state)
 
 
 def _own_tenant(caller: Principal) -> tuple[str, str]:
@@ -266,7 +214,7 @@ def job_logs(
         with open(path, "rb") as fh:
             fh.seek(offset)
             data = fh.read(MAX_LOG_CHUNK)
-    done = job.state in TERMINAL_STATES and len(data) < MAX_LOG_CHUNK
+    done = JobState(job.state).terminal and len(data) < MAX_LOG_CHUNK
     return LogChunk(data=data.decode("utf-8", "replace"), offset=offset + len(data), done=done)
 
 
@@ -275,8 +223,7 @@ def post_metrics(ref: str, body: MetricsIn, caller: Caller, store: StoreDep) -> 
     """Training runtimes report progress here with their job token."""
     with store.write() as s:
         job = visible_job(s, caller, ref)
-        s.add(JobMetric(job_id=job.id, step=body.step, values=body.metrics))
-        job.metrics = {"step": body.step, **body.metrics}
+        record_metrics(s, job, body.step, body.metrics)
     return {"step": body.step}
 
 

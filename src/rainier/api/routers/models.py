@@ -18,9 +18,10 @@ from rainier.api.deps import StoreDep, visible_job, visible_tenant
 from rainier.api.errors import ApiError, conflict, not_found
 from rainier.api.schemas import Page
 from rainier.config import Settings
-from rainier.control.deployments import ModelRefError, find_model, register_model
-from rainier.control.ownership import ModelRoots, NotOwnedError, owned_model_dir
+from rainier.control.ownership import ModelRoots
+from rainier.control.registry import find_model
 from rainier.limits import MAX_PATH_CHARS
+from rainier.services import models as models_service
 from rainier.spec import Name
 from rainier.store.tables import Model, Tenant
 
@@ -96,11 +97,8 @@ def create_model(body: ModelIn, caller: Caller, store: StoreDep, request: Reques
         try:
             with store.write() as s:
                 tenant, job_id = _owner(s, caller, body)
-                folder = owned_model_dir(s, roots, tenant.id, tenant.name, body.path)
-                row = register_model(s, tenant.id, body.name, folder.path, job_id or folder.job_id)
+                row = models_service.register(s, roots, tenant, body.name, body.path, job_id)
                 return model_out(row, tenant.name)
-        except (ModelRefError, NotOwnedError) as exc:
-            raise ApiError(422, str(exc), field="path") from None
         except IntegrityError:
             continue
     raise conflict(f"model {body.name!r} is being registered concurrently; try again")

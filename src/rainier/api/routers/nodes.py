@@ -12,23 +12,16 @@ from rainier.api.auth import Caller, require
 from rainier.api.deps import Limit, StoreDep, page_of
 from rainier.api.errors import not_found
 from rainier.api.schemas import NodeOut, Page
+from rainier.services import nodes as service
 from rainier.spec import NodeLabels, NodeSpec
-from rainier.store.tables import Job, Node, new_id
+from rainier.store.tables import Node
 
 router = APIRouter(prefix="/api/v1", tags=["nodes"])
 
 
 def _upsert(store: StoreDep, doc: NodeSpec, source: str = "manual") -> NodeOut:
     with store.write() as s:
-        row = s.scalars(select(Node).where(Node.name == doc.name)).one_or_none()
-        if row is None:
-            row = Node(id=new_id("node"), name=doc.name, source=source)
-            s.add(row)
-        row.flavor, row.chips, row.address = doc.flavor, doc.chips, doc.address
-        row.zone, row.block, row.rack = doc.labels.zone, doc.labels.block, doc.labels.rack
-        row.schedulable = True
-        s.flush()
-        return NodeOut.model_validate(row)
+        return NodeOut.model_validate(service.upsert_node(s, doc, source))
 
 
 @router.post("/nodes", status_code=201)
@@ -66,10 +59,7 @@ def list_nodes(
 ) -> Page[NodeOut]:
     require(caller, "operator")
     with store.read() as s:
-        used: dict[str, int] = {}
-        for job in s.scalars(select(Job).where(Job.state.in_(("running", "stopping")))):
-            for name in (job.placement or {}).get("nodes", []):
-                used[name] = used.get(name, 0) + job.chips_per_node
+        used = service.chips_in_use(s)
         query = select(Node) if flavor is None else select(Node).where(Node.flavor == flavor)
         rows, next_cursor = page_of(s, query, Node.name, limit, cursor)
         items = []
@@ -91,5 +81,5 @@ def remove_node(name: str, caller: Caller, store: StoreDep) -> NodeOut:
         if row is None:
             raise not_found("node", name)
         out = NodeOut.model_validate(row)
-        s.delete(row)
+        service.remove_node(s, row)
     return out

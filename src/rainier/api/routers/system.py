@@ -10,8 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from rainier.api.deps import StoreDep
 from rainier.api.errors import conflict
 from rainier.api.schemas import InitOut
-from rainier.store.keys import hash_key, new_key
-from rainier.store.tables import ApiKey, Meta, new_id
+from rainier.services.tenants import initialise
 
 router = APIRouter()
 
@@ -37,21 +36,9 @@ def metrics(request: Request) -> Response:
 @router.post("/api/v1/init", tags=["system"], status_code=201)
 def init(store: StoreDep) -> InitOut:
     """Creates the first operator key; only once per installation."""
-    key = new_key()
     try:
         with store.write() as s:
-            s.add(Meta(key="initialized", value="operator key created"))
-            s.flush()
-            s.add(
-                ApiKey(
-                    id=new_id("key"),
-                    tenant_id=None,
-                    role="operator",
-                    name="operator",
-                    key_hash=hash_key(key),
-                    prefix=key[:10],
-                )
-            )
+            key = initialise(s)
     except IntegrityError:
         raise conflict("already initialised: ask an operator for a key") from None
     return InitOut(key=key, message="operator key: shown once, keep it safe")

@@ -5,15 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from rainier.api.auth import ROLES, Caller, require
 from rainier.api.deps import Limit, StoreDep, page_of, visible_tenant
 from rainier.api.errors import ApiError, conflict, not_found
 from rainier.api.schemas import KeyCreated, KeyIn, KeyOut, Page, TenantOut
+from rainier.services import tenants as service
 from rainier.spec import TenantSpec
-from rainier.store.keys import hash_key, new_key
-from rainier.store.tables import ApiKey, Tenant, new_id, utcnow
+from rainier.store.tables import ApiKey, Tenant
 
 router = APIRouter(prefix="/api/v1", tags=["tenants"])
 
@@ -23,8 +22,7 @@ def create_tenant(doc: TenantSpec, caller: Caller, store: StoreDep) -> TenantOut
     require(caller, "operator")
     try:
         with store.write() as s:
-            tenant = Tenant(id=new_id("tnt"), name=doc.name, display_name=doc.display_name)
-            s.add(tenant)
+            tenant = service.create_tenant(s, doc)
     except IntegrityError:
         raise conflict(f"tenant {doc.name!r} already exists") from None
     return TenantOut.model_validate(tenant)
@@ -57,38 +55,16 @@ def create_key(body: KeyIn, caller: Caller, store: StoreDep, request: Request) -
         require(caller, "operator")
         if body.tenant is not None:
             raise ApiError(422, "operator keys belong to no tenant", field="tenant")
-    key = new_key()
     with store.write() as s:
         tenant = None
         if body.role != "operator":
             if body.tenant is None and caller.is_operator:
                 raise ApiError(422, "tenant is required", field="tenant")
             tenant = visible_tenant(s, caller, body.tenant)
-        row = ApiKey(
-            id=new_id("key"),
-            tenant_id=tenant.id if tenant else None,
-            role=body.role,
-            name=body.name,
-            key_hash=hash_key(key),
-            prefix=key[:10],
-            rate_limit_rpm=body.rate_limit_rpm,
-            rate_limit_tpm=body.rate_limit_tpm,
+        row, key = service.create_key(
+            s, tenant, body.role, body.name, body.rate_limit_rpm, body.rate_limit_tpm
         )
-        s.add(row)
     return KeyCreated(**_key_out(row, tenant.name if tenant else None).model_dump(), key=key)
-
-
-def _keep_an_operator(s: Session, row: ApiKey) -> None:
-    """Refuses to revoke the last operator key: without one nothing could be administered
-    through the API again (`rainier admin reset-operator` is the offline way back). The live
-    operator keys are locked, so two revocations at once cannot both pass this check."""
-    live = s.scalars(
-        select(ApiKey.id)
-        .where(ApiKey.role == "operator", ApiKey.revoked_at.is_(None))
-        .with_for_update()
-    ).all()
-    if set(live) <= {row.id}:
-        raise conflict("this is the last operator key: create another before revoking it")
 
 
 def _key_out(row: ApiKey, tenant: str | None) -> KeyOut:
@@ -129,9 +105,7 @@ def revoke_key(key_id: str, caller: Caller, store: StoreDep, request: Request) -
         row = s.get(ApiKey, key_id)
         if row is None or not caller.sees_tenant(row.tenant_id):
             raise not_found("key", key_id)
-        if row.role == "operator" and row.revoked_at is None:
-            _keep_an_operator(s, row)
-        row.revoked_at = row.revoked_at or utcnow()
+        service.revoke_key(s, row)
         tenant = s.get(Tenant, row.tenant_id) if row.tenant_id else None
         out = _key_out(row, tenant.name if tenant else None)
     request.app.state.auth.forget()

@@ -19,18 +19,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from rainier.accounting.contract_lookup import contract_terms
-from rainier.accounting.ledger_rows import iter_lines, select_lines, stored_statement
+from rainier.accounting.ledger_rows import iter_lines, select_lines
 from rainier.accounting.webhooks import webhook_secret
 from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_tenant
 from rainier.api.errors import ApiError, not_found
 from rainier.metering import (
-    contract_status,
     usage_by,
     write_focus_csv,
     write_lines_csv,
 )
 from rainier.metering.periods import month_bounds
+from rainier.services import billing
+from rainier.spec import ContractSpec
+from rainier.spec_stored import load_stored
 from rainier.store.tables import Contract, Deployment, Event, Job, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["usage"])
@@ -147,14 +149,13 @@ def get_status(name: str, caller: Caller, store: StoreDep) -> StatusOut:
     with store.read() as s:
         row = visible_contract(s, caller, name)
         terms = contract_terms(row)
-        lines = list(iter_lines(s, select_lines(contract=row.name)))
-    status = contract_status(terms, lines, now)
+        status, lines = billing.status(s, row, now)
     return StatusOut(
         **dataclasses.asdict(status) | {"contract": row.name},
         tenant=terms.tenant,
         term_start=terms.start,
         term_end=terms.end,
-        lines=len(lines),
+        lines=lines,
     )
 
 
@@ -224,7 +225,7 @@ def get_statement(
                 iter_lines(s, select_lines(contract=row.name, since=start, until=end)), buf
             )
             return _csv(buf.getvalue(), f"{row.name}-{year:04d}-{mon:02d}.csv")
-        st = stored_statement(s, contract_terms(row), year, mon)
+        st = billing.statement(s, row, year, mon)
     data: dict[str, Any] = dataclasses.asdict(st)
     return StatementOut(**data, month=f"{year:04d}-{mon:02d}")
 
@@ -254,7 +255,7 @@ def get_webhook(name: str, caller: Caller, store: StoreDep) -> WebhookOut:
         row = visible_contract(s, caller, name)
     return WebhookOut(
         contract=row.name,
-        url=row.spec.get("alert_webhook_url"),
+        url=load_stored(ContractSpec, row.spec).alert_webhook_url,
         secret=webhook_secret(store, row.name),
         signature_header="Rainier-Signature",
     )

@@ -1,7 +1,7 @@
 """task endpoints and shared rate buckets
 
 Revision ID: 5b1e7c3a9d20
-Revises: 90d9c4db41d7
+Revises: 3c1f0a7e5b21
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import rainier.store.tables
 
 revision: str = "5b1e7c3a9d20"
-down_revision: str | None = "90d9c4db41d7"
+down_revision: str | None = "3c1f0a7e5b21"
 branch_labels: Sequence[str] | None = None
 depends_on: Sequence[str] | None = None
 
