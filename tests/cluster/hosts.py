@@ -222,6 +222,7 @@ class Network:
             **self.base_env,
             "HOME": "/tmp/home",
             "TMPDIR": "/tmp",
+            "LANG": "C.UTF-8",  # PostgreSQL's initdb takes its encoding from it
             "PYTHONDONTWRITEBYTECODE": "1",
             "RAINIER_TEST_HOST": name,
         }
