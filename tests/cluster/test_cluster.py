@@ -28,17 +28,14 @@ from .rainier_cluster import (
 
 TENANT = "acme"
 STORAGE = f"{HOME}/storage/{TENANT}"  # the tenant's prefix: what its sandboxed tasks may read
-CORPUS, CACHE = f"{STORAGE}/corpus", f"{STORAGE}/cache"
+CORPUS = f"{STORAGE}/corpus"
 JOB_S = 150.0
 NEEDS_STORE = "needs storage by URL (RAINIER_STORAGE_URL) and an S3-protocol server"
 
 PREPARE = f"""
 from pathlib import Path
-from rainier.train import data
-from rainier.train.config import PRESETS
 from tests.on_ray.raykit import write_corpus
 write_corpus(Path({CORPUS!r}))
-data.prepare([{CORPUS!r}], Path({CACHE!r}), PRESETS["tiny"].vocab_size)
 """
 
 
@@ -59,16 +56,15 @@ def tenant(cluster: RainierCluster) -> Client:
 
 
 def train_job(name: str, steps: int, **extra: Any) -> dict[str, Any]:
-    command = [
-        "python", "-m", "rainier.train", "--data", CORPUS, "--data-cache", CACHE,
-        "--preset", "tiny", "--steps", str(steps), "--batch-size", "4", "--seq-len", "64",
-        "--seed", "3", "--device", "cpu", "--threads", "1", "--log-every", "1",
-        "--no-register", "--eval-batches", "1",
-    ]  # fmt: skip
+    """A 2-node run of rainier's training runtime on the corpus each worker host holds."""
+    train = {
+        "data": [CORPUS], "preset": "tiny", "steps": steps, "batch_size": 4, "seq_len": 64,
+        "seed": 3, "log_every": 1, "checkpoint_every": extra.pop("checkpoint_every", 0),
+    }  # fmt: skip
     return {
         "kind": "Job",
         "name": name,
-        "command": [*command, *extra.pop("args", [])],
+        "train": train,
         "flavor": FLAVOR,
         "chips_per_node": 8,
         "nodes": 2,
@@ -87,6 +83,17 @@ def wait_for_job(client: Client, job_id: str, *states: str, timeout_s: float = J
         job = client.get(f"/api/v1/jobs/{job_id}")
         events = [e["message"] for e in job["events"]]
         raise AssertionError(f"{exc}\n{job['state']}: {job['reason']}\n{events}") from None
+
+
+def host_logs(cluster: RainierCluster, job: dict[str, Any]) -> str:
+    """What the job's tasks printed, read from their hosts' disks (for failure messages)."""
+    found = []
+    for task in job["tasks"]:
+        host = cluster.workers.get(task["node"])
+        if host is not None and host.alive:
+            path = f"{HOME}/logs/{job['id']}/rank-{task['rank']}.log"
+            found.append(f"== {task['node']} {path}\n{(host.read(path) or '')[-2000:]}")
+    return "\n".join(found)
 
 
 def jsonl(text: str | None) -> list[dict[str, Any]]:
@@ -111,7 +118,7 @@ def test_the_inventory_is_the_worker_hosts_at_their_own_addresses(
 def test_ddp_trains_across_two_hosts(cluster: RainierCluster, tenant: Client) -> None:
     submitted = tenant.post("/api/v1/jobs", train_job("ddp", steps=3))
     done = wait_for_job(tenant, submitted["id"], "succeeded", "failed")
-    assert done["state"] == "succeeded", done["reason"]
+    assert done["state"] == "succeeded", host_logs(cluster, done)
     rank0, rank1 = (cluster.workers[n] for n in done["placement"])
     assert rank0 is not rank1
     metrics = f"{HOME}/checkpoints/{done['id']}/metrics.jsonl"
@@ -132,8 +139,8 @@ def test_a_host_lost_mid_run_restarts_its_gang_on_the_other_hosts(
     submitted = tenant.post(
         "/api/v1/jobs",
         train_job(
-            "resilient", steps=1_000_000, args=["--checkpoint-every", "3"],
-            max_restarts=1, grace_period_s=5,
+            "resilient", steps=1_000_000, checkpoint_every=3, max_restarts=1,
+            grace_period_s=5,
         ),
     )  # fmt: skip
     job_id = submitted["id"]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rainier.control import sandbox, taskrun
+from rainier.control import netif, sandbox, taskrun
 from rainier.control.executor import TaskLaunch
 
 
@@ -67,6 +67,9 @@ class TaskProcess:
         device_env = self.spec.confine.get("device_env")
         if gpus and device_env in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
             env[device_env] = ",".join(gpus)  # the GPUs Ray reserved for this actor
+        interface = netif.interface_of(env.get("RAINIER_NODE_ADDRESS", ""))
+        if interface and "GLOO_SOCKET_IFNAME" not in env:
+            env["GLOO_SOCKET_IFNAME"] = interface  # gloo's peers reach it at the node's address
         launch = TaskLaunch(
             task_id=self.spec.task_id,
             job_id="",
