@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rainier.storage.access import StorageConfig, StorageConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -22,6 +24,8 @@ class Settings:
     isolation: str = "auto"
     # RAINIER_SANDBOX_UIDS: the uids tenants' tasks run as, `first-last`
     sandbox_uids: str = "900000-999999"
+    # RAINIER_STORAGE_URL and friends (rainier.storage.access); None: the folder below
+    storage: StorageConfig | None = None
 
     @property
     def logs_dir(self) -> Path:
@@ -44,6 +48,11 @@ class Settings:
     def storage_dir(self) -> Path:
         """One prefix per tenant (`storage/<tenant>/`): what a tenant uploads, and may register."""
         return self.home / "storage"
+
+    @property
+    def storage_config(self) -> StorageConfig:
+        """Where checkpoints, models, datasets and finished logs live, by URL."""
+        return self.storage or StorageConfig.local(self.storage_dir)
 
     @property
     def control_url(self) -> str:
@@ -71,6 +80,11 @@ class Settings:
             and not os.environ.get("RAINIER_DATABASE_URL")
         ):
             values["database_url"] = f"sqlite:///{Path(str(values['home'])) / 'rainier.db'}"
+        if "storage" not in values:
+            try:
+                values["storage"] = StorageConfig.from_env(Path(str(values["home"])) / "storage")
+            except StorageConfigError as exc:
+                raise ConfigError(str(exc)) from None
         return cls(**values)  # type: ignore[arg-type]
 
 

@@ -17,6 +17,7 @@ from rainier.config import Settings
 from rainier.control.executor import Executor, TaskLaunch
 from rainier.control.uids import TenantUids, parse_range
 from rainier.spec import TrainSpec
+from rainier.storage.location import is_url
 from rainier.store.db import Store
 from rainier.store.keys import JobTokens
 from rainier.store.tables import Job, Task
@@ -34,6 +35,14 @@ class Launches:
 
     def _storage(self, tenant: str) -> Path:
         return self.settings.storage_dir / (tenant or "-")
+
+    def _storage_folder(self, tenant: str) -> tuple[str, ...]:
+        """Storage named by a `file://` URL is a folder every node mounts: a task writes its
+        checkpoints and exports into its tenant's prefix there itself."""
+        store = self.settings.storage_config
+        if not store.explicit or store.scheme != "file":
+            return ()
+        return (store.tenant_url(tenant).removeprefix("file://"),)
 
     def _inputs(
         self, spec: dict[str, Any], command: list[str], tenant: str, *, replica: bool
@@ -78,12 +87,14 @@ class Launches:
             "MASTER_PORT": str(placement.get("master_port", 29500)),
             "PYTHONUNBUFFERED": "1",
         }
+        env.update(self.settings.storage_config.task_env(tenant, job.id))
         if flavor is not None:
             env["RAINIER_FLAVOR_PEAK_TFLOPS"] = repr(flavor.peak_tflops)
         device_env = flavor.device_env if flavor else None
         if flavor and device_env != "cpu" and chip_ids:
             env[flavor.device_env] = ",".join(map(str, flavor.device_ids(chip_ids)))
         command = command_of(spec, job, ckpt)
+        read_write = (str(ckpt), str(workdir), *self._storage_folder(tenant))
         memory_gb = spec.get("memory_gb") or (
             (flavor.task_memory_gb_per_chip if flavor else 16.0) * max(1, task.chips)
         )
@@ -103,7 +114,7 @@ class Launches:
             device_env=device_env,
             uid=self.uids.uid_of(job.tenant_id),
             workdir=str(workdir),
-            read_write=(str(ckpt), str(workdir)),
+            read_write=read_write,
             read_only=tuple(self._inputs(spec, command, tenant, replica=job.kind == "replica")),
             hidden=(str(self.settings.home),),
             input_roots=(str(self.settings.checkpoints_dir), str(self._storage(tenant))),
@@ -135,10 +146,14 @@ def inputs_of(spec: dict[str, Any], command: list[str], *, replica: bool) -> lis
     The node binds each only where the tenant's user may read it anyway."""
     paths: list[str] = []
     for pattern in (spec.get("train") or {}).get("data", []):
+        if is_url(pattern):
+            continue
         base = pattern
         if glob.has_magic(pattern):
             base = os.path.dirname(pattern.split("*")[0].split("?")[0].split("[")[0]) or "/"
         paths.append(os.path.abspath(base))
     if replica and "--model" in command[:-1]:
-        paths.append(os.path.abspath(command[command.index("--model") + 1]))
+        model = command[command.index("--model") + 1]
+        if not is_url(model):
+            paths.append(os.path.abspath(model))
     return [p for p in paths if p != "/"]

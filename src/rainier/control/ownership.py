@@ -8,6 +8,11 @@ registered is the resolved one, so a link changed later cannot point a model els
 
 A path outside what the tenant owns is refused with the same answer whether it exists or not,
 so the registry cannot be used to probe the server's filesystem.
+
+A model may also be a storage URL (`rainier.storage`): the tenant owns what lies under its
+prefix `<storage>/<tenant>/`, and a job's export there (`<tenant>/jobs/<job id>/export`) is that
+job's. Such a URL is registered only once a whole upload is published there (its manifest), so a
+deployment never downloads a half-uploaded model.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from rainier.limits import MAX_PATH_CHARS, MAX_PATH_COMPONENT_CHARS
+from rainier.storage.access import StorageConfig
+from rainier.storage.location import StorageUrlError, is_url, is_within, normalize, relative
+from rainier.storage.publish import read_manifest
 from rainier.store.tables import Job
 
 
@@ -32,6 +40,7 @@ class ModelRoots:
 
     storage: Path
     checkpoints: Path
+    store: StorageConfig | None = None
 
     def tenant_prefix(self, tenant: str) -> Path:
         return self.storage / tenant
@@ -55,6 +64,8 @@ def owned_model_dir(
             f"a model folder path has at most {MAX_PATH_CHARS} characters and "
             f"{MAX_PATH_COMPONENT_CHARS} per component"
         )
+    if is_url(path):
+        return owned_model_url(s, roots, tenant_id, tenant, path)
     if "\0" in path or not os.path.isabs(path):
         raise NotOwnedError(f"a model folder path must be absolute, not {path!r}")
     real = Path(os.path.realpath(path))
@@ -75,6 +86,39 @@ def owned_model_dir(
     if not is_dir:
         raise NotOwnedError(f"model folder {path!r} does not exist")
     return OwnedFolder(str(real), job_id)
+
+
+def owned_model_url(
+    s: Session, roots: ModelRoots, tenant_id: str, tenant: str, url: str
+) -> OwnedFolder:
+    """The canonical form of `url` and the job whose export it is (None for another place of
+    the tenant's prefix); NotOwnedError unless it lies under the prefix and is published whole."""
+    store = roots.store or StorageConfig.local(roots.storage)
+    prefix = store.tenant_url(tenant)
+    try:
+        canonical = normalize(url)
+        mine = is_within(canonical, prefix) and canonical != normalize(prefix)
+    except StorageUrlError as exc:
+        raise NotOwnedError(str(exc)) from None
+    if not mine:
+        raise NotOwnedError(
+            f"{url!r} is not a place of this tenant: name one under its storage prefix {prefix}"
+        )
+    job_id = None
+    parts = relative(canonical, prefix).split("/")
+    if len(parts) > 2 and parts[0] == "jobs":
+        job = s.get(Job, parts[1])
+        job_id = job.id if job is not None and job.tenant_id == tenant_id else None
+    try:
+        published = read_manifest(canonical, store.access) is not None
+    except (OSError, ValueError) as exc:
+        raise NotOwnedError(f"cannot read {canonical}: {exc}") from None
+    if not published:
+        raise NotOwnedError(
+            f"model {canonical} is not uploaded whole: its manifest (_MANIFEST.json) is "
+            "missing or its files are not all there"
+        )
+    return OwnedFolder(canonical, job_id)
 
 
 def _producing_job(s: Session, checkpoints: Path, real: Path, tenant_id: str) -> str | None:

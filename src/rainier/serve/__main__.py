@@ -24,13 +24,29 @@ from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
 from rainier.serve.engine_process import EngineStartError, ProcessEngine
 from rainier.serve.server import create_app
+from rainier.storage.access import StorageAccess
+from rainier.storage.cache import default_cache_dir, fetch_published
+from rainier.storage.fs import StorageError
+from rainier.storage.location import basename, is_url
+
+
+def local_model(model: str) -> Path:
+    """The model folder to load: `model` itself, or for a storage URL a node-local copy of the
+    whole upload published there (`rainier.storage.cache`)."""
+    if not is_url(model):
+        return Path(model)
+    return fetch_published(model, default_cache_dir() / "models", StorageAccess.from_env())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m rainier.serve", description="Serve a Llama-format model over /v1."
     )
-    parser.add_argument("--model", required=True, help="model directory (HF Llama layout)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model directory (HF Llama layout), or the storage URL of one, downloaded first",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 = any free port")
     parser.add_argument("--served-model-name", help="name clients use (default: directory name)")
@@ -69,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model_dir = Path(args.model)
-    name = args.served_model_name or model_dir.resolve().name
+    try:
+        model_dir = local_model(args.model)
+    except (StorageError, ValueError, OSError) as exc:
+        print(f"rainier.serve: --model: {exc}", file=sys.stderr)
+        return 2
+    name = args.served_model_name or (
+        basename(args.model) if is_url(args.model) else model_dir.resolve().name
+    )
     try:
         config = EngineConfig(
             kv_memory_mb=args.kv_memory_mb,

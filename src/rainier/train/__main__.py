@@ -4,6 +4,7 @@ a fraction of a second and exits with code 2 and the argument's name."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,9 @@ checkpoints:
   Written every --checkpoint-every steps, on SIGTERM and at the end, atomically; the newest
   --keep are kept. A run started with a checkpoint folder that holds checkpoints resumes from
   the newest whole one, and continues with exactly the batches it would have seen. Rank 0
-  writes them: with several nodes the folder must be storage they all share.
+  writes them: with several nodes the folder must be storage they all share, or give
+  --checkpoint-url: each checkpoint is then also uploaded there (manifest last), and a run
+  whose folder holds nothing newer resumes from the newest one uploaded whole.
 
 metrics:
   JSON lines on stdout and in --metrics-file (default CHECKPOINT_DIR/metrics.jsonl): loss,
@@ -39,6 +42,9 @@ environment:
   RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT   torch.distributed
   RAINIER_RANK, RAINIER_WORLD_SIZE   used when the standard ones are absent
   RAINIER_CHECKPOINT_DIR             default of --checkpoint-dir
+  RAINIER_CHECKPOINT_URL, RAINIER_EXPORT_URL   defaults of --checkpoint-url, --export-url
+  RAINIER_STORAGE_ENDPOINT_URL, RAINIER_STORAGE_REGION, RAINIER_STORAGE_KEY_ID,
+  RAINIER_STORAGE_SECRET_KEY         how s3:// URLs are reached (an S3-compatible server)
   RAINIER_FLAVOR                     the accelerator, for the MFU's peak (cpu: measured)
   RAINIER_CONTROL_URL, RAINIER_TOKEN, RAINIER_JOB_ID, RAINIER_JOB_NAME   metrics + registration
   RAINIER_CHIPS                      on the cpu flavor: cores granted, the default of --threads
@@ -105,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         required=True,
         metavar="PATH",
-        help="text files, folders or globs (.txt .md .py .jsonl)",
+        help="text files, folders or globs (.txt .md .py .jsonl), or storage URLs "
+        "(s3://bucket/prefix/, file:///path), fetched into this node's cache",
     )
     g.add_argument(
         "--text-field",
@@ -219,6 +226,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a Hugging Face Llama model folder here at the end",
     )
     g.add_argument(
+        "--checkpoint-url",
+        metavar="URL",
+        default=os.environ.get("RAINIER_CHECKPOINT_URL") or None,
+        help="storage URL each checkpoint is uploaded to and resumed from "
+        "(default: $RAINIER_CHECKPOINT_URL)",
+    )
+    g.add_argument(
+        "--export-url",
+        metavar="URL",
+        default=os.environ.get("RAINIER_EXPORT_URL") or None,
+        help="storage URL the --export folder is uploaded to and registered as "
+        "(default: $RAINIER_EXPORT_URL)",
+    )
+    g.add_argument(
         "--model-name", metavar="NAME", help="name to register the export under (default: job name)"
     )
     g.add_argument(
@@ -287,12 +308,22 @@ def main(argv: list[str] | None = None) -> int:
             f"add --override max_seq_len={ns.seq_len}"
         )
 
+    from rainier.storage.cache import default_cache_dir
+    from rainier.storage.location import StorageUrlError, normalize
     from rainier.train.data import DataError, find_files
     from rainier.train.env import RunEnv
+    from rainier.train.inputs import local_inputs
 
+    for flag, url in (("--checkpoint-url", ns.checkpoint_url), ("--export-url", ns.export_url)):
+        try:
+            if url is not None:
+                normalize(url)
+        except StorageUrlError as exc:
+            parser.error(f"argument {flag}: {exc}")
     try:
-        find_files(ns.data)
-    except DataError as exc:
+        data_paths = local_inputs(ns.data, default_cache_dir())
+        find_files(data_paths)
+    except (DataError, ValueError) as exc:
         parser.error(f"argument --data: {exc}")
     try:
         env = RunEnv.from_environ()
@@ -303,11 +334,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             "argument --checkpoint-every: needs --checkpoint-dir or RAINIER_CHECKPOINT_DIR"
         )
+    if ns.checkpoint_url and checkpoint_dir is None:
+        parser.error("argument --checkpoint-url: needs --checkpoint-dir or RAINIER_CHECKPOINT_DIR")
+    if ns.export_url and ns.export is None:
+        parser.error("argument --export-url: needs --export, the folder it is written in first")
 
     from rainier.train.loop import EXIT_USAGE, TrainArgs, UsageError, train
 
     args = TrainArgs(
-        data=ns.data,
+        data=data_paths,
         model=cfg,
         preset=ns.preset,
         steps=ns.steps,
@@ -324,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=ns.checkpoint_every,
         keep=ns.keep,
         export=ns.export,
+        checkpoint_url=ns.checkpoint_url,
+        export_url=ns.export_url,
         model_name=ns.model_name,
         register=ns.register,
         compile=ns.compile,

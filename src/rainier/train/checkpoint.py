@@ -5,6 +5,11 @@ under a temporary name, every file fsynced, `meta.json` (the sizes of the other 
 last, then renamed into place and the parent fsynced: a reader sees either a whole checkpoint or
 none. A folder whose meta is missing or whose files disagree with it is torn and skipped, and a
 checkpoint that fails to load falls back to the one before it.
+
+With a storage URL (`Remote`), every checkpoint committed on disk is then published there
+(`rainier.storage.publish`: files first, manifest last), and a run whose own disk holds nothing
+newer resumes from the newest checkpoint published whole: a node that replaces a lost one needs
+no shared filesystem, and an upload cut off midway is never resumed from.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from rainier.storage.access import StorageAccess
+from rainier.storage.cache import fetch_published
+from rainier.storage.fs import StorageError
+from rainier.storage.location import join
+from rainier.storage.publish import children, publish, read_manifest, remove
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -44,11 +55,15 @@ def save(
     extra_files: list[Path] | None = None,
     keep: int | None = None,
     before_commit: Callable[[], None] | None = None,
+    remote: Remote | None = None,
+    before_publish: Callable[[], None] | None = None,
 ) -> Path:
-    """Write `state` (plus copies of `extra_files`) as the checkpoint of `step`, atomically.
+    """Write `state` (plus copies of `extra_files`) as the checkpoint of `step`, atomically,
+    then publish it to `remote` when there is one.
 
     `before_commit` runs once the data is on disk but before the checkpoint is made visible:
     the window in which a crash must leave the previous checkpoints untouched.
+    `before_publish` is the same window of the upload: files up, manifest not yet.
     """
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".tmp-step-*"):
@@ -80,6 +95,10 @@ def save(
     _fsync_dir(root)
     if keep is not None:
         prune(root, keep)
+    if remote is not None:
+        remote.upload(final, before_publish)
+        if keep is not None:
+            remote.prune(keep)
     return final
 
 
@@ -111,9 +130,14 @@ def complete(root: Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step, reverse=True)
 
 
-def load_latest(root: Path) -> tuple[Checkpoint, dict[str, Any]] | None:
-    """The newest checkpoint that loads. Memory-mapped: the ranks of a node share one copy in
-    the page cache instead of each holding weights and optimizer state in its own memory."""
+def load_latest(
+    root: Path, remote: Remote | None = None
+) -> tuple[Checkpoint, dict[str, Any]] | None:
+    """The newest checkpoint that loads, after fetching from `remote` one newer than any on
+    disk. Memory-mapped: the ranks of a node share one copy in the page cache instead of each
+    holding weights and optimizer state in its own memory."""
+    if remote is not None:
+        remote.fetch_newer(root)
     for ckpt in complete(root):
         try:
             state = torch.load(
@@ -136,6 +160,68 @@ def prune(root: Path, keep: int) -> None:
         m = _NAME.match(p.name)
         if m and int(m.group(1)) < newest and not is_complete(p):
             shutil.rmtree(p, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Remote:
+    """Checkpoints published under a storage URL, one folder `step-NNNNNNNNN/` each."""
+
+    url: str
+    access: StorageAccess | None = None
+
+    @classmethod
+    def at(cls, url: str | None) -> Remote | None:
+        """The remote at `url`, reached with this process's storage settings (environment)."""
+        return None if url is None else cls(url, StorageAccess.from_env())
+
+    def step_url(self, step: int) -> str:
+        return join(self.url, f"step-{step:09d}")
+
+    def steps(self) -> list[int]:
+        """Steps published whole, newest first."""
+        found = [
+            int(m.group(1)) for name in children(self.url, self.access) if (m := _NAME.match(name))
+        ]
+        return sorted(
+            (s for s in found if read_manifest(self.step_url(s), self.access) is not None),
+            reverse=True,
+        )
+
+    def upload(self, folder: Path, before_manifest: Callable[[], None] | None = None) -> None:
+        step = int(_NAME.match(folder.name).group(1))  # type: ignore[union-attr]
+        publish(folder, self.step_url(step), self.access, before_manifest)
+
+    def prune(self, keep: int) -> None:
+        """Removes all but the newest `keep` published checkpoints, and torn uploads older
+        than the newest published one."""
+        whole = self.steps()
+        newest = whole[0] if whole else -1
+        for name in children(self.url, self.access):
+            m = _NAME.match(name)
+            if m is None:
+                continue
+            step = int(m.group(1))
+            if step in whole[keep:] or (step < newest and step not in whole):
+                remove(self.step_url(step), self.access)
+
+    def fetch_newer(self, root: Path) -> Checkpoint | None:
+        """Downloads the newest published checkpoint newer than every whole one in `root`;
+        one whose download fails is skipped for the next older."""
+        local = complete(root)
+        newest_local = local[0].step if local else -1
+        for step in self.steps():
+            if step <= newest_local:
+                return None
+            try:
+                path = fetch_published(
+                    self.step_url(step), root, self.access, name=step_dir(root, step).name
+                )
+            except (StorageError, OSError) as exc:
+                print(f"rainier.train: cannot fetch checkpoint {step}: {exc}", file=sys.stderr)
+                continue
+            if is_complete(path):
+                return Checkpoint(path, step)
+        return None
 
 
 def _fsync_file(path: Path) -> None:

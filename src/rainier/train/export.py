@@ -1,7 +1,8 @@
 """A trained model as a Hugging Face Llama folder, loadable by `transformers` and by serve/.
 
 Written into a temporary folder and renamed, like checkpoints, so a registered path is never a
-half-written model.
+half-written model; with a storage URL the folder is then published there (files first, the
+manifest last), and the URL is what is registered.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from rainier.storage.access import StorageAccess
+from rainier.storage.publish import publish
 from rainier.train.config import ModelConfig
 from rainier.train.tokenizer import END_OF_TEXT
 
@@ -102,6 +105,12 @@ def export(
     tmp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
     return out_dir
+
+
+def publish_model(folder: Path, url: str, access: StorageAccess | None = None) -> str:
+    """Uploads an exported model folder to `url`; a deployment downloads it from there."""
+    publish(folder, url, access if access is not None else StorageAccess.from_env())
+    return url
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

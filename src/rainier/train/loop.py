@@ -29,7 +29,7 @@ from rainier.allocator import keep_freed_memory
 from rainier.train import checkpoint, data, distributed
 from rainier.train.config import ModelConfig
 from rainier.train.env import RunEnv
-from rainier.train.export import export
+from rainier.train.export import export, publish_model
 from rainier.train.metrics import Poster, Reporter, peak_tflops, post_json
 from rainier.train.model import Transformer, lm_loss
 from rainier.train.optim import Schedule, adamw
@@ -66,6 +66,8 @@ class TrainArgs:
     checkpoint_every: int = 0
     keep: int = 3
     export: Path | None = None
+    checkpoint_url: str | None = None
+    export_url: str | None = None
     model_name: str | None = None
     register: bool = True
     compile: bool = False
@@ -103,7 +105,8 @@ class StopRequest:
 
 class Hold:
     """Fault injection for tests: `RAINIER_TRAIN_HOLD=step:N` pauses after step N,
-    `checkpoint:N` inside the write of step N's checkpoint, before it is committed. A paused
+    `checkpoint:N` inside the write of step N's checkpoint, before it is committed,
+    `upload:N` inside its upload to storage, before the manifest is written. A paused
     process says so on stdout as a JSON line and waits for a line on stdin, so a test can
     signal or kill it at an exact point instead of guessing with sleeps."""
 
@@ -173,7 +176,8 @@ def _train(
     optimizer = adamw(model, args.lr, args.weight_decay, args.betas)
     schedule = Schedule(args.lr, args.warmup_steps, args.steps, args.min_lr_ratio)
     step, samples_seen, resumed_from = 0, 0, None
-    found = checkpoint.load_latest(args.checkpoint_dir) if args.checkpoint_dir else None
+    remote = checkpoint.Remote.at(args.checkpoint_url)
+    found = checkpoint.load_latest(args.checkpoint_dir, remote) if args.checkpoint_dir else None
     if found is not None:
         ckpt, state = found
         if state["config"] != asdict(cfg):
@@ -241,6 +245,8 @@ def _train(
                 [corpus.tokenizer_path],
                 args.keep,
                 before_commit=lambda: hold("checkpoint", at_step),
+                remote=remote,
+                before_publish=lambda: hold("upload", at_step),
             )
             reporter.event("checkpoint", step=at_step, path=str(path))
         distributed.barrier()
@@ -382,12 +388,13 @@ def _export(
 ) -> None:
     assert args.export is not None
     path = export(model.state_dict(), cfg, corpus.tokenizer_path, corpus.eos_id, args.export)
+    where = publish_model(path, args.export_url) if args.export_url else str(path)
     registered = False
     if env.control_url and args.register:
         name = args.model_name or env.job_name or path.name
-        body = {"name": name, "path": str(path), "job_id": env.job_id or ""}
+        body = {"name": name, "path": where, "job_id": env.job_id or ""}
         registered = post_json(f"{env.control_url}/api/v1/models", body, env.token)
-    reporter.event("exported", path=str(path), registered=registered)
+    reporter.event("exported", path=where, registered=registered)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:

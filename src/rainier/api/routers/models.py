@@ -35,8 +35,9 @@ class ModelIn(BaseModel):
     path: str = Field(
         min_length=1,
         max_length=MAX_PATH_CHARS,
-        description="absolute path of an HF-format model folder the tenant owns: under its "
-        "storage prefix, or exported by one of its jobs",
+        description="an HF-format model folder the tenant owns: an absolute path under its "
+        "storage prefix or exported by one of its jobs, or a storage URL under its prefix "
+        "(<storage>/<tenant>/...) where a whole upload is published",
     )
     job_id: str | None = Field(None, max_length=40, description="the job that produced it")
     tenant: Name | None = Field(None, description="defaults to the caller's tenant")
@@ -78,7 +79,11 @@ def _owner(s: Session, caller: Principal, body: ModelIn) -> tuple[Tenant, str | 
 
 
 def model_roots(settings: Settings) -> ModelRoots:
-    return ModelRoots(storage=settings.storage_dir, checkpoints=settings.checkpoints_dir)
+    return ModelRoots(
+        storage=settings.storage_dir,
+        checkpoints=settings.checkpoints_dir,
+        store=settings.storage_config,
+    )
 
 
 @router.post("/models", status_code=201)

@@ -1,0 +1,46 @@
+"""An fsspec filesystem for a storage URL: the local one for `file://`, s3fs for `s3://`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fsspec
+from fsspec.spec import AbstractFileSystem
+
+from rainier.storage.access import StorageAccess
+from rainier.storage.location import normalize
+
+
+class StorageError(RuntimeError):
+    """The store could not be read or written, or holds something unusable."""
+
+
+def open_url(url: str, access: StorageAccess | None = None) -> tuple[AbstractFileSystem, str]:
+    """The filesystem `url` lives on and its path there (`/abs/path` or `bucket/key`)."""
+    url = normalize(url)
+    scheme, _, path = url.partition("://")
+    if scheme == "file":
+        return fsspec.filesystem("file", auto_mkdir=True), path
+    return fsspec.filesystem("s3", **_s3_options(access or StorageAccess())), path
+
+
+def _s3_options(access: StorageAccess) -> dict[str, Any]:
+    """Listings are never cached: whether a manifest exists must be asked of the store each
+    time, or a process would go on missing a checkpoint another one finished."""
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if access.credentials is not None:
+        options["key"] = access.credentials.key_id
+        options["secret"] = access.credentials.secret_key
+    if access.endpoint_url:
+        options["endpoint_url"] = access.endpoint_url
+    if access.region:
+        options["client_kwargs"] = {"region_name": access.region}
+    return options
+
+
+def url_of(fs: AbstractFileSystem, path: str) -> str:
+    """The URL of `path` on `fs`, in canonical form."""
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol in ("file", "local"):
+        return normalize("file://" + path)
+    return normalize(f"s3://{path}")
