@@ -29,6 +29,7 @@ def tenant(tmp_path: Path) -> Iterator[Client]:
     with EmbeddedServer(settings) as server:
         op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
         op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 2})
+        op.post("/api/v1/nodes", {"kind": "Node", "name": "n2", "flavor": "cpu", "chips": 1})
         op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
         yield Client(
             server.url, op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
@@ -61,6 +62,21 @@ def test_a_train_job_trains_and_registers_its_model(tenant: Client, corpus: Path
     assert (model["name"], model["version"]) == ("tiny-gpt", 1)
     assert (Path(model["path"]) / "config.json").is_file()
     assert (Path(model["path"]) / "model.safetensors").is_file()
+
+
+def test_a_two_node_job_meets_where_rank_0_registered_and_trains_over_gloo(
+    tenant: Client, corpus: Path
+) -> None:
+    job = {**train_job(corpus, tokens=2 * 2 * 2 * 32, seed=3), "nodes": 2, "chips_per_node": 1}
+    submitted = tenant.post("/api/v1/jobs", job)
+    done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"), 180, "training")
+    logs = [tenant.get(f"/api/v1/jobs/{done['id']}/logs", rank=r)["data"] for r in (0, 1)]
+    assert done["state"] == "succeeded", logs
+    assert done["metrics"]["step"] == 2  # 256 tokens at 2 ranks x 2 x 32 a step
+    met = tenant.get(f"/api/v1/jobs/{done['id']}/endpoints/rendezvous", rank=0)
+    assert (met["attempt"], met["host"]) == (0, "127.0.0.1")
+    assert 0 < met["port"] < 65536
+    assert "placement" in done and "master_port" not in str(done["placement"])
 
 
 def test_a_wrong_train_section_is_refused_and_nothing_is_stored(

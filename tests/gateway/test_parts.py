@@ -1,36 +1,14 @@
-"""The pure parts: port announcements across restarts, usage in event streams, rate buckets."""
+"""The pure parts: usage in event streams, rate buckets, token estimates."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from rainier.api.gateway import _usage_event
 from rainier.api.openai_requests import estimate_tokens
 from rainier.api.ratelimit import TokenBucket
-from rainier.control.deployments import announced_port
-
-
-def announce(port: int) -> str:
-    return json.dumps({"event": "listening", "host": "127.0.0.1", "port": port}) + "\n"
-
-
-def test_announcement_of_the_current_attempt_wins(tmp_path: Path) -> None:
-    log = tmp_path / "rank-0.log"
-    assert announced_port(log, 0) == (None, 0)
-    log.write_text("loading weights\n" + announce(4100) + "Traceback: boom\n")
-    port, offset = announced_port(log, 0)
-    assert port == 4100 and offset == log.stat().st_size
-    assert announced_port(log, offset) == (None, offset), "nothing new since the last read"
-    with open(log, "a") as fh:
-        fh.write("restarting\n" + announce(4200) + '{"event": "listen')
-    port, later = announced_port(log, offset)
-    assert port == 4200 and later == log.stat().st_size - len('{"event": "listen')
-    with open(log, "a") as fh:
-        fh.write('ing", "port": 4300}\n')
-    assert announced_port(log, later)[0] == 4300, "a half-written line is read once whole"
 
 
 def test_usage_chunk_is_dropped_unless_asked_for() -> None:

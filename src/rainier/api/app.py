@@ -26,6 +26,7 @@ from rainier.api.routers import (
     nodes,
     plans,
     system,
+    task_network,
     tenants,
     usage,
 )
@@ -52,7 +53,8 @@ def make_executor(settings: Settings) -> Executor:
     if settings.executor == "local":
         from rainier.control.local import LocalExecutor
 
-        return LocalExecutor(settings.tasks_dir, isolation)
+        send = os.environ.get("RAINIER_SEND_TASK_OUTPUT", "0") == "1"
+        return LocalExecutor(settings.tasks_dir, isolation, send_output=send)
     if settings.executor == "ray":
         from rainier.control.ray import RayExecutor  # type: ignore[import-not-found]
 
@@ -154,6 +156,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> FastAPI:
     for module in routers:
         app.include_router(module.router)
     app.include_router(plans.router)
+    app.include_router(task_network.router)
     openapi.install(app)
     web.mount(app, settings)  # last: the console's pages never shadow the API's routes
     return app

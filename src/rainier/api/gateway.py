@@ -15,11 +15,10 @@ replica drops before answering goes to another replica.
 Rate limits: a deployment may set requests per minute (`rate_limit_rpm`), and each API key may
 set requests and tokens per minute (`rate_limit_rpm`, `rate_limit_tpm` on the key). They are
 token buckets, all checked before any is charged, answered with 429, `Retry-After` and OpenAI's
-`x-ratelimit-*` headers. The buckets live in the server process: the limit is per process, so
-`rainier server --workers N` admits up to N times each limit. Splitting a limit N ways would
-be exact only if requests spread evenly over the workers, and they do not (one client's
-keep-alive connection stays with one worker), so a single client would get a fraction of
-what it bought; a per-process limit errs on the side of the customer instead.
+`x-ratelimit-*` headers. The buckets are rows of the database (`rainier.api.ratelimit_shared`),
+taken with one atomic upsert each, so `rainier server --workers N`, or several servers on one
+database, admit what one process would: a limit is the tenant's, whichever worker a request
+reaches. Only requests a limit applies to pay that database write.
 """
 
 from __future__ import annotations
@@ -48,7 +47,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rainier.api.auth import Authenticator, Principal
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
-from rainier.api.ratelimit import Admission, KeyBuckets, KeyLimits, TokenBucket, limit_headers
+from rainier.api.ratelimit import Admission, KeyLimits, limit_headers
+from rainier.api.ratelimit_shared import Charge, SharedBuckets
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.api.usage_writer import UsageWriter
 from rainier.control.deployments import MODEL_ENV
@@ -131,6 +131,17 @@ class Target:
 
 
 @dataclass(frozen=True)
+class LimitCheck:
+    """One bucket a request is charged: `kind` is OpenAI's error type when it refuses,
+    `header` which `x-ratelimit-*` headers report it (the key's buckets only)."""
+
+    charge: Charge
+    kind: str
+    what: str
+    header: str | None = None
+
+
+@dataclass(frozen=True)
 class Metered:
     request_id: str
     target: Target
@@ -149,8 +160,7 @@ class Gateway:
         self.upstream = UpstreamPool(connect_timeout_s=2.0, read_timeout_s=600.0)
         self.inflight: dict[str, int] = {}
         self.down_until: dict[str, float] = {}
-        self.buckets: dict[str, TokenBucket] = {}
-        self.key_buckets: dict[str, KeyBuckets] = {}
+        self.shared_buckets = SharedBuckets(store)
         self._targets: dict[tuple[str, str], tuple[float, Target]] = {}
         self.usage_writer = UsageWriter(self._write)
 
@@ -272,86 +282,113 @@ class Gateway:
     ) -> tuple[Admission, dict[str, str]]:
         """Checks the key's request and token buckets and the deployment's request bucket,
         and charges all of them only when all admit the request (a refused request costs
-        nothing). Answers the charge and the `x-ratelimit-*` headers for the answer.
+        nothing). Answers the charge and the `x-ratelimit-*` headers for the answer. The
+        buckets are the database's (`ratelimit_shared`), so the limits hold across every
+        worker and server; this blocks on the database and runs off the event loop.
 
         `tokens` is an estimate (the prompt's size plus `max_tokens`), not the real count,
         which is known only when the answer is finished: charging nothing up front would let
         a burst of concurrent requests all pass on a full bucket and overshoot the limit many
         times over, while charging the worst case up front bounds it. `settle` then corrects
         the charge with the metered usage, so over time the key pays for what it used."""
-        now = time.monotonic()
-        keyed = self._key_buckets(caller.key_id, limits)
-        requests = keyed.requests if keyed else None
-        bucket_tokens = keyed.tokens if keyed else None
-        deployment = self._deployment_bucket(target)
-        headers = limit_headers(requests, bucket_tokens)
-        if bucket_tokens is not None and tokens > bucket_tokens.per_minute:
+        checks = self._charges(caller, limits, target, tokens)
+        if not checks:
+            return Admission(caller.key_id, 0), {}
+        if limits.tpm is not None and tokens > limits.tpm:
             raise GatewayError(
                 429,
                 f"Request too large: it may use up to {tokens} tokens (prompt + max_tokens) "
-                f"but this key's limit is {bucket_tokens.per_minute} tokens per minute. "
+                f"but this key's limit is {limits.tpm} tokens per minute. "
                 "Lower max_tokens or shorten the prompt.",
                 type_="tokens",
                 code="rate_limit_exceeded",
-                headers={**headers, "x-should-retry": "false"},
+                headers={"x-ratelimit-limit-tokens": str(limits.tpm), "x-should-retry": "false"},
             )
-        checks: list[tuple[TokenBucket, float, str, str]] = []
-        if requests is not None:
-            checks.append((requests, 1.0, "requests", "requests per minute on this key"))
-        if bucket_tokens is not None:
-            checks.append((bucket_tokens, float(tokens), "tokens", "tokens per minute on this key"))
-        if deployment is not None:
-            checks.append((deployment, 1.0, "requests", f"requests per minute on {target.name}"))
+        states = self.shared_buckets.take([c.charge for c in checks], time.time())
+        said = {c.header: st for c, st in zip(checks, states, strict=True) if c.header}
+        headers = limit_headers(said.get("requests"), said.get("tokens"))
         refused = [
-            (bucket.wait(amount, now), kind, f"{bucket.per_minute} {what}")
-            for bucket, amount, kind, what in checks
+            (st.wait_s(), c) for c, st in zip(checks, states, strict=True) if not st.admitted
         ]
-        refused = [r for r in refused if r[0] > 0]
         if refused:
             wait = max(r[0] for r in refused)
-            _, kind, what = refused[0]
+            first = refused[0][1]
             raise GatewayError(
                 429,
-                f"Rate limit reached: {what}. Try again in {wait:.1f}s.",
-                type_=kind,
+                f"Rate limit reached: {first.what}. Try again in {wait:.1f}s.",
+                type_=first.kind,
                 code="rate_limit_exceeded",
                 headers={**headers, "retry-after": str(max(1, math.ceil(wait)))},
             )
-        for bucket, amount, _, _ in checks:
-            bucket.take(amount, now)
-        charged = tokens if bucket_tokens is not None else 0
-        return Admission(caller.key_id, charged), limit_headers(requests, bucket_tokens)
+        taken = said.get("tokens")
+        if taken is None:
+            return Admission(caller.key_id, 0), headers
+        charged = Admission(
+            caller.key_id, tokens, bucket=taken.charge.key, per_minute=taken.per_minute
+        )
+        return charged, headers
 
-    def _key_buckets(self, key_id: str | None, limits: KeyLimits) -> KeyBuckets | None:
-        if key_id is None or (limits.rpm is None and limits.tpm is None):
-            if key_id is not None:
-                self.key_buckets.pop(key_id, None)
-            return None
-        found = self.key_buckets.get(key_id)
-        if found is None or found.limits != limits:
-            found = self.key_buckets[key_id] = KeyBuckets.of(limits)
-        return found
-
-    def _deployment_bucket(self, target: Target) -> TokenBucket | None:
+    @staticmethod
+    def _charges(
+        caller: Principal, limits: KeyLimits, target: Target, tokens: int
+    ) -> list[LimitCheck]:
+        """The buckets a request is charged, in the order a refusal names them."""
+        checks: list[LimitCheck] = []
+        key = caller.key_id
+        if key is not None and limits.rpm:
+            checks.append(
+                LimitCheck(
+                    Charge(f"key:{key}:rpm:{limits.rpm}", limits.rpm, 1.0),
+                    "requests",
+                    f"{limits.rpm} requests per minute on this key",
+                    "requests",
+                )
+            )
+        if key is not None and limits.tpm:
+            checks.append(
+                LimitCheck(
+                    Charge(f"key:{key}:tpm:{limits.tpm}", limits.tpm, float(tokens)),
+                    "tokens",
+                    f"{limits.tpm} tokens per minute on this key",
+                    "tokens",
+                )
+            )
         rpm = target.rate_limit_rpm
-        if rpm is None:
-            self.buckets.pop(target.id, None)
-            return None
-        bucket = self.buckets.get(target.id)
-        if bucket is None or bucket.per_minute != rpm:
-            bucket = self.buckets[target.id] = TokenBucket(rpm)
-        return bucket
+        if rpm:
+            checks.append(
+                LimitCheck(
+                    Charge(f"deployment:{target.id}:rpm:{rpm}", rpm, 1.0),
+                    "requests",
+                    f"{rpm} requests per minute on {target.name}",
+                )
+            )
+        return checks
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         """Corrects a request's token charge: to what it used, or to nothing (None) when no
-        answer came. Once per request; later calls change nothing."""
-        if admission.settled or admission.key_id is None or admission.tokens == 0:
+        answer came. Once per request; later calls change nothing. The database write runs
+        off the event loop and off the answer's path."""
+        if admission.settled or admission.bucket is None or admission.tokens == 0:
             admission.settled = True
             return
         admission.settled = True
-        keyed = self.key_buckets.get(admission.key_id)
-        if keyed is not None and keyed.tokens is not None:
-            keyed.tokens.adjust(admission.tokens - (used_tokens or 0))
+        back = admission.tokens - (used_tokens or 0)
+        if back == 0:
+            return
+        self.shared_buckets.give_back(Charge(admission.bucket, admission.per_minute, float(back)))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.shared_buckets.settle_owed()
+            return
+        loop.run_in_executor(None, self.shared_buckets.settle_owed)
+
+    async def _admit(
+        self, caller: Principal, limits: KeyLimits, target: Target, tokens: int
+    ) -> tuple[Admission, dict[str, str]]:
+        if not self._charges(caller, limits, target, tokens):
+            return Admission(caller.key_id, 0), {}
+        return await run_in_threadpool(self.admit, caller, limits, target, tokens)
 
     async def choose(self, caller: Principal, target: Target, tried: set[str]) -> Endpoint:
         """The ready replica with the fewest requests in flight from here (then by its own
@@ -469,7 +506,7 @@ class Gateway:
             raise GatewayError(400, exc.message, param=exc.param) from None
         try:
             target = await self.target(caller, name)
-            admission, limit_headers = self.admit(
+            admission, limit_headers = await self._admit(
                 caller, limits, target, estimate_tokens(body, path)
             )
         except GatewayError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass
@@ -87,6 +88,9 @@ class Admission:
     key_id: str | None
     tokens: int
     settled: bool = False
+    # the shared bucket the tokens were taken from, and its size (see `ratelimit_shared`)
+    bucket: str | None = None
+    per_minute: int = 0
 
 
 def duration(seconds: float) -> str:
@@ -97,7 +101,18 @@ def duration(seconds: float) -> str:
     return f"{whole // 60}m{whole % 60}s" if whole >= 60 else f"{whole}s"
 
 
-def limit_headers(requests: TokenBucket | None, tokens: TokenBucket | None) -> dict[str, str]:
+class LimitView(Protocol):
+    """What the headers report of a bucket: a `TokenBucket` or a shared bucket's state."""
+
+    @property
+    def per_minute(self) -> int: ...
+
+    def remaining(self) -> int: ...
+
+    def reset_s(self) -> float: ...
+
+
+def limit_headers(requests: LimitView | None, tokens: LimitView | None) -> dict[str, str]:
     headers: dict[str, str] = {}
     for kind, bucket in (("requests", requests), ("tokens", tokens)):
         if bucket is not None:

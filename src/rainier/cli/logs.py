@@ -98,6 +98,23 @@ def follow(
             job = c.get(f"/api/v1/jobs/{job['id']}")
 
 
+class RankChoice(click.ParamType):
+    """A rank (0 or more), or `all`, which is None: every rank."""
+
+    name = "RANK|all"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or value == "all":
+            return None
+        try:
+            rank = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is neither a rank (0, 1, ...) nor 'all'", param, ctx)
+        if rank < 0:
+            self.fail(f"{rank} is not a rank: ranks count from 0", param, ctx)
+        return rank
+
+
 def stamped(echo: Callable[[str], None]) -> Callable[[str], None]:
     def emit(line: str) -> None:
         echo(
@@ -110,7 +127,11 @@ def stamped(echo: Callable[[str], None]) -> Callable[[str], None]:
 @click.command()
 @click.argument("job")
 @click.option("-f", "--follow", "keep_following", is_flag=True, help="until the job ends")
-@click.option("--rank", type=click.IntRange(0), help="only this task of the gang (default: all)")
+@click.option(
+    "--rank",
+    type=RankChoice(),
+    help="a task of the gang, or `all` (the default): every rank, each line prefixed",
+)
 @click.option("--tail", type=click.IntRange(0), help="start from each rank's last N lines")
 @click.option(
     "--timestamps",

@@ -4,15 +4,11 @@ keeps each deployment's replicas running, ready and sized to its load.
 A replica is an ordinary Job row (`kind="replica"`, `deployment_id` set) running
 `python -m rainier.serve --model DIR --port 0`, so the scheduler places it as a one-node gang and
 the executor starts, restarts and stops it like any task. The serving runtime binds a port of the
-OS's choosing and announces it with a JSON line `{"event": "listening", "port": N}` on stdout,
-which the executor captures in the job's log file. The controller reads that announcement from
-the log (each attempt of a replica appends to the same log, so it reads on from where the
-previous attempt's output ended and takes the newest announcement), then health-checks the
-replica and asks it for its load. What it learns is kept in `replica_endpoints`, which the
-gateway reads: the table, not the leader's memory, is how any server's gateway finds replicas.
-A newly elected leader has no memory of where earlier attempts' output ended; it takes the
-newest announcement and trusts it only once `/health` answers there. Reading the log needs it
-on a filesystem the control plane sees, as with the local executor.
+OS's choosing and registers it with the control plane over HTTP with its job token
+(`rainier.control.task_endpoints`), per attempt. The controller health-checks the address the
+current attempt registered and asks it for its load. What it learns is kept in
+`replica_endpoints`, which the gateway reads: the table, not the leader's memory, is how any
+server's gateway finds replicas. Nothing is read from the replica's node but over the network.
 
 Scaling follows the sum of requests running and waiting on the replicas (`GET /load`) divided
 by the deployment's target per replica, between its min and max: up at once, down only after
@@ -22,8 +18,6 @@ out of the gateway's choice and stopped once it has no request left.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import os
@@ -43,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from rainier.config import Settings
 from rainier.control.executor import Executor
+from rainier.control.task_endpoints import serving_url
 from rainier.spec import NAME_PATTERN, DeploymentSpec, JobSpec
 from rainier.store.db import Store
 from rainier.store.tables import (
@@ -277,31 +272,6 @@ def _event(s: Session, row: Deployment, kind: str, message: str) -> None:
 # -- finding and probing replicas ---------------------------------------------------------------
 
 
-def announced_port(log_path: Path, offset: int) -> tuple[int | None, int]:
-    """The port of the newest `{"event": "listening"}` line after `offset`, and the offset up
-    to which whole lines were read (a half-written last line is read again next time)."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-    except FileNotFoundError:
-        return None, offset
-    end = data.rfind(b"\n") + 1
-    port = None
-    for line in data[:end].splitlines():
-        text = line.strip()
-        if not text.startswith(b"{") or b"listening" not in text:
-            continue
-        try:
-            event = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(event, dict) and event.get("event") == "listening":
-            with contextlib.suppress(TypeError, ValueError):
-                port = int(event["port"])
-    return port, offset + end
-
-
 @dataclass(frozen=True)
 class ProbeTarget:
     job_id: str
@@ -324,11 +294,9 @@ class ProbeResult:
 
 @dataclass
 class _Seen:
-    """What the leader learnt from one replica's log: read up to `offset`, found `port`."""
+    """How many probes of a replica's attempt failed in a row."""
 
     attempt: int
-    offset: int = 0
-    port: int | None = None
     failures: int = 0
 
 
@@ -437,14 +405,11 @@ class DeploymentController:
     def _probe(self, http: httpx.Client, target: ProbeTarget) -> ProbeResult | None:
         seen = self._seen.get(target.job_id)
         if seen is None or seen.attempt != target.attempt:
-            seen = _Seen(target.attempt, offset=seen.offset if seen else 0)
+            seen = _Seen(target.attempt)
             self._seen[target.job_id] = seen
-        port, seen.offset = announced_port(target.log_path, seen.offset)
-        if port is not None:
-            seen.port = port
-        if seen.port is None:
+        url = serving_url(self.store, target.job_id, target.attempt)
+        if url is None:
             return None
-        url = f"http://{target.address}:{seen.port}"
         try:
             answer = http.get(f"{url}/health")
             healthy = answer.status_code == 200

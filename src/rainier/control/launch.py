@@ -15,6 +15,7 @@ from typing import Any
 from rainier.catalog import FLAVORS
 from rainier.config import Settings
 from rainier.control.executor import Executor, TaskLaunch
+from rainier.control.rendezvous import BY_CONTROL_PLANE, RENDEZVOUS_ENV
 from rainier.control.uids import TenantUids, parse_range
 from rainier.spec import TrainSpec
 from rainier.storage.location import is_url
@@ -84,10 +85,15 @@ class Launches:
             "LOCAL_RANK": "0",
             "LOCAL_WORLD_SIZE": "1",
             "MASTER_ADDR": self.executor.node_address(nodes[0]) if nodes else "127.0.0.1",
-            "MASTER_PORT": str(placement.get("master_port", 29500)),
+            # the node that starts the task settles MASTER_ADDR/MASTER_PORT (`rendezvous`)
+            RENDEZVOUS_ENV: BY_CONTROL_PLANE,
+            "RAINIER_NODE_ADDRESS": self.executor.node_address(task.node),
             "PYTHONUNBUFFERED": "1",
         }
         env.update(self.settings.storage_config.task_env(tenant, job.id))
+        if "master_port" in placement:  # placed before nodes chose their ports
+            env["MASTER_PORT"] = str(placement["master_port"])
+            del env[RENDEZVOUS_ENV]
         if flavor is not None:
             env["RAINIER_FLAVOR_PEAK_TFLOPS"] = repr(flavor.peak_tflops)
         device_env = flavor.device_env if flavor else None

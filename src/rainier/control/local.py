@@ -25,6 +25,7 @@ from rainier.control import sandbox, taskrun
 from rainier.control.executor import ExecutorNodes, TaskLaunch, TaskStatus, UnstartableTask
 
 SPAWN_GRACE_S = 5.0
+OUTPUT_FILE = "output.log"  # in the task's folder, when its output is sent (see `logship`)
 log = logging.getLogger("rainier.local")
 
 
@@ -44,10 +45,18 @@ class LocalExecutor:
     name = "local"
 
     def __init__(
-        self, tasks_dir: Path, isolation: sandbox.IsolationMode = sandbox.IsolationMode.AUTO
+        self,
+        tasks_dir: Path,
+        isolation: sandbox.IsolationMode = sandbox.IsolationMode.AUTO,
+        *,
+        send_output: bool = False,
     ):
+        """`send_output`: tasks' output goes to the control plane over HTTP (see `logship`),
+        as from a node of another machine, instead of straight into the control plane's log
+        files (`RAINIER_SEND_TASK_OUTPUT=1`)."""
         self.tasks_dir = tasks_dir
         self.isolation_mode = isolation
+        self.send_output = send_output
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         found = sandbox.probe()
         if isolation == sandbox.IsolationMode.OFF:
@@ -88,9 +97,11 @@ class LocalExecutor:
         (task_dir / "launch.json").write_text(json.dumps(run.to_json()))
         spawned_us = time.time_ns() // 1000
         (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
-        with open(launch.log_path, "ab") as out:
+        output = task_dir / OUTPUT_FILE if self.send_output else launch.log_path
+        wrap = [sys.executable, "-m", "rainier.control.taskwrap", str(task_dir), "--launch"]
+        with open(output, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rainier.control.taskwrap", str(task_dir), "--launch"],
+                [*wrap, *(["--send-output"] if self.send_output else [])],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

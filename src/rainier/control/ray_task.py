@@ -4,10 +4,13 @@ The actor is named after the task and detached, so a restarted control plane fin
 and still reads the exit code of a process that ended while nobody was watching. No method
 blocks: the reconciler polls, and a stop is a signal to the process group.
 
-The command writes to the log path the control plane chose, which must therefore be on a
-filesystem every node shares (or be collected from the nodes by other means). It runs in the
-same sandbox as on the local executor, set up by this actor on its node; the actor, outside
-the sandbox, keeps how the task ended.
+The command's output goes to a file on the actor's node, which a thread of the actor sends to
+the control plane as it grows (`logship`), with the job's token: nodes share no filesystem with
+the control plane. The actor reports the task's end only once its output was sent (or the
+sending gave up), so a job's log is whole when the job ends. A task started without a control
+plane to send to (no `RAINIER_CONTROL_URL` and token) writes to the log path it was given. It
+runs in the same sandbox as on the local executor, set up by this actor on its node; the actor,
+outside the sandbox, keeps how the task ended.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -24,6 +28,8 @@ from typing import Any
 
 from rainier.control import netif, sandbox, taskrun
 from rainier.control.executor import TaskLaunch
+from rainier.control.logship import FINISH_DEADLINE_S, LogShipper
+from rainier.tasklink import ControlPlane
 
 
 @dataclass(frozen=True)
@@ -60,9 +66,19 @@ class TaskProcess:
         self.isolation = sandbox.Isolation.NONE
         self.started: taskrun.Started | None = None
         self.ending: str | None = None
-        log_path = Path(self.spec.log_path)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**self.spec.env, "RAINIER_RAY_NODE_ID": self.node_id}
+        self.shipper: LogShipper | None = None
+        self.exited_at: float | None = None
+        plane = ControlPlane.from_env(env)
+        log_path = (
+            Path(self.spec.log_path) if plane is None else node_output_path(self.spec.task_id)
+        )
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if plane is not None:
+            rank, attempt = int(env.get("RAINIER_RANK", "0")), int(env.get("RAINIER_ATTEMPT", "0"))
+            os.chmod(log_path.parent, 0o700)
+            log_path.write_bytes(b"")
+            self.shipper = LogShipper(log_path, plane, rank, attempt).start()
         gpus = _ray_gpu_ids()
         device_env = self.spec.confine.get("device_env")
         if gpus and device_env in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"):
@@ -103,7 +119,7 @@ class TaskProcess:
                 self.started.release()
         observed = Observed(
             pid=self.proc.pid if self.proc else None,
-            exit_code=self.exit_code,
+            exit_code=self.exit_code if self._output_sent() else None,
             killed=self.killed,
             node_id=self.node_id,
             acked_at=self.acked_at,
@@ -111,6 +127,15 @@ class TaskProcess:
             isolation=str(self.isolation),
         )
         return asdict(observed)
+
+    def _output_sent(self) -> bool:
+        """Whether the ended task's output has reached the control plane (or stopped trying)."""
+        if self.exit_code is None or self.shipper is None:
+            return True
+        if self.exited_at is None:
+            self.exited_at = time.monotonic()
+            self.shipper.stop()
+        return self.shipper.done or time.monotonic() - self.exited_at > FINISH_DEADLINE_S
 
     def signal(self, signum: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -123,6 +148,15 @@ class TaskProcess:
     def ack(self) -> None:
         """The control plane has recorded how the task ended; the actor may now be released."""
         self.acked_at = self.acked_at or time.time()
+
+
+def node_output_path(task_id: str) -> Path:
+    """Where a task's output is kept on its node while it is sent (`RAINIER_NODE_OUTPUT_DIR`,
+    or a folder of the node's temporary directory)."""
+    root = os.environ.get("RAINIER_NODE_OUTPUT_DIR") or os.path.join(
+        tempfile.gettempdir(), "rainier-task-output"
+    )
+    return Path(root) / f"{task_id}.log"
 
 
 def _node_id() -> str:

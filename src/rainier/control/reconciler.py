@@ -446,7 +446,6 @@ class Reconciler:
                 job.placement = {
                     "nodes": list(admit.node_names),
                     "chips": assign_gang(admit.node_names, job.chips_per_node, sizes, held),
-                    "master_port": _free_port(),
                 }
                 job.started_at = now
                 job.reason = admit.reason
@@ -532,12 +531,6 @@ def _started_at(handle: dict[str, Any]) -> datetime | None:
     if not isinstance(micros, int):
         return None
     return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # A task that had run less than this when it was asked to stop may not have heard it yet.

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from rainier.control import rendezvous
 from rainier.control.cgroups import Limits, TaskCgroup
 from rainier.control.executor import TaskLaunch
 from rainier.control.sandbox import Confinement, bwrap_argv, readable_by, task_environment
@@ -104,8 +105,10 @@ def start(
     die_with_parent: bool = False,
 ) -> Started:
     """Starts the task. Confined, its process enters the task's cgroup and drops to the
-    tenant's uid inside bubblewrap; bare, it still gets only its own environment and cores."""
-    env = task_environment(run.env, run.workdir)
+    tenant's uid inside bubblewrap; bare, it still gets only its own environment and cores.
+    A gang's task first learns where its gang meets (`rendezvous.settle`), which may wait
+    for rank 0's node."""
+    env = task_environment(rendezvous.settle(run.env), run.workdir)
     cgroup: TaskCgroup | None = None
     argv: Sequence[str] = run.command
     cwd = run.workdir

@@ -13,6 +13,8 @@ Given `--launch`, the task is described by `<dir>/launch.json` (see `taskrun.Tas
 environment, cores and, where the machine allows, its sandbox. The wrapper itself stays
 outside the sandbox, so the task can neither see nor forge these records; when the task was
 killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code.
+With `--launch --send-output` the task's output (the wrapper's stdout, `<dir>/output.log`) is
+sent to the control plane as it grows, and all of it before the exit code is written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ import time
 from pathlib import Path
 
 from rainier.control import taskrun
+from rainier.control.local import OUTPUT_FILE
+from rainier.control.logship import LogShipper
+from rainier.tasklink import ControlPlane
 
 
 def main(argv: list[str]) -> int:
@@ -38,9 +43,17 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     started: taskrun.Started | None = None
+    shipper: LogShipper | None = None
     try:
-        if command == ["--launch"]:
+        if command[:1] == ["--launch"]:
             run = taskrun.TaskRun.from_json(json.loads((task_dir / "launch.json").read_text()))
+            plane = ControlPlane.from_env(run.env)
+            if command[1:] == ["--send-output"] and plane is not None:
+                rank, attempt = (
+                    int(run.env.get("RAINIER_RANK", "0")),
+                    int(run.env.get("RAINIER_ATTEMPT", "0")),
+                )
+                shipper = LogShipper(task_dir / OUTPUT_FILE, plane, rank, attempt).start()
             started = taskrun.start(run, None)
             child = started.proc
         else:
@@ -62,6 +75,9 @@ def main(argv: list[str]) -> int:
         if ending:
             print(f"rainier: {ending}", file=sys.stderr, flush=True)
             _write(task_dir / "ending", ending)
+    if shipper is not None:
+        sys.stdout.flush()
+        shipper.finish()
     (task_dir / "exiting").touch()
     _write(task_dir / "exited_at", str(time.time_ns() // 1000))
     _write(task_dir / "exit", str(code))

@@ -2,7 +2,9 @@
 
 With `--port 0` the operating system picks the port; once the server accepts connections it
 prints one JSON line on stdout, `{"event": "listening", "host": ..., "port": N, "model": ...}`,
-which is how a supervisor learns where the replica is. Nothing else is written to stdout.
+for a person or supervisor to read. Started by rainier (`RAINIER_CONTROL_URL`, `RAINIER_JOB_ID`
+and `RAINIER_TOKEN` set), it also registers the port with the control plane over HTTP (see
+`rainier.serve.registration`). Nothing else is written to stdout.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rainier.serve.async_engine import EngineClient
 from rainier.serve.config import EngineConfig, ModelFormatError
 from rainier.serve.engine import LLMEngine
 from rainier.serve.engine_process import EngineStartError, ProcessEngine
+from rainier.serve.registration import advertised_host, register_in_background
 from rainier.serve.server import create_app
 from rainier.storage.access import StorageAccess
 from rainier.storage.cache import default_cache_dir, fetch_published
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     def announce() -> None:
         line = {"event": "listening", "host": args.host, "port": port, "model": name}
         print(json.dumps(line), flush=True)
+        register_in_background(port, advertised_host(args.host))
 
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     for handler in log_config["handlers"].values():

@@ -415,3 +415,28 @@ class SpendAlert(Base):
     next_attempt_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class TaskEndpoint(Base):
+    """An address a task registered over HTTP with its job token: a replica's serving port
+    (`purpose="serve"`), or the port rank 0 bound for its gang to meet at (`"rendezvous"`).
+    Kept per attempt, so a restarted attempt's ranks never meet at the previous one's."""
+
+    __tablename__ = "task_endpoints"
+    job_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(16), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateBucket(Base):
+    """One rate limit's state, shared by every API process on the database: the instant its
+    bucket would next be full again (GCRA's "theoretical arrival time", epoch seconds)."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    full_at: Mapped[float] = mapped_column(Float)
+    admitted: Mapped[bool] = mapped_column(Boolean, default=False)

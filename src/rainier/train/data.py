@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import socket
 import sysconfig
@@ -176,10 +177,11 @@ def prepare(
     cache_root.mkdir(parents=True, exist_ok=True)
     prefix = f".tmp-{root.name}-{socket.gethostname()}-"
     for stale in cache_root.glob(prefix + "*"):
-        pid = stale.name.removeprefix(prefix)
+        pid = stale.name.removeprefix(prefix).split("-")[0]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-    tmp = cache_root / f"{prefix}{os.getpid()}"
+    # the random part: ranks in PID namespaces of their own share a host name and a pid
+    tmp = cache_root / f"{prefix}{os.getpid()}-{secrets.token_hex(4)}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
