@@ -10,7 +10,6 @@ and never puts a file where a host could read it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import secrets
 import shutil
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 
 from rainier.cli.client import Client
@@ -31,6 +31,9 @@ VENV_BIN = REPO / ".venv" / "bin"
 RAY_PORT = 6379
 API_PORT = 8000
 S3_PORT = 9000
+S3_REGION = "us-east-1"
+S3_KEY = ("rainier-cluster", "rainier-cluster-secret")  # moto takes any key
+BUCKET = "rainier-cluster"
 HOME = "/tmp/rainier"  # RAINIER_HOME on every host: the same path, a different disk each
 FLAVOR = "h200"
 CHIPS = 8
@@ -52,12 +55,6 @@ def wait_until(
         time.sleep(every_s)
 
 
-def has_object_store() -> bool:
-    """Storage by URL and a local S3-protocol server are installed."""
-    found = importlib.util.find_spec
-    return found("rainier.storage") is not None and found("moto") is not None
-
-
 @dataclass
 class RainierCluster:
     network: Network
@@ -65,8 +62,9 @@ class RainierCluster:
     workers: dict[str, Host]
     logs: Path  # the test's own copy of each host daemon's output, for failure messages
     ray_token: str
-    storage_url: str | None = None
-    s3_env: dict[str, str] = field(default_factory=dict)
+    storage_url: str = f"s3://{BUCKET}/cloud"
+    storage_env: dict[str, str] = field(default_factory=dict)
+    s3: Any = None  # the operator's own S3 client
     op: Client | None = None  # the operator's key, from the one `init` a control plane answers
 
     @property
@@ -115,25 +113,24 @@ def _start_control(cluster: RainierCluster) -> None:
          "--object-store-memory=80000000", f"--system-config={json.dumps(system)}"],
         cluster.logs / "control-ray.log",
     )  # fmt: skip
-    if has_object_store():
-        control.spawn(
-            ["moto_server", "-H", control.address, "-p", str(S3_PORT)],
-            cluster.logs / "control-s3.log",
-        )
-        cluster.s3_env = {
-            "AWS_ACCESS_KEY_ID": "rainier",
-            "AWS_SECRET_ACCESS_KEY": "rainier-secret",
-            "AWS_ENDPOINT_URL": f"http://{control.address}:{S3_PORT}",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-        cluster.storage_url = "s3://rainier-cluster"
-        wait_until(
-            lambda: _answers(f"http://{control.address}:{S3_PORT}/"), START_DEADLINE_S, "S3"
-        )
-        control.run(
-            ["python", "-c", "import boto3; boto3.client('s3').create_bucket(Bucket='rainier-cluster')"],
-            env=cluster.s3_env,
-        )  # fmt: skip
+    control.spawn(
+        ["python", "-m", "moto.server", "-H", control.address, "-p", str(S3_PORT)],
+        cluster.logs / "control-s3.log",
+    )
+    endpoint = f"http://{control.address}:{S3_PORT}"
+    wait_until(lambda: _answers(f"{endpoint}/moto-api/"), START_DEADLINE_S, "the S3 server")
+    cluster.s3 = boto3.client(
+        "s3", endpoint_url=endpoint, region_name=S3_REGION,
+        aws_access_key_id=S3_KEY[0], aws_secret_access_key=S3_KEY[1],
+    )  # fmt: skip
+    cluster.s3.create_bucket(Bucket=BUCKET)
+    cluster.storage_env = {
+        "RAINIER_STORAGE_URL": cluster.storage_url,
+        "RAINIER_STORAGE_ENDPOINT_URL": endpoint,
+        "RAINIER_STORAGE_REGION": S3_REGION,
+        "RAINIER_STORAGE_KEY_ID": S3_KEY[0],
+        "RAINIER_STORAGE_SECRET_KEY": S3_KEY[1],
+    }
     server_env = {
         "RAINIER_HOME": HOME,
         "RAINIER_DATABASE_URL": database_url,
@@ -142,10 +139,8 @@ def _start_control(cluster: RainierCluster) -> None:
         "RAINIER_HOST": control.address,
         "RAINIER_PORT": str(API_PORT),
         "RAINIER_TICK_S": "0.1",
-        **cluster.s3_env,
+        **cluster.storage_env,
     }
-    if cluster.storage_url:
-        server_env["RAINIER_STORAGE_URL"] = cluster.storage_url
     control.spawn(["rainier", "server"], cluster.logs / "control-rainier.log", env=server_env)
 
 
@@ -156,7 +151,6 @@ def _start_worker(cluster: RainierCluster, host: Host, zone: str) -> None:
          f"--node-ip-address={host.address}", "--num-cpus=0", "--object-store-memory=80000000",
          f"--resources={json.dumps({f'rainier-chips-{FLAVOR}': CHIPS})}", f"--labels={labels}"],
         cluster.logs / f"{host.name}-ray.log",
-        env=cluster.s3_env,
     )  # fmt: skip
 
 
