@@ -12,6 +12,7 @@ import pytest
 
 from .hosts import REPO, unavailable
 
+CLUSTER_TIMEOUT_S = 600  # a test and its share of building the cluster, on a busy machine
 MISSING = unavailable() or (
     None if (REPO / ".venv" / "bin" / "ray").exists() else "the hosts run Ray from .venv/bin/ray"
 )
@@ -22,6 +23,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.timeout(CLUSTER_TIMEOUT_S))
             if MISSING:
                 item.add_marker(pytest.mark.skip(reason=MISSING))
 

@@ -37,7 +37,7 @@ BUCKET = "rainier-cluster"
 HOME = "/tmp/rainier"  # RAINIER_HOME on every host: the same path, a different disk each
 FLAVOR = "h200"
 CHIPS = 8
-START_DEADLINE_S = 120.0
+START_DEADLINE_S = 240.0  # Ray nodes start in seconds, on a busy machine in minutes
 WORKER_NAMES = ("w1", "w2", "w3")
 
 
