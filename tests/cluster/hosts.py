@@ -81,7 +81,14 @@ class Host:
 
     def _argv(self, argv: Sequence[str], env: Mapping[str, str] | None) -> list[str]:
         merged = {**self.env, **(env or {})}
-        enter = ["nsenter", f"--target={self.holder.pid}", "--mount", "--net", "--uts", f"--wd={REPO}"]
+        enter = [
+            "nsenter",
+            f"--target={self.holder.pid}",
+            "--mount",
+            "--net",
+            "--uts",
+            f"--wd={REPO}",
+        ]
         joins = f'echo $$ > {self.cgroup / "cgroup.procs"} && exec "$@"'
         return [*enter, "env", "-i", *(f"{k}={v}" for k, v in merged.items()), "sh", "-c",
                 joins, "sh", *argv]  # fmt: skip
@@ -133,6 +140,21 @@ class Host:
             text = (self.cgroup / "cgroup.procs").read_text()
             return [int(p) for p in text.split()]
         return []
+
+    def end_processes(self) -> None:
+        """Ends every process of the host but the one holding its namespaces (a reboot)."""
+        deadline = time.monotonic() + KILL_DEADLINE_S
+        while pids := [p for p in self.pids() if p != self.holder.pid]:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: processes {pids} outlived SIGKILL")
+            time.sleep(0.05)
+        for proc in self.spawned:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self.spawned.clear()
 
     def kill(self) -> None:
         """Pulls the plug: every process of the host gets SIGKILL, then its network is gone."""
@@ -278,7 +300,7 @@ _NO_HOLDER: subprocess.Popen[bytes] = _Unstarted()  # type: ignore[assignment]
 # propagation); /tmp and /dev/shm are its own, the checkout is read-only, names resolve from the
 # cluster's own hosts table and never through a DNS server the host cannot reach.
 _MOUNTS = (
-    "set -e; mount --make-rprivate /; hostname \"$1\"; "
+    'set -e; mount --make-rprivate /; hostname "$1"; '
     f"mount -t tmpfs -o size={HOST_TMPFS_SIZE},mode=1777 host-tmp /tmp; "
     f"mount -t tmpfs -o size={HOST_TMPFS_SIZE},mode=1777 host-shm /dev/shm; "
     f"mount --bind {REPO} {REPO}; mount -o remount,bind,ro {REPO}; "
@@ -291,8 +313,20 @@ _MOUNTS = (
 def _hold(name: str, netns: str, cgroup: Path) -> subprocess.Popen[bytes]:
     joins = f"echo $$ > {cgroup / 'cgroup.procs'} && {_MOUNTS}"
     holder = subprocess.Popen(
-        ["nsenter", f"--net={NETNS_DIR / netns}", "unshare", "--mount", "--uts",
-         "--propagation", "private", "sh", "-c", joins, "sh", name],  # fmt: skip
+        [
+            "nsenter",
+            f"--net={NETNS_DIR / netns}",
+            "unshare",
+            "--mount",
+            "--uts",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            joins,
+            "sh",
+            name,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ FLAVOR = "h200"
 CHIPS = 8
 START_DEADLINE_S = 240.0  # Ray nodes start in seconds, on a busy machine in minutes
 WORKER_NAMES = ("w1", "w2", "w3")
+JOIN_TRIES = 2
 
 
 def wait_until(
@@ -87,7 +89,9 @@ class RainierCluster:
         return items
 
     def daemon_logs(self) -> str:
-        return "\n".join(f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.iterdir()))
+        return "\n".join(
+            f"== {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.iterdir())
+        )
 
     def host_of(self, node: str) -> Host:
         return self.workers[node]
@@ -144,14 +148,38 @@ def _start_control(cluster: RainierCluster) -> None:
     control.spawn(["rainier", "server"], cluster.logs / "control-rainier.log", env=server_env)
 
 
-def _start_worker(cluster: RainierCluster, host: Host, zone: str) -> None:
+def _start_worker(cluster: RainierCluster, host: Host, zone: str) -> subprocess.Popen[bytes]:
     labels = f"rainier.io/node={host.name},rainier.io/zone={zone},rainier.io/block={host.name}"
-    host.spawn(
+    return host.spawn(
         ["ray", "start", "--block", f"--address={cluster.control.address}:{RAY_PORT}",
          f"--node-ip-address={host.address}", "--num-cpus=0", "--object-store-memory=80000000",
          f"--resources={json.dumps({f'rainier-chips-{FLAVOR}': CHIPS})}", f"--labels={labels}"],
         cluster.logs / f"{host.name}-ray.log",
     )  # fmt: skip
+
+
+def _join(cluster: RainierCluster, host: Host, zone: str) -> None:
+    """One worker at a time, and once more when Ray gave up on it: `ray start` waits 30 s for
+    its raylet to register, which a busy machine does not always grant."""
+    for _ in range(JOIN_TRIES):
+        started = _start_worker(cluster, host, zone)
+        outcome = wait_until(
+            lambda p=started: _joined(cluster, host, p), START_DEADLINE_S, f"{host.name}"
+        )
+        if outcome == "joined":
+            return
+        host.end_processes()  # what Ray left of the failed start
+    raise AssertionError(f"{host.name} did not join the Ray cluster in {JOIN_TRIES} tries")
+
+
+def _joined(cluster: RainierCluster, host: Host, started: subprocess.Popen[bytes]) -> str | None:
+    if host.name in _names(cluster):
+        return "joined"
+    return "gave up" if started.poll() is not None else None
+
+
+def _names(cluster: RainierCluster) -> set[str]:
+    return {n["name"] for n in cluster.nodes()}
 
 
 def _answers(url: str) -> bool:
@@ -163,7 +191,9 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def rainier_cluster(logs: Path, workers: tuple[str, ...] = WORKER_NAMES) -> Iterator[RainierCluster]:
+def rainier_cluster(
+    logs: Path, workers: tuple[str, ...] = WORKER_NAMES
+) -> Iterator[RainierCluster]:
     """Builds the hosts and starts everything; tears all of it down on the way out, also when
     building failed half-way."""
     token = secrets.token_hex(16)
@@ -173,17 +203,10 @@ def rainier_cluster(logs: Path, workers: tuple[str, ...] = WORKER_NAMES) -> Iter
         hosts = {name: network.add_host(name) for name in workers}
         cluster = RainierCluster(network, control, hosts, logs, token)
         _start_control(cluster)
-        for i, host in enumerate(hosts.values()):
-            _start_worker(cluster, host, zone=f"zone-{i % 2}")
         try:
             wait_until(lambda: _answers(f"{cluster.url}/healthz"), START_DEADLINE_S, "the API")
-            op = cluster.operator()
-            wait_until(
-                lambda: len(op.get("/api/v1/nodes")["items"]) == len(workers),
-                START_DEADLINE_S,
-                "every worker host in the inventory",
-                every_s=0.5,
-            )
+            for i, host in enumerate(hosts.values()):
+                _join(cluster, host, zone=f"zone-{i % 2}")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{cluster.daemon_logs()}") from None
         yield cluster

@@ -8,10 +8,19 @@ from pathlib import Path
 
 import httpx
 
-from .hosts import REPO, Network
+from .hosts import REPO, Host, Network
 from .rainier_cluster import wait_until
 
-SERVE = "import http.server as h, sys; h.HTTPServer((sys.argv[1], 8080), h.SimpleHTTPRequestHandler).serve_forever()"  # noqa: E501
+SERVE = (
+    "import http.server as h, sys; "
+    "h.HTTPServer((sys.argv[1], 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+)
+
+
+def reaches(host: Host, address: str) -> bool:
+    """Whether `host` can open a connection to port 8080 at `address`."""
+    connect = f"import socket; socket.create_connection(({address!r}, 8080), 2)"
+    return host.run(["python3", "-c", connect], check=False).returncode == 0
 
 
 def test_hosts_reach_each_other_but_share_no_writable_folder(tmp_path: Path) -> None:
@@ -28,7 +37,7 @@ def test_hosts_reach_each_other_but_share_no_writable_folder(tmp_path: Path) -> 
         assert readonly.returncode != 0 and "Read-only" in readonly.stderr
 
         a.spawn([sys.executable, "-c", SERVE, a.address], tmp_path / "a.log")
-        wait_until(lambda: b.run(["python3", "-c", f"import socket; socket.create_connection(('a', 8080), 2)"], check=False).returncode == 0, 30, "a's server from b")  # noqa: E501
+        wait_until(lambda: reaches(b, "a"), 30, "a's server, by name, from b")
         assert httpx.get(f"http://{a.address}:8080/", timeout=5).status_code == 200
 
         in_a = a.pids()
@@ -36,5 +45,4 @@ def test_hosts_reach_each_other_but_share_no_writable_folder(tmp_path: Path) -> 
         a.kill()
         assert a.pids() == []
         assert all(not Path(f"/proc/{pid}").exists() for pid in in_a)
-        gone = b.run(["python3", "-c", f"import socket; socket.create_connection(('{a.address}', 8080), 2)"], check=False)  # noqa: E501
-        assert gone.returncode != 0
+        assert not reaches(b, a.address)
