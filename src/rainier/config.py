@@ -124,6 +124,14 @@ def check(settings: Settings) -> None:
         parse_range(settings.sandbox_uids)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    store = settings.storage_config
+    if store.explicit:
+        from rainier.storage.fs import StorageError, probe
+
+        try:
+            probe(store.url, store.access)
+        except StorageError as exc:
+            raise ConfigError(f"RAINIER_STORAGE_URL {store.url}: {exc}") from None
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError

@@ -57,11 +57,13 @@ def cloud(s3: S3Server, bucket: str, tmp_path: Path) -> Iterator[tuple[EmbeddedS
             op.delete(f"/api/v1/deployments/{dep['id']}")
         wait_until(
             lambda: not op.get("/api/v1/jobs", state=["pending", "running", "stopping"])["items"],
-            what="every task to stop",
+            120,
+            "every task to stop",
         )
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a training run, then a replica's start, on a machine others share
 def test_train_export_register_and_serve_by_url(
     cloud: tuple[EmbeddedServer, Client], s3: S3Server, bucket: str, corpus: Path
 ) -> None:
@@ -73,10 +75,16 @@ def test_train_export_register_and_serve_by_url(
                   "tokens": 4 * 2 * 32, "seed": 3},
     }  # fmt: skip
     submitted = acme.post("/api/v1/jobs", job)
-    done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 180, "training")
+    done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 300, "training")
     assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
     prefix = f"s3://{bucket}/cloud/acme/jobs/{submitted['id']}"
     assert checkpoint.Remote(f"{prefix}/checkpoints", s3.access()).steps() == [4, 2]
+    log = (
+        s3.client()
+        .get_object(Bucket=bucket, Key=f"cloud/acme/jobs/{submitted['id']}/logs/rank-0.log")["Body"]
+        .read()
+    )
+    assert b'"event": "done"' in log and b'"event": "exported"' in log
     (model,) = acme.get("/api/v1/models")["items"]
     assert (model["name"], model["path"], model["job_id"]) == (
         "tiny-gpt",
@@ -85,9 +93,7 @@ def test_train_export_register_and_serve_by_url(
     )
 
     acme.post("/api/v1/deployments", {"kind": "Deployment", "name": "gpt", "model": "tiny-gpt"})
-    wait_until(
-        lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 180, "a replica"
-    )
+    wait_until(lambda: acme.get("/api/v1/deployments/gpt")["ready_replicas"] >= 1, 300, "a replica")
     client = openai.OpenAI(base_url=f"{server.url}/v1", api_key=acme.key)
     answer = client.completions.create(model="gpt", prompt="the quick", max_tokens=3)
     assert answer.usage is not None and answer.usage.completion_tokens >= 1
@@ -121,3 +127,38 @@ def test_the_registry_takes_only_whole_uploads_under_the_tenants_prefix(
         problem = response.json()["problems"][0]
         assert problem["field"] == "path" and reason in problem["message"], problem
     assert [m["name"] for m in acme.get("/api/v1/models")["items"]] == ["tiny"]
+
+
+@pytest.mark.slow
+def test_a_shared_folder_named_by_file_url_works_the_same_way(tmp_path: Path, corpus: Path) -> None:
+    """`file://` storage (a folder every node mounts): a sandboxed task writes into its
+    tenant's prefix there itself, and the registry records the URL."""
+    shared = tmp_path / "shared"
+    settings = Settings.from_env(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path}/db.sqlite",
+        port=0,
+        tick_s=0.05,
+        storage=StorageConfig(url=f"file://{shared}"),
+    )
+    with EmbeddedServer(settings) as server:
+        op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
+        op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 1})
+        op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
+        acme = Client(
+            server.url, op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
+        )
+        job = {
+            "kind": "Job",
+            "name": "tiny-gpt",
+            "train": {"data": [str(corpus)], "batch_size": 2, "seq_len": 32, "steps": 2},
+        }
+        submitted = acme.post("/api/v1/jobs", job)
+        done = wait_until(job_state(acme, submitted["id"], "succeeded", "failed"), 300, "training")
+        assert done["state"] == "succeeded", acme.get(f"/api/v1/jobs/{done['id']}/logs")
+        (model,) = acme.get("/api/v1/models")["items"]
+    prefix = shared / "acme" / "jobs" / submitted["id"]
+    assert model["path"] == f"file://{prefix}/export"
+    assert (prefix / "checkpoints" / "step-000000002" / "_MANIFEST.json").is_file()
+    assert (prefix / "export" / "model.safetensors").is_file()
+    assert b'"event": "done"' in (prefix / "logs" / "rank-0.log").read_bytes()

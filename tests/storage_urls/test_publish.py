@@ -104,3 +104,18 @@ def test_the_default_local_folder_publishes_the_same_way(tmp_path: Path) -> None
     assert (tmp_path / "storage" / "acme" / "models" / "m" / MANIFEST).is_file()
     copy = fetch_published(url, tmp_path / "cache")
     assert (copy / "weights.bin").read_bytes() == b"local"
+
+
+def test_a_server_refuses_to_start_on_a_store_it_cannot_use(s3: S3Server, tmp_path: Path) -> None:
+    from rainier.config import ConfigError, Settings, check
+    from rainier.storage.access import StorageConfig
+
+    settings = Settings.from_env(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path}/db.sqlite",
+        storage=StorageConfig(url="s3://no-such-bucket/cloud", access=s3.access()),
+    )
+    with pytest.raises(
+        ConfigError, match=r"RAINIER_STORAGE_URL .*bucket 'no-such-bucket' does not"
+    ):
+        check(settings)

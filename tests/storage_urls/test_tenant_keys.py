@@ -17,7 +17,7 @@ from rainier.storage.access import StorageAccess, StorageConfig
 from rainier.storage.policy import tenant_policy
 from rainier.storage.publish import publish, read_manifest
 
-from ..s3kit import S3Server
+from ..s3kit import ADMIN, S3Server
 
 
 def moto_policy(store: StorageConfig, tenant: str) -> dict[str, Any]:
@@ -40,11 +40,12 @@ def test_a_tenants_key_reaches_only_its_own_prefix(guarded: S3Server, tmp_path: 
     store = StorageConfig(url=f"s3://{bucket}/cloud", access=guarded.access())
     admin = guarded.user(
         "operator",
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+        },
     )
-    keys = {
-        t: guarded.user(t, moto_policy(store, t)) for t in ("acme", "zeta")
-    }
+    keys = {t: guarded.user(t, moto_policy(store, t)) for t in ("acme", "zeta")}
     store = StorageConfig(
         url=store.url, access=guarded.access(admin), tenant_keys=keys, explicit=True
     )
@@ -79,5 +80,6 @@ def test_a_tenants_key_reaches_only_its_own_prefix(guarded: S3Server, tmp_path: 
 def test_without_tenant_keys_a_task_holds_the_control_planes(guarded: S3Server) -> None:
     store = StorageConfig(url="s3://b/cloud", access=guarded.access())
     assert not store.scoped("acme")
-    assert store.task_env("acme", "j")["RAINIER_STORAGE_KEY_ID"] == guarded.access().credentials.key_id  # type: ignore[union-attr]
+    assert guarded.access().credentials == ADMIN
+    assert store.task_env("acme", "j")["RAINIER_STORAGE_KEY_ID"] == ADMIN.key_id
     assert StorageConfig.local(Path("/srv/x")).task_env("acme", "j") == {}

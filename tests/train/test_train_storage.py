@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from rainier.storage.cache import fetch_published
@@ -112,3 +113,32 @@ def test_a_data_url_that_names_nothing_is_a_usage_error(
     run = Run(args, storage_env(s3, RAINIER_STORAGE_CACHE=str(tmp_path / "cache")))
     assert run.finish() == 2
     assert "argument --data: cannot fetch s3://" in run.stderr
+
+
+class CutOff(Exception):
+    pass
+
+
+def test_the_store_is_the_truth_when_resuming(s3: S3Server, tmp_path: Path) -> None:
+    """A checkpoint whose upload was cut off is passed over even on the disk that holds it
+    whole, so every node of a gang resumes from the same step."""
+    remote = checkpoint.Remote(f"s3://{s3.new_bucket()}/acme/jobs/j/checkpoints", s3.access())
+    node_a, node_b = tmp_path / "a", tmp_path / "b"
+    checkpoint.save(node_a, 2, {"step": 2, "w": torch.ones(3)}, remote=remote)
+
+    def cut() -> None:
+        raise CutOff
+
+    with pytest.raises(CutOff):
+        checkpoint.save(
+            node_a, 4, {"step": 4, "w": torch.zeros(3)}, remote=remote, before_publish=cut
+        )
+    assert [c.step for c in checkpoint.complete(node_a)] == [4, 2]
+    assert remote.steps() == [2]
+    for node in (node_a, node_b):
+        found = checkpoint.load_latest(node, remote)
+        assert found is not None
+        ckpt, state = found
+        assert (ckpt.step, state["step"]) == (2, 2) and bool(state["w"].eq(1).all())
+    on_disk = checkpoint.load_latest(node_a)  # without the store: the disk's newest
+    assert on_disk is not None and on_disk[0].step == 4

@@ -28,6 +28,7 @@ from typing import Any
 
 from rainier.control import netif, sandbox, taskrun
 from rainier.control.executor import TaskLaunch
+from rainier.control.log_archive import archive_log
 from rainier.control.logship import FINISH_DEADLINE_S, LogShipper
 from rainier.tasklink import ControlPlane
 
@@ -74,6 +75,7 @@ class TaskProcess:
             Path(self.spec.log_path) if plane is None else node_output_path(self.spec.task_id)
         )
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_path  # where the output is on this node, whoever else gets it
         if plane is not None:
             rank, attempt = int(env.get("RAINIER_RANK", "0")), int(env.get("RAINIER_ATTEMPT", "0"))
             os.chmod(log_path.parent, 0o700)
@@ -117,6 +119,7 @@ class TaskProcess:
                 self.exit_code = self.started.exit_code(self.exit_code)
                 self.ending = self.started.ending()
                 self.started.release()
+                archive_log(self.log_path, self.spec.env)
         observed = Observed(
             pid=self.proc.pid if self.proc else None,
             exit_code=self.exit_code if self._output_sent() else None,

@@ -40,6 +40,7 @@ class TaskRun:
     cpu_quota_cores: float | None = None
     confinement: Confinement | None = None
     bwrap: str | None = None
+    log_path: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class TaskRun:
             "cpu_quota_cores": self.cpu_quota_cores,
             "confinement": self.confinement.to_json() if self.confinement else None,
             "bwrap": self.bwrap,
+            "log_path": self.log_path,
         }
 
     @classmethod
@@ -67,6 +69,7 @@ class TaskRun:
             cpu_quota_cores=data.get("cpu_quota_cores"),
             confinement=Confinement.from_json(conf) if conf else None,
             bwrap=data.get("bwrap"),
+            log_path=data.get("log_path"),
         )
 
 
@@ -217,6 +220,7 @@ def run_of(launch: TaskLaunch, bwrap: str | None) -> TaskRun:
         cpu_quota_cores=quota if confinement else None,
         confinement=confinement,
         bwrap=bwrap if confinement else None,
+        log_path=str(launch.log_path),
     )
 
 

@@ -44,3 +44,22 @@ def url_of(fs: AbstractFileSystem, path: str) -> str:
     if protocol in ("file", "local"):
         return normalize("file://" + path)
     return normalize(f"s3://{path}")
+
+
+def probe(url: str, access: StorageAccess | None = None) -> None:
+    """Raises StorageError, saying why, when the store at `url` cannot be used: a bucket that
+    does not exist, keys it refuses, an endpoint that does not answer."""
+    fs, path = open_url(url, access)
+    if normalize(url).startswith("file://"):
+        try:
+            fs.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {path}: {exc}") from None
+        return
+    bucket = path.split("/", 1)[0]
+    try:
+        fs.ls(bucket)
+    except FileNotFoundError:
+        raise StorageError(f"bucket {bucket!r} does not exist") from None
+    except Exception as exc:  # what the SDK raises differs by endpoint, keys and network
+        raise StorageError(f"cannot reach {url}: {exc}") from None

@@ -12,7 +12,9 @@ from typing import Any
 from rainier.storage.access import StorageConfig
 
 
-def tenant_policy(store: StorageConfig, tenant: str, *, list_condition: bool = True) -> dict[str, Any]:
+def tenant_policy(
+    store: StorageConfig, tenant: str, *, list_condition: bool = True
+) -> dict[str, Any]:
     """Read, write and delete objects under `<storage>/<tenant>/`; list the bucket only below
     that prefix (`list_condition`; a store that cannot evaluate the `s3:prefix` condition may
     need it off, which lets the key list, though never read, other tenants' object names)."""

@@ -7,9 +7,9 @@ none. A folder whose meta is missing or whose files disagree with it is torn and
 checkpoint that fails to load falls back to the one before it.
 
 With a storage URL (`Remote`), every checkpoint committed on disk is then published there
-(`rainier.storage.publish`: files first, manifest last), and a run whose own disk holds nothing
-newer resumes from the newest checkpoint published whole: a node that replaces a lost one needs
-no shared filesystem, and an upload cut off midway is never resumed from.
+(`rainier.storage.publish`: files first, manifest last), and a run resumes from the newest
+checkpoint published whole, downloading it where its disk has no copy: a node that replaces a
+lost one needs no shared filesystem, and an upload cut off midway is never resumed from.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,12 +133,15 @@ def complete(root: Path) -> list[Checkpoint]:
 def load_latest(
     root: Path, remote: Remote | None = None
 ) -> tuple[Checkpoint, dict[str, Any]] | None:
-    """The newest checkpoint that loads, after fetching from `remote` one newer than any on
-    disk. Memory-mapped: the ranks of a node share one copy in the page cache instead of each
-    holding weights and optimizer state in its own memory."""
-    if remote is not None:
-        remote.fetch_newer(root)
-    for ckpt in complete(root):
+    """The newest checkpoint that loads. Memory-mapped: the ranks of a node share one copy in
+    the page cache instead of each holding weights and optimizer state in its own memory.
+
+    With a `remote`, the store is the truth: the newest checkpoint published whole there, from
+    this disk where it holds a whole copy and downloaded otherwise. A newer one on this disk
+    only (its upload cut off) is passed over, so that every node of a gang, whatever its own
+    disk holds, resumes from the same step."""
+    candidates = complete(root) if remote is None else remote.copies(root)
+    for ckpt in candidates:
         try:
             state = torch.load(
                 ckpt.path / STATE_FILE, map_location="cpu", weights_only=True, mmap=True
@@ -204,24 +207,20 @@ class Remote:
             if step in whole[keep:] or (step < newest and step not in whole):
                 remove(self.step_url(step), self.access)
 
-    def fetch_newer(self, root: Path) -> Checkpoint | None:
-        """Downloads the newest published checkpoint newer than every whole one in `root`;
-        one whose download fails is skipped for the next older."""
-        local = complete(root)
-        newest_local = local[0].step if local else -1
+    def copies(self, root: Path) -> Iterator[Checkpoint]:
+        """Local copies in `root` of the checkpoints published whole, newest first, each
+        downloaded only when it is wanted and not already there; one whose download fails is
+        skipped for the next older."""
         for step in self.steps():
-            if step <= newest_local:
-                return None
-            try:
-                path = fetch_published(
-                    self.step_url(step), root, self.access, name=step_dir(root, step).name
-                )
-            except (StorageError, OSError) as exc:
-                print(f"rainier.train: cannot fetch checkpoint {step}: {exc}", file=sys.stderr)
-                continue
-            if is_complete(path):
-                return Checkpoint(path, step)
-        return None
+            local = step_dir(root, step)
+            if not is_complete(local):
+                try:
+                    fetch_published(self.step_url(step), root, self.access, name=local.name)
+                except (StorageError, OSError) as exc:
+                    print(f"rainier.train: cannot fetch checkpoint {step}: {exc}", file=sys.stderr)
+                    continue
+            if is_complete(local):
+                yield Checkpoint(local, step)
 
 
 def _fsync_file(path: Path) -> None:
