@@ -105,6 +105,6 @@ class ControlPlane:
             timeout=timeout_s,
         )
         if answer.status_code == 409:
-            return int(answer.json()["offset"])
+            return int(answer.headers["x-stored-offset"])
         answer.raise_for_status()
         return int(answer.json()["offset"])

@@ -33,7 +33,7 @@ class ServerProcess:
         self.log = open(home.parent / "server.log", "ab")  # noqa: SIM115
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, ready_s: float = 60.0) -> None:
         self.proc = subprocess.Popen(
             [PY, "-m", "rainier.cli.main", "server"], env=self.env, stdout=self.log, stderr=self.log
         )
@@ -44,7 +44,7 @@ class ServerProcess:
             except httpx.HTTPError:
                 return False
 
-        wait_until(ready, 60, "the server to answer")
+        wait_until(ready, ready_s, "the server to answer")
 
     def kill9(self) -> None:
         assert self.proc is not None

@@ -56,7 +56,7 @@ def test_logs_of_a_two_rank_job(cloud: Cloud, tmp_path: Path) -> None:
     # the scheduler has said why the gang waits before anyone follows it
     wait_until(lambda: acme.get(f"/api/v1/jobs/{gang['id']}")["reason"] != "queued", 60)
     follower = subprocess.Popen(
-        [sys.executable, "-m", "rainier.cli.main", "logs", "-f", "gang"],
+        [sys.executable, "-m", "rainier.cli.main", "logs", "-f", "--rank", "all", "gang"],
         env={**_env(home, url), **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -67,8 +67,10 @@ def test_an_endpoint_is_registered_by_its_own_job_token_only(cloud: Cloud) -> No
         acme.get(f"/api/v1/jobs/{mine['id']}/endpoints/serve", rank=1)["url"]
         == "http://127.0.0.1:4321"
     )
-    again = plane.register(4322, rank=1, host="10.0.0.7")
-    assert again["url"] == "http://10.0.0.7:4322", "a new registration replaces the last"
+    again = plane.register(4322, rank=1, host="127.0.0.1")
+    assert again["url"] == "http://127.0.0.1:4322", "a new registration replaces the last"
+    elsewhere = put(cloud, mine["id"], plane.token, {"port": 80, "host": "169.254.169.254"})
+    assert elsewhere.status_code == 422 and "host must be the address of rank 0" in elsewhere.text
 
     others = plane_of(cloud, other["id"]).token
     assert put(cloud, mine["id"], others, {"port": 1}).status_code == 404

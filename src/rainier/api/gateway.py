@@ -150,7 +150,8 @@ class Metered:
 
 
 class Gateway:
-    """One per server; its state (in-flight counts, rate buckets) lives in this process."""
+    """One per server process; its in-flight counts live in this process, its rate buckets in
+    the database (shared by every process)."""
 
     def __init__(self, store: Store, auth: Authenticator, metrics: ControlMetrics | None = None):
         self.store = store

@@ -50,7 +50,8 @@ class Charge:
 
 @dataclass(frozen=True)
 class BucketState:
-    """What one bucket said about one request, for the answer's `x-ratelimit-*` headers."""
+    """What one bucket said about one request: whether it had room (the request is charged
+    only when every bucket had), and its level after, for the `x-ratelimit-*` headers."""
 
     charge: Charge
     admitted: bool
@@ -92,7 +93,8 @@ class SharedBuckets:
         self._lock = threading.Lock()
 
     def take(self, charges: list[Charge], now: float) -> list[BucketState]:
-        """Takes every charge or none: each bucket's state after the attempt, in order."""
+        """Takes every charge or none: each bucket's state after the attempt, in order
+        (a bucket that had room is given back what it gave when another had none)."""
         with self.store.write() as s:
             self._pay_owed(s)
             states = [self._take(s, c, now) for c in charges]
@@ -101,9 +103,7 @@ class SharedBuckets:
                     if st.admitted:
                         _shift(s, st.charge.key, -st.charge.amount * st.charge.interval_s)
                 states = [
-                    BucketState(st.charge, False, st.full_at - _cost(st), now)
-                    if st.admitted
-                    else st
+                    BucketState(st.charge, True, st.full_at - _cost(st), now) if st.admitted else st
                     for st in states
                 ]
         return states

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from rainier.store.db import Store
-from rainier.store.tables import TERMINAL_STATES, Job, TaskEndpoint, utcnow
+from rainier.store.tables import TERMINAL_STATES, Job, Node, Task, TaskEndpoint, utcnow
 
 
 class Purpose(enum.StrEnum):
@@ -42,16 +42,43 @@ class NotRegistrable(Exception):
     """The job cannot register (it ended, or has no such rank): said to the caller as 409."""
 
 
+class ForeignHost(ValueError):
+    """A host that is neither the rank's node nor where the registration came from."""
+
+
 def register(
-    store: Store, job_id: str, purpose: Purpose, rank: int, host: str, port: int
+    store: Store,
+    job_id: str,
+    purpose: Purpose,
+    rank: int,
+    host: str | None,
+    port: int,
+    *,
+    peer: str | None,
 ) -> Registered:
-    """Records (or replaces) where `rank` of the job's current attempt answers for `purpose`."""
+    """Records (or replaces) where `rank` of the job's current attempt answers for `purpose`.
+
+    The host is the address of the node the rank was placed on, or the address the
+    registration came from (`peer`, the default): a task cannot send the gateway's requests,
+    or its gang, anywhere else."""
     with store.write() as s:
         job = s.get(Job, job_id)
         if job is None or job.state in TERMINAL_STATES:
             raise NotRegistrable(f"job {job_id} has ended")
         if rank >= job.nodes:
             raise NotRegistrable(f"rank must be < {job.nodes}")
+        node = s.scalars(
+            select(Node.address)
+            .join(Task, Task.node == Node.name)
+            .where(Task.job_id == job_id, Task.attempt == job.attempt, Task.rank == rank)
+        ).first()
+        allowed = [a for a in (node, peer) if a]
+        host = host or peer
+        if not host or host not in allowed:
+            raise ForeignHost(
+                f"host must be the address of rank {rank}'s node or this request's "
+                f"({' or '.join(allowed) or 'neither is known'}), not {host!r}"
+            )
         row = s.get(TaskEndpoint, (job_id, job.attempt, rank, purpose.value))
         if row is None:
             row = TaskEndpoint(job_id=job_id, attempt=job.attempt, rank=rank, purpose=purpose.value)

@@ -2,7 +2,8 @@
 
 - `PUT /api/v1/jobs/{id}/endpoints/{purpose}`: where a rank listens, a replica's serving port
   (`serve`) or the port rank 0 bound for its gang (`rendezvous`). `host` defaults to the
-  address the request came from, which is the node as the control plane reaches it.
+  address the request came from, which is the node as the control plane reaches it; it may
+  only be that or the address the rank's node is registered with.
 - `GET /api/v1/jobs/{id}/endpoints/{purpose}?rank=N`: what that rank registered in the job's
   current attempt (404 until it has): how the other ranks of a gang find rank 0.
 - `POST /api/v1/jobs/{id}/logs?rank=N&attempt=K&offset=M`: a batch of a task's output (the
@@ -24,15 +25,22 @@ from starlette.concurrency import run_in_threadpool
 from rainier.api.auth import Caller, Principal
 from rainier.api.deps import StoreDep, visible_job
 from rainier.api.errors import ApiError, conflict
-from rainier.api.schemas import MAX_OFFSET
+from rainier.api.schemas import MAX_OFFSET, ErrorOut
 from rainier.control.log_store import LogGap, LogSuperseded, TaskLogs
-from rainier.control.task_endpoints import NotRegistrable, Purpose, lookup, register
+from rainier.control.task_endpoints import (
+    ForeignHost,
+    NotRegistrable,
+    Purpose,
+    lookup,
+    register,
+)
 from rainier.limits import MAX_NODES_PER_JOB
 from rainier.store.tables import Job
 
 router = APIRouter(prefix="/api/v1", tags=["jobs"])
 HOST_PATTERN = r"^[A-Za-z0-9.:\-\[\]%]+$"
 MAX_LOG_BATCH = 4 << 20
+STORED_OFFSET = "X-Stored-Offset"
 
 
 class EndpointIn(BaseModel):
@@ -43,8 +51,8 @@ class EndpointIn(BaseModel):
         min_length=1,
         max_length=255,
         pattern=HOST_PATTERN,
-        description="the node's address as the control plane reaches it; "
-        "by default the address the request came from",
+        description="the rank's node's address (as registered for its node), or by default "
+        "the address the request came from",
     )
 
 
@@ -71,7 +79,10 @@ def own_job(caller: Principal, job_id: str) -> str:
     return job_id
 
 
-@router.put("/jobs/{job_id}/endpoints/{purpose}")
+@router.put(
+    "/jobs/{job_id}/endpoints/{purpose}",
+    responses={409: {"model": ErrorOut, "description": "the job has ended, or has no such rank"}},
+)
 def put_endpoint(
     job_id: str,
     purpose: Purpose,
@@ -82,13 +93,13 @@ def put_endpoint(
 ) -> EndpointOut:
     """Registers where a rank of the caller's own job listens."""
     own_job(caller, job_id)
-    host = body.host or (request.client.host if request.client else None)
-    if not host:
-        raise ApiError(422, "host: the request's address is unknown; send host", field="host")
+    peer = request.client.host if request.client else None
     try:
-        found = register(store, job_id, purpose, body.rank, host, body.port)
+        found = register(store, job_id, purpose, body.rank, body.host, body.port, peer=peer)
     except NotRegistrable as exc:
         raise conflict(str(exc)) from None
+    except ForeignHost as exc:
+        raise ApiError(422, str(exc), field="host") from None
     return EndpointOut(**found.__dict__, url=found.url)
 
 
@@ -111,7 +122,17 @@ def get_endpoint(
     return EndpointOut(**found.__dict__, url=found.url)
 
 
-@router.post("/jobs/{job_id}/logs", response_model=LogStored)
+@router.post(
+    "/jobs/{job_id}/logs",
+    response_model=LogStored,
+    responses={
+        409: {
+            "model": ErrorOut,
+            "description": "the batch would leave a gap: send again from `X-Stored-Offset`",
+        },
+        410: {"model": ErrorOut, "description": "a later attempt of the job has begun"},
+    },
+)
 async def post_logs(
     job_id: str,
     caller: Caller,
@@ -146,11 +167,8 @@ async def post_logs(
     except LogGap as exc:
         message = f"{exc}: send again from there"
         return JSONResponse(
-            {
-                "message": message,
-                "problems": [{"field": "offset", "message": message}],
-                "offset": exc.expected,
-            },
+            {"message": message, "problems": [{"field": "offset", "message": message}]},
             status_code=409,
+            headers={STORED_OFFSET: str(exc.expected)},
         )
     return LogStored(offset=stored)
