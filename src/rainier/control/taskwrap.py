@@ -12,15 +12,11 @@ held its chips at least until that reading, which is what billing may run up to.
 Given `--launch`, the task is described by `<dir>/launch.json` (see `taskrun.TaskRun`): its
 environment, cores and, where the machine allows, its sandbox. The wrapper itself stays
 outside the sandbox, so the task can neither see nor forge these records; when the task was
-<<<<<<< HEAD
-killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code.
-With `--launch --send-output` the task's output (the wrapper's stdout, `<dir>/output.log`) is
-sent to the control plane as it grows, and all of it before the exit code is written.
-=======
 killed for memory the wrapper says so in `<dir>/ending` before it writes the exit code, and
 with storage by URL it archives the task's log there (`log_archive`) before it writes the
 exit code, so a job seen finished has its log in the store.
->>>>>>> part-e
+With `--launch --send-output` the task's output (the wrapper's stdout, `<dir>/output.log`) is
+sent to the control plane as it grows, and all of it before the exit code is written.
 """
 
 from __future__ import annotations
@@ -35,13 +31,10 @@ import time
 from pathlib import Path
 
 from rainier.control import taskrun
-<<<<<<< HEAD
 from rainier.control.local import OUTPUT_FILE
+from rainier.control.log_archive import archive_log
 from rainier.control.logship import LogShipper
 from rainier.tasklink import ControlPlane
-=======
-from rainier.control.log_archive import archive_log
->>>>>>> part-e
 
 
 def main(argv: list[str]) -> int:
@@ -53,11 +46,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     started: taskrun.Started | None = None
-<<<<<<< HEAD
     shipper: LogShipper | None = None
-=======
     run: taskrun.TaskRun | None = None
->>>>>>> part-e
     try:
         if command[:1] == ["--launch"]:
             run = taskrun.TaskRun.from_json(json.loads((task_dir / "launch.json").read_text()))
