@@ -123,7 +123,7 @@ def get_endpoint(
 
 
 @router.post(
-    "/jobs/{job_id}/logs",
+    "/jobs/{ref}/logs",
     response_model=LogStored,
     responses={
         409: {
@@ -134,7 +134,7 @@ def get_endpoint(
     },
 )
 async def post_logs(
-    job_id: str,
+    ref: str,
     caller: Caller,
     store: StoreDep,
     request: Request,
@@ -142,8 +142,9 @@ async def post_logs(
     attempt: Annotated[int, Query(ge=0, le=1_000_000)],
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)],
 ) -> LogStored | JSONResponse:
-    """Stores a batch of a task's output (the request's raw body)."""
-    own_job(caller, job_id)
+    """Stores a batch of a task's output (the request's raw body). `ref` is the job's id
+    (the path is the one `GET` reads logs at)."""
+    job_id = own_job(caller, ref)
     data = await request.body()
     if len(data) > MAX_LOG_BATCH:
         raise ApiError(413, f"a batch is at most {MAX_LOG_BATCH} bytes", field="body")
