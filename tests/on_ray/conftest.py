@@ -19,8 +19,19 @@ def cluster() -> Iterator[RayCluster]:
 
 @pytest.fixture
 def ray_cloud(cluster: RayCluster, tmp_path: Path) -> Iterator[Cloud]:
-    """Tasks unconfined: these tests share files with their tasks through the test's own
-    folders. The executor-shared and `test_executor_sandbox` tests run Ray tasks in the sandbox."""
+    """Tasks in the sandbox wherever this machine has one, as in production: they hand files
+    to the test through their own checkpoint folder and read inputs from the tenant's storage
+    prefix."""
+    with control_plane(tmp_path / "home", "ray", cluster.address) as cloud:
+        yield cloud
+
+
+@pytest.fixture
+def ray_cloud_unconfined(cluster: RayCluster, tmp_path: Path) -> Iterator[Cloud]:
+    """Tasks unconfined, for the tests that run the training runtime with a hand-written
+    command line (to compare it with one process): a `command` job declares no inputs, so its
+    sandbox would hold no data. The same work, sandboxed as a `train:` job, runs in
+    tests/cluster."""
     with control_plane(tmp_path / "home", "ray", cluster.address, isolation="off") as cloud:
         yield cloud
 

@@ -68,27 +68,27 @@ def test_inventory_lists_the_ray_nodes_with_flavor_chips_and_labels(
 
 
 def test_gang_tasks_run_on_the_ray_nodes_they_were_placed_on(
-    cluster: RayCluster, ray_cloud: Cloud, tmp_path: Path
+    cluster: RayCluster, ray_cloud: Cloud
 ) -> None:
     tenant = ray_cloud.tenant("acme")
     code = (
         "import os, json, pathlib; "
-        f"pathlib.Path({str(tmp_path)!r}, 'rank-' + os.environ['RANK']).write_text(json.dumps("
-        "{k: os.environ[k] for k in ('RAINIER_NODE', 'RAINIER_RAY_NODE_ID')}))"
+        "pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'rank-' + os.environ['RANK'])"
+        ".write_text(json.dumps({k: os.environ[k] for k in ('RAINIER_NODE', 'RAINIER_RAY_NODE_ID')}))"
     )
     submitted = tenant.post("/api/v1/jobs", h200_job("pinned", [PY, "-c", code], nodes=2))
     done = wait_until(job_state(tenant, submitted["id"], "succeeded", "failed"))
     assert done["state"] == "succeeded"
-    ranks = [json.loads((tmp_path / f"rank-{r}").read_text()) for r in (0, 1)]
+    ckpt = ray_cloud.settings.checkpoints_dir / done["id"]
+    ranks = [json.loads((ckpt / f"rank-{r}").read_text()) for r in (0, 1)]
     assert [r["RAINIER_NODE"] for r in ranks] == done["placement"]
     assert len({r["RAINIER_RAY_NODE_ID"] for r in ranks}) == 2
     for r in ranks:
         assert r["RAINIER_RAY_NODE_ID"] == cluster.node_id(r["RAINIER_NODE"])
 
 
-def test_a_task_serves_on_its_node_address(ray_cloud: Cloud, tmp_path: Path) -> None:
+def test_a_task_serves_on_its_node_address(ray_cloud: Cloud) -> None:
     tenant = ray_cloud.tenant("acme")
-    ready = tmp_path / "ready"
     server = (
         "import http.server, os, pathlib\n"
         "class Hello(http.server.BaseHTTPRequestHandler):\n"
@@ -97,10 +97,12 @@ def test_a_task_serves_on_its_node_address(ray_cloud: Cloud, tmp_path: Path) -> 
         "        self.send_response(200); self.end_headers(); self.wfile.write(body)\n"
         "address = (os.environ['RAINIER_NODE_ADDRESS'], int(os.environ['MASTER_PORT']))\n"
         "srv = http.server.HTTPServer(address, Hello)\n"
-        f"pathlib.Path({str(ready)!r}).write_text('%s:%d' % srv.server_address)\n"
+        "ready = pathlib.Path(os.environ['RAINIER_CHECKPOINT_DIR'], 'ready')\n"
+        "ready.write_text('%s:%d' % srv.server_address)\n"
         "srv.serve_forever()\n"
     )
     submitted = tenant.post("/api/v1/jobs", h200_job("replica", [PY, "-c", server]))
+    ready = ray_cloud.settings.checkpoints_dir / submitted["id"] / "ready"
     wait_until(ready.exists, what="the server to listen")
     job = tenant.get(f"/api/v1/jobs/{submitted['id']}")
     node = job["placement"][0]
@@ -213,7 +215,7 @@ def _losses(lines: list[dict[str, Any]]) -> dict[int, float]:
 
 
 def test_ddp_across_two_nodes_matches_one_process_with_the_same_global_batch(
-    ray_cloud: Cloud, corpus: tuple[Path, Path], tmp_path: Path
+    ray_cloud_unconfined: Cloud, corpus: tuple[Path, Path], tmp_path: Path
 ) -> None:
     data, cache = corpus
     steps = 4
@@ -228,7 +230,7 @@ def test_ddp_across_two_nodes_matches_one_process_with_the_same_global_batch(
         stderr=subprocess.PIPE,
         text=True,
     )
-    tenant = ray_cloud.tenant("acme")
+    tenant = ray_cloud_unconfined.tenant("acme")
     metrics = tmp_path / "ddp.jsonl"
     command = _train_command(data, cache, steps, 4, "--metrics-file", str(metrics))
     submitted = tenant.post("/api/v1/jobs", h200_job("ddp", command, nodes=2))
@@ -263,24 +265,24 @@ def _resumed(path: Path) -> dict[str, Any] | None:
 
 
 def test_a_node_lost_mid_job_restarts_the_gang_from_its_checkpoint_elsewhere(
-    cluster: RayCluster, ray_cloud: Cloud, corpus: tuple[Path, Path]
+    cluster: RayCluster, ray_cloud_unconfined: Cloud, corpus: tuple[Path, Path]
 ) -> None:
     data, cache = corpus
-    tenant = ray_cloud.tenant("acme")
+    tenant = ray_cloud_unconfined.tenant("acme")
     command = _train_command(data, cache, 1_000_000, 8, "--checkpoint-every", "3")
     submitted = tenant.post(
         "/api/v1/jobs",
         h200_job("resilient", command, nodes=2, max_restarts=1, grace_period_s=10),
     )
     job_id = submitted["id"]
-    ckpt = ray_cloud.settings.checkpoints_dir / job_id
+    ckpt = ray_cloud_unconfined.settings.checkpoints_dir / job_id
     running = wait_until(tasks_running(tenant, job_id, 2), timeout_s=60)
     wait_until(lambda: list(ckpt.glob("step-*")), timeout_s=90, what="a first checkpoint")
     victim = next(name for name in reversed(running["placement"]) if name != HEAD.name)
     cluster.remove(victim)
 
     wait_until(
-        lambda: victim not in {n["name"] for n in ray_cloud.nodes()},
+        lambda: victim not in {n["name"] for n in ray_cloud_unconfined.nodes()},
         what="the removed node to leave the inventory",
     )
     resumed = wait_until(
