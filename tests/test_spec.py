@@ -2,7 +2,8 @@ from decimal import Decimal
 
 import pytest
 
-from rainier.spec import ContractSpec, JobSpec, SpecError, parse_yaml
+from rainier.spec import ContractSpec, JobSpec, SpecError
+from rainier.spec_yaml import parse_yaml
 
 CONTRACT = """
 kind: Contract

@@ -26,7 +26,7 @@ from rainier.metering import (
     used_chip_seconds,
 )
 from rainier.metering.ledger import price
-from rainier.spec import parse_yaml
+from rainier.spec_yaml import parse_yaml
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 END = datetime(2026, 2, 1, tzinfo=UTC)

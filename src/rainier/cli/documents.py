@@ -41,7 +41,8 @@ def document_files(path: str) -> list[str]:
 def load_documents(paths: tuple[str, ...] | list[str] | str) -> list[dict[str, Any]]:
     """Validates every document of every file before anything is sent: a bad one changes
     nothing. Documents come back in `KIND_ORDER`, each kind in file order."""
-    from rainier.spec import SpecError, parse_yaml
+    from rainier.spec import SpecError
+    from rainier.spec_yaml import parse_yaml
 
     if isinstance(paths, str):
         paths = [paths]
