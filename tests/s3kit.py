@@ -15,11 +15,11 @@ from typing import Any
 import boto3
 import httpx
 
-from rainier.storage.access import Credentials, StorageAccess
+from rainier.storage.access import StorageAccess, StoreKey
 
 START_DEADLINE_S = 60.0
 REGION = "us-east-1"
-ADMIN = Credentials("rainier-test-admin", "rainier-test-admin-secret")
+ADMIN = StoreKey("rainier-test-admin", "rainier-test-admin-secret")
 
 
 def _free_port() -> int:
@@ -53,10 +53,10 @@ class S3Server:
                 raise RuntimeError(f"moto server not answering within {START_DEADLINE_S}s")
             time.sleep(0.1)
 
-    def access(self, credentials: Credentials = ADMIN) -> StorageAccess:
+    def access(self, credentials: StoreKey = ADMIN) -> StorageAccess:
         return StorageAccess(self.endpoint, REGION, credentials)
 
-    def client(self, service: str = "s3", credentials: Credentials = ADMIN) -> Any:
+    def client(self, service: str = "s3", credentials: StoreKey = ADMIN) -> Any:
         return boto3.client(
             service,
             endpoint_url=self.endpoint,
@@ -70,13 +70,13 @@ class S3Server:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def user(self, name: str, policy: dict[str, Any]) -> Credentials:
+    def user(self, name: str, policy: dict[str, Any]) -> StoreKey:
         """An IAM user holding `policy`, and a key of its own."""
         iam = self.client("iam")
         iam.create_user(UserName=name)
         iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName=name)["AccessKey"]
-        return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
+        return StoreKey(key["AccessKeyId"], key["SecretAccessKey"])
 
     def enforce_iam(self) -> None:
         """From now on every request must be signed by an IAM key its policies allow."""

@@ -99,11 +99,19 @@ RETIRED_MODULES = {
 # Module names used more than once on purpose: each is read with its package, as the parts of
 # a domain are named alike across domains (every runtime has its metrics and its model).
 SHARED_MODULE_NAMES = {
+    # a REST router and the service it calls share their resource's name: the router reads the
+    # request and checks the caller, the service does the work (routers stay thin)
+    "billing": "the CLI's bill commands; the billing service the API calls",
+    "contracts": "the contracts router; the service it calls",
+    "jobs": "the jobs router; the service it calls",
+    "models": "the model registry's router; the service it calls",
+    "nodes": "the nodes router; the service it calls",
+    "tenants": "the tenants router; the service it calls",
     "__main__": "each runnable package's entry point",
     "chat": "the CLI's chat command; the replica's chat template",
     "client": "the CLI's HTTP client; the console's",
     "config": "the server's settings; a served model's config.json; a trained model's shape",
-    "deployments": "the controller of deployments; their REST router",
+    "deployments": "the controller of deployments; their REST router; the service it calls",
     "engine": "the serving engine; the simulator's event loop",
     "env": "what a task's environment says, for the trainer and for the control plane",
     "errors": "each package's own errors",

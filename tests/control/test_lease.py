@@ -13,11 +13,15 @@ from rainier.store.tables import Job, Node, Tenant, new_id
 
 from .conftest import wait_until
 
+# Long enough that a whole tick (a first scheduling pass, starting a task) fits inside it on a
+# slow database: a lease that expires while its holder still ticks is taken over, rightly.
+LEASE_S = 3.0
+
 
 def test_only_the_lease_holder_acts(database_url: str, tmp_path: Path) -> None:
     store = Store(database_url)
     store.migrate()
-    settings = Settings.from_env(home=tmp_path, database_url=database_url, lease_s=0.5)
+    settings = Settings.from_env(home=tmp_path, database_url=database_url, lease_s=LEASE_S)
     a = Reconciler(store, LocalExecutor(tmp_path / "a"), settings, holder="a")
     b = Reconciler(store, LocalExecutor(tmp_path / "b"), settings, holder="b")
     with store.write() as s:
@@ -45,7 +49,7 @@ def test_only_the_lease_holder_acts(database_url: str, tmp_path: Path) -> None:
     assert a.tick().leader  # renewing its own lease
     with store.read() as s:
         assert s.query(Job).one().state in ("running", "succeeded")
-    deadline = time.monotonic() + 0.6
+    deadline = time.monotonic() + LEASE_S + 0.1
     wait_until(lambda: time.monotonic() > deadline)
     assert b.tick().leader  # a stopped renewing: b takes over
     assert not a.tick().leader

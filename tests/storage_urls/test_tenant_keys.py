@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from rainier.storage.access import StorageAccess, StorageConfig
-from rainier.storage.policy import tenant_policy
+from rainier.storage.iam_policy import tenant_policy
 from rainier.storage.publish import publish, read_manifest
 
 from ..s3kit import ADMIN, S3Server

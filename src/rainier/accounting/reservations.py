@@ -28,9 +28,9 @@ from rainier.metering import (
     true_up,
 )
 from rainier.store.db import Store
+from rainier.store.lifecycle import LIVE_TASK_STATES
 from rainier.store.tables import Contract, MeteringCursor, Task
 
-LIVE_TASK_STATES = ("starting", "running")
 PricesOf = Callable[[Session], PriceBook]
 
 

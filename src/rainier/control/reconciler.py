@@ -28,7 +28,7 @@ from rainier.control.executor import Executor
 from rainier.control.inventory import sync_inventory
 from rainier.control.launch import Launches
 from rainier.control.lease import LEASE, LeaseKeeper
-from rainier.control.running import RunningJobs, TaskHook
+from rainier.control.observing import RunningJobs, TaskHook
 from rainier.control.starting import StartingTasks
 from rainier.control.stopping import StoppingJobs
 from rainier.scheduler import ClusterState, Scheduler, default_scheduler

@@ -55,10 +55,10 @@ from rainier.sim.records import (
     STOPPING,
     UNPLACEABLE,
     GuaranteeEpisode,
-    JobState,
     PolicyError,
     QueueKey,
     SimConfig,
+    SimJobState,
     SimResult,
     Timeline,
 )
@@ -128,7 +128,7 @@ class Simulation:
         self.events = 0
         self.calls = 0
 
-    def _job_state(self, index: int, job: TraceJob) -> JobState:
+    def _job_state(self, index: int, job: TraceJob) -> SimJobState:
         w = Workload(
             id=job.id,
             tenant=job.tenant,
@@ -142,7 +142,7 @@ class Simulation:
             preemptible=job.preemptible,
             grace_period_s=job.grace_period_s,
         )
-        return JobState(
+        return SimJobState(
             job=job,
             workload=w,
             index=index,
@@ -237,7 +237,7 @@ class Simulation:
             end_s=now,
         )
 
-    def _arrive(self, js: JobState) -> None:
+    def _arrive(self, js: SimJobState) -> None:
         pool = self.pools.get(js.job.flavor)
         if pool is None or js.job.chips_per_node > pool.chips_per_node or js.job.nodes > pool.nodes:
             js.state = UNPLACEABLE
@@ -245,7 +245,7 @@ class Simulation:
         js.pending_since_s = js.job.submit_s
         self._enqueue(js)
 
-    def _enqueue(self, js: JobState) -> None:
+    def _enqueue(self, js: SimJobState) -> None:
         q = js.queue
         keys = self.queues.get(q)
         if keys is None:
@@ -268,7 +268,7 @@ class Simulation:
         self.pending_count += 1
         self.pending_view = None
 
-    def _dequeue(self, js: JobState) -> None:
+    def _dequeue(self, js: SimJobState) -> None:
         q = js.queue
         keys = self.queues[q]
         i = bisect_left(keys, js.key)
@@ -392,11 +392,11 @@ class Simulation:
             js.timed_out = True
         self._push(now + run_for, _FINISH, js)
 
-    def _push(self, at: float, kind: int, js: JobState) -> None:
+    def _push(self, at: float, kind: int, js: SimJobState) -> None:
         self.seq += 1
         heapq.heappush(self.heap, (at, kind, self.seq, js.index, js.generation))
 
-    def _held_add(self, js: JobState, chips: int) -> None:
+    def _held_add(self, js: SimJobState, chips: int) -> None:
         if self.guaranteed:
             self.held[js.queue] = self.held.get(js.queue, 0) + chips
 
@@ -409,7 +409,7 @@ class Simulation:
             tl.time_s.append(at)
             tl.value.append(busy)
 
-    def _release(self, js: JobState, at: float) -> None:
+    def _release(self, js: SimJobState, at: float) -> None:
         w = js.workload
         for i in js.node_ids:
             self.free[i] += w.chips_per_node
@@ -422,7 +422,7 @@ class Simulation:
         js.held_s += ran
         self.tenant_chip_s[js.queue] = self.tenant_chip_s.get(js.queue, 0.0) + ran * js.chips
 
-    def _stop(self, js: JobState, at: float) -> None:
+    def _stop(self, js: SimJobState, at: float) -> None:
         self._release(js, at)
         ran = at - js.run_start_s
         interval = js.job.checkpoint_interval_s

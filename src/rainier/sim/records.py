@@ -20,7 +20,7 @@ class PolicyError(RuntimeError):
 
 
 @dataclass(slots=True)
-class JobState:
+class SimJobState:
     job: TraceJob
     workload: Workload
     index: int
@@ -81,7 +81,7 @@ class SimConfig:
 class SimResult:
     policy: str
     cluster: Cluster
-    jobs: list[JobState]
+    jobs: list[SimJobState]
     utilization: dict[str, Timeline]
     capacity_chips: dict[str, int]
     queue_length: Timeline

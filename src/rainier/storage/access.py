@@ -42,7 +42,7 @@ class StorageConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Credentials:
+class StoreKey:
     key_id: str
     secret_key: str = field(repr=False)
 
@@ -54,7 +54,7 @@ class StorageAccess:
 
     endpoint_url: str | None = None
     region: str | None = None
-    credentials: Credentials | None = None
+    credentials: StoreKey | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> StorageAccess:
@@ -65,7 +65,7 @@ class StorageAccess:
         return cls(
             endpoint_url=env.get(ENDPOINT_ENV) or None,
             region=env.get(REGION_ENV) or None,
-            credentials=Credentials(key_id, secret) if key_id and secret else None,
+            credentials=StoreKey(key_id, secret) if key_id and secret else None,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -90,7 +90,7 @@ class StorageConfig:
 
     url: str
     access: StorageAccess = StorageAccess()
-    tenant_keys: Mapping[str, Credentials] = field(default_factory=dict)
+    tenant_keys: Mapping[str, StoreKey] = field(default_factory=dict)
     explicit: bool = True
 
     @classmethod
@@ -149,14 +149,14 @@ class StorageConfig:
         }
 
 
-def read_tenant_keys(path: Path) -> dict[str, Credentials]:
+def read_tenant_keys(path: Path) -> dict[str, StoreKey]:
     try:
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise StorageConfigError(f"{TENANT_KEYS_ENV}: cannot read {path}: {exc}") from None
     if not isinstance(raw, dict):
         raise StorageConfigError(f"{TENANT_KEYS_ENV}: {path} must hold a JSON object")
-    keys: dict[str, Credentials] = {}
+    keys: dict[str, StoreKey] = {}
     for tenant, entry in raw.items():
         if not (
             isinstance(entry, dict)
@@ -166,5 +166,5 @@ def read_tenant_keys(path: Path) -> dict[str, Credentials]:
             raise StorageConfigError(
                 f"{TENANT_KEYS_ENV}: {path}: {tenant!r} needs string key_id and secret_key"
             )
-        keys[str(tenant)] = Credentials(entry["key_id"], entry["secret_key"])
+        keys[str(tenant)] = StoreKey(entry["key_id"], entry["secret_key"])
     return keys

@@ -58,7 +58,7 @@ class SignInNeeded(Exception):
     """No valid session (none, expired, tampered, or its key was revoked)."""
 
 
-class Refused(Exception):
+class PageRefused(Exception):
     """A request the console itself turns down (a missing CSRF token, a role's page)."""
 
     def __init__(self, status: int, message: str):
@@ -89,7 +89,7 @@ async def form_of(request: Request) -> dict[str, str]:
         return cached
     body = await request.body()
     if len(body) > MAX_FORM_BYTES:
-        raise Refused(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
+        raise PageRefused(413, f"the form is larger than {MAX_FORM_BYTES} bytes")
     form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     request.state.form = form
     return form
@@ -107,7 +107,7 @@ async def changing(request: Request, session: Signed) -> Session:
     """A change (POST): the session's CSRF token must come back, from this very site."""
     token = request.headers.get("x-csrf-token") or (await form_of(request)).get("csrf")
     if not same_origin(request) or not console_of(request).sealer.csrf_ok(session, token):
-        raise Refused(403, "the form is stale or came from another site: reload the page")
+        raise PageRefused(403, "the form is stale or came from another site: reload the page")
     return session
 
 
@@ -120,7 +120,9 @@ def api(request: Request, session: Session) -> Api:
 
 def require_role(session: Session, *roles: str) -> None:
     if session.role not in roles:
-        raise Refused(403, f"this page is for the roles {', '.join(roles)}; you are {session.role}")
+        raise PageRefused(
+            403, f"this page is for the roles {', '.join(roles)}; you are {session.role}"
+        )
 
 
 def render(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
@@ -173,7 +175,7 @@ class ConsoleRoute(APIRoute):
                 if exc.status == 401:
                     return sign_in_redirect(request)
                 return _error_page(request, exc.status, exc.message)
-            except Refused as exc:
+            except PageRefused as exc:
                 return _error_page(request, exc.status, exc.message)
             except Exception:
                 log.exception("console page %s failed", request.url.path)

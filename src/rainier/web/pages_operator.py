@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from rainier.store.lifecycle import JobState
 from rainier.web.client import Api
-from rainier.web.core import ConsoleRoute, Refused, Signed, api, render, require_role
+from rainier.web.core import ConsoleRoute, PageRefused, Signed, api, render, require_role
 from rainier.web.pages_tenant import live_jobs
 from rainier.web.views import fleet, queue
 
@@ -96,10 +96,10 @@ async def report(name: str, request: Request, session: Signed) -> Response:
     in a sandbox: it is a self-contained page, and gets no script and no cookie."""
     require_role(session, "operator")
     if not REPORT_NAME.match(name):
-        raise Refused(404, f"report {name!r} not found")
+        raise PageRefused(404, f"report {name!r} not found")
     page = request.app.state.settings.home / "reports" / name / "report.html"
     if not page.is_file():
-        raise Refused(404, f"report {name!r} not found")
+        raise PageRefused(404, f"report {name!r} not found")
     return HTMLResponse(
         page.read_text(encoding="utf-8", errors="replace"),
         headers={
