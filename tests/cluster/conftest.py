@@ -13,8 +13,18 @@ import pytest
 from .hosts import REPO, unavailable
 
 CLUSTER_TIMEOUT_S = 600  # a test and its share of building the cluster, on a busy machine
-MISSING = unavailable() or (
-    None if (REPO / ".venv" / "bin" / "ray").exists() else "the hosts run Ray from .venv/bin/ray"
+MISSING = (
+    unavailable()
+    or (
+        None
+        if (REPO / ".venv" / "bin" / "ray").exists()
+        else "the hosts run Ray from .venv/bin/ray"
+    )
+    or (
+        f"the checkout ({REPO}) lies under /tmp, which every host replaces with its own"
+        if REPO.resolve().is_relative_to("/tmp")
+        else None
+    )
 )
 
 
