@@ -118,20 +118,24 @@ def rainier_tok_s(model_dir: Path, dtype: str, threads: int, load: ClientLoad) -
 
 
 def peer_tok_s(model_dir: Path, dtype: str, threads: int, load: ClientLoad) -> float | None:
-    """vLLM's figure on the same model and load, where `vllm_peer.py` and vLLM are installed."""
-    try:
-        import vllm_peer  # type: ignore[import-not-found]
-    except ImportError:
+    """vLLM's figure on the same model, requests and client, where vLLM is installed."""
+    import vllm_peer
+
+    if not vllm_peer.vllm_available():
         return None
-    measure = getattr(vllm_peer, "vllm_tok_s", None)
-    if measure is None:
-        return None
+    reqs = requests_for(load, json.loads((model_dir / "config.json").read_text())["vocab_size"])
     try:
-        value = measure(model_dir, dtype, threads, load)
-    except (ImportError, RuntimeError, OSError) as exc:
+        return vllm_peer.vllm_tokens_per_s(
+            model_dir,
+            vllm_peer.DTYPES[dtype],
+            threads,
+            [r.prompt for r in reqs],
+            [r.output_len for r in reqs],
+            load.in_flight,
+        )
+    except (RuntimeError, OSError, SystemExit) as exc:
         print(json.dumps({"vllm_peer_error": repr(exc)}), flush=True)
         return None
-    return None if value is None else float(value)
 
 
 def measure_matrix(

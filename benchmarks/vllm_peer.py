@@ -29,15 +29,34 @@ from pathlib import Path
 
 import uvloop
 
-from rainier.control.deployments import announced_port
 from rainier.engines.vllm_launch import REPLICA_MODULE, vllm_available, vllm_python
 from rainier.serve.tiny_model import build_tiny_llama
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-# (hidden, layers, heads, kv heads): serve_throughput.py's default model, and one of ~100M.
-MODELS = {"tiny": (256, 4, 4, 2), "100m": (768, 12, 12, 6)}
+# (hidden, layers, heads, kv heads): serve_throughput.py's default model, and serve_matrix.py's
+# ~100M Llama.
+MODELS = {"tiny": (256, 4, 4, 2), "100m": (1024, 12, 16, 4)}
 SERVED_NAME = "peer"
 READY_S = 900.0
+
+
+def announced_port(log_path: Path, offset: int) -> tuple[int | None, int]:
+    """The port of the newest `{"event": "listening"}` line a replica printed after `offset`
+    in its log, and the offset up to which whole lines were read."""
+    try:
+        data = log_path.read_bytes()[offset:]
+    except FileNotFoundError:
+        return None, offset
+    end = data.rfind(b"\n") + 1
+    port = None
+    for line in data[:end].splitlines():
+        text = line.strip()
+        if text.startswith(b"{") and b'"listening"' in text:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                event = json.loads(text)
+                if event.get("event") == "listening":
+                    port = int(event["port"])
+    return port, offset + end
 
 
 @contextlib.contextmanager

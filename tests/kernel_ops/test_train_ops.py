@@ -182,3 +182,54 @@ def test_torch_compile_traces_the_pytorch_path(monkeypatch: pytest.MonkeyPatch) 
     assert model_mod._fused(x) is not None
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert model_mod._fused(x) is None
+
+
+def every_kernel(seed: int) -> list[torch.Tensor]:
+    """Each kernel's outputs on inputs large enough to be split over threads."""
+    gen = torch.Generator().manual_seed(seed)
+    rows, width, vocab = 300, 264, 1000
+    logits = torch.randn(rows, vocab, generator=gen) * 3
+    targets = torch.randint(0, vocab, (rows,), generator=gen)
+    loss, lse = ops().cross_entropy(logits, targets)
+    out = [loss, lse, ops().cross_entropy_backward(logits, targets, lse, 0.01)]
+    gate_up = torch.randn(rows, 2 * width, generator=gen)
+    grad = torch.randn(rows, width, generator=gen)
+    out += [ops().swiglu(gate_up), ops().swiglu_backward(gate_up, grad)]
+    x, weight = torch.randn(rows, width, generator=gen), torch.rand(width, generator=gen) + 0.5
+    normed, rstd = ops().rmsnorm(x, weight, 1e-5)
+    out += [normed, rstd, *ops().rmsnorm_backward(x, weight, rstd, grad)]
+    qkv = torch.randn(2, 70, 8, 32, generator=gen)
+    angles = torch.rand(70, 16, generator=gen)
+    heads = ops().rotary_heads(qkv, angles.cos(), angles.sin(), 4, 2)
+    out += [*heads, ops().rotary_heads_backward(*heads, angles.cos(), angles.sin())]
+    scores = torch.randn(8, 64, 192, generator=gen)
+    ops().causal_softmax_(scores, 128, 0.2)
+    grad_scores = torch.randn(8, 64, 192, generator=gen)
+    ops().softmax_grad_(grad_scores, scores, torch.randn(8, 64, 1, generator=gen), 0.2)
+    return [*out, scores, grad_scores]
+
+
+def test_kernels_give_the_same_bits_on_one_thread_as_on_three() -> None:
+    """Rows shared among threads: each row is computed as it is alone, and the reductions
+    (the loss, the norm's weight gradient) add up in a fixed order whatever the count."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = every_kernel(7)
+        torch.set_num_threads(3)
+        shared = every_kernel(7)
+    finally:
+        torch.set_num_threads(threads)
+    for i, (a, b) in enumerate(zip(alone, shared, strict=True)):
+        assert torch.equal(a, b), f"output {i} differs between one thread and three"
+
+
+def test_norm_weight_gradient_over_many_row_groups_matches_pytorch() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x, grad = torch.randn(1000, 96, generator=gen), torch.randn(1000, 96, generator=gen)
+    weight = torch.rand(96, generator=gen) + 0.5
+    ref_w = weight.clone().requires_grad_()
+    (ref_w * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)).backward(grad)
+    assert ref_w.grad is not None
+    _, rstd = ops().rmsnorm(x, weight, 1e-5)
+    close(ops().rmsnorm_backward(x, weight, rstd, grad)[1], ref_w.grad, rtol=1e-4)

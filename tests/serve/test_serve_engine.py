@@ -13,6 +13,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from rainier.serve import step_attention
 from rainier.serve.batch import ScheduledChunk, build_batch
 from rainier.serve.batch_scheduler import SchedulerOutput
 from rainier.serve.config import EngineConfig
@@ -67,11 +68,15 @@ FORWARD_PATHS = ["decoder", "kernels", "torch"]
 
 
 def engine_on(forward: str, model_dir: Path, **overrides: object) -> LLMEngine:
-    """An engine on one of the three forward paths: `decoder`, the whole pass as one C call,
-    which runs where torch has one thread; `kernels`, the C kernels called one by one around
-    torch's matrix products, where it has more; `torch`, composed from PyTorch operators, which
-    is what runs where no C compiler is found."""
-    with torch_threads(1 if forward == "decoder" else max(2, torch.get_num_threads())):
+    """An engine on one of the three forward paths: `decoder`, the whole pass as one C call on
+    packed weights, on one thread; `kernels`, the C kernels called one by one around oneDNN's
+    matrix products, on two; `torch`, composed from PyTorch operators, which is what runs
+    where no C compiler is found. Which of the first two a model gets is timed at load; here
+    it is pinned."""
+    pinned = "packed" if forward == "decoder" else "onednn"
+    threads = 1 if forward == "decoder" else max(2, torch.get_num_threads())
+    with torch_threads(threads), pytest.MonkeyPatch.context() as env:
+        env.setenv("RAINIER_PRODUCTS", pinned)
         engine = make_engine(model_dir, **overrides)
     if forward == "torch":
         engine.model.kernels = None
@@ -473,9 +478,15 @@ def test_the_kernels_refuse_a_batch_that_points_outside_the_cache(tiny_model_dir
         build_batch([ScheduledChunk(prompt, 8, [0], True)], 8, torch.device("cpu"))
 
 
-def test_the_decoder_kernel_is_its_kernels_called_one_by_one(tiny_model_dir: Path) -> None:
+def test_the_decoder_kernel_is_its_kernels_called_one_by_one(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Bit for bit, logits and cache, over a prefill and then a step mixing a decode, a
-    chunk of a longer prompt and a new prompt, some rows wanting logits and some not."""
+    chunk of a longer prompt and a new prompt, some rows wanting logits and some not. (The
+    kernels one by one attend every token through the paged kernel here, as the decoder does;
+    the dense path for fresh prefills is held to them in the next test.)"""
+    monkeypatch.setattr(step_attention, "DENSE_MIN_TOKENS", 1 << 30)
+    monkeypatch.setenv("RAINIER_PRODUCTS", "packed")
     with torch_threads(1):
         engine = make_engine(tiny_model_dir)
     model = engine.model
@@ -507,3 +518,42 @@ def test_the_decoder_kernel_is_its_kernels_called_one_by_one(tiny_model_dir: Pat
     with pytest.raises(ValueError, match="hidden rows"):
         index = torch.zeros(1, dtype=torch.int64)
         decoder(torch.zeros(1, 3), caches[0], index, index, index[None], 8, index, index, index)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("fresh_first", [False, True])
+def test_fresh_prefills_attended_densely_match_the_paged_kernel(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, dtype: str, fresh_first: bool
+) -> None:
+    """A step with a decode, fresh prompts long enough for the dense path and a chunk that
+    continues a prompt, in both orders (the paged rows then are a prefix of the batch, or
+    not): logits and cache as when every token goes through the paged kernel."""
+    monkeypatch.setenv("RAINIER_PRODUCTS", "onednn")
+    engine = make_engine(tiny_model_dir, dtype=dtype)
+    model = engine.model
+    if model.kernels is None:
+        pytest.skip("no C compiler here: only the PyTorch path runs")
+    rng = random.Random(8)
+    vocab = engine.model_config.vocab_size
+    a, b, c, d = ([rng.randrange(3, vocab) for _ in range(n)] for n in (21, 30, 24, 17))
+    first = [ScheduledChunk(a, 0, [0, 1, 2], False), ScheduledChunk(b[:10], 0, [3, 4, 5, 6], False)]
+    fresh = [ScheduledChunk(c, 0, [7, 8, 9], True), ScheduledChunk(d, 0, [10, 11, 12], True)]
+    going_on = [
+        ScheduledChunk([5], 21, [0, 1, 2], True),
+        ScheduledChunk(b[10:], 10, [3, 4, 5, 6], True),
+    ]
+    second = fresh + going_on if fresh_first else going_on + fresh
+    caches = [engine.kv_cache.clone(), engine.kv_cache.clone()]
+    for chunks in (first, second):
+        batch = build_batch(chunks, engine.config.block_size, torch.device("cpu"), groups=False)
+        assert len(batch.fresh_prefills) == sum(c.start_pos == 0 for c in chunks)
+        dense = model.forward(batch, caches[0])
+        with monkeypatch.context() as paged_only:
+            paged_only.setattr(step_attention, "DENSE_MIN_TOKENS", 1 << 30)
+            paged = model.forward(batch, caches[1])
+        tolerance = (
+            {"atol": 1e-4, "rtol": 1e-4} if dtype == "float32" else {"atol": 0.1, "rtol": 0.05}
+        )
+        torch.testing.assert_close(dense, paged, **tolerance)
+        assert torch.equal(dense.argmax(-1), paged.argmax(-1))
+        torch.testing.assert_close(caches[0].float(), caches[1].float(), **tolerance)

@@ -10,6 +10,10 @@ in well under a second), called through `ctypes` with raw pointers, and has a Py
 equivalent that is used when no compiler is found or `RAINIER_KERNELS=0` is set. Tests hold
 the two to the same results.
 
+Loops over many rows run on PyTorch's own OpenMP threads (`parallel.h`): the library is
+built with `-fopenmp` and binds to the OpenMP runtime PyTorch has already loaded. A compiler
+without OpenMP builds it single-threaded.
+
 The shared object is built for this CPU (`-march=native`) into a per-user cache keyed by the
 sources beside it, the flags and the CPU's feature flags, so a home directory shared between
 different machines never runs code built for another one. Builds go to a temporary name and
@@ -38,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = Path(__file__).parent
 FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")
+OPENMP = "-fopenmp"
 
 
 # The C types the kernels' signatures use: pointers, sizes and float scalars.
@@ -106,7 +111,7 @@ def load(name: str) -> ctypes.CDLL | None:
         return None
     # Every source, not only this one: a kernel may include the others' code, not just headers.
     texts = [source.read_bytes(), *(f.read_bytes() for f in sorted(SOURCES.glob("*.[ch]")))]
-    settings = [" ".join(FLAGS), compiler, _cpu_features()]
+    settings = [" ".join(FLAGS), OPENMP, compiler, _cpu_features()]
     key = hashlib.sha256(b"\0".join([*texts, *(s.encode() for s in settings)])).hexdigest()[:16]
     target = cache_dir() / f"{name}-{key}.so"
     if not target.is_file():
@@ -123,17 +128,23 @@ def load(name: str) -> ctypes.CDLL | None:
 
 
 def _build(compiler: str, source: Path, target: Path) -> None:
+    """Builds with OpenMP, or without it where the compiler has none (one thread then)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        done = subprocess.run(
-            [compiler, *FLAGS, "-o", partial, str(source), "-lm"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        for extra in ([OPENMP], []):
+            done = subprocess.run(
+                [compiler, *FLAGS, *extra, "-o", partial, str(source), "-lm"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if done.returncode == 0:
+                break
+            if extra:
+                log.warning("%s builds without OpenMP: %s", source.name, done.stderr[-500:])
         if done.returncode != 0:
             raise subprocess.SubprocessError(done.stderr.strip()[-2000:])
         os.replace(partial, target)

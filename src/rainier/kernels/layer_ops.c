@@ -3,12 +3,14 @@
  * Composed from PyTorch operators, an RMSNorm is eight calls and a rotary embedding six, each
  * reading and writing its whole input; with a few dozen tokens in a step, the calls' fixed
  * cost is most of the time. Each function here replaces one such chain. Every tensor is
- * float32 and row-major with rows `dim` floats apart unless a stride is given.
+ * float32 and row-major with rows `dim` floats apart unless a stride is given. Rows are
+ * independent, and a prefill's many rows are spread over PyTorch's threads (parallel.h).
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "vec8.h"
 
 static float sum_squares(const float *x, int64_t n) {
@@ -40,6 +42,7 @@ static void normalise(float *restrict out, const float *restrict x, const float 
 
 void rms_norm(const float *x, int64_t x_stride, const float *weight, float *out, int64_t rows,
               int64_t dim, float eps) {
+    PARALLEL_FOR(rows * dim * 2)
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * x_stride;
         normalise(out + r * dim, row, weight, sum_squares(row, dim), dim, eps);
@@ -49,6 +52,7 @@ void rms_norm(const float *x, int64_t x_stride, const float *weight, float *out,
 /* hidden += delta (the residual connection), then out = rms_norm(hidden): one read of each. */
 void add_rms_norm(float *hidden, const float *delta, const float *weight, float *out,
                   int64_t rows, int64_t dim, float eps) {
+    PARALLEL_FOR(rows * dim * 3)
     for (int64_t r = 0; r < rows; r++) {
         float *h = hidden + r * dim;
         const float *d = delta + r * dim;
@@ -91,6 +95,7 @@ void rope_store(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64
                 const int64_t *slots, float *k_cache, float *v_cache) {
     const int64_t kv_width = kv_heads * head_dim;
     const int64_t width = (heads + 2 * kv_heads) * head_dim;
+    PARALLEL_FOR(rows * width * 2)
     for (int64_t r = 0; r < rows; r++) {
         float *row = qkv + r * width;
         rotate_row(row, heads + kv_heads, head_dim, cos + positions[r] * head_dim,
@@ -116,6 +121,7 @@ void rope_store_bf16(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads,
                      uint16_t *v_cache) {
     const int64_t kv_width = kv_heads * head_dim;
     const int64_t width = (heads + 2 * kv_heads) * head_dim;
+    PARALLEL_FOR(rows * width * 2)
     for (int64_t r = 0; r < rows; r++) {
         float *row = qkv + r * width;
         rotate_row(row, heads + kv_heads, head_dim, cos + positions[r] * head_dim,
@@ -132,6 +138,7 @@ void rope_store_bf16(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads,
 /* out = silu(gate) * up, where each row of `gate_up` is [gate (ffn) | up (ffn)]. */
 void silu_mul(const float *gate_up, float *out, int64_t rows, int64_t ffn) {
     const v8 one = splat8(1.0f);
+    PARALLEL_FOR(rows * ffn * 3)
     for (int64_t r = 0; r < rows; r++) {
         const float *g = gate_up + r * 2 * ffn, *u = g + ffn;
         float *o = out + r * ffn;

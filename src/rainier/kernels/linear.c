@@ -10,11 +10,13 @@
  * AVX2's 16 registers, with two for the panel's row and one for the broadcast input.
  *
  * Each output is one chain of fused multiply-adds over k in order, so results are the same
- * run to run and differ from a BLAS only in rounding.
+ * run to run, whatever the thread count (panels are shared out among PyTorch's threads,
+ * parallel.h), and differ from a BLAS only in rounding.
  */
 #include <stdint.h>
 #include <string.h>
 
+#include "parallel.h"
 #include "vec8.h"
 
 enum { NR = 16, MR = 6, X_BLOCK_BYTES = 192 * 1024 };
@@ -95,7 +97,9 @@ void linear(const float *x, int64_t x_stride, int64_t m, int64_t k, const float 
     if (block < MR) block = MR;
     for (int64_t i = 0; i < m; i += block) {
         const int64_t rows = m - i < block ? m - i : block;
-        for (int64_t p = 0; p * NR < n; p++) {
+        const int64_t panels = (n + NR - 1) / NR;
+        PARALLEL_FOR(rows * panels * NR * k / 8)
+        for (int64_t p = 0; p < panels; p++) {
             const int64_t cols = n - p * NR < NR ? n - p * NR : NR;
             panel_rows(x + i * x_stride, x_stride, rows, k, packed + p * k * NR,
                        bias != NULL ? bias + p * NR : NULL, out + i * out_stride + p * NR,

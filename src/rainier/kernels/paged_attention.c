@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "parallel.h"
 #include "vec8.h"
 
 /* Eight bf16 values as floats: a bf16 is the top half of the float32 with the same bits. */

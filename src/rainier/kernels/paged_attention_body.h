@@ -75,14 +75,21 @@ static int CAT(paged_attention_, SUFFIX)(
     int64_t longest = 1;
     for (int64_t t = 0; t < num_tokens; t++)
         if (context_lens[t] > longest) longest = context_lens[t];
-    float *scores = malloc(sizeof(float) * (size_t)(2 * longest));
-    if (scores == NULL) return -1;
     const int64_t slot_stride = kv_heads * head_dim;
+    int failed = 0;
 
+    /* (token, KV head) pairs dealt out one at a time, round robin: a prefill's tokens see
+     * contexts of every length, so contiguous shares would leave one thread the longest. */
+    RAINIER_PRAGMA(omp parallel if (num_tokens * heads * longest * head_dim >= PARALLEL_MIN_WORK))
+    {
+    float *scores = malloc(sizeof(float) * (size_t)(2 * longest));
+    if (scores == NULL) failed = 1;
+    RAINIER_PRAGMA(omp for collapse(2) schedule(static, 1))
     for (int64_t t = 0; t < num_tokens; t++) {
-        const int64_t *table = block_tables + token_seq[t] * max_blocks;
-        const int64_t length = context_lens[t];
         for (int64_t h = 0; h < kv_heads; h++) {
+            if (scores == NULL) continue;
+            const int64_t *table = block_tables + token_seq[t] * max_blocks;
+            const int64_t length = context_lens[t];
             const KV_T *keys = k_cache + h * head_dim, *values = v_cache + h * head_dim;
             for (int64_t g = 0; g < groups; g += 2) {
                 const int64_t g1 = g + 1 < groups ? g + 1 : g;
@@ -128,5 +135,6 @@ static int CAT(paged_attention_, SUFFIX)(
         }
     }
     free(scores);
-    return 0;
+    }
+    return failed ? -1 : 0;
 }

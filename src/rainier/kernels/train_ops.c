@@ -4,8 +4,9 @@
  * of which reads and writes a full activation: cross-entropy (row maximum, log-sum-exp and
  * loss; in the backward, softmax minus one-hot), SwiGLU, RMSNorm, the rotation of the fused
  * q/k/v projection into attention heads, and the softmax of causal attention's blocks of
- * scores. All loops run in a fixed order, so results are bitwise repeatable from run to run
- * on one machine (a resumed run must match an uninterrupted one).
+ * scores. Rows are spread over PyTorch's threads (parallel.h); every sum runs in a fixed
+ * order whatever the thread count, so results are bitwise repeatable from run to run on one
+ * machine (a resumed run must match an uninterrupted one).
  *
  * Row widths need not be multiples of eight: each row ends with a scalar tail.
  */
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "parallel.h"
 #include "vec8.h"
 
 typedef double v4d __attribute__((vector_size(32)));
@@ -35,11 +37,14 @@ static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 int cross_entropy_forward(const float *restrict logits, const int64_t *restrict targets,
                           float *restrict lse, double *restrict loss, int64_t rows,
                           int64_t vocab) {
-    double total = 0.0;
+    for (int64_t i = 0; i < rows; i++)
+        if (targets[i] < 0 || targets[i] >= vocab) return -1;
+    double *row_loss = malloc(sizeof(double) * (size_t)(rows > 0 ? rows : 1));
+    if (row_loss == NULL) return -2;
+    PARALLEL_FOR(rows * vocab)
     for (int64_t i = 0; i < rows; i++) {
         const float *x = logits + i * vocab;
         const int64_t t = targets[i];
-        if (t < 0 || t >= vocab) return -1;
         int64_t j = 0;
         float top = -INFINITY;
         if (vocab >= 8) {
@@ -54,8 +59,11 @@ int cross_entropy_forward(const float *restrict logits, const int64_t *restrict 
         float sum = hsum8(acc);
         for (; j < vocab; j++) sum += expf(x[j] - top);
         lse[i] = top + logf(sum);
-        total += (double)lse[i] - (double)x[t];
+        row_loss[i] = (double)lse[i] - (double)x[t];
     }
+    double total = 0.0;
+    for (int64_t i = 0; i < rows; i++) total += row_loss[i];
+    free(row_loss);
     *loss = total;
     return 0;
 }
@@ -65,6 +73,7 @@ void cross_entropy_backward(const float *restrict logits, const int64_t *restric
                             const float *restrict lse, float *restrict grad, int64_t rows,
                             int64_t vocab, float scale) {
     const v8 s = splat8(scale);
+    PARALLEL_FOR(rows * vocab)
     for (int64_t i = 0; i < rows; i++) {
         const float *x = logits + i * vocab;
         float *g = grad + i * vocab;
@@ -80,6 +89,7 @@ void cross_entropy_backward(const float *restrict logits, const int64_t *restric
  * values (the fused projection's output). */
 void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t rows,
                     int64_t width) {
+    PARALLEL_FOR(rows * width * 3)
     for (int64_t i = 0; i < rows; i++) {
         const float *g = gate_up + 2 * i * width, *u = g + width;
         float *o = out + i * width;
@@ -97,6 +107,7 @@ void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t 
 void swiglu_backward(const float *restrict gate_up, const float *restrict grad,
                      float *restrict grad_gate_up, int64_t rows, int64_t width) {
     const v8 one = splat8(1.0f);
+    PARALLEL_FOR(rows * width * 5)
     for (int64_t i = 0; i < rows; i++) {
         const float *g = gate_up + 2 * i * width, *u = g + width;
         const float *d = grad + i * width;
@@ -118,6 +129,7 @@ void swiglu_backward(const float *restrict gate_up, const float *restrict grad,
 /* out = weight * (x * r), r = 1 / sqrt(mean(x^2) + eps) per row, kept for the backward. */
 void rmsnorm_forward(const float *restrict x, const float *restrict weight, float *restrict out,
                      float *restrict rstd, int64_t rows, int64_t dim, float eps) {
+    PARALLEL_FOR(rows * dim * 2)
     for (int64_t i = 0; i < rows; i++) {
         const float *xi = x + i * dim;
         float *oi = out + i * dim;
@@ -134,47 +146,61 @@ void rmsnorm_forward(const float *restrict x, const float *restrict weight, floa
     }
 }
 
+/* Rows of the norm's backward summed into one partial weight gradient each: the partials are
+ * what threads share out, and they are added up in group order. */
+#define NORM_ROW_GROUP 32
+
 /* With n = x * r and gn = grad * weight: grad_x = (gn - n * mean(gn * n)) * r per row, and
- * grad_weight = sum over rows of grad * n, accumulated in double in row order. Returns -1 if
- * the accumulator cannot be allocated. */
+ * grad_weight = sum over rows of grad * n, accumulated in double: in row order within groups
+ * of NORM_ROW_GROUP rows, then over the groups in order. Returns -1 if the accumulators cannot
+ * be allocated. */
 int rmsnorm_backward(const float *restrict x, const float *restrict weight,
                      const float *restrict rstd, const float *restrict grad,
                      float *restrict grad_x, float *restrict grad_weight, int64_t rows,
                      int64_t dim) {
-    double *acc_w = calloc((size_t)dim + 4, sizeof(double));
-    if (acc_w == NULL) return -1;
-    for (int64_t i = 0; i < rows; i++) {
-        const float *xi = x + i * dim, *gi = grad + i * dim;
-        float *dx = grad_x + i * dim;
-        const float r = rstd[i];
-        const v8 rv = splat8(r);
-        v8 acc = splat8(0.0f);
-        int64_t j = 0;
-        for (; j + 8 <= dim; j += 8) {
-            const v8 n = load8(xi + j) * rv, g = load8(gi + j);
-            acc += (g * load8(weight + j)) * n;
-            const v8 gn = g * n;
-            const v4d lo = __builtin_convertvector((v4f){gn[0], gn[1], gn[2], gn[3]}, v4d);
-            const v4d hi = __builtin_convertvector((v4f){gn[4], gn[5], gn[6], gn[7]}, v4d);
-            *(v4du *)(acc_w + j) += lo;
-            *(v4du *)(acc_w + j + 4) += hi;
+    const int64_t groups = rows > 0 ? (rows + NORM_ROW_GROUP - 1) / NORM_ROW_GROUP : 1;
+    const int64_t stride = dim + 4;
+    double *partial = calloc((size_t)(groups * stride), sizeof(double));
+    if (partial == NULL) return -1;
+    PARALLEL_FOR(rows * dim * 3)
+    for (int64_t group = 0; group < groups; group++) {
+        double *acc_w = partial + group * stride;
+        const int64_t end = (group + 1) * NORM_ROW_GROUP < rows ? (group + 1) * NORM_ROW_GROUP : rows;
+        for (int64_t i = group * NORM_ROW_GROUP; i < end; i++) {
+            const float *xi = x + i * dim, *gi = grad + i * dim;
+            float *dx = grad_x + i * dim;
+            const float r = rstd[i];
+            const v8 rv = splat8(r);
+            v8 acc = splat8(0.0f);
+            int64_t j = 0;
+            for (; j + 8 <= dim; j += 8) {
+                const v8 n = load8(xi + j) * rv, g = load8(gi + j);
+                acc += (g * load8(weight + j)) * n;
+                const v8 gn = g * n;
+                const v4d lo = __builtin_convertvector((v4f){gn[0], gn[1], gn[2], gn[3]}, v4d);
+                const v4d hi = __builtin_convertvector((v4f){gn[4], gn[5], gn[6], gn[7]}, v4d);
+                *(v4du *)(acc_w + j) += lo;
+                *(v4du *)(acc_w + j + 4) += hi;
+            }
+            float dot = hsum8(acc);
+            for (; j < dim; j++) {
+                const float n = xi[j] * r;
+                dot += (gi[j] * weight[j]) * n;
+                acc_w[j] += (double)(gi[j] * n);
+            }
+            const float mean = dot / (float)dim;
+            const v8 mv = splat8(mean);
+            for (j = 0; j + 8 <= dim; j += 8) {
+                const v8 n = load8(xi + j) * rv;
+                store8(dx + j, (load8(gi + j) * load8(weight + j) - n * mv) * rv);
+            }
+            for (; j < dim; j++) dx[j] = (gi[j] * weight[j] - xi[j] * r * mean) * r;
         }
-        float dot = hsum8(acc);
-        for (; j < dim; j++) {
-            const float n = xi[j] * r;
-            dot += (gi[j] * weight[j]) * n;
-            acc_w[j] += (double)(gi[j] * n);
-        }
-        const float mean = dot / (float)dim;
-        const v8 mv = splat8(mean);
-        for (j = 0; j + 8 <= dim; j += 8) {
-            const v8 n = load8(xi + j) * rv;
-            store8(dx + j, (load8(gi + j) * load8(weight + j) - n * mv) * rv);
-        }
-        for (; j < dim; j++) dx[j] = (gi[j] * weight[j] - xi[j] * r * mean) * r;
     }
-    for (int64_t j = 0; j < dim; j++) grad_weight[j] = (float)acc_w[j];
-    free(acc_w);
+    for (int64_t group = 1; group < groups; group++)
+        for (int64_t j = 0; j < dim; j++) partial[j] += partial[group * stride + j];
+    for (int64_t j = 0; j < dim; j++) grad_weight[j] = (float)partial[j];
+    free(partial);
     return 0;
 }
 
@@ -206,6 +232,7 @@ void rotary_heads_forward(const float *restrict qkv, const float *restrict cos_t
                           float *restrict v, int64_t batch, int64_t seq, int64_t heads,
                           int64_t kv_heads, int64_t head_dim) {
     const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = 0; t < seq; t++) {
             const float *row = qkv + (b * seq + t) * all * head_dim;
@@ -229,6 +256,7 @@ void rotary_heads_backward(const float *restrict grad_q, const float *restrict g
                            const float *restrict sin_t, float *restrict grad_qkv, int64_t batch,
                            int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
     const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t t = 0; t < seq; t++) {
             float *row = grad_qkv + (b * seq + t) * all * head_dim;
@@ -251,6 +279,7 @@ void rotary_heads_backward(const float *restrict grad_q, const float *restrict g
  * rest 0. The mask is implicit, so masked scores are neither read nor exponentiated. */
 void causal_softmax(float *restrict scores, int64_t batch, int64_t rows, int64_t cols,
                     int64_t first_row, float scale) {
+    PARALLEL_FOR2(batch * rows * cols)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *s = scores + (b * rows + i) * cols;
@@ -267,6 +296,7 @@ void softmax_grad(float *restrict grad, const float *restrict weights,
                   const float *restrict delta, int64_t delta_stride, int64_t batch,
                   int64_t rows, int64_t cols, float scale) {
     const v8 sv = splat8(scale);
+    PARALLEL_FOR2(batch * rows * cols * 2)
     for (int64_t b = 0; b < batch; b++)
         for (int64_t i = 0; i < rows; i++) {
             float *g = grad + (b * rows + i) * cols;

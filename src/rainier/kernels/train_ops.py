@@ -56,6 +56,8 @@ class TrainOps:
         status = self._ce_fwd(
             logits.data_ptr(), targets.data_ptr(), lse.data_ptr(), ctypes.byref(total), rows, vocab
         )
+        if status == -2:
+            raise MemoryError("cross_entropy could not allocate its row losses")
         if status != 0:
             raise IndexError(f"cross_entropy: a target is outside [0, {vocab})")
         return torch.tensor(total.value / max(rows, 1), dtype=torch.float32), lse
@@ -121,7 +123,7 @@ class TrainOps:
             grad_weight.data_ptr(), rows, dim,
         )  # fmt: skip
         if status != 0:
-            raise MemoryError("rmsnorm_backward could not allocate its accumulator")
+            raise MemoryError("rmsnorm_backward could not allocate its accumulators")
         return grad_x, grad_weight
 
     def rotary_heads(

@@ -7,7 +7,7 @@ those index tensors are built once here and reused by every layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -68,6 +68,9 @@ class BatchInput:
     token_seq: torch.Tensor
     context_lens: torch.Tensor
     max_position: int = 0
+    # (first row, rows) of each prefill chunk that starts its sequence: its context is its
+    # own tokens, so attention needs nothing from the cache.
+    fresh_prefills: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -125,11 +128,14 @@ def build_batch(
             )
         )
     prefill_chunks: list[PrefillChunk] = []
+    fresh: list[tuple[int, int]] = []
     for i in prefills:
         chunk = chunks[i]
         n = len(chunk.token_ids)
         end = chunk.start_pos + n
         first = len(token_ids)
+        if chunk.start_pos == 0:
+            fresh.append((first, n))
         token_ids.extend(chunk.token_ids)
         positions.extend(range(chunk.start_pos, end))
         last_token[i] = first + n - 1
@@ -171,4 +177,5 @@ def build_batch(
         token_seq=torch.tensor(token_seq, dtype=torch.long),
         context_lens=torch.tensor(context_lens, dtype=torch.long),
         max_position=max(positions, default=0),
+        fresh_prefills=fresh,
     )

@@ -28,8 +28,13 @@ from rainier.precision import short_name
 from rainier.serve.batch import BatchInput
 from rainier.serve.config import HFModelConfig, ModelFormatError
 from rainier.serve.onednn_linear import OneDnnLinear, onednn_linear_available
+from rainier.serve.product_choice import decoder_wins
+from rainier.serve.step_attention import StepAttention
 
 log = logging.getLogger(__name__)
+
+# A layer's products as the forward runs them: q/k/v stacked, o, gate/up stacked, down.
+PROJECTIONS = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
 
 
 class Projection(Protocol):
@@ -66,10 +71,9 @@ class Kernels:
     library, `decoder.c`, which includes the others' code: one build on a machine's first start
     and one load at each start, not one for every kernel. Activations are float32 in them
     whatever the weights are; a bf16 model's cache is read and written as bf16. `linear` and
-    `decoder` are there only for float32 weights with one torch thread: the packed matrix
-    product is single-threaded, and with more threads (or bf16 weights, which oneDNN
-    multiplies on AMX) the weights are pre-blocked for oneDNN, which spreads a product over
-    the threads."""
+    `decoder` are there only for float32 weights (bf16 ones oneDNN multiplies on AMX), and
+    only where they beat oneDNN's products on this model (`product_choice`). Every kernel
+    spreads its rows or panels over the torch threads."""
 
     attention: PagedAttention
     layer: LayerOps
@@ -81,9 +85,16 @@ class Kernels:
         lib = load_kernel("decoder")
         if lib is None:
             return None
-        if torch.get_num_threads() != 1 or dtype != torch.float32:
+        if dtype != torch.float32:
             return cls(PagedAttention(lib), LayerOps(lib), None, None)
         return cls(PagedAttention(lib), LayerOps(lib), LinearKernel(lib), DecoderKernel(lib))
+
+    def without_decoder(self) -> Kernels:
+        return Kernels(self.attention, self.layer, None, None)
+
+
+def projection_name(short: str) -> str:
+    return f"self_attn.{short}_proj" if short in "qkvo" else f"mlp.{short}_proj"
 
 
 def packed(projection: Projection) -> PackedLinear:
@@ -94,7 +105,7 @@ def packed(projection: Projection) -> PackedLinear:
 
 def decoder_layer(layer: LayerWeights) -> DecoderLayer:
     """A layer as the decoder kernel takes it; its projections are all packed whenever the
-    decoder kernel loaded, since both come with one torch thread."""
+    decoder kernel is kept, since both come from `product_choice`."""
     return DecoderLayer(
         layer.input_norm,
         layer.post_norm,
@@ -188,6 +199,16 @@ class LlamaModel:
             return take(name).to(norm_dtype)
 
         self.norm = norm("model.norm.weight")
+        if self.kernels is not None and self.kernels.linear is not None:
+            first = [
+                torch.cat([take(f"model.layers.0.{projection_name(n)}.weight") for n in names])
+                for names in PROJECTIONS
+            ]
+            if onednn_linear_available(dtype):
+                wins, reason = decoder_wins(first, self.kernels.linear)
+                log.info("%s: %s", reason, "packed" if wins else "oneDNN")
+                if not wins:
+                    self.kernels = self.kernels.without_decoder()
         packer = self.kernels.linear if self.kernels is not None else None
         onednn = device.type == "cpu" and packer is None and onednn_linear_available(dtype)
 
@@ -249,7 +270,7 @@ class LlamaModel:
     def forward_path(self) -> str:
         """Which of the three forward passes runs, for the operator's log."""
         if self.decoder is not None:
-            return "one C call on packed weights (one torch thread)"
+            return f"one C call on packed weights ({torch.get_num_threads()} threads)"
         threads = torch.get_num_threads()
         products = "oneDNN's pre-blocked" if isinstance(self.lm_head, OneDnnLinear) else "torch's"
         if self.kernels is not None:
@@ -344,6 +365,7 @@ class LlamaModel:
                 return projection(x)
             return projection(x.to(dtype)).float()
 
+        attend = StepAttention.plan(batch)
         hidden = self.embed[batch.token_ids].float()
         x = ops.rms_norm(hidden, self.layers[0].input_norm, eps)
         for i, layer in enumerate(self.layers):
@@ -353,10 +375,7 @@ class LlamaModel:
                 qkv, heads, self.cos, self.sin, batch.positions, batch.slot_mapping, k_cache,
                 v_cache,
             )  # fmt: skip
-            attn = kernels.attention(
-                qkv[:, :heads], k_cache, v_cache, batch.block_tables, batch.token_seq,
-                batch.context_lens, batch.block_size, scale,
-            )  # fmt: skip
+            attn = attend(kernels.attention, qkv, heads, k_cache, v_cache, batch, scale)
             attn_out = project(layer.o, attn.view(n, -1))
             x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
             down = project(layer.down, ops.silu_mul(project(layer.gate_up, x)))

@@ -1,0 +1,78 @@
+"""Which matrix products a float32 model runs on, decided by timing both on its own weights.
+
+Two ways to run a float32 forward on a CPU: `decoder.c`, the whole pass as one C call on
+weights packed for its own small-row product, or the C element-wise kernels called from
+Python around oneDNN's products on pre-blocked weights. The first saves the per-operator cost
+of Python (some microseconds a call, a dozen calls a layer), which is most of a small model's
+step; the second has the faster product at large widths, where the products are most of the
+step. Where the crossing lies depends on the CPU and on the thread count, so it is measured
+once, at load, on the first layer's weights at a decode step's row count, not guessed from
+the model's size. `RAINIER_PRODUCTS=packed` or `=onednn` skips the timing and takes that
+way (tests, and an operator pinning a replica's behaviour).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from rainier.kernels.linear import LinearKernel
+from rainier.serve.onednn_linear import TYPICAL_ROWS, OneDnnLinear
+
+# What calling a layer's kernels and products one by one from Python costs beyond the work,
+# per layer: about a dozen calls of some microseconds each.
+PYTHON_COST_PER_LAYER_S = 120e-6
+REPEATS = 5
+
+
+@dataclass(frozen=True)
+class ProductTimes:
+    """Seconds for one decode step's products of one layer, each way."""
+
+    packed_s: float
+    onednn_s: float
+
+    @property
+    def decoder_wins(self) -> bool:
+        return self.packed_s <= self.onednn_s + PYTHON_COST_PER_LAYER_S
+
+
+def _best_of(call: Callable[[], object]) -> float:
+    call()
+    best = float("inf")
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def decoder_wins(weights: list[torch.Tensor], packer: LinearKernel) -> tuple[bool, str]:
+    """Whether the packed products (and so the one-call decoder) win, and why, for the log."""
+    pinned = os.environ.get("RAINIER_PRODUCTS", "").strip().lower()
+    if pinned in ("packed", "onednn"):
+        return pinned == "packed", f"RAINIER_PRODUCTS={pinned}"
+    times = time_products(weights, packer)
+    reason = f"one layer's products: packed {times.packed_s * 1e6:.0f} us, oneDNN "
+    return times.decoder_wins, reason + f"{times.onednn_s * 1e6:.0f} us"
+
+
+def time_products(weights: list[torch.Tensor], packer: LinearKernel) -> ProductTimes:
+    """Both ways of multiplying `TYPICAL_ROWS` rows by each of `weights` (one layer's,
+    [out, in] as stored), on copies: the model's own tensors are not touched."""
+    packed = [packer.pack(w) for w in weights]
+    blocked = [OneDnnLinear.pack(w.clone()) for w in weights]
+    inputs = [torch.randn(TYPICAL_ROWS, w.shape[1]) for w in weights]
+
+    def run(products: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[], None]:
+        def call() -> None:
+            for product, x in zip(products, inputs, strict=True):
+                product(x)
+
+        return call
+
+    return ProductTimes(_best_of(run(list(packed))), _best_of(run(list(blocked))))
