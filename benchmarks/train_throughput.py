@@ -11,8 +11,9 @@ alike: the `tiny` shape (3 layers, 256 wide) and a ~100M-parameter Llama (`100m`
 the CPU has bf16 matrix units (AMX); one thread and every core this process may use. The
 runtime is timed from its `start` event to its `done` event, which includes its checkpoint
 writes and its final validation; the bare loop gets two untimed warm-up steps the runtime
-does not. The bare loop runs with the allocator settings the runtime applies to itself
-(`keep_freed_memory`), so the ratio measures the runtime's own work, not glibc's defaults.
+does not, and ends, as the runtime, with the loss of one batch without gradients. The bare
+loop runs with the allocator settings the runtime applies to itself (`keep_freed_memory`),
+so the ratio measures the runtime's own work, not glibc's defaults.
 
 MFU counts 6 FLOPs per matmul weight per token plus attention (`ModelShape.flops_per_token`)
 against the matmul peak of the mode's dtype and threads, measured before every round, keeping
@@ -43,7 +44,7 @@ from typing import Any
 
 import torch
 
-from rainier.allocator import keep_freed_memory
+from rainier.allocator import keep_freed_memory, release_freed_memory
 from rainier.precision import cpu_has_fast_bf16, mixed_precision, resolve_dtype
 from rainier.train.config import build_config
 from rainier.train.data import stdlib_sample
@@ -143,7 +144,8 @@ def runtime_round(corpus: Path, cache: Path, work: Path, mode: Mode) -> tuple[fl
 
 
 def bare_round(mode: Mode) -> tuple[float, int]:
-    """The simplest loop: the same model, optimizer and autocast on one fixed random batch."""
+    """The simplest loop: the same model, optimizer and autocast on one fixed random batch,
+    and at the end, as the runtime, the loss of one batch without gradients."""
     torch.set_num_threads(mode.threads)
     cfg = build_config("tiny", overrides(mode.shape))
     torch.manual_seed(0)
@@ -166,6 +168,8 @@ def bare_round(mode: Mode) -> tuple[float, int]:
     started = time.perf_counter()
     for _ in range(steps):
         step()
+    with torch.no_grad(), autocast:  # the validation the runtime ends with: one batch
+        lm_loss(model(tokens[:, :-1]), tokens[:, 1:])
     return time.perf_counter() - started, steps * batch * seq
 
 
@@ -221,6 +225,9 @@ def measure_mode(
         peak = max(peak, measure_matmul_tflops(torch.device("cpu"), dtype))
         rt_s, rt_tokens = runtime_round(corpus, cache, work, mode)
         bare_s, bare_tokens = bare_round(mode)
+        # Kept, the bare loop's memory (3.5 GB at 100M) slows the next runtime round, which
+        # must fault in pages of its own: four times over on a virtual machine.
+        release_freed_memory()
         measured.append({"runtime": rt_tokens / rt_s, "bare": bare_tokens / bare_s})
         print(json.dumps({"mode": mode.name, "load": load(), **measured[-1]}), flush=True)
     # Equal token counts per round, so the mean time per token is the fair aggregate.
@@ -259,8 +266,20 @@ def main() -> None:
         "the activations inside the last-level cache)",
     )
     p.add_argument("--seq-len", type=int, default=256)
-    p.add_argument("--big-steps", type=int, default=4, help="100m: steps per round")
-    p.add_argument("--big-batch-size", type=int, default=1, help="100m: sequences per step")
+    p.add_argument(
+        "--big-steps",
+        type=int,
+        default=8,
+        help="100m: steps per round (the runtime's first step and its final validation are "
+        "in its time, the bare loop's two warm-up steps are not)",
+    )
+    p.add_argument(
+        "--big-batch-size",
+        type=int,
+        default=4,
+        help="100m: sequences per step (default 4: 1024 tokens, as the tiny shape's step; the "
+        "optimizer's and the weight casts' fixed cost per step is then a fair share of it)",
+    )
     p.add_argument("--shapes", default="tiny,100m", help="comma-separated: tiny, 100m")
     p.add_argument(
         "--dtypes",

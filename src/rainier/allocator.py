@@ -4,6 +4,7 @@ settings, and huge pages for the large pools a step reads at scattered places.""
 from __future__ import annotations
 
 import ctypes
+import gc
 import math
 import os
 import sys
@@ -34,6 +35,19 @@ def keep_freed_memory() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     # 32 MiB is glibc's largest mmap threshold on 64-bit; the heap above it is kept, up to 1 GiB.
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
+
+
+def release_freed_memory() -> bool:
+    """Hand what `keep_freed_memory` kept back to the kernel, at the end of a phase that will
+    not run again (a benchmark's round): on a virtual machine, pages another process then
+    touches for the first time can cost it several times its run. True where it was done."""
+    if not sys.platform.startswith("linux"):
+        return False
+    gc.collect()
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
 
 
 HUGE_PAGE = 2 << 20

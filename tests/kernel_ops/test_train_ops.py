@@ -233,3 +233,62 @@ def test_norm_weight_gradient_over_many_row_groups_matches_pytorch() -> None:
     assert ref_w.grad is not None
     _, rstd = ops().rmsnorm(x, weight, 1e-5)
     close(ops().rmsnorm_backward(x, weight, rstd, grad)[1], ref_w.grad, rtol=1e-4)
+
+
+def bf16_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """Within one or two bf16 roundings of the float32 result on the same inputs."""
+    assert actual.dtype == torch.bfloat16
+    torch.testing.assert_close(actual.float(), expected, rtol=1.6e-2, atol=1e-2)
+
+
+def test_swiglu_in_bf16_rounds_the_float32_result_once() -> None:
+    gen = torch.Generator().manual_seed(11)
+    gate_up = (torch.randn(5, 2 * 37, generator=gen) * 3).bfloat16()
+    grad = torch.randn(5, 37, generator=gen).bfloat16()
+    out = ops().swiglu(gate_up)
+    bf16_close(out, ops().swiglu(gate_up.float()))
+    assert torch.equal(out, ops().swiglu(gate_up.float()).bfloat16())
+    bf16_close(
+        ops().swiglu_backward(gate_up, grad),
+        ops().swiglu_backward(gate_up.float(), grad.float()),
+    )
+
+
+def test_rotary_heads_in_bf16_match_float32() -> None:
+    gen = torch.Generator().manual_seed(12)
+    qkv = torch.randn(2, 9, 4 + 2 * 2, 24, generator=gen).bfloat16()
+    angles = torch.rand(9, 12, generator=gen) * 6
+    cos, sin = angles.cos(), angles.sin()
+    heads = ops().rotary_heads(qkv, cos, sin, 4, 2)
+    for actual, expected in zip(
+        heads, ops().rotary_heads(qkv.float(), cos, sin, 4, 2), strict=True
+    ):
+        bf16_close(actual, expected)
+    grads = [torch.randn(h.shape, generator=gen).bfloat16() for h in heads]
+    bf16_close(
+        ops().rotary_heads_backward(*grads, cos, sin),
+        ops().rotary_heads_backward(*(g.float() for g in grads), cos, sin),
+    )
+
+
+def test_bf16_autocast_steps_use_the_kernels_and_follow_the_pytorch_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model = tiny_model()
+    tokens = torch.randint(
+        0, model.cfg.vocab_size, (2, 30), generator=torch.Generator().manual_seed(4)
+    )
+    calls: list[str] = []
+    real = model_mod._kernels()
+    assert real is not None
+    original = real.swiglu
+    monkeypatch.setattr(real, "swiglu", lambda x: calls.append(str(x.dtype)) or original(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused_loss, fused = loss_and_grads(model, tokens)
+    assert "torch.bfloat16" in calls
+    monkeypatch.setattr(model_mod, "_kernels", lambda: None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref_loss, ref = loss_and_grads(model, tokens)
+    torch.testing.assert_close(fused_loss, ref_loss, rtol=2e-2, atol=2e-2)
+    for name, grad in ref.items():
+        torch.testing.assert_close(fused[name], grad, rtol=0.1, atol=0.1 * float(grad.abs().max()))

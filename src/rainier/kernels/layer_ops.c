@@ -49,6 +49,55 @@ void rms_norm(const float *x, int64_t x_stride, const float *weight, float *out,
     }
 }
 
+/* normalise, writing bf16: the input of a bf16 matrix product. */
+static void normalise_bf16(uint16_t *restrict out, const float *restrict x,
+                           const float *restrict weight, float sum_sq, int64_t dim, float eps) {
+    const float inv = 1.0f / sqrtf(sum_sq / (float)dim + eps);
+    const v8 iv = splat8(inv);
+    int64_t i = 0;
+    for (; i + 8 <= dim; i += 8) store8_bf16(out + i, load8(weight + i) * (load8(x + i) * iv));
+    for (; i < dim; i++) out[i] = to_bf16(weight[i] * (x[i] * inv));
+}
+
+void rms_norm_bf16(const float *x, int64_t x_stride, const float *weight, uint16_t *out,
+                   int64_t rows, int64_t dim, float eps) {
+    PARALLEL_FOR(rows * dim * 2)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * x_stride;
+        normalise_bf16(out + r * dim, row, weight, sum_squares(row, dim), dim, eps);
+    }
+}
+
+/* add_rms_norm for a bf16 model: `delta` is a bf16 product's output, `hidden` stays float32,
+ * and the normalised rows are written as bf16 for the next product. */
+void add_rms_norm_bf16(float *hidden, const uint16_t *delta, const float *weight, uint16_t *out,
+                       int64_t rows, int64_t dim, float eps) {
+    PARALLEL_FOR(rows * dim * 3)
+    for (int64_t r = 0; r < rows; r++) {
+        float *h = hidden + r * dim;
+        const uint16_t *d = delta + r * dim;
+        v8 acc = splat8(0.0f);
+        int64_t i = 0;
+        for (; i + 8 <= dim; i += 8) {
+            const v8 v = load8(h + i) + load8_bf16(d + i);
+            store8(h + i, v);
+            acc += v * v;
+        }
+        float sum_sq = hsum8(acc);
+        for (; i < dim; i++) {
+            h[i] += from_bf16(d[i]);
+            sum_sq += h[i] * h[i];
+        }
+        normalise_bf16(out + r * dim, h, weight, sum_sq, dim, eps);
+    }
+}
+
+/* hidden += delta, the last layer's residual, for a bf16 `delta`. */
+void add_bf16(float *hidden, const uint16_t *delta, int64_t count) {
+    PARALLEL_FOR(count)
+    for (int64_t i = 0; i < count; i++) hidden[i] += from_bf16(delta[i]);
+}
+
 /* hidden += delta (the residual connection), then out = rms_norm(hidden): one read of each. */
 void add_rms_norm(float *hidden, const float *delta, const float *weight, float *out,
                   int64_t rows, int64_t dim, float eps) {
@@ -106,14 +155,6 @@ void rope_store(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads, int64
     }
 }
 
-/* The nearest bf16 of a float (ties to even), as `torch`'s conversion rounds; NaN stays NaN. */
-static inline uint16_t to_bf16(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
-    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-}
-
 /* rope_store for a bf16 cache: the rotated keys and the values rounded as they are stored. */
 void rope_store_bf16(float *qkv, int64_t rows, int64_t heads, int64_t kv_heads,
                      int64_t head_dim, const float *cos, const float *sin,
@@ -148,5 +189,24 @@ void silu_mul(const float *gate_up, float *out, int64_t rows, int64_t ffn) {
             store8(o + i, x / (one + exp8(-x)) * load8(u + i));
         }
         for (; i < ffn; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+/* silu_mul on bf16 rows, computed in float32 and rounded once. */
+void silu_mul_bf16(const uint16_t *gate_up, uint16_t *out, int64_t rows, int64_t ffn) {
+    const v8 one = splat8(1.0f);
+    PARALLEL_FOR(rows * ffn * 3)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint16_t *g = gate_up + r * 2 * ffn, *u = g + ffn;
+        uint16_t *o = out + r * ffn;
+        int64_t i = 0;
+        for (; i + 8 <= ffn; i += 8) {
+            const v8 x = load8_bf16(g + i);
+            store8_bf16(o + i, x / (one + exp8(-x)) * load8_bf16(u + i));
+        }
+        for (; i < ffn; i++) {
+            const float x = from_bf16(g[i]);
+            o[i] = to_bf16(x / (1.0f + expf(-x)) * from_bf16(u[i]));
+        }
     }
 }

@@ -12,9 +12,24 @@ import torch
 
 from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
 
+F32T = torch.float32
+
 
 def _check(*tensors: torch.Tensor) -> None:
     require_float32_cpu(*tensors, contiguous=True)
+
+
+def _check_either(t: torch.Tensor) -> None:
+    """float32, or bf16 (a bf16 model's activation between its products)."""
+    if t.dtype == torch.bfloat16 and t.device.type == "cpu" and t.is_contiguous():
+        return
+    _check(t)
+
+
+def _narrow(dtype: torch.dtype) -> torch.dtype:
+    if dtype not in (torch.float32, torch.bfloat16):
+        raise ValueError("the layer kernels write float32 or bf16")
+    return dtype
 
 
 class LayerOps:
@@ -27,34 +42,44 @@ class LayerOps:
             torch.bfloat16: bind(lib, "rope_store_bf16", None, *argtypes),
         }
         self._silu_mul = bind(lib, "silu_mul", None, PTR, PTR, I64, I64)
+        self._rms_norm_bf16 = bind(lib, "rms_norm_bf16", None, PTR, I64, PTR, PTR, I64, I64, F32)
+        self._add_rms_norm_bf16 = bind(lib, "add_rms_norm_bf16", None,
+                                       PTR, PTR, PTR, PTR, I64, I64, F32)  # fmt: skip
+        self._add_bf16 = bind(lib, "add_bf16", None, PTR, PTR, I64)
+        self._silu_mul_bf16 = bind(lib, "silu_mul_bf16", None, PTR, PTR, I64, I64)
 
     @classmethod
     def load(cls) -> LayerOps | None:
         lib = load("layer_ops")
         return cls(lib) if lib is not None else None
 
-    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        """`x` [rows, dim]; its rows may be strided (a selection of a batch's rows)."""
+    def rms_norm(
+        self, x: torch.Tensor, weight: torch.Tensor, eps: float, out_dtype: torch.dtype = F32T
+    ) -> torch.Tensor:
+        """`x` [rows, dim]; its rows may be strided (a selection of a batch's rows). The result
+        is float32, or bf16 for a bf16 product to take."""
         rows, dim = x.shape
         if x.stride(1) != 1 or x.dtype != torch.float32 or weight.shape != (dim,):
             raise ValueError("rms_norm takes float32 rows and a weight of their width")
         _check(weight)
-        out = torch.empty((rows, dim), dtype=torch.float32)
-        self._rms_norm(x.data_ptr(), x.stride(0), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
+        out = torch.empty((rows, dim), dtype=_narrow(out_dtype))
+        fn = self._rms_norm if out_dtype == F32T else self._rms_norm_bf16
+        fn(x.data_ptr(), x.stride(0), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
         return out
 
     def add_rms_norm(
         self, hidden: torch.Tensor, delta: torch.Tensor, weight: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        """Adds `delta` to `hidden` in place and returns the RMSNorm of the sum."""
-        _check(hidden, delta, weight)
+        """Adds `delta` to `hidden` in place and returns the RMSNorm of the sum. A bf16
+        `delta` (a bf16 product's output) gives a bf16 result (the next product's input)."""
+        _check(hidden, weight)
+        _check_either(delta)
         rows, dim = hidden.shape
         if delta.shape != hidden.shape or weight.shape != (dim,):
             raise ValueError("add_rms_norm: hidden, delta and weight disagree in shape")
-        out = torch.empty_like(hidden)
-        self._add_rms_norm(
-            hidden.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps
-        )
+        out = torch.empty(hidden.shape, dtype=delta.dtype)
+        fn = self._add_rms_norm if delta.dtype == F32T else self._add_rms_norm_bf16
+        fn(hidden.data_ptr(), delta.data_ptr(), weight.data_ptr(), out.data_ptr(), rows, dim, eps)
         return out
 
     def rope_store(
@@ -92,9 +117,22 @@ class LayerOps:
         )  # fmt: skip
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up for `gate_up` [rows, 2 * ffn] laid out [gate | up]."""
-        _check(gate_up)
+        """silu(gate) * up for `gate_up` [rows, 2 * ffn] laid out [gate | up], float32 or
+        bf16, in its dtype."""
+        _check_either(gate_up)
         rows, width = gate_up.shape
-        out = torch.empty((rows, width // 2), dtype=torch.float32)
-        self._silu_mul(gate_up.data_ptr(), out.data_ptr(), rows, width // 2)
+        out = torch.empty((rows, width // 2), dtype=gate_up.dtype)
+        fn = self._silu_mul if gate_up.dtype == F32T else self._silu_mul_bf16
+        fn(gate_up.data_ptr(), out.data_ptr(), rows, width // 2)
         return out
+
+    def add_(self, hidden: torch.Tensor, delta: torch.Tensor) -> None:
+        """hidden += delta, `delta` float32 or bf16."""
+        _check(hidden)
+        _check_either(delta)
+        if delta.shape != hidden.shape:
+            raise ValueError("add_: hidden and delta disagree in shape")
+        if delta.dtype == F32T:
+            hidden += delta
+        else:
+            self._add_bf16(hidden.data_ptr(), delta.data_ptr(), hidden.numel())

@@ -23,12 +23,6 @@
 #include "parallel.h"
 #include "vec8.h"
 
-/* Eight bf16 values as floats: a bf16 is the top half of the float32 with the same bits. */
-typedef uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
-static inline v8 load8_bf16(const uint16_t *p) {
-    return (v8)(__builtin_convertvector(*(const u16x8 *)p, v8i) << 16);
-}
-
 #define KV_T float
 #define LOAD_KV load8
 #define SUFFIX f32_

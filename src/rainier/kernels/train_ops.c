@@ -308,3 +308,113 @@ void softmax_grad(float *restrict grad, const float *restrict weights,
             for (; j < cols; j++) g[j] = (g[j] - d) * (w[j] * scale);
         }
 }
+
+/* bf16 activations, as autocast leaves them: the same passes read and write bf16 and compute
+ * in float32 between, so each value is rounded once, where PyTorch's bf16 operators round
+ * after every step of the chain. */
+
+void swiglu_forward_bf16(const uint16_t *restrict gate_up, uint16_t *restrict out, int64_t rows,
+                         int64_t width) {
+    PARALLEL_FOR(rows * width * 3)
+    for (int64_t i = 0; i < rows; i++) {
+        const uint16_t *g = gate_up + 2 * i * width, *u = g + width;
+        uint16_t *o = out + i * width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = load8_bf16(g + j);
+            store8_bf16(o + j, gv * vsigmoid(gv) * load8_bf16(u + j));
+        }
+        for (; j < width; j++) {
+            const float gj = from_bf16(g[j]);
+            o[j] = to_bf16(gj * sigmoid(gj) * from_bf16(u[j]));
+        }
+    }
+}
+
+void swiglu_backward_bf16(const uint16_t *restrict gate_up, const uint16_t *restrict grad,
+                          uint16_t *restrict grad_gate_up, int64_t rows, int64_t width) {
+    const v8 one = splat8(1.0f);
+    PARALLEL_FOR(rows * width * 5)
+    for (int64_t i = 0; i < rows; i++) {
+        const uint16_t *g = gate_up + 2 * i * width, *u = g + width;
+        const uint16_t *d = grad + i * width;
+        uint16_t *dg = grad_gate_up + 2 * i * width, *du = dg + width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = load8_bf16(g + j), dv = load8_bf16(d + j), s = vsigmoid(gv);
+            store8_bf16(du + j, dv * (gv * s));
+            store8_bf16(dg + j, dv * load8_bf16(u + j) * (s * (one + gv * (one - s))));
+        }
+        for (; j < width; j++) {
+            const float gj = from_bf16(g[j]), dj = from_bf16(d[j]), s = sigmoid(gj);
+            du[j] = to_bf16(dj * (gj * s));
+            dg[j] = to_bf16(dj * from_bf16(u[j]) * (s * (1.0f + gj * (1.0f - s))));
+        }
+    }
+}
+
+/* rotate_row on bf16 rows; head_dim / 2 a multiple of 8 or handled by the scalar tail. */
+static inline void rotate_row_bf16(const uint16_t *restrict x, const float *restrict c,
+                                   const float *restrict s, uint16_t *restrict out,
+                                   int64_t half, float sign) {
+    const uint16_t *x1 = x, *x2 = x + half;
+    uint16_t *o1 = out, *o2 = out + half;
+    const v8 sv = splat8(sign);
+    int64_t j = 0;
+    for (; j + 8 <= half; j += 8) {
+        const v8 a = load8_bf16(x1 + j), b = load8_bf16(x2 + j), cv = load8(c + j);
+        const v8 ss = load8(s + j) * sv;
+        store8_bf16(o1 + j, a * cv - b * ss);
+        store8_bf16(o2 + j, b * cv + a * ss);
+    }
+    for (; j < half; j++) {
+        const float a = from_bf16(x1[j]), b = from_bf16(x2[j]), ss = s[j] * sign;
+        o1[j] = to_bf16(a * c[j] - b * ss);
+        o2[j] = to_bf16(b * c[j] + a * ss);
+    }
+}
+
+void rotary_heads_forward_bf16(const uint16_t *restrict qkv, const float *restrict cos_t,
+                               const float *restrict sin_t, uint16_t *restrict q,
+                               uint16_t *restrict k, uint16_t *restrict v, int64_t batch,
+                               int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            const uint16_t *row = qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                rotate_row_bf16(row + h * head_dim, c, s,
+                                q + ((b * heads + h) * seq + t) * head_dim, half, 1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                const uint16_t *src = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                rotate_row_bf16(src, c, s, k + at, half, 1.0f);
+                memcpy(v + at, src + kv_heads * head_dim, sizeof(uint16_t) * (size_t)head_dim);
+            }
+        }
+}
+
+void rotary_heads_backward_bf16(const uint16_t *restrict grad_q, const uint16_t *restrict grad_k,
+                                const uint16_t *restrict grad_v, const float *restrict cos_t,
+                                const float *restrict sin_t, uint16_t *restrict grad_qkv,
+                                int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                                int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            uint16_t *row = grad_qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                rotate_row_bf16(grad_q + ((b * heads + h) * seq + t) * head_dim, c, s,
+                                row + h * head_dim, half, -1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                uint16_t *dst = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                rotate_row_bf16(grad_k + at, c, s, dst, half, -1.0f);
+                memcpy(dst + kv_heads * head_dim, grad_v + at, sizeof(uint16_t) * (size_t)head_dim);
+            }
+        }
+}

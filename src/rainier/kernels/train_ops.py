@@ -1,6 +1,7 @@
 """Typed entry to `train_ops.c`: fused element-wise passes of a training step on a CPU.
 
-Only float32 CPU tensors: on a GPU, or under bf16, PyTorch's operators are what the model
+Float32 CPU tensors, and bf16 ones (autocast's activations) for SwiGLU and the rotary head
+split; on a GPU, and for the other kernels under bf16, PyTorch's operators are what the model
 uses. Inputs are made contiguous here (a no-op for the activations a step passes), outputs
 are new tensors, and nothing is written into an input.
 """
@@ -12,6 +13,13 @@ import ctypes
 import torch
 
 from rainier.kernels import F32, I64, PTR, bind, load, require_float32_cpu
+
+
+def require_cpu(*tensors: torch.Tensor) -> None:
+    """float32 or bf16 CPU tensors, all of one dtype."""
+    if any(t.dtype not in (torch.float32, torch.bfloat16) or t.device.type != "cpu"
+           for t in tensors) or len({t.dtype for t in tensors}) != 1:  # fmt: skip
+        raise ValueError("this kernel takes float32 or bf16 CPU tensors of one dtype")
 
 
 class TrainOps:
@@ -30,8 +38,17 @@ class TrainOps:
         self._rms_bwd = bind(lib, "rmsnorm_backward", ctypes.c_int,
                               PTR, PTR, PTR, PTR, PTR, PTR, I64, I64)  # fmt: skip
         heads_args = (PTR,) * 6 + (I64,) * 5
-        self._heads_fwd = bind(lib, "rotary_heads_forward", None, *heads_args)
-        self._heads_bwd = bind(lib, "rotary_heads_backward", None, *heads_args)
+        self._heads_fwd = {
+            torch.float32: bind(lib, "rotary_heads_forward", None, *heads_args),
+            torch.bfloat16: bind(lib, "rotary_heads_forward_bf16", None, *heads_args),
+        }
+        self._heads_bwd = {
+            torch.float32: bind(lib, "rotary_heads_backward", None, *heads_args),
+            torch.bfloat16: bind(lib, "rotary_heads_backward_bf16", None, *heads_args),
+        }
+        self._swiglu_fwd_bf16 = bind(lib, "swiglu_forward_bf16", None, PTR, PTR, I64, I64)
+        self._swiglu_bwd_bf16 = bind(lib, "swiglu_backward_bf16", None,
+                                     PTR, PTR, PTR, I64, I64)  # fmt: skip
         self._causal_softmax = bind(lib, "causal_softmax", None,
                                      PTR, I64, I64, I64, I64, F32)  # fmt: skip
         self._softmax_grad = bind(lib, "softmax_grad", None,
@@ -77,21 +94,24 @@ class TrainOps:
         return grad
 
     def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """silu(gate) * up over `gate_up` [..., 2 * width], gate the first half of each row."""
-        require_float32_cpu(gate_up)
+        """silu(gate) * up over `gate_up` [..., 2 * width], gate the first half of each row;
+        float32 or bf16."""
+        require_cpu(gate_up)
         gate_up = gate_up.contiguous()
         width = gate_up.shape[-1] // 2
         out = gate_up.new_empty((*gate_up.shape[:-1], width))
-        self._swiglu_fwd(gate_up.data_ptr(), out.data_ptr(), out.numel() // max(width, 1), width)
+        fn = self._swiglu_fwd if gate_up.dtype == torch.float32 else self._swiglu_fwd_bf16
+        fn(gate_up.data_ptr(), out.data_ptr(), out.numel() // max(width, 1), width)
         return out
 
     def swiglu_backward(self, gate_up: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        require_float32_cpu(gate_up, grad)
+        require_cpu(gate_up, grad)
         gate_up, grad = gate_up.contiguous(), grad.contiguous()
         width = gate_up.shape[-1] // 2
         out = torch.empty_like(gate_up)
         rows = grad.numel() // max(width, 1)
-        self._swiglu_bwd(gate_up.data_ptr(), grad.data_ptr(), out.data_ptr(), rows, width)
+        fn = self._swiglu_bwd if gate_up.dtype == torch.float32 else self._swiglu_bwd_bf16
+        fn(gate_up.data_ptr(), grad.data_ptr(), out.data_ptr(), rows, width)
         return out
 
     def rmsnorm(
@@ -130,13 +150,15 @@ class TrainOps:
         self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`qkv` [batch, seq, heads + 2 kv_heads, head_dim] as q, k, v [batch, heads, seq,
-        head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2], half-split layout."""
-        require_float32_cpu(qkv, cos, sin)
+        head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2], half-split layout;
+        `qkv` float32 or bf16, the tables float32."""
+        require_cpu(qkv)
+        require_float32_cpu(cos, sin)
         qkv, cos, sin = qkv.contiguous(), cos.contiguous(), sin.contiguous()
         b, t, _, d = qkv.shape
         q = qkv.new_empty((b, heads, t, d))
         k, v = qkv.new_empty((b, kv_heads, t, d)), qkv.new_empty((b, kv_heads, t, d))
-        self._heads_fwd(
+        self._heads_fwd[qkv.dtype](
             qkv.data_ptr(), cos.data_ptr(), sin.data_ptr(), q.data_ptr(), k.data_ptr(),
             v.data_ptr(), b, t, heads, kv_heads, d,
         )  # fmt: skip
@@ -152,13 +174,14 @@ class TrainOps:
     ) -> torch.Tensor:
         """The gradient of the fused projection's output [batch, seq, heads + 2 kv_heads,
         head_dim]: q and k rotated back."""
-        require_float32_cpu(grad_q, grad_k, grad_v, cos, sin)
+        require_cpu(grad_q, grad_k, grad_v)
+        require_float32_cpu(cos, sin)
         grad_q, grad_k, grad_v = grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous()
         cos, sin = cos.contiguous(), sin.contiguous()
         b, heads, t, d = grad_q.shape
         kv_heads = grad_k.shape[1]
         grad = grad_q.new_empty((b, t, heads + 2 * kv_heads, d))
-        self._heads_bwd(
+        self._heads_bwd[grad_q.dtype](
             grad_q.data_ptr(), grad_k.data_ptr(), grad_v.data_ptr(), cos.data_ptr(),
             sin.data_ptr(), grad.data_ptr(), b, t, heads, kv_heads, d,
         )  # fmt: skip

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
@@ -42,6 +43,46 @@ static inline v8 hsum8x8(const v8 v[8]) {
 
 static inline float hsum8(v8 v) {
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
+/* bf16 is the top half of a float32 with the same bits: widening is a shift, narrowing
+ * rounds to the nearest (ties to even), as PyTorch's conversion does; NaN stays NaN. */
+typedef uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
+typedef uint32_t v8ui __attribute__((vector_size(32)));
+
+static inline v8 load8_bf16(const uint16_t *p) {
+    return (v8)(__builtin_convertvector(*(const u16x8 *)p, v8i) << 16);
+}
+
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+#include <immintrin.h>
+/* The CPU's own conversion (one instruction, the same rounding and NaN). */
+static inline void store8_bf16(uint16_t *p, v8 x) {
+    const __m128bh narrow = _mm256_cvtneps_pbh((__m256)x);
+    memcpy(p, &narrow, sizeof narrow);
+}
+#else
+static inline void store8_bf16(uint16_t *p, v8 x) {
+    const v8ui bits = (v8ui)x;
+    const v8ui rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const v8ui nan = (bits >> 16) | 0x40u;
+    const v8ui out = (v8ui)pick8((v8i)(x != x), (v8)nan, (v8)rounded);
+    *(u16x8 *)p = __builtin_convertvector(out, u16x8);
+}
+#endif
+
+static inline float from_bf16(uint16_t x) {
+    const uint32_t bits = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t to_bf16(float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    return (uint16_t)((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
 /* e^x, relative error about 2e-7, with x clamped to [-87, 88] where 2^n stays a normal

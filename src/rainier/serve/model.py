@@ -357,34 +357,29 @@ class LlamaModel:
             )  # fmt: skip
         ops = kernels.layer
         scale = 1.0 / math.sqrt(c.head_dim)
+        # Activations go into and out of the products in the weights' dtype (the kernels
+        # around them read and write it); the residual stream and attention stay float32.
         dtype = self.dtype
-
-        def project(projection: Projection, x: torch.Tensor) -> torch.Tensor:
-            """float32 activations in and out, whatever the weights' dtype."""
-            if dtype == torch.float32:
-                return projection(x)
-            return projection(x.to(dtype)).float()
-
         attend = StepAttention.plan(batch)
         hidden = self.embed[batch.token_ids].float()
-        x = ops.rms_norm(hidden, self.layers[0].input_norm, eps)
+        x = ops.rms_norm(hidden, self.layers[0].input_norm, eps, dtype)
         for i, layer in enumerate(self.layers):
-            qkv = project(layer.qkv, x).view(n, -1, c.head_dim)
+            qkv = layer.qkv(x).float().view(n, -1, c.head_dim)
             k_cache, v_cache = kv_cache[i]
             ops.rope_store(
                 qkv, heads, self.cos, self.sin, batch.positions, batch.slot_mapping, k_cache,
                 v_cache,
             )  # fmt: skip
             attn = attend(kernels.attention, qkv, heads, k_cache, v_cache, batch, scale)
-            attn_out = project(layer.o, attn.view(n, -1))
+            attn_out = layer.o(attn.view(n, -1).to(dtype))
             x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
-            down = project(layer.down, ops.silu_mul(project(layer.gate_up, x)))
+            down = layer.down(ops.silu_mul(layer.gate_up(x)))
             if i + 1 < len(self.layers):
                 x = ops.add_rms_norm(hidden, down, self.layers[i + 1].input_norm, eps)
             else:
-                hidden += down
-        last = ops.rms_norm(hidden[batch.logits_index], self.norm, eps)
-        return project(self.lm_head, last)
+                ops.add_(hidden, down)
+        last = ops.rms_norm(hidden[batch.logits_index], self.norm, eps, dtype)
+        return self.lm_head(last).float()
 
     def _check_indexes(self, batch: BatchInput, kv_cache: torch.Tensor) -> None:
         """The kernels follow these indexes with raw pointers: one out of range would read or

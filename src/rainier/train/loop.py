@@ -33,7 +33,7 @@ from rainier.train.env import RunEnv
 from rainier.train.export import export, publish_model
 from rainier.train.metrics import Poster, Reporter, peak_tflops, post_json
 from rainier.train.model import Transformer, lm_loss
-from rainier.train.optim import Schedule, adamw
+from rainier.train.optim import Schedule, adamw, clip_gradients
 from rainier.train.tokenizer import load_tokenizer
 
 EXIT_OK = 0
@@ -283,7 +283,7 @@ def _train(
                 (loss / args.grad_accum).backward()
             loss_sum += loss.detach() / args.grad_accum
         max_norm = args.grad_clip if args.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+        grad_norm = clip_gradients(model, max_norm)
         nonfinite += (~torch.isfinite(grad_norm)).float()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

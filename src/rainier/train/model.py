@@ -26,13 +26,15 @@ def _kernels() -> TrainOps | None:
     return TrainOps.load()
 
 
-def _fused(*tensors: torch.Tensor) -> TrainOps | None:
-    """The C kernels when every tensor is float32 on the CPU and they built here: each fuses
-    an element-wise chain that PyTorch runs as several full passes over an activation. Not
-    under `torch.compile`, which fuses those chains itself and cannot trace a ctypes call."""
-    if torch.compiler.is_compiling():
+def _fused(*tensors: torch.Tensor, bf16: bool = False) -> TrainOps | None:
+    """The C kernels when every tensor is float32 on the CPU (or, for the kernels that take
+    it, `bf16`, all bf16) and they built here: each fuses an element-wise chain that PyTorch
+    runs as several full passes over an activation. Not under `torch.compile`, which fuses
+    those chains itself and cannot trace a ctypes call."""
+    if torch.compiler.is_compiling() or not all(t.device.type == "cpu" for t in tensors):
         return None
-    if all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors):
+    dtypes = {t.dtype for t in tensors}
+    if dtypes == {torch.float32} or (bf16 and dtypes == {torch.bfloat16}):
         return _kernels()
     return None
 
@@ -128,7 +130,8 @@ class _Heads(torch.autograd.Function):
         ctx: Any, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         ctx.save_for_backward(cos, sin)
-        ctx.ops = ops = _fused(qkv, cos, sin)
+        tables = _fused(cos, sin) is not None
+        ctx.ops = ops = _fused(qkv, bf16=True) if tables else None
         if ops is not None:
             return ops.rotary_heads(qkv, cos, sin, heads, kv_heads)
         # (b, t, heads, head_dim) -> (b, heads, t, head_dim), the layout attention takes.
@@ -310,7 +313,7 @@ class _SwiGLU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gate_up: torch.Tensor) -> torch.Tensor:
-        ctx.ops = ops = _fused(gate_up)
+        ctx.ops = ops = _fused(gate_up, bf16=True)
         if ops is not None:
             ctx.save_for_backward(gate_up)
             return ops.swiglu(gate_up)

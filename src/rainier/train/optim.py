@@ -46,3 +46,18 @@ def adamw(
         return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
+
+
+def clip_gradients(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """`clip_grad_norm_`'s result and effect, without its multiply where it would scale by 1:
+    PyTorch multiplies every gradient by the clamped coefficient whatever it is, a full pass
+    over the gradients (as many bytes as the weights) on each step of a run whose norm is
+    under the limit, which on a CPU is most steps. On a GPU, where asking whether the norm is
+    over the limit would wait for the device, the plain call runs."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params or params[0].device.type != "cpu":
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if not float(max_norm / (norm + 1e-6)) >= 1.0:  # also where the norm is not finite
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return norm
