@@ -41,7 +41,18 @@ def reference(
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "dim", "block_size"),
-    [(4, 2, 64, 16), (4, 4, 80, 5), (8, 2, 128, 16), (2, 1, 8, 1), (6, 3, 72, 7)],
+    [
+        (4, 2, 64, 16),
+        (4, 4, 80, 5),
+        (8, 2, 128, 16),
+        (2, 1, 8, 1),
+        (6, 3, 72, 7),
+        # groups of four (read four query rows a pass), of six (four, then a pair), and of
+        # four on a width that is no multiple of 32
+        (16, 4, 64, 16),
+        (12, 2, 64, 16),
+        (4, 1, 40, 8),
+    ],
 )
 def test_matches_attention_in_float64(
     kernel: PagedAttention,

@@ -63,6 +63,75 @@ static void CAT(weigh_pair_8_, SUFFIX)(v8 *acc0, v8 *acc1, const float *w0, cons
     }
 }
 
+#ifdef __AVX512VL__
+/* With AVX-512's 32 vector registers: the scores of four query rows (a whole group of four)
+ * per pass over the keys, so each key row is loaded once for all of them, and the weighted
+ * sum over 64 columns at once, so each value row is loaded whole. */
+static void CAT(scores_quad_, SUFFIX)(float *restrict out[4], const float *q[4],
+                                      const KV_T *restrict key, int64_t n, int64_t stride,
+                                      int64_t dim) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4, key += 4 * stride) {
+        v8 acc[16] = {0}; /* acc[4 * r + i]: key j + i against row r */
+        for (int64_t c = 0; c < dim; c += 8) {
+            const v8 x0 = load8(q[0] + c), x1 = load8(q[1] + c), x2 = load8(q[2] + c),
+                     x3 = load8(q[3] + c);
+            for (int i = 0; i < 4; i++) {
+                const v8 k = LOAD_KV(key + i * stride + c);
+                acc[i] += x0 * k;
+                acc[4 + i] += x1 * k;
+                acc[8 + i] += x2 * k;
+                acc[12 + i] += x3 * k;
+            }
+        }
+        const v8 lo = hsum8x8(acc), hi = hsum8x8(acc + 8);
+        for (int i = 0; i < 4; i++) {
+            out[0][j + i] = lo[i];
+            out[1][j + i] = lo[4 + i];
+            out[2][j + i] = hi[i];
+            out[3][j + i] = hi[4 + i];
+        }
+    }
+    for (; j < n; j++, key += stride) {
+        v8 a[4] = {0};
+        for (int64_t c = 0; c < dim; c += 8) {
+            const v8 k = LOAD_KV(key + c);
+            for (int r = 0; r < 4; r++) a[r] += load8(q[r] + c) * k;
+        }
+        for (int r = 0; r < 4; r++) out[r][j] = hsum8(a[r]);
+    }
+}
+
+/* The weighted sum of four rows over 32 columns: each value half-row is loaded once for all
+ * four, so a group's values are read once in all. */
+static void CAT(weigh_quad_32_, SUFFIX)(v8 acc[16], float *const w[4], const KV_T *restrict value,
+                                        int64_t n, int64_t stride) {
+    for (int64_t j = 0; j < n; j++, value += stride) {
+        const v8 x0 = splat8(w[0][j]), x1 = splat8(w[1][j]), x2 = splat8(w[2][j]),
+                 x3 = splat8(w[3][j]);
+        for (int i = 0; i < 4; i++) {
+            const v8 v = LOAD_KV(value + 8 * i);
+            acc[i] += x0 * v;
+            acc[4 + i] += x1 * v;
+            acc[8 + i] += x2 * v;
+            acc[12 + i] += x3 * v;
+        }
+    }
+}
+
+static void CAT(weigh_pair_64_, SUFFIX)(v8 acc0[8], v8 acc1[8], const float *w0, const float *w1,
+                                        const KV_T *restrict value, int64_t n, int64_t stride) {
+    for (int64_t j = 0; j < n; j++, value += stride) {
+        const v8 x0 = splat8(w0[j]), x1 = splat8(w1[j]);
+        for (int i = 0; i < 8; i++) {
+            const v8 v = LOAD_KV(value + 8 * i);
+            acc0[i] += x0 * v;
+            acc1[i] += x1 * v;
+        }
+    }
+}
+#endif
+
 static int CAT(paged_attention_, SUFFIX)(
     const float *q, int64_t q_token_stride,       /* [tokens, heads, head_dim], rows strided */
     const KV_T *k_cache, const KV_T *v_cache,     /* [slots, kv_heads, head_dim] each */
@@ -82,7 +151,7 @@ static int CAT(paged_attention_, SUFFIX)(
      * contexts of every length, so contiguous shares would leave one thread the longest. */
     RAINIER_PRAGMA(omp parallel if (num_tokens * heads * longest * head_dim >= PARALLEL_MIN_WORK))
     {
-    float *scores = malloc(sizeof(float) * (size_t)(2 * longest));
+    float *scores = malloc(sizeof(float) * (size_t)(4 * longest));
     if (scores == NULL) failed = 1;
     RAINIER_PRAGMA(omp for collapse(2) schedule(static, 1))
     for (int64_t t = 0; t < num_tokens; t++) {
@@ -91,22 +160,81 @@ static int CAT(paged_attention_, SUFFIX)(
             const int64_t *table = block_tables + token_seq[t] * max_blocks;
             const int64_t length = context_lens[t];
             const KV_T *keys = k_cache + h * head_dim, *values = v_cache + h * head_dim;
+            int quad_scored = 0; /* the scores of rows g .. g + 3 are in place */
             for (int64_t g = 0; g < groups; g += 2) {
                 const int64_t g1 = g + 1 < groups ? g + 1 : g;
                 const float *q0 = q + t * q_token_stride + (h * groups + g) * head_dim;
                 const float *q1 = q + t * q_token_stride + (h * groups + g1) * head_dim;
-                float *s0 = scores, *s1 = scores + length;
-                for (int64_t start = 0; start < length; start += block_size) {
-                    const int64_t n = length - start < block_size ? length - start : block_size;
-                    const int64_t row = table[start / block_size] * block_size * slot_stride;
-                    CAT(scores_pair_, SUFFIX)(s0 + start, s1 + start, q0, q1, keys + row, n, slot_stride,
-                                head_dim);
+                float *s0 = scores + (g % 4) * length, *s1 = s0 + length;
+#ifdef __AVX512VL__
+                if (g % 4 == 0 && g + 4 <= groups) {
+                    float *rows[4] = {scores, scores + length, scores + 2 * length,
+                                      scores + 3 * length};
+                    const float *qs[4] = {q0, q1, q1 + head_dim, q1 + 2 * head_dim};
+                    for (int64_t start = 0; start < length; start += block_size) {
+                        const int64_t n = length - start < block_size ? length - start : block_size;
+                        const int64_t row = table[start / block_size] * block_size * slot_stride;
+                        float *at[4] = {rows[0] + start, rows[1] + start, rows[2] + start,
+                                        rows[3] + start};
+                        CAT(scores_quad_, SUFFIX)(at, qs, keys + row, n, slot_stride, head_dim);
+                    }
+                    for (int r = 0; r < 4; r++) softmax_row(rows[r], length, scale);
+                    quad_scored = 1;
+                    if (head_dim % 32 == 0) {
+                        for (int64_t c = 0; c < head_dim; c += 32) {
+                            v8 acc[16] = {0};
+                            for (int64_t start = 0; start < length; start += block_size) {
+                                const int64_t n =
+                                    length - start < block_size ? length - start : block_size;
+                                const int64_t row =
+                                    table[start / block_size] * block_size * slot_stride;
+                                float *w[4] = {rows[0] + start, rows[1] + start, rows[2] + start,
+                                               rows[3] + start};
+                                CAT(weigh_quad_32_, SUFFIX)(acc, w, values + row + c, n,
+                                                            slot_stride);
+                            }
+                            for (int r = 0; r < 4; r++) {
+                                float *o = out + (t * heads + h * groups + g + r) * head_dim + c;
+                                for (int i = 0; i < 4; i++) store8(o + 8 * i, acc[4 * r + i]);
+                            }
+                        }
+                        g += 2; /* rows g + 2, g + 3 are done too */
+                        continue;
+                    }
+                } else if (g % 4 == 0) {
+                    quad_scored = 0;
                 }
-                softmax_row(s0, length, scale);
-                softmax_row(s1, length, scale);
+#endif
+                if (!quad_scored) {
+                    s0 = scores;
+                    s1 = scores + length;
+                    for (int64_t start = 0; start < length; start += block_size) {
+                        const int64_t n = length - start < block_size ? length - start : block_size;
+                        const int64_t row = table[start / block_size] * block_size * slot_stride;
+                        CAT(scores_pair_, SUFFIX)(s0 + start, s1 + start, q0, q1, keys + row, n,
+                                                  slot_stride, head_dim);
+                    }
+                    softmax_row(s0, length, scale);
+                    softmax_row(s1, length, scale);
+                }
                 float *o0 = out + (t * heads + h * groups + g) * head_dim;
                 float *o1 = out + (t * heads + h * groups + g1) * head_dim;
                 int64_t c = 0;
+#ifdef __AVX512VL__
+                for (; c + 64 <= head_dim; c += 64) {
+                    v8 acc0[8] = {0}, acc1[8] = {0};
+                    for (int64_t start = 0; start < length; start += block_size) {
+                        const int64_t n = length - start < block_size ? length - start : block_size;
+                        const int64_t row = table[start / block_size] * block_size * slot_stride;
+                        CAT(weigh_pair_64_, SUFFIX)(acc0, acc1, s0 + start, s1 + start,
+                                                    values + row + c, n, slot_stride);
+                    }
+                    for (int i = 0; i < 8; i++) {
+                        store8(o0 + c + 8 * i, acc0[i]);
+                        store8(o1 + c + 8 * i, acc1[i]);
+                    }
+                }
+#endif
                 for (; c + 32 <= head_dim; c += 32) {
                     v8 acc0[4] = {0}, acc1[4] = {0};
                     for (int64_t start = 0; start < length; start += block_size) {
