@@ -151,6 +151,7 @@ static int CAT(paged_attention_, SUFFIX)(
      * contexts of every length, so contiguous shares would leave one thread the longest. */
     RAINIER_PRAGMA(omp parallel if (num_tokens * heads * longest * head_dim >= PARALLEL_MIN_WORK))
     {
+    SUBNORMALS_AS_ZERO_BEGIN
     float *scores = malloc(sizeof(float) * (size_t)(4 * longest));
     if (scores == NULL) failed = 1;
     RAINIER_PRAGMA(omp for collapse(2) schedule(static, 1))
@@ -263,6 +264,7 @@ static int CAT(paged_attention_, SUFFIX)(
         }
     }
     free(scores);
+    SUBNORMALS_AS_ZERO_END
     }
     return failed ? -1 : 0;
 }

@@ -27,4 +27,19 @@
 #define PARALLEL_FOR2(work) \
     RAINIER_PRAGMA(omp parallel for collapse(2) schedule(static) if ((work) >= PARALLEL_MIN_WORK))
 
+/* Subnormal floats as zero, in and out, for the thread running the block between these two:
+ * softmax weights far below the largest are subnormal, and each product with one costs the
+ * CPU a micro-code assist of some hundred cycles, which doubled a 100M model's decode
+ * attention. What they would have added is below 1e-38 of the result. */
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#define SUBNORMALS_AS_ZERO_BEGIN \
+    const unsigned int saved_csr_ = _mm_getcsr(); \
+    _mm_setcsr(saved_csr_ | 0x8040u); /* FTZ | DAZ */
+#define SUBNORMALS_AS_ZERO_END _mm_setcsr(saved_csr_);
+#else
+#define SUBNORMALS_AS_ZERO_BEGIN
+#define SUBNORMALS_AS_ZERO_END
+#endif
+
 #endif
