@@ -153,7 +153,10 @@ static int CAT(paged_attention_, SUFFIX)(
     {
     SUBNORMALS_AS_ZERO_BEGIN
     float *scores = malloc(sizeof(float) * (size_t)(4 * longest));
-    if (scores == NULL) failed = 1;
+    if (scores == NULL) {
+        RAINIER_PRAGMA(omp atomic write)
+        failed = 1;
+    }
     RAINIER_PRAGMA(omp for collapse(2) schedule(static, 1))
     for (int64_t t = 0; t < num_tokens; t++) {
         for (int64_t h = 0; h < kv_heads; h++) {
