@@ -188,10 +188,12 @@ def test_logs_follow_every_rank_of_output_sent_over_http(
     op.post("/api/v1/tenants", {"kind": "Tenant", "name": "acme"})
     key = op.post("/api/v1/keys", {"tenant": "acme", "role": "admin"})["key"]
     acme = Client(sending.url, key)
+    # Both ranks print all their lines before either fails: the first rank to fail ends the
+    # gang, and the other rank's lines after that are rightly never written.
     program = (
         "import os, time; r = os.environ['RANK']; "
         "[(print(f'line {i} of rank {r}', flush=True), time.sleep(0.1)) for i in range(5)]; "
-        "raise SystemExit(3)"
+        "time.sleep(2); raise SystemExit(3)"
     )
     gang = acme.post(
         "/api/v1/jobs", {"kind": "Job", "name": "gang", "nodes": 2, "command": [PY, "-c", program]}
