@@ -49,11 +49,6 @@ def marks_of(tmp_path: Path, job: dict[str, object] | str) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known race, open: now and then a job acknowledged just before the kill -9 is not "
-    "run to its end after the restart (seen once in three full runs)",
-)
 def test_kill9_loses_nothing_and_runs_nothing_twice(server: ServerProcess, tmp_path: Path) -> None:
     op = Client(server.url, Client(server.url).post("/api/v1/init")["key"])
     op.post("/api/v1/nodes", {"kind": "Node", "name": "n1", "flavor": "cpu", "chips": 64})

@@ -81,7 +81,7 @@ class LocalExecutor:
 
     def start(self, launch: TaskLaunch) -> dict[str, Any]:
         task_dir = self._dir(launch.task_id)
-        if (task_dir / "spawned").exists():
+        if (task_dir / "spawned").exists() and _claimed(task_dir):
             return self._handle(task_dir)
         task_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(task_dir, 0o700)
@@ -94,7 +94,7 @@ class LocalExecutor:
             taskrun.check_exec_size(run)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         taskrun.make_folders(run, launch)
-        (task_dir / "launch.json").write_text(json.dumps(run.to_json()))
+        _replace(task_dir / "launch.json", json.dumps(run.to_json()))
         spawned_us = time.time_ns() // 1000
         (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
         output = task_dir / OUTPUT_FILE if self.send_output else launch.log_path
@@ -173,6 +173,20 @@ class LocalExecutor:
         for proc in self._children.values():
             proc.poll()
         self._children.clear()
+
+
+def _claimed(task_dir: Path) -> bool:
+    """A wrapper took the task (see `taskwrap`). `spawned` without a claim is a spawn that a
+    crash may have cut short before its fork: the task is spawned again, and of two wrappers
+    only one ever runs it."""
+    return (task_dir / "pid").exists() or _locked(task_dir / "lock")
+
+
+def _replace(path: Path, text: str) -> None:
+    """A wrapper of an earlier spawn may read the file while it is written again."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _locked(path: Path) -> bool:

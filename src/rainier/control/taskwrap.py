@@ -1,6 +1,8 @@
 """Runs one task and leaves a record that outlives the control plane.
 
-The local executor starts every task through this wrapper in a new session. It holds an
+The local executor starts every task through this wrapper in a new session. The first wrapper
+of a task claims it (`<dir>/pid`); any later one leaves at once, so a task runs once however
+often a crashing control plane spawned it. The claimant holds an
 exclusive lock on `<dir>/lock` while the task lives and writes `<dir>/exit` atomically when the
 task ends, so a control plane restarted after a crash can tell "still running" (lock held),
 "exited with code N" (exit file) and "lost" (neither) for processes that are not its children.
@@ -40,9 +42,8 @@ from rainier.tasklink import ControlPlane
 def main(argv: list[str]) -> int:
     task_dir = Path(argv[0])
     command = argv[2:] if argv[1:2] == ["--"] else argv[1:]
-    lock = os.open(task_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    (task_dir / "pid").write_text(str(os.getpid()))
+    if not _claim(task_dir):
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: None)
     signal.signal(signal.SIGINT, lambda *_: None)
     started: taskrun.Started | None = None
@@ -88,6 +89,24 @@ def main(argv: list[str]) -> int:
         archive_log(Path(run.log_path), run.env)
     _write(task_dir / "exit", str(code))
     return 0 if code == 0 else 1
+
+
+def _claim(task_dir: Path) -> bool:
+    """Makes this wrapper the task's only one, for good: it holds the lock, and no wrapper
+    wrote `pid` before it. A control plane that died while spawning cannot tell whether its
+    wrapper got as far as the fork, so a restarted one spawns another; the later of the two
+    finds the task claimed and leaves without a trace."""
+    lock = os.open(task_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        return False
+    if (task_dir / "pid").exists():
+        os.close(lock)
+        return False
+    (task_dir / "pid").write_text(str(os.getpid()))
+    return True  # the lock stays held until this process exits
 
 
 def _write(path: Path, text: str) -> None:
