@@ -9,9 +9,10 @@ Each mode is a shape x a compute dtype x a torch thread count, the runtime and t
 alike: the `tiny` shape (3 layers, 256 wide) and a ~100M-parameter Llama (`100m`: 1024 wide,
 12 layers, 16 query / 4 KV heads); fp32, and bf16 (autocast over fp32 master weights) where
 the CPU has bf16 matrix units (AMX); one thread and every core this process may use. The
-runtime is timed from its `start` event to its `done` event, which includes its checkpoint
-writes and its final validation; the bare loop gets two untimed warm-up steps the runtime
-does not, and ends, as the runtime, with the loss of one batch without gradients. The bare
+runtime is timed from the metrics line of its last warm-up step to its `done` event, which
+includes its checkpoint write and its final validation; the bare loop runs the same warm-up
+steps untimed (their first creates oneDNN's kernels and faults in the activations' memory),
+and ends, as the runtime, with the loss of one batch without gradients. The bare
 loop runs with the allocator settings the runtime applies to itself (`keep_freed_memory`),
 so the ratio measures the runtime's own work, not glibc's defaults.
 
@@ -65,6 +66,8 @@ SHAPES: dict[str, dict[str, int]] = {
     },
 }  # fmt: skip
 CHECKPOINT_EVERY = 100
+TINY_WARMUP = 10  # the runtime's log interval there, as jobs run it
+BIG_WARMUP = 2
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class Mode:
     steps: int
     batch: int
     seq: int
+    warmup: int = 0  # untimed steps before `steps`; the runtime logs once per warm-up
+
+    @property
+    def log_every(self) -> int:
+        return self.warmup or 10
 
     @property
     def name(self) -> str:
@@ -91,9 +99,9 @@ def train_argv(corpus: Path, cache: Path, ckpt: Path | None, mode: Mode, every: 
     argv = ["--data", str(corpus), "--data-cache", str(cache)]
     if ckpt is not None:
         argv += ["--checkpoint-dir", str(ckpt)]
-    argv += ["--steps", str(mode.steps), "--batch-size", str(mode.batch)]
+    argv += ["--steps", str(mode.warmup + mode.steps), "--batch-size", str(mode.batch)]
     argv += ["--seq-len", str(mode.seq), "--checkpoint-every", str(every)]
-    argv += ["--log-every", "10", "--eval-batches", "1", "--preset", "tiny"]
+    argv += ["--log-every", str(mode.log_every), "--eval-batches", "1", "--preset", "tiny"]
     argv += ["--threads", str(mode.threads), "--dtype", mode.dtype]
     for item in overrides(mode.shape):
         argv += ["--override", item]
@@ -101,12 +109,15 @@ def train_argv(corpus: Path, cache: Path, ckpt: Path | None, mode: Mode, every: 
 
 
 def events(lines: str) -> dict[str, dict[str, Any]]:
+    """The runtime's events by name, and its metrics lines as `step <n>`."""
     found: dict[str, dict[str, Any]] = {}
     for line in lines.splitlines():
         if line.startswith("{"):
             record = json.loads(line)
             if "event" in record:
                 found[record["event"]] = record
+            elif "step" in record:
+                found[f"step {record['step']}"] = record
     return found
 
 
@@ -134,13 +145,14 @@ def runtime_round(corpus: Path, cache: Path, work: Path, mode: Mode) -> tuple[fl
     steps without a checkpoint folder, where one save (weights and AdamW's moments, 1.6 GB)
     would be most of a short round."""
     ckpt = Path(tempfile.mkdtemp(dir=work)) if mode.shape == "tiny" else None
-    every = CHECKPOINT_EVERY if ckpt is not None else 0
+    every = mode.warmup + mode.steps if ckpt is not None else 0
     seen = run_runtime(train_argv(corpus, cache, ckpt, mode, every))
     if mode.steps >= CHECKPOINT_EVERY and ckpt is not None and "checkpoint" not in seen:
         raise SystemExit("the runtime wrote no checkpoint in its round")
     if seen["start"]["dtype"] != mode.dtype:
         raise SystemExit(f"the runtime computed in {seen['start']['dtype']}, not {mode.dtype}")
-    return seen["done"]["time"] - seen["start"]["time"], mode.steps * mode.batch * mode.seq
+    timed_from = seen[f"step {mode.warmup}"] if mode.warmup else seen["start"]
+    return seen["done"]["time"] - timed_from["time"], mode.steps * mode.batch * mode.seq
 
 
 def bare_round(mode: Mode) -> tuple[float, int]:
@@ -163,7 +175,7 @@ def bare_round(mode: Mode) -> tuple[float, int]:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(2):
+    for _ in range(mode.warmup):
         step()
     started = time.perf_counter()
     for _ in range(steps):
@@ -257,7 +269,9 @@ def ratio(figures: dict[str, dict[str, Any]], a: str, b: str) -> float | None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=2, help="runtime/bare pairs per mode")
-    p.add_argument("--steps", type=int, default=CHECKPOINT_EVERY, help="tiny: steps per round")
+    p.add_argument(
+        "--steps", type=int, default=CHECKPOINT_EVERY, help="tiny: timed steps per round"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -270,8 +284,7 @@ def main() -> None:
         "--big-steps",
         type=int,
         default=8,
-        help="100m: steps per round (the runtime's first step and its final validation are "
-        "in its time, the bare loop's two warm-up steps are not)",
+        help="100m: timed steps per round",
     )
     p.add_argument(
         "--big-batch-size",
@@ -302,9 +315,9 @@ def main() -> None:
     if args.dtypes == "auto" and not cpu_has_fast_bf16():
         dtypes = ["fp32"]
     modes = [
-        Mode(shape, dtype, t, args.steps, args.batch_size, args.seq_len)
+        Mode(shape, dtype, t, args.steps, args.batch_size, args.seq_len, TINY_WARMUP)
         if shape == "tiny"
-        else Mode(shape, dtype, t, args.big_steps, args.big_batch_size, args.seq_len)
+        else Mode(shape, dtype, t, args.big_steps, args.big_batch_size, args.seq_len, BIG_WARMUP)
         for shape in args.shapes.split(",")
         for dtype in dtypes
         for t in threads
