@@ -40,13 +40,15 @@ static void CAT(scores_pair_, SUFFIX)(float *restrict out0, float *restrict out1
     }
 }
 
-/* acc0/acc1 += sum_j w0[j] / w1[j] * value_j over 32 columns of `n` value rows: each value
- * load serves both rows of the pair, and the eight sums stay in registers. */
-static void CAT(weigh_pair_32_, SUFFIX)(v8 acc0[4], v8 acc1[4], const float *w0, const float *w1,
-                          const KV_T *restrict value, int64_t n, int64_t stride) {
+/* acc0/acc1 += sum_j w0[j] / w1[j] * value_j over `blocks` x 8 columns of `n` value rows:
+ * each value load serves both rows of the pair. Always inlined with a constant `blocks`, so
+ * its loop unrolls and the sums stay in registers. */
+static inline __attribute__((always_inline)) void CAT(weigh_pair_, SUFFIX)(
+    v8 *acc0, v8 *acc1, int blocks, const float *w0, const float *w1, const KV_T *restrict value,
+    int64_t n, int64_t stride) {
     for (int64_t j = 0; j < n; j++, value += stride) {
         const v8 x0 = splat8(w0[j]), x1 = splat8(w1[j]);
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < blocks; i++) {
             const v8 v = LOAD_KV(value + 8 * i);
             acc0[i] += x0 * v;
             acc1[i] += x1 * v;
@@ -54,12 +56,21 @@ static void CAT(weigh_pair_32_, SUFFIX)(v8 acc0[4], v8 acc1[4], const float *w0,
     }
 }
 
-static void CAT(weigh_pair_8_, SUFFIX)(v8 *acc0, v8 *acc1, const float *w0, const float *w1,
-                         const KV_T *restrict value, int64_t n, int64_t stride) {
-    for (int64_t j = 0; j < n; j++, value += stride) {
-        const v8 v = LOAD_KV(value);
-        *acc0 += splat8(w0[j]) * v;
-        *acc1 += splat8(w1[j]) * v;
+/* o0/o1[0, 8 blocks) = the pair's weights s0/s1 over the whole context times its values
+ * (`values` at the pair's first column), block by block of the cache. */
+static inline __attribute__((always_inline)) void CAT(weigh_pair_columns_, SUFFIX)(
+    float *o0, float *o1, int blocks, const float *s0, const float *s1, const KV_T *values,
+    const int64_t *table, int64_t length, int64_t block_size, int64_t slot_stride) {
+    v8 acc0[8] = {0}, acc1[8] = {0};
+    for (int64_t start = 0; start < length; start += block_size) {
+        const int64_t n = length - start < block_size ? length - start : block_size;
+        const int64_t row = table[start / block_size] * block_size * slot_stride;
+        CAT(weigh_pair_, SUFFIX)(acc0, acc1, blocks, s0 + start, s1 + start, values + row, n,
+                                 slot_stride);
+    }
+    for (int i = 0; i < blocks; i++) {
+        store8(o0 + 8 * i, acc0[i]);
+        store8(o1 + 8 * i, acc1[i]);
     }
 }
 
@@ -115,18 +126,6 @@ static void CAT(weigh_quad_32_, SUFFIX)(v8 acc[16], float *const w[4], const KV_
             acc[4 + i] += x1 * v;
             acc[8 + i] += x2 * v;
             acc[12 + i] += x3 * v;
-        }
-    }
-}
-
-static void CAT(weigh_pair_64_, SUFFIX)(v8 acc0[8], v8 acc1[8], const float *w0, const float *w1,
-                                        const KV_T *restrict value, int64_t n, int64_t stride) {
-    for (int64_t j = 0; j < n; j++, value += stride) {
-        const v8 x0 = splat8(w0[j]), x1 = splat8(w1[j]);
-        for (int i = 0; i < 8; i++) {
-            const v8 v = LOAD_KV(value + 8 * i);
-            acc0[i] += x0 * v;
-            acc1[i] += x1 * v;
         }
     }
 }
@@ -225,44 +224,16 @@ static int CAT(paged_attention_, SUFFIX)(
                 float *o1 = out + (t * heads + h * groups + g1) * head_dim;
                 int64_t c = 0;
 #ifdef __AVX512VL__
-                for (; c + 64 <= head_dim; c += 64) {
-                    v8 acc0[8] = {0}, acc1[8] = {0};
-                    for (int64_t start = 0; start < length; start += block_size) {
-                        const int64_t n = length - start < block_size ? length - start : block_size;
-                        const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        CAT(weigh_pair_64_, SUFFIX)(acc0, acc1, s0 + start, s1 + start,
-                                                    values + row + c, n, slot_stride);
-                    }
-                    for (int i = 0; i < 8; i++) {
-                        store8(o0 + c + 8 * i, acc0[i]);
-                        store8(o1 + c + 8 * i, acc1[i]);
-                    }
-                }
+                for (; c + 64 <= head_dim; c += 64)
+                    CAT(weigh_pair_columns_, SUFFIX)(o0 + c, o1 + c, 8, s0, s1, values + c, table,
+                                                     length, block_size, slot_stride);
 #endif
-                for (; c + 32 <= head_dim; c += 32) {
-                    v8 acc0[4] = {0}, acc1[4] = {0};
-                    for (int64_t start = 0; start < length; start += block_size) {
-                        const int64_t n = length - start < block_size ? length - start : block_size;
-                        const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        CAT(weigh_pair_32_, SUFFIX)(acc0, acc1, s0 + start, s1 + start, values + row + c, n,
-                                      slot_stride);
-                    }
-                    for (int i = 0; i < 4; i++) {
-                        store8(o0 + c + 8 * i, acc0[i]);
-                        store8(o1 + c + 8 * i, acc1[i]);
-                    }
-                }
-                for (; c < head_dim; c += 8) {
-                    v8 acc0 = splat8(0.0f), acc1 = splat8(0.0f);
-                    for (int64_t start = 0; start < length; start += block_size) {
-                        const int64_t n = length - start < block_size ? length - start : block_size;
-                        const int64_t row = table[start / block_size] * block_size * slot_stride;
-                        CAT(weigh_pair_8_, SUFFIX)(&acc0, &acc1, s0 + start, s1 + start, values + row + c, n,
-                                     slot_stride);
-                    }
-                    store8(o0 + c, acc0);
-                    store8(o1 + c, acc1);
-                }
+                for (; c + 32 <= head_dim; c += 32)
+                    CAT(weigh_pair_columns_, SUFFIX)(o0 + c, o1 + c, 4, s0, s1, values + c, table,
+                                                     length, block_size, slot_stride);
+                for (; c < head_dim; c += 8)
+                    CAT(weigh_pair_columns_, SUFFIX)(o0 + c, o1 + c, 1, s0, s1, values + c, table,
+                                                     length, block_size, slot_stride);
             }
         }
     }

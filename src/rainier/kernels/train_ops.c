@@ -1,4 +1,4 @@
-/* Fused float32 passes for the element-wise parts of a training step on a CPU.
+/* Fused passes for the element-wise parts of a training step on a CPU.
  *
  * Each function does in one sweep over its rows what PyTorch's operators do in several, each
  * of which reads and writes a full activation: cross-entropy (row maximum, log-sum-exp and
@@ -85,47 +85,6 @@ void cross_entropy_backward(const float *restrict logits, const int64_t *restric
     }
 }
 
-/* out = silu(gate) * up, where each row of `gate_up` is `width` gate values then `width` up
- * values (the fused projection's output). */
-void swiglu_forward(const float *restrict gate_up, float *restrict out, int64_t rows,
-                    int64_t width) {
-    PARALLEL_FOR(rows * width * 3)
-    for (int64_t i = 0; i < rows; i++) {
-        const float *g = gate_up + 2 * i * width, *u = g + width;
-        float *o = out + i * width;
-        int64_t j = 0;
-        for (; j + 8 <= width; j += 8) {
-            const v8 gv = load8(g + j);
-            store8(o + j, gv * vsigmoid(gv) * load8(u + j));
-        }
-        for (; j < width; j++) o[j] = g[j] * sigmoid(g[j]) * u[j];
-    }
-}
-
-/* Both halves of the gradient of the fused projection's output in one pass:
- * d gate = grad * up * s * (1 + gate * (1 - s)), d up = grad * gate * s, s = sigmoid(gate). */
-void swiglu_backward(const float *restrict gate_up, const float *restrict grad,
-                     float *restrict grad_gate_up, int64_t rows, int64_t width) {
-    const v8 one = splat8(1.0f);
-    PARALLEL_FOR(rows * width * 5)
-    for (int64_t i = 0; i < rows; i++) {
-        const float *g = gate_up + 2 * i * width, *u = g + width;
-        const float *d = grad + i * width;
-        float *dg = grad_gate_up + 2 * i * width, *du = dg + width;
-        int64_t j = 0;
-        for (; j + 8 <= width; j += 8) {
-            const v8 gv = load8(g + j), dv = load8(d + j), s = vsigmoid(gv);
-            store8(du + j, dv * (gv * s));
-            store8(dg + j, dv * load8(u + j) * (s * (one + gv * (one - s))));
-        }
-        for (; j < width; j++) {
-            const float s = sigmoid(g[j]);
-            du[j] = d[j] * (g[j] * s);
-            dg[j] = d[j] * u[j] * (s * (1.0f + g[j] * (1.0f - s)));
-        }
-    }
-}
-
 /* out = weight * (x * r), r = 1 / sqrt(mean(x^2) + eps) per row, kept for the backward. */
 void rmsnorm_forward(const float *restrict x, const float *restrict weight, float *restrict out,
                      float *restrict rstd, int64_t rows, int64_t dim, float eps) {
@@ -204,76 +163,6 @@ int rmsnorm_backward(const float *restrict x, const float *restrict weight,
     return 0;
 }
 
-/* Rotates one head row by its position's angles, half-split layout (dimension j pairs with
- * j + half): out1 = x1 cos - sign x2 sin, out2 = x2 cos + sign x1 sin. */
-static inline void rotate_row(const float *restrict x, const float *restrict c,
-                              const float *restrict s, float *restrict out, int64_t half,
-                              float sign) {
-    const float *x1 = x, *x2 = x + half;
-    float *o1 = out, *o2 = out + half;
-    const v8 sv = splat8(sign);
-    int64_t j = 0;
-    for (; j + 8 <= half; j += 8) {
-        const v8 a = load8(x1 + j), b = load8(x2 + j), cv = load8(c + j), ss = load8(s + j) * sv;
-        store8(o1 + j, a * cv - b * ss);
-        store8(o2 + j, b * cv + a * ss);
-    }
-    for (; j < half; j++) {
-        const float ss = s[j] * sign;
-        o1[j] = x1[j] * c[j] - x2[j] * ss;
-        o2[j] = x2[j] * c[j] + x1[j] * ss;
-    }
-}
-
-/* The fused projection's output [batch, seq, heads + 2 kv_heads, head_dim] as q, k and v, each
- * [batch, its heads, seq, head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2]. */
-void rotary_heads_forward(const float *restrict qkv, const float *restrict cos_t,
-                          const float *restrict sin_t, float *restrict q, float *restrict k,
-                          float *restrict v, int64_t batch, int64_t seq, int64_t heads,
-                          int64_t kv_heads, int64_t head_dim) {
-    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
-    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t < seq; t++) {
-            const float *row = qkv + (b * seq + t) * all * head_dim;
-            const float *c = cos_t + t * half, *s = sin_t + t * half;
-            for (int64_t h = 0; h < heads; h++)
-                rotate_row(row + h * head_dim, c, s, q + ((b * heads + h) * seq + t) * head_dim,
-                           half, 1.0f);
-            for (int64_t h = 0; h < kv_heads; h++) {
-                const float *src = row + (heads + h) * head_dim;
-                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
-                rotate_row(src, c, s, k + at, half, 1.0f);
-                const float *vs = src + kv_heads * head_dim;
-                for (int64_t j = 0; j < head_dim; j++) v[at + j] = vs[j];
-            }
-        }
-}
-
-/* The inverse: the gradients of q, k and v, q and k rotated back, into the fused layout. */
-void rotary_heads_backward(const float *restrict grad_q, const float *restrict grad_k,
-                           const float *restrict grad_v, const float *restrict cos_t,
-                           const float *restrict sin_t, float *restrict grad_qkv, int64_t batch,
-                           int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
-    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
-    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t < seq; t++) {
-            float *row = grad_qkv + (b * seq + t) * all * head_dim;
-            const float *c = cos_t + t * half, *s = sin_t + t * half;
-            for (int64_t h = 0; h < heads; h++)
-                rotate_row(grad_q + ((b * heads + h) * seq + t) * head_dim, c, s,
-                           row + h * head_dim, half, -1.0f);
-            for (int64_t h = 0; h < kv_heads; h++) {
-                float *dst = row + (heads + h) * head_dim;
-                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
-                rotate_row(grad_k + at, c, s, dst, half, -1.0f);
-                float *vd = dst + kv_heads * head_dim;
-                for (int64_t j = 0; j < head_dim; j++) vd[j] = grad_v[at + j];
-            }
-        }
-}
-
 /* A block of causal attention scores [batch, rows, cols] in place: row i is query position
  * first_row + i and sees keys 0 ..= first_row + i; those become softmax(scale * score), the
  * rest 0. The mask is implicit, so masked scores are neither read nor exponentiated. */
@@ -309,112 +198,20 @@ void softmax_grad(float *restrict grad, const float *restrict weights,
         }
 }
 
-/* bf16 activations, as autocast leaves them: the same passes read and write bf16 and compute
- * in float32 between, so each value is rounded once, where PyTorch's bf16 operators round
- * after every step of the chain. */
+/* SwiGLU and the rotary head split, forward and backward, once on float32 activations and
+ * once on bf16 ones, as autocast leaves them (`train_ops_body.h`). */
+#define ELEM float
+#define LOAD8 load8
+#define STORE8 store8
+#define LOAD1(x) (x)
+#define STORE1(x) (x)
+#define SUFFIX
+#include "train_ops_body.h"
 
-void swiglu_forward_bf16(const uint16_t *restrict gate_up, uint16_t *restrict out, int64_t rows,
-                         int64_t width) {
-    PARALLEL_FOR(rows * width * 3)
-    for (int64_t i = 0; i < rows; i++) {
-        const uint16_t *g = gate_up + 2 * i * width, *u = g + width;
-        uint16_t *o = out + i * width;
-        int64_t j = 0;
-        for (; j + 8 <= width; j += 8) {
-            const v8 gv = load8_bf16(g + j);
-            store8_bf16(o + j, gv * vsigmoid(gv) * load8_bf16(u + j));
-        }
-        for (; j < width; j++) {
-            const float gj = from_bf16(g[j]);
-            o[j] = to_bf16(gj * sigmoid(gj) * from_bf16(u[j]));
-        }
-    }
-}
-
-void swiglu_backward_bf16(const uint16_t *restrict gate_up, const uint16_t *restrict grad,
-                          uint16_t *restrict grad_gate_up, int64_t rows, int64_t width) {
-    const v8 one = splat8(1.0f);
-    PARALLEL_FOR(rows * width * 5)
-    for (int64_t i = 0; i < rows; i++) {
-        const uint16_t *g = gate_up + 2 * i * width, *u = g + width;
-        const uint16_t *d = grad + i * width;
-        uint16_t *dg = grad_gate_up + 2 * i * width, *du = dg + width;
-        int64_t j = 0;
-        for (; j + 8 <= width; j += 8) {
-            const v8 gv = load8_bf16(g + j), dv = load8_bf16(d + j), s = vsigmoid(gv);
-            store8_bf16(du + j, dv * (gv * s));
-            store8_bf16(dg + j, dv * load8_bf16(u + j) * (s * (one + gv * (one - s))));
-        }
-        for (; j < width; j++) {
-            const float gj = from_bf16(g[j]), dj = from_bf16(d[j]), s = sigmoid(gj);
-            du[j] = to_bf16(dj * (gj * s));
-            dg[j] = to_bf16(dj * from_bf16(u[j]) * (s * (1.0f + gj * (1.0f - s))));
-        }
-    }
-}
-
-/* rotate_row on bf16 rows; head_dim / 2 a multiple of 8 or handled by the scalar tail. */
-static inline void rotate_row_bf16(const uint16_t *restrict x, const float *restrict c,
-                                   const float *restrict s, uint16_t *restrict out,
-                                   int64_t half, float sign) {
-    const uint16_t *x1 = x, *x2 = x + half;
-    uint16_t *o1 = out, *o2 = out + half;
-    const v8 sv = splat8(sign);
-    int64_t j = 0;
-    for (; j + 8 <= half; j += 8) {
-        const v8 a = load8_bf16(x1 + j), b = load8_bf16(x2 + j), cv = load8(c + j);
-        const v8 ss = load8(s + j) * sv;
-        store8_bf16(o1 + j, a * cv - b * ss);
-        store8_bf16(o2 + j, b * cv + a * ss);
-    }
-    for (; j < half; j++) {
-        const float a = from_bf16(x1[j]), b = from_bf16(x2[j]), ss = s[j] * sign;
-        o1[j] = to_bf16(a * c[j] - b * ss);
-        o2[j] = to_bf16(b * c[j] + a * ss);
-    }
-}
-
-void rotary_heads_forward_bf16(const uint16_t *restrict qkv, const float *restrict cos_t,
-                               const float *restrict sin_t, uint16_t *restrict q,
-                               uint16_t *restrict k, uint16_t *restrict v, int64_t batch,
-                               int64_t seq, int64_t heads, int64_t kv_heads, int64_t head_dim) {
-    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
-    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t < seq; t++) {
-            const uint16_t *row = qkv + (b * seq + t) * all * head_dim;
-            const float *c = cos_t + t * half, *s = sin_t + t * half;
-            for (int64_t h = 0; h < heads; h++)
-                rotate_row_bf16(row + h * head_dim, c, s,
-                                q + ((b * heads + h) * seq + t) * head_dim, half, 1.0f);
-            for (int64_t h = 0; h < kv_heads; h++) {
-                const uint16_t *src = row + (heads + h) * head_dim;
-                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
-                rotate_row_bf16(src, c, s, k + at, half, 1.0f);
-                memcpy(v + at, src + kv_heads * head_dim, sizeof(uint16_t) * (size_t)head_dim);
-            }
-        }
-}
-
-void rotary_heads_backward_bf16(const uint16_t *restrict grad_q, const uint16_t *restrict grad_k,
-                                const uint16_t *restrict grad_v, const float *restrict cos_t,
-                                const float *restrict sin_t, uint16_t *restrict grad_qkv,
-                                int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
-                                int64_t head_dim) {
-    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
-    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
-    for (int64_t b = 0; b < batch; b++)
-        for (int64_t t = 0; t < seq; t++) {
-            uint16_t *row = grad_qkv + (b * seq + t) * all * head_dim;
-            const float *c = cos_t + t * half, *s = sin_t + t * half;
-            for (int64_t h = 0; h < heads; h++)
-                rotate_row_bf16(grad_q + ((b * heads + h) * seq + t) * head_dim, c, s,
-                                row + h * head_dim, half, -1.0f);
-            for (int64_t h = 0; h < kv_heads; h++) {
-                uint16_t *dst = row + (heads + h) * head_dim;
-                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
-                rotate_row_bf16(grad_k + at, c, s, dst, half, -1.0f);
-                memcpy(dst + kv_heads * head_dim, grad_v + at, sizeof(uint16_t) * (size_t)head_dim);
-            }
-        }
-}
+#define ELEM uint16_t
+#define LOAD8 load8_bf16
+#define STORE8 store8_bf16
+#define LOAD1 from_bf16
+#define STORE1 to_bf16
+#define SUFFIX _bf16
+#include "train_ops_body.h"

@@ -1,0 +1,136 @@
+/* SwiGLU and the rotary head split, forward and backward, for one element type of the
+ * activations. `train_ops.c` includes this once per type, with:
+ *   ELEM           the activations' element (float, or uint16_t holding bf16)
+ *   LOAD8, STORE8  eight of them to and from a float32 vector
+ *   LOAD1, STORE1  one of them to and from a float
+ *   SUFFIX         appended to every function's name (empty for float32)
+ * Arithmetic is float32 for every type, so a bf16 value is rounded once, when it is stored,
+ * where PyTorch's bf16 operators round after every step of the chain. The macros are undefined
+ * at the end. */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(f) CAT(f, SUFFIX)
+
+/* out = silu(gate) * up, where each row of `gate_up` is `width` gate values then `width` up
+ * values (the fused projection's output). */
+void NAME(swiglu_forward)(const ELEM *restrict gate_up, ELEM *restrict out, int64_t rows,
+                          int64_t width) {
+    PARALLEL_FOR(rows * width * 3)
+    for (int64_t i = 0; i < rows; i++) {
+        const ELEM *g = gate_up + 2 * i * width, *u = g + width;
+        ELEM *o = out + i * width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = LOAD8(g + j);
+            STORE8(o + j, gv * vsigmoid(gv) * LOAD8(u + j));
+        }
+        for (; j < width; j++) {
+            const float gj = LOAD1(g[j]);
+            o[j] = STORE1(gj * sigmoid(gj) * LOAD1(u[j]));
+        }
+    }
+}
+
+/* Both halves of the gradient of the fused projection's output in one pass:
+ * d gate = grad * up * s * (1 + gate * (1 - s)), d up = grad * gate * s, s = sigmoid(gate). */
+void NAME(swiglu_backward)(const ELEM *restrict gate_up, const ELEM *restrict grad,
+                           ELEM *restrict grad_gate_up, int64_t rows, int64_t width) {
+    const v8 one = splat8(1.0f);
+    PARALLEL_FOR(rows * width * 5)
+    for (int64_t i = 0; i < rows; i++) {
+        const ELEM *g = gate_up + 2 * i * width, *u = g + width;
+        const ELEM *d = grad + i * width;
+        ELEM *dg = grad_gate_up + 2 * i * width, *du = dg + width;
+        int64_t j = 0;
+        for (; j + 8 <= width; j += 8) {
+            const v8 gv = LOAD8(g + j), dv = LOAD8(d + j), s = vsigmoid(gv);
+            STORE8(du + j, dv * (gv * s));
+            STORE8(dg + j, dv * LOAD8(u + j) * (s * (one + gv * (one - s))));
+        }
+        for (; j < width; j++) {
+            const float gj = LOAD1(g[j]), dj = LOAD1(d[j]), s = sigmoid(gj);
+            du[j] = STORE1(dj * (gj * s));
+            dg[j] = STORE1(dj * LOAD1(u[j]) * (s * (1.0f + gj * (1.0f - s))));
+        }
+    }
+}
+
+/* Rotates one head row by its position's angles, half-split layout (dimension j pairs with
+ * j + half): out1 = x1 cos - sign x2 sin, out2 = x2 cos + sign x1 sin. */
+static inline void NAME(rotate_row)(const ELEM *restrict x, const float *restrict c,
+                                    const float *restrict s, ELEM *restrict out, int64_t half,
+                                    float sign) {
+    const ELEM *x1 = x, *x2 = x + half;
+    ELEM *o1 = out, *o2 = out + half;
+    const v8 sv = splat8(sign);
+    int64_t j = 0;
+    for (; j + 8 <= half; j += 8) {
+        const v8 a = LOAD8(x1 + j), b = LOAD8(x2 + j), cv = load8(c + j), ss = load8(s + j) * sv;
+        STORE8(o1 + j, a * cv - b * ss);
+        STORE8(o2 + j, b * cv + a * ss);
+    }
+    for (; j < half; j++) {
+        const float a = LOAD1(x1[j]), b = LOAD1(x2[j]), ss = s[j] * sign;
+        o1[j] = STORE1(a * c[j] - b * ss);
+        o2[j] = STORE1(b * c[j] + a * ss);
+    }
+}
+
+/* The fused projection's output [batch, seq, heads + 2 kv_heads, head_dim] as q, k and v, each
+ * [batch, its heads, seq, head_dim], q and k rotated by `cos`/`sin` [seq, head_dim / 2]. */
+void NAME(rotary_heads_forward)(const ELEM *restrict qkv, const float *restrict cos_t,
+                                const float *restrict sin_t, ELEM *restrict q, ELEM *restrict k,
+                                ELEM *restrict v, int64_t batch, int64_t seq, int64_t heads,
+                                int64_t kv_heads, int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            const ELEM *row = qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                NAME(rotate_row)(row + h * head_dim, c, s,
+                                 q + ((b * heads + h) * seq + t) * head_dim, half, 1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                const ELEM *src = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                NAME(rotate_row)(src, c, s, k + at, half, 1.0f);
+                memcpy(v + at, src + kv_heads * head_dim, sizeof(ELEM) * (size_t)head_dim);
+            }
+        }
+}
+
+/* The inverse: the gradients of q, k and v, q and k rotated back, into the fused layout. */
+void NAME(rotary_heads_backward)(const ELEM *restrict grad_q, const ELEM *restrict grad_k,
+                                 const ELEM *restrict grad_v, const float *restrict cos_t,
+                                 const float *restrict sin_t, ELEM *restrict grad_qkv,
+                                 int64_t batch, int64_t seq, int64_t heads, int64_t kv_heads,
+                                 int64_t head_dim) {
+    const int64_t half = head_dim / 2, all = heads + 2 * kv_heads;
+    PARALLEL_FOR2(batch * seq * all * head_dim * 2)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t t = 0; t < seq; t++) {
+            ELEM *row = grad_qkv + (b * seq + t) * all * head_dim;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            for (int64_t h = 0; h < heads; h++)
+                NAME(rotate_row)(grad_q + ((b * heads + h) * seq + t) * head_dim, c, s,
+                                 row + h * head_dim, half, -1.0f);
+            for (int64_t h = 0; h < kv_heads; h++) {
+                ELEM *dst = row + (heads + h) * head_dim;
+                const int64_t at = ((b * kv_heads + h) * seq + t) * head_dim;
+                NAME(rotate_row)(grad_k + at, c, s, dst, half, -1.0f);
+                memcpy(dst + kv_heads * head_dim, grad_v + at, sizeof(ELEM) * (size_t)head_dim);
+            }
+        }
+}
+
+#undef NAME
+#undef CAT
+#undef CAT_
+#undef ELEM
+#undef LOAD8
+#undef STORE8
+#undef LOAD1
+#undef STORE1
+#undef SUFFIX
