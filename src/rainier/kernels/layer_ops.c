@@ -54,18 +54,8 @@ void add_bf16(float *hidden, const uint16_t *delta, int64_t count) {
 /* The passes around the matrix products, once for float32 activations and once for bf16 ones
  * (the products' inputs and outputs in a bf16 model; its KV cache is bf16 too), from
  * `layer_ops_body.h`. The residual stream stays float32 in both. */
-#define ELEM float
-#define LOAD8 load8
-#define STORE8 store8
-#define LOAD1(x) (x)
-#define STORE1(x) (x)
-#define SUFFIX
+#define ELEM_BF16 0
 #include "layer_ops_body.h"
 
-#define ELEM uint16_t
-#define LOAD8 load8_bf16
-#define STORE8 store8_bf16
-#define LOAD1 from_bf16
-#define STORE1 to_bf16
-#define SUFFIX _bf16
+#define ELEM_BF16 1
 #include "layer_ops_body.h"

@@ -1,15 +1,9 @@
 /* The passes of a Llama layer that write the matrix products' inputs or read their outputs,
- * for one element type of those activations. `layer_ops.c` includes this once per type, with:
- *   ELEM           the element (float, or uint16_t holding bf16)
- *   LOAD8, STORE8  eight of them to and from a float32 vector
- *   LOAD1, STORE1  one of them to and from a float
- *   SUFFIX         appended to every function's name (empty for float32)
- * Arithmetic is float32 for every type, and a bf16 value is rounded once, when it is stored.
- * The macros are undefined at the end. */
+ * for one element type of those activations (`elem_begin.h`): `layer_ops.c` includes this
+ * once for float32 and once for bf16. Arithmetic is float32 for every type, and a bf16 value
+ * is rounded once, when it is stored. */
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define NAME(f) CAT(f, SUFFIX)
+#include "elem_begin.h"
 
 /* out = weight * (x / sqrt(mean(x^2) + eps)) */
 static void NAME(normalise)(ELEM *restrict out, const float *restrict x,
@@ -102,12 +96,4 @@ void NAME(silu_mul)(const ELEM *gate_up, ELEM *out, int64_t rows, int64_t ffn) {
     }
 }
 
-#undef NAME
-#undef CAT
-#undef CAT_
-#undef ELEM
-#undef LOAD8
-#undef STORE8
-#undef LOAD1
-#undef STORE1
-#undef SUFFIX
+#include "elem_end.h"

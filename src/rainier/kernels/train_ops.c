@@ -200,18 +200,8 @@ void softmax_grad(float *restrict grad, const float *restrict weights,
 
 /* SwiGLU and the rotary head split, forward and backward, once on float32 activations and
  * once on bf16 ones, as autocast leaves them (`train_ops_body.h`). */
-#define ELEM float
-#define LOAD8 load8
-#define STORE8 store8
-#define LOAD1(x) (x)
-#define STORE1(x) (x)
-#define SUFFIX
+#define ELEM_BF16 0
 #include "train_ops_body.h"
 
-#define ELEM uint16_t
-#define LOAD8 load8_bf16
-#define STORE8 store8_bf16
-#define LOAD1 from_bf16
-#define STORE1 to_bf16
-#define SUFFIX _bf16
+#define ELEM_BF16 1
 #include "train_ops_body.h"

@@ -1,16 +1,9 @@
 /* SwiGLU and the rotary head split, forward and backward, for one element type of the
- * activations. `train_ops.c` includes this once per type, with:
- *   ELEM           the activations' element (float, or uint16_t holding bf16)
- *   LOAD8, STORE8  eight of them to and from a float32 vector
- *   LOAD1, STORE1  one of them to and from a float
- *   SUFFIX         appended to every function's name (empty for float32)
+ * activations (`elem_begin.h`): `train_ops.c` includes this once for float32 and once for bf16.
  * Arithmetic is float32 for every type, so a bf16 value is rounded once, when it is stored,
- * where PyTorch's bf16 operators round after every step of the chain. The macros are undefined
- * at the end. */
+ * where PyTorch's bf16 operators round after every step of the chain. */
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define NAME(f) CAT(f, SUFFIX)
+#include "elem_begin.h"
 
 /* out = silu(gate) * up, where each row of `gate_up` is `width` gate values then `width` up
  * values (the fused projection's output). */
@@ -125,12 +118,4 @@ void NAME(rotary_heads_backward)(const ELEM *restrict grad_q, const ELEM *restri
         }
 }
 
-#undef NAME
-#undef CAT
-#undef CAT_
-#undef ELEM
-#undef LOAD8
-#undef STORE8
-#undef LOAD1
-#undef STORE1
-#undef SUFFIX
+#include "elem_end.h"
