@@ -27,6 +27,19 @@ def test_matches_f_linear(
     torch.testing.assert_close(packed(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("rows", range(1, 26))
+@pytest.mark.parametrize("out_features", [24, 48, 70])
+def test_every_tile_of_rows_and_columns(linear: LinearKernel, rows: int, out_features: int) -> None:
+    """Every count of rows left after whole tiles (6 rows with AVX2, 12 with AVX-512), and
+    columns ending inside a pair of panels (24), on a lone last panel (48) or inside one (70)."""
+    gen = torch.Generator().manual_seed(rows * out_features)
+    weight = torch.randn(out_features, 37, generator=gen)
+    bias = torch.randn(out_features, generator=gen)
+    x = torch.randn(rows, 37, generator=gen)
+    packed = linear.pack(weight, bias)
+    torch.testing.assert_close(packed(x), F.linear(x, weight, bias), rtol=1e-5, atol=1e-4)
+
+
 def test_strided_rows_and_no_rows(linear: LinearKernel) -> None:
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(24, 40, generator=gen)
