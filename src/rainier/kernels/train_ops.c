@@ -21,14 +21,6 @@ typedef double v4d __attribute__((vector_size(32)));
 typedef double v4du __attribute__((vector_size(32), aligned(8)));
 typedef float v4f __attribute__((vector_size(16)));
 
-static inline v8 vmax(v8 a, v8 b) { return pick8(a > b, a, b); }
-
-static inline float max8(v8 v) {
-    float m = v[0];
-    for (int i = 1; i < 8; i++) m = v[i] > m ? v[i] : m;
-    return m;
-}
-
 static inline v8 vsigmoid(v8 x) { return splat8(1.0f) / (splat8(1.0f) + exp8(-x)); }
 static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -45,14 +37,8 @@ int cross_entropy_forward(const float *restrict logits, const int64_t *restrict 
     for (int64_t i = 0; i < rows; i++) {
         const float *x = logits + i * vocab;
         const int64_t t = targets[i];
-        int64_t j = 0;
-        float top = -INFINITY;
-        if (vocab >= 8) {
-            v8 m = load8(x);
-            for (j = 8; j + 8 <= vocab; j += 8) m = vmax(m, load8(x + j));
-            top = max8(m);
-        }
-        for (; j < vocab; j++) top = x[j] > top ? x[j] : top;
+        const float top = vocab > 0 ? row_max(x, vocab) : -INFINITY;
+        int64_t j;
         const v8 shift = splat8(top);
         v8 acc = splat8(0.0f);
         for (j = 0; j + 8 <= vocab; j += 8) acc += exp8(load8(x + j) - shift);

@@ -50,9 +50,18 @@ static inline float hsum8(v8 v) {
 typedef uint16_t u16x8 __attribute__((vector_size(16), aligned(2)));
 typedef uint32_t v8ui __attribute__((vector_size(32)));
 
+#ifdef __AVX2__
+#include <immintrin.h>
+/* One zero-extending load and a shift: the generic conversion below compiles to five
+ * instructions here, on the path of every key and value a bf16 cache gives attention. */
+static inline v8 load8_bf16(const uint16_t *p) {
+    return (v8)_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16);
+}
+#else
 static inline v8 load8_bf16(const uint16_t *p) {
     return (v8)(__builtin_convertvector(*(const u16x8 *)p, v8i) << 16);
 }
+#endif
 
 #if defined(__AVX512BF16__) && defined(__AVX512VL__)
 #include <immintrin.h>
@@ -106,10 +115,28 @@ static inline v8 exp8(v8 x) {
     return p * (v8)bits;
 }
 
+/* The largest of x[0:n] (n >= 1), eight lanes at a time: a scalar running maximum waits on
+ * its own result, four cycles an element, and was an eighth of attention's time. The maximum
+ * is the same in any order. */
+static inline float row_max(const float *x, int64_t n) {
+    int64_t j = 0;
+    float top = x[0];
+    if (n >= 8) {
+        v8 m = load8(x);
+        for (j = 8; j + 8 <= n; j += 8) {
+            const v8 v = load8(x + j);
+            m = pick8(v > m, v, m);
+        }
+        top = m[0];
+        for (int i = 1; i < 8; i++) top = m[i] > top ? m[i] : top;
+    }
+    for (; j < n; j++) top = x[j] > top ? x[j] : top;
+    return top;
+}
+
 /* s[0:n] = softmax(scale * s[0:n]), in place. */
 static inline void softmax_row(float *s, int64_t n, float scale) {
-    float top = s[0];
-    for (int64_t j = 1; j < n; j++) top = s[j] > top ? s[j] : top;
+    const float top = row_max(s, n);
     const v8 shift = splat8(top * scale), sv = splat8(scale);
     v8 acc = splat8(0.0f);
     int64_t j = 0;
