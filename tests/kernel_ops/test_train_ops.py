@@ -292,3 +292,40 @@ def test_bf16_autocast_steps_use_the_kernels_and_follow_the_pytorch_path(
     torch.testing.assert_close(fused_loss, ref_loss, rtol=2e-2, atol=2e-2)
     for name, grad in ref.items():
         torch.testing.assert_close(fused[name], grad, rtol=0.1, atol=0.1 * float(grad.abs().max()))
+
+
+def test_rmsnorm_writing_bf16_rounds_the_float32_result_once() -> None:
+    """Under bf16 autocast the norm writes its output in bf16 and takes its gradient so: the
+    same bits as the float32 kernel's output rounded, and the float32 backward of the widened
+    gradient (the weight's exactly, the input's to the last bit the compiler's fusing of
+    multiply-adds may move)."""
+    gen = torch.Generator().manual_seed(13)
+    x = torch.randn(70, 44, generator=gen) * 2  # row groups of 32, a tail of 4 columns
+    weight = torch.rand(44, generator=gen) + 0.5
+    out, rstd = ops().rmsnorm(x, weight, 1e-5, torch.bfloat16)
+    wide, wide_rstd = ops().rmsnorm(x, weight, 1e-5)
+    assert torch.equal(out, wide.bfloat16()) and torch.equal(rstd, wide_rstd)
+    grad = torch.randn(70, 44, generator=gen).bfloat16()
+    grad_x, grad_weight = ops().rmsnorm_backward(x, weight, rstd, grad)
+    want_x, want_weight = ops().rmsnorm_backward(x, weight, rstd, grad.float())
+    assert torch.equal(grad_weight, want_weight)
+    torch.testing.assert_close(grad_x, want_x, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(("rows", "cols", "first_row"), [(1, 1, 0), (5, 13, 8), (64, 192, 128)])
+def test_causal_softmax_and_its_gradient_in_bf16_round_the_float32_results_once(
+    rows: int, cols: int, first_row: int
+) -> None:
+    gen = torch.Generator().manual_seed(rows * cols + first_row)
+    scores = (torch.randn(3, rows, cols, generator=gen) * 5).bfloat16()
+    weights, wide = scores.clone(), scores.float()
+    ops().causal_softmax_(weights, first_row, 0.3)
+    ops().causal_softmax_(wide, first_row, 0.3)
+    assert torch.equal(weights, wide.bfloat16())
+
+    grad = torch.randn(3, rows, cols, generator=gen).bfloat16()
+    delta = torch.randn(3, rows + 4, 1, generator=gen)
+    wide_grad = grad.float()
+    ops().softmax_grad_(grad, weights, delta[:, 2 : 2 + rows], 0.7)
+    ops().softmax_grad_(wide_grad, weights.float(), delta[:, 2 : 2 + rows], 0.7)
+    assert torch.equal(grad, wide_grad.bfloat16())

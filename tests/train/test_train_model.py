@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rainier.train import model as model_mod
 from rainier.train.config import PRESETS, build_config
 from rainier.train.model import Transformer, causal_attention, lm_loss
 from rainier.train.optim import Schedule, adamw
@@ -143,6 +144,33 @@ def test_blocked_attention_matches_the_fused_kernel(seq: int) -> None:
     assert (out - expected).abs().max() < 1e-12
     for g, w in zip(got, want, strict=True):
         assert (g - w).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("seq", [1, 63, 65, 200])
+def test_bf16_blocked_attention_on_the_kernels_is_as_exact_as_on_pytorch(
+    seq: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 blocks with the C softmax and its backward land no further from the float64
+    result than the same blocks on PyTorch's bf16 operators (which the kernels replace)."""
+    torch.manual_seed(0)
+    q, k, v, grad = (torch.randn(2, 3, seq, 16, dtype=torch.float64) for _ in range(4))
+
+    def run(dtype: torch.dtype) -> list[torch.Tensor]:
+        inputs = [x.to(dtype).requires_grad_() for x in (q, k, v)]
+        out = causal_attention(*inputs)
+        grads = torch.autograd.grad(out, inputs, grad.to(dtype))
+        return [t.double() for t in (out, *grads)]
+
+    exact, ours = run(torch.float64), run(torch.bfloat16)
+    monkeypatch.setattr(model_mod, "_kernels", lambda: None)
+    theirs = run(torch.bfloat16)
+    for name, got, reference, want in zip(
+        ("out", "dq", "dk", "dv"), ours, theirs, exact, strict=True
+    ):
+        error, reference_error = (got - want).abs().max(), (reference - want).abs().max()
+        assert error <= 1.25 * reference_error + 1e-3, (
+            f"{name}: {error:.2e} vs {reference_error:.2e}"
+        )
 
 
 def test_schedule_warms_up_then_decays_to_its_floor() -> None:

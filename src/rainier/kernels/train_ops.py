@@ -33,10 +33,16 @@ class TrainOps:
                              PTR, PTR, PTR, PTR, I64, I64, F32)  # fmt: skip
         self._swiglu_fwd = bind(lib, "swiglu_forward", None, PTR, PTR, I64, I64)
         self._swiglu_bwd = bind(lib, "swiglu_backward", None, PTR, PTR, PTR, I64, I64)
-        self._rms_fwd = bind(lib, "rmsnorm_forward", None,
-                              PTR, PTR, PTR, PTR, I64, I64, F32)  # fmt: skip
-        self._rms_bwd = bind(lib, "rmsnorm_backward", ctypes.c_int,
-                              PTR, PTR, PTR, PTR, PTR, PTR, I64, I64)  # fmt: skip
+        rms_fwd_args = (PTR, PTR, PTR, PTR, I64, I64, F32)
+        self._rms_fwd = {
+            torch.float32: bind(lib, "rmsnorm_forward", None, *rms_fwd_args),
+            torch.bfloat16: bind(lib, "rmsnorm_forward_bf16", None, *rms_fwd_args),
+        }
+        rms_bwd_args = (PTR, PTR, PTR, PTR, PTR, PTR, I64, I64)
+        self._rms_bwd = {
+            torch.float32: bind(lib, "rmsnorm_backward", ctypes.c_int, *rms_bwd_args),
+            torch.bfloat16: bind(lib, "rmsnorm_backward_bf16", ctypes.c_int, *rms_bwd_args),
+        }
         heads_args = (PTR,) * 6 + (I64,) * 5
         self._heads_fwd = {
             torch.float32: bind(lib, "rotary_heads_forward", None, *heads_args),
@@ -49,10 +55,16 @@ class TrainOps:
         self._swiglu_fwd_bf16 = bind(lib, "swiglu_forward_bf16", None, PTR, PTR, I64, I64)
         self._swiglu_bwd_bf16 = bind(lib, "swiglu_backward_bf16", None,
                                      PTR, PTR, PTR, I64, I64)  # fmt: skip
-        self._causal_softmax = bind(lib, "causal_softmax", None,
-                                     PTR, I64, I64, I64, I64, F32)  # fmt: skip
-        self._softmax_grad = bind(lib, "softmax_grad", None,
-                                   PTR, PTR, PTR, I64, I64, I64, I64, F32)  # fmt: skip
+        softmax_args = (PTR, I64, I64, I64, I64, F32)
+        self._causal_softmax = {
+            torch.float32: bind(lib, "causal_softmax", None, *softmax_args),
+            torch.bfloat16: bind(lib, "causal_softmax_bf16", None, *softmax_args),
+        }
+        grad_args = (PTR, PTR, PTR, I64, I64, I64, I64, F32)
+        self._softmax_grad = {
+            torch.float32: bind(lib, "softmax_grad", None, *grad_args),
+            torch.bfloat16: bind(lib, "softmax_grad_bf16", None, *grad_args),
+        }
 
     @classmethod
     def load(cls) -> TrainOps | None:
@@ -115,30 +127,36 @@ class TrainOps:
         return out
 
     def rmsnorm(
-        self, x: torch.Tensor, weight: torch.Tensor, eps: float
+        self,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        out_dtype: torch.dtype = torch.float32,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """weight * x / rms(x) over the last dimension, and each row's 1 / rms."""
+        """weight * x / rms(x) over the last dimension of float32 `x`, written as `out_dtype`
+        (bf16 for a product under autocast to take), and each row's 1 / rms."""
         require_float32_cpu(x, weight)
         x, weight = x.contiguous(), weight.contiguous()
         dim = x.shape[-1]
         rows = x.numel() // max(dim, 1)
-        out = torch.empty_like(x)
+        out = torch.empty(x.shape, dtype=out_dtype)
         rstd = x.new_empty((*x.shape[:-1], 1))
-        self._rms_fwd(x.data_ptr(), weight.data_ptr(), out.data_ptr(), rstd.data_ptr(), rows, dim,
+        self._rms_fwd[out_dtype](x.data_ptr(), weight.data_ptr(), out.data_ptr(), rstd.data_ptr(), rows, dim,
                       eps)  # fmt: skip
         return out, rstd
 
     def rmsnorm_backward(
         self, x: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor, grad: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The gradients of x and of the weight."""
-        require_float32_cpu(x, weight, rstd, grad)
+        """The gradients of x and of the weight; `grad` float32 or bf16 (the norm's output's)."""
+        require_float32_cpu(x, weight, rstd)
+        require_cpu(grad)
         x, weight, grad = x.contiguous(), weight.contiguous(), grad.contiguous()
         rstd = rstd.contiguous()
         dim = x.shape[-1]
         rows = x.numel() // max(dim, 1)
         grad_x, grad_weight = torch.empty_like(x), torch.empty_like(weight)
-        status = self._rms_bwd(
+        status = self._rms_bwd[grad.dtype](
             x.data_ptr(), weight.data_ptr(), rstd.data_ptr(), grad.data_ptr(), grad_x.data_ptr(),
             grad_weight.data_ptr(), rows, dim,
         )  # fmt: skip
@@ -188,27 +206,29 @@ class TrainOps:
         return grad
 
     def causal_softmax_(self, scores: torch.Tensor, first_row: int, scale: float) -> None:
-        """In place over contiguous `scores` [batch, rows, cols]: row i is query position
-        `first_row + i`, which sees keys up to itself; softmax(scale * scores) over those, 0
-        over the rest."""
-        require_float32_cpu(scores)
+        """In place over contiguous `scores` [batch, rows, cols], float32 or bf16: row i is
+        query position `first_row + i`, which sees keys up to itself; softmax(scale * scores)
+        over those, 0 over the rest."""
+        require_cpu(scores)
         if not scores.is_contiguous():
             raise ValueError("causal_softmax_ works in place on a contiguous tensor")
         batch, rows, cols = scores.shape
-        self._causal_softmax(scores.data_ptr(), batch, rows, cols, first_row, scale)
+        self._causal_softmax[scores.dtype](scores.data_ptr(), batch, rows, cols, first_row, scale)
 
     def softmax_grad_(
         self, grad: torch.Tensor, weights: torch.Tensor, delta: torch.Tensor, scale: float = 1.0
     ) -> None:
         """grad = (grad - delta) * weights * scale in place, over contiguous [batch, rows, cols]
-        blocks; `delta` [batch, rows, 1] may be a slice of a longer tensor along rows."""
-        require_float32_cpu(grad, weights, delta)
+        blocks, float32 or bf16; `delta` [batch, rows, 1], float32 whatever they are, may be a
+        slice of a longer tensor along rows."""
+        require_cpu(grad, weights)
+        require_float32_cpu(delta)
         if not (grad.is_contiguous() and weights.is_contiguous()) or delta.stride(1) != 1:
             raise ValueError("softmax_grad_ needs contiguous blocks and delta's rows adjacent")
         if grad.shape != weights.shape or delta.shape != (*grad.shape[:2], 1):
             raise ValueError("softmax_grad_: grad, weights and delta do not match")
         batch, rows, cols = grad.shape
-        self._softmax_grad(
+        self._softmax_grad[grad.dtype](
             grad.data_ptr(), weights.data_ptr(), delta.data_ptr(), delta.stride(0), batch, rows,
             cols, scale,
         )  # fmt: skip

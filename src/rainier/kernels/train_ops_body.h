@@ -1,5 +1,5 @@
-/* SwiGLU and the rotary head split, forward and backward, for one element type of the
- * activations (`elem_begin.h`): `train_ops.c` includes this once for float32 and once for bf16.
+/* RMSNorm, SwiGLU, the rotary head split and attention's softmax backward, for one element
+ * type of the activations (`elem_begin.h`): `train_ops.c` includes this once for float32 and once for bf16.
  * Arithmetic is float32 for every type, so a bf16 value is rounded once, when it is stored,
  * where PyTorch's bf16 operators round after every step of the chain. */
 
@@ -116,6 +116,104 @@ void NAME(rotary_heads_backward)(const ELEM *restrict grad_q, const ELEM *restri
                 memcpy(dst + kv_heads * head_dim, grad_v + at, sizeof(ELEM) * (size_t)head_dim);
             }
         }
+}
+
+/* The softmax backward in place over a block of scores' gradients [batch, rows, cols]:
+ * grad = (grad - delta[row]) * weights * scale, delta the row's sum of grad * weights (float32
+ * whatever the element), given with `delta_stride` floats between batch entries; `scale` is
+ * the scores' own, folded in. */
+void NAME(softmax_grad)(ELEM *restrict grad, const ELEM *restrict weights,
+                        const float *restrict delta, int64_t delta_stride, int64_t batch,
+                        int64_t rows, int64_t cols, float scale) {
+    const v8 sv = splat8(scale);
+    PARALLEL_FOR2(batch * rows * cols * 2)
+    for (int64_t b = 0; b < batch; b++)
+        for (int64_t i = 0; i < rows; i++) {
+            ELEM *g = grad + (b * rows + i) * cols;
+            const ELEM *w = weights + (b * rows + i) * cols;
+            const float d = delta[b * delta_stride + i];
+            const v8 dv = splat8(d);
+            int64_t j = 0;
+            for (; j + 8 <= cols; j += 8) STORE8(g + j, (LOAD8(g + j) - dv) * (LOAD8(w + j) * sv));
+            for (; j < cols; j++) g[j] = STORE1((LOAD1(g[j]) - d) * (LOAD1(w[j]) * scale));
+        }
+}
+
+/* out = weight * (x * r), r = 1 / sqrt(mean(x^2) + eps) per row, kept for the backward; `x`
+ * is the float32 residual stream, `out` a product's input. */
+void NAME(rmsnorm_forward)(const float *restrict x, const float *restrict weight,
+                           ELEM *restrict out, float *restrict rstd, int64_t rows, int64_t dim,
+                           float eps) {
+    PARALLEL_FOR(rows * dim * 2)
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xi = x + i * dim;
+        ELEM *oi = out + i * dim;
+        v8 acc = splat8(0.0f);
+        int64_t j = 0;
+        for (; j + 8 <= dim; j += 8) acc += load8(xi + j) * load8(xi + j);
+        float ss = hsum8(acc);
+        for (; j < dim; j++) ss += xi[j] * xi[j];
+        const float r = 1.0f / sqrtf(ss / (float)dim + eps);
+        rstd[i] = r;
+        const v8 rv = splat8(r);
+        for (j = 0; j + 8 <= dim; j += 8) STORE8(oi + j, load8(weight + j) * (load8(xi + j) * rv));
+        for (; j < dim; j++) oi[j] = STORE1(weight[j] * (xi[j] * r));
+    }
+}
+
+/* With n = x * r and gn = grad * weight: grad_x = (gn - n * mean(gn * n)) * r per row, and
+ * grad_weight = sum over rows of grad * n, accumulated in double: in row order within groups
+ * of NORM_ROW_GROUP rows, then over the groups in order. Returns -1 if the accumulators cannot
+ * be allocated. */
+int NAME(rmsnorm_backward)(const float *restrict x, const float *restrict weight,
+                           const float *restrict rstd, const ELEM *restrict grad,
+                           float *restrict grad_x, float *restrict grad_weight, int64_t rows,
+                           int64_t dim) {
+    const int64_t groups = rows > 0 ? (rows + NORM_ROW_GROUP - 1) / NORM_ROW_GROUP : 1;
+    const int64_t stride = dim + 4;
+    double *partial = calloc((size_t)(groups * stride), sizeof(double));
+    if (partial == NULL) return -1;
+    PARALLEL_FOR(rows * dim * 3)
+    for (int64_t group = 0; group < groups; group++) {
+        double *acc_w = partial + group * stride;
+        const int64_t end = (group + 1) * NORM_ROW_GROUP < rows ? (group + 1) * NORM_ROW_GROUP : rows;
+        for (int64_t i = group * NORM_ROW_GROUP; i < end; i++) {
+            const float *xi = x + i * dim;
+            const ELEM *gi = grad + i * dim;
+            float *dx = grad_x + i * dim;
+            const float r = rstd[i];
+            const v8 rv = splat8(r);
+            v8 acc = splat8(0.0f);
+            int64_t j = 0;
+            for (; j + 8 <= dim; j += 8) {
+                const v8 n = load8(xi + j) * rv, g = LOAD8(gi + j);
+                acc += (g * load8(weight + j)) * n;
+                const v8 gn = g * n;
+                const v4d lo = __builtin_convertvector((v4f){gn[0], gn[1], gn[2], gn[3]}, v4d);
+                const v4d hi = __builtin_convertvector((v4f){gn[4], gn[5], gn[6], gn[7]}, v4d);
+                *(v4du *)(acc_w + j) += lo;
+                *(v4du *)(acc_w + j + 4) += hi;
+            }
+            float dot = hsum8(acc);
+            for (; j < dim; j++) {
+                const float n = xi[j] * r;
+                dot += (LOAD1(gi[j]) * weight[j]) * n;
+                acc_w[j] += (double)(LOAD1(gi[j]) * n);
+            }
+            const float mean = dot / (float)dim;
+            const v8 mv = splat8(mean);
+            for (j = 0; j + 8 <= dim; j += 8) {
+                const v8 n = load8(xi + j) * rv;
+                store8(dx + j, (LOAD8(gi + j) * load8(weight + j) - n * mv) * rv);
+            }
+            for (; j < dim; j++) dx[j] = (LOAD1(gi[j]) * weight[j] - xi[j] * r * mean) * r;
+        }
+    }
+    for (int64_t group = 1; group < groups; group++)
+        for (int64_t j = 0; j < dim; j++) partial[j] += partial[group * stride + j];
+    for (int64_t j = 0; j < dim; j++) grad_weight[j] = (float)partial[j];
+    free(partial);
+    return 0;
 }
 
 #include "elem_end.h"

@@ -39,6 +39,14 @@ def _fused(*tensors: torch.Tensor, bf16: bool = False) -> TrainOps | None:
     return None
 
 
+def _autocast_bf16(x: torch.Tensor) -> torch.dtype | None:
+    """bf16 when autocast to bf16 is on for `x`'s device, else None."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+        return torch.bfloat16
+    return None
+
+
 def joined(*weights: torch.Tensor) -> torch.Tensor:
     """The weights of a fused projection stacked into one. Under autocast each is cast to
     its dtype first: the join then copies half the bytes, and autocast finds the product's
@@ -66,14 +74,16 @@ class _RMSNorm(torch.autograd.Function):
     Autograd through the plain formula spends most of the norm's time in `pow`'s backward
     and in broadcasts it does not need; written out, the backward is a few plain passes over
     the activations, half the time on a CPU. The forward normalises in fp32 even under
-    autocast: the mean of squares loses too much in bf16.
+    autocast: the mean of squares loses too much in bf16. Under bf16 autocast the kernel
+    writes its output in bf16 and takes its gradient so: the products it feeds would cast it
+    anyway, and the cast and its backward were two more passes over the activation each.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         ctx.ops = ops = _fused(x, weight)
         if ops is not None:
-            out, r = ops.rmsnorm(x, weight, eps)
+            out, r = ops.rmsnorm(x, weight, eps, _autocast_bf16(x) or torch.float32)
             ctx.save_for_backward(x, weight, r)
             return out
         h = x.float()
@@ -85,7 +95,9 @@ class _RMSNorm(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, weight, r = ctx.saved_tensors
         if ctx.ops is not None:
-            grad_x, grad_w = ctx.ops.rmsnorm_backward(x, weight, r, grad.float())
+            if grad.dtype not in (torch.float32, torch.bfloat16):
+                grad = grad.float()
+            grad_x, grad_w = ctx.ops.rmsnorm_backward(x, weight, r, grad)
             return grad_x, grad_w, None
         n = x.float() * r
         grad_weight = torch.sum((grad.float() * n).flatten(0, -2), 0).to(weight.dtype)
@@ -222,7 +234,7 @@ class _BlockedAttention(torch.autograd.Function):
         t, d = shape[-2:]
         q, k, v = (x.reshape(-1, t, d) for x in (q, k, v))
         scale = 1.0 / math.sqrt(d)
-        ctx.ops = ops = _fused(q, k, v)
+        ctx.ops = ops = _fused(q, k, v, bf16=True)
         if ops is None:
             mask = torch.full((t, t), float("-inf"), dtype=q.dtype, device=q.device).triu_(1)
         bounds = [*range(0, t, ATTENTION_BLOCK), t]
@@ -249,6 +261,7 @@ class _BlockedAttention(torch.autograd.Function):
         # Row sums of grad * out are those of (grad of the weights) * weights, the softmax term.
         delta = (grad * out).sum(-1, keepdim=True)
         if ctx.ops is not None:
+            delta = delta.float()
             grads = _fused_attention_backward(
                 ctx.ops, q, k, v, grad, delta, weights, ctx.bounds, ctx.scale
             )
