@@ -94,7 +94,7 @@ class LocalExecutor:
             taskrun.check_exec_size(run)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
         taskrun.make_folders(run, launch)
-        _replace(task_dir / "launch.json", json.dumps(run.to_json()))
+        write_replacing(task_dir / "launch.json", json.dumps(run.to_json()))
         spawned_us = time.time_ns() // 1000
         (task_dir / "spawned").write_text(f"{spawned_us // 1_000_000}.{spawned_us % 1_000_000:06d}")
         output = task_dir / OUTPUT_FILE if self.send_output else launch.log_path
@@ -182,10 +182,13 @@ def _claimed(task_dir: Path) -> bool:
     return (task_dir / "pid").exists() or _locked(task_dir / "lock")
 
 
-def _replace(path: Path, text: str) -> None:
-    """A wrapper of an earlier spawn may read the file while it is written again."""
+def write_replacing(path: Path, text: str) -> None:
+    """`path` holds all of `text` or what it held before, even across a crash: a reader (the
+    control plane after a restart, a wrapper of an earlier spawn) never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
+    with open(tmp) as fh:
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from rainier.control import taskrun
-from rainier.control.local import OUTPUT_FILE
+from rainier.control.local import OUTPUT_FILE, write_replacing
 from rainier.control.log_archive import archive_log
 from rainier.control.logship import LogShipper
 from rainier.tasklink import ControlPlane
@@ -79,15 +79,15 @@ def main(argv: list[str]) -> int:
         started.release()
         if ending:
             print(f"rainier: {ending}", file=sys.stderr, flush=True)
-            _write(task_dir / "ending", ending)
+            write_replacing(task_dir / "ending", ending)
     if shipper is not None:
         sys.stdout.flush()
         shipper.finish()
     (task_dir / "exiting").touch()
-    _write(task_dir / "exited_at", str(time.time_ns() // 1000))
+    write_replacing(task_dir / "exited_at", str(time.time_ns() // 1000))
     if run is not None and run.log_path:  # after exited_at: the upload is not the tenant's time
         archive_log(Path(run.log_path), run.env)
-    _write(task_dir / "exit", str(code))
+    write_replacing(task_dir / "exit", str(code))
     return 0 if code == 0 else 1
 
 
@@ -107,14 +107,6 @@ def _claim(task_dir: Path) -> bool:
         return False
     (task_dir / "pid").write_text(str(os.getpid()))
     return True  # the lock stays held until this process exits
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    with open(tmp) as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

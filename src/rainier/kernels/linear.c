@@ -184,8 +184,14 @@ static void pair_rows(const float *x, int64_t x_stride, int64_t m, int64_t k, co
 }
 #endif
 
-/* One step of `linear`'s loop over panels: PANELS_PER_STEP panels from panel p on (two with AVX-512,
- * where a lone last panel takes `panel_rows`). */
+#ifdef __AVX512F__
+enum { PANELS_PER_STEP = 2 };
+#else
+enum { PANELS_PER_STEP = 1 };
+#endif
+
+/* One step of `linear`'s loop over panels: PANELS_PER_STEP panels from panel p on (two with
+ * AVX-512, where a lone last panel takes `panel_rows`). */
 static inline void panel_step(const float *x, int64_t x_stride, int64_t rows, int64_t k,
                               const float *packed, const float *bias, int64_t n, float *out,
                               int64_t out_stride, int64_t p, int64_t panels) {
@@ -202,12 +208,6 @@ static inline void panel_step(const float *x, int64_t x_stride, int64_t rows, in
     panel_rows(x, x_stride, rows, k, packed + p * k * NR, b, out + p * NR, out_stride,
                left < NR ? left : NR);
 }
-
-#ifdef __AVX512F__
-enum { PANELS_PER_STEP = 2 };
-#else
-enum { PANELS_PER_STEP = 1 };
-#endif
 
 /* `bias`, when given, is padded to a whole panel (packed_size(n, 1) floats). Rows of x are
  * taken in blocks that stay in L2 while every panel passes over them: a prefill chunk of

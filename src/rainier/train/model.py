@@ -39,12 +39,13 @@ def _fused(*tensors: torch.Tensor, bf16: bool = False) -> TrainOps | None:
     return None
 
 
-def _autocast_bf16(x: torch.Tensor) -> torch.dtype | None:
-    """bf16 when autocast to bf16 is on for `x`'s device, else None."""
+def _product_input_dtype(x: torch.Tensor) -> torch.dtype:
+    """bf16 under autocast to bf16 on `x`'s device (what its products cast their input to),
+    else float32."""
     device = x.device.type
     if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
         return torch.bfloat16
-    return None
+    return torch.float32
 
 
 def joined(*weights: torch.Tensor) -> torch.Tensor:
@@ -83,7 +84,7 @@ class _RMSNorm(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         ctx.ops = ops = _fused(x, weight)
         if ops is not None:
-            out, r = ops.rmsnorm(x, weight, eps, _autocast_bf16(x) or torch.float32)
+            out, r = ops.rmsnorm(x, weight, eps, _product_input_dtype(x))
             ctx.save_for_backward(x, weight, r)
             return out
         h = x.float()
@@ -95,9 +96,7 @@ class _RMSNorm(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, weight, r = ctx.saved_tensors
         if ctx.ops is not None:
-            if grad.dtype not in (torch.float32, torch.bfloat16):
-                grad = grad.float()
-            grad_x, grad_w = ctx.ops.rmsnorm_backward(x, weight, r, grad)
+            grad_x, grad_w = ctx.ops.rmsnorm_backward(x, weight, r, grad)  # the output's dtype
             return grad_x, grad_w, None
         n = x.float() * r
         grad_weight = torch.sum((grad.float() * n).flatten(0, -2), 0).to(weight.dtype)
