@@ -8,7 +8,10 @@ alternating rounds, so load from other processes on a shared machine lands on bo
 Each mode is a shape x a compute dtype x a torch thread count, the runtime and the bare loop
 alike: the `tiny` shape (3 layers, 256 wide) and a ~100M-parameter Llama (`100m`: 1024 wide,
 12 layers, 16 query / 4 KV heads); fp32, and bf16 (autocast over fp32 master weights) where
-the CPU has bf16 matrix units (AMX); one thread and every core this process may use. The
+the CPU has bf16 matrix units (AMX); one thread and every core this process may use. In bf16
+the bare loop is plain autocast, which casts every weight on each forward and each weight
+gradient back; the runtime computes the same step on bf16 working copies of the weights that
+its optimizer step writes (`train/working_weights.py`), so it can beat the bare loop. The
 runtime is timed from the metrics line of its last warm-up step to its `done` event, which
 includes its checkpoint write and its final validation; the bare loop runs the same warm-up
 steps untimed (their first creates oneDNN's kernels and faults in the activations' memory),

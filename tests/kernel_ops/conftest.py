@@ -6,6 +6,7 @@ from typing import TypeVar
 
 import pytest
 
+from rainier.kernels.adamw import AdamWKernel
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel
 from rainier.kernels.paged_attention import PagedAttention
@@ -32,3 +33,8 @@ def ops() -> LayerOps:
 @pytest.fixture(scope="session")
 def linear() -> LinearKernel:
     return _built(LinearKernel.load())
+
+
+@pytest.fixture(scope="session")
+def adamw() -> AdamWKernel:
+    return _built(AdamWKernel.load())

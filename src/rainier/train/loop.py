@@ -35,6 +35,7 @@ from rainier.train.metrics import Poster, Reporter, peak_tflops, post_json
 from rainier.train.model import Transformer, lm_loss
 from rainier.train.optim import Schedule, adamw, clip_gradients
 from rainier.train.tokenizer import load_tokenizer
+from rainier.train.working_weights import WorkingWeights
 
 EXIT_OK = 0
 EXIT_PREEMPTED = 0
@@ -203,6 +204,11 @@ def _train(
         train_model = ddp
     compute_dtype = resolve_dtype(args.dtype, device)
     autocast = mixed_precision(device, compute_dtype)
+    working = WorkingWeights.for_run(
+        model, optimizer, compute_dtype, device, single_process=ddp is None,
+        compiled=args.compile, grad_accum=args.grad_accum,
+    )  # fmt: skip
+    forward = working or train_model
     sampler = data.Sampler(corpus.train(), args.seq_len, args.seed)
     all_val_windows = data.validation_windows(
         corpus.val(), args.seq_len, args.eval_batches * args.batch_size * env.world_size
@@ -279,13 +285,16 @@ def _train(
             last_micro = m == args.grad_accum - 1
             with ddp.no_sync() if ddp and not last_micro else contextlib.nullcontext():
                 with autocast:
-                    loss = lm_loss(train_model(batch[:, :-1]), batch[:, 1:])
+                    loss = lm_loss(forward(batch[:, :-1]), batch[:, 1:])
                 (loss / args.grad_accum).backward()
             loss_sum += loss.detach() / args.grad_accum
         max_norm = args.grad_clip if args.grad_clip > 0 else float("inf")
-        grad_norm = clip_gradients(model, max_norm)
+        if working is not None:
+            grad_norm = working.clip_and_step(max_norm)
+        else:
+            grad_norm = clip_gradients(model, max_norm)
+            optimizer.step()
         nonfinite += (~torch.isfinite(grad_norm)).float()
-        optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
         samples_seen += args.batch_size * env.world_size
