@@ -165,6 +165,63 @@ def test_start_never_runs_a_task_twice_even_across_a_restart(
     restarted.close()
 
 
+def test_a_task_claimed_by_a_control_plane_that_died_before_creating_it_still_runs(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    """`start` claims the task in the GCS and then creates its actor; a control plane killed
+    between the two leaves a claim with no actor. The next one must create it, once, not adopt
+    a task that never ran and later find it lost."""
+    settings = Settings.from_env(
+        home=tmp_path / "home", executor="ray", ray_address=cluster.address
+    )
+    runs = tmp_path / "runs"
+    job_id = f"job-{uuid.uuid4().hex[:8]}"
+    launch = TaskLaunch(
+        task_id=f"{job_id}.a0.r0",
+        job_id=job_id,
+        node=HEAD.name,
+        command=[PY, "-c", f"open({str(runs)!r}, 'a').write('ran\\n')"],
+        env={},
+        log_path=tmp_path / "logs" / "rank-0.log",
+        chips=1,
+        flavor="h200",
+        gang_nodes=(HEAD.name,),
+    )
+    died = RayExecutor(settings)
+    died.inventory()
+    assert not died._kv_claim(f"task/{launch.task_id}", f"{job_id}.a0"), "a fresh task id"
+    died.close()
+
+    restarted = RayExecutor(settings)
+    restarted.inventory()
+    handle = restarted.start(launch)
+    assert restarted.start(launch)["actor"] == handle["actor"]
+
+    def ended() -> TaskStatus | None:
+        status = restarted.status(launch.task_id, handle)
+        return status if status.state != "running" else None
+
+    assert wait_until(ended) == TaskStatus("exited", 0)
+    assert runs.read_text() == "ran\n"
+
+    def released() -> bool:
+        restarted.inventory()
+        try:
+            ray.get_actor(handle["actor"], namespace="rainier")
+        except ValueError:
+            return True
+        return False
+
+    wait_until(released, what="the finished task's actor to be released")
+    again = RayExecutor(settings)
+    again.inventory()
+    assert again.start(launch)["actor"] == handle["actor"]
+    assert again.status(launch.task_id, handle).state == "lost", "adopted, not run again"
+    again.close()
+    assert runs.read_text() == "ran\n"
+    restarted.close()
+
+
 def _train_command(
     corpus: Path, cache: Path, steps: int, batch_size: int, *extra: str
 ) -> list[str]:

@@ -237,8 +237,8 @@ class RayExecutor:
             "gang_size": max(1, len(launch.gang_nodes)),
             "started_at": time.time(),
         }
-        if self._kv_claim(f"task/{launch.task_id}", gang):
-            log.info("task %s was claimed before; adopting it", launch.task_id)
+        if self._kv_claim(f"task/{launch.task_id}", gang) and self._created(launch.task_id, gang):
+            log.info("task %s was started before; adopting it", launch.task_id)
             return handle
         group = self._gang_group(gang, launch)
         self._kv_put(f"gang/{gang}/{launch.rank}", launch.task_id)
@@ -268,7 +268,23 @@ class RayExecutor:
             }
         )
         self._actors[launch.task_id] = actor
+        self._kv_put(f"created/{launch.task_id}", gang)
         return handle
+
+    def _created(self, task_id: str, gang: str) -> bool:
+        """Whether a claimed task's actor was ever created. The claim comes first, so a
+        control plane killed between the two leaves a claim with no actor: that task never
+        ran, and is created now. The mark is written after the actor is, so an actor created
+        just before such a kill is found by its name (`get_if_exists` then returns it)."""
+        if self._kv_get(f"created/{task_id}") is not None:
+            return True
+        try:
+            ray.get_actor(f"{ACTOR_PREFIX}{task_id}", namespace=self.namespace)
+        except ValueError:
+            log.info("task %s was claimed but its actor never created; creating it", task_id)
+            return False
+        self._kv_put(f"created/{task_id}", gang)
+        return True
 
     def _node(self, name: str) -> Any:
         node = self._snapshot.nodes.get(name)
