@@ -373,9 +373,18 @@ def test_the_newest_sequence_is_preempted_and_still_completes(tiny_model_dir: Pa
     assert lengths == {"old": 150, "new": 150}
 
 
-def test_bfloat16_halves_the_cache_and_stays_close(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("products", ["packed", "onednn"])
+def test_bfloat16_halves_the_cache_and_stays_close(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, products: str
+) -> None:
+    """On either bf16 path: the one-call decoder on AMX tiles (where the CPU has AMX), or the
+    kernels around oneDNN's products."""
     full = make_engine(tiny_model_dir, kv_memory_mb=1.0)
+    monkeypatch.setenv("RAINIER_PRODUCTS", products)
     half = make_engine(tiny_model_dir, kv_memory_mb=1.0, dtype="bfloat16")
+    if products == "packed" and half.model.decoder is None:
+        pytest.skip("no AMX here (or no C compiler): no bf16 decoder")
+    assert (half.model.decoder is not None) == (products == "packed")
     assert half.kv_cache.dtype == torch.bfloat16
     assert half.block_manager.num_blocks == 2 * full.block_manager.num_blocks
     prompt = full.tokenizer.encode("the compute cloud answers every question")
@@ -478,20 +487,23 @@ def test_the_kernels_refuse_a_batch_that_points_outside_the_cache(tiny_model_dir
         build_batch([ScheduledChunk(prompt, 8, [0], True)], 8, torch.device("cpu"))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_decoder_kernel_is_its_kernels_called_one_by_one(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
 ) -> None:
     """Bit for bit, logits and cache, over a prefill and then a step mixing a decode, a
-    chunk of a longer prompt and a new prompt, some rows wanting logits and some not. (The
-    kernels one by one attend every token through the paged kernel here, as the decoder does;
-    the dense path for fresh prefills is held to them in the next test.)"""
+    chunk of a longer prompt and a new prompt, some rows wanting logits and some not; in
+    float32 on the packed panels, in bf16 on the AMX tiles with a bf16 cache. (The kernels
+    one by one attend every token through the paged kernel here, as the decoder does; the
+    dense path for fresh prefills is held to them in the next test.)"""
     monkeypatch.setattr(step_attention, "DENSE_MIN_TOKENS", 1 << 30)
     monkeypatch.setenv("RAINIER_PRODUCTS", "packed")
     with torch_threads(1):
-        engine = make_engine(tiny_model_dir)
+        engine = make_engine(tiny_model_dir, dtype=dtype)
     model = engine.model
     if model.decoder is None:
-        pytest.skip("no C compiler here: only the PyTorch path runs")
+        pytest.skip(f"no C compiler here, or no AMX for {dtype}: no one-call decoder")
+    assert model.decoder.cache_dtype == engine.kv_cache.dtype == getattr(torch, dtype)
     decoder = model.decoder
     rng = random.Random(3)
     vocab = engine.model_config.vocab_size
@@ -515,9 +527,13 @@ def test_the_decoder_kernel_is_its_kernels_called_one_by_one(
         assert torch.equal(fused, one_by_one)
         assert torch.equal(caches[0], caches[1])
     assert caches[0].any()
+    index = torch.zeros(1, dtype=torch.int64)
     with pytest.raises(ValueError, match="hidden rows"):
-        index = torch.zeros(1, dtype=torch.int64)
         decoder(torch.zeros(1, 3), caches[0], index, index, index[None], 8, index, index, index)
+    other = torch.float32 if dtype == "bfloat16" else torch.bfloat16
+    with pytest.raises(ValueError, match="KV cache"):
+        hidden = torch.zeros(1, engine.model_config.hidden_size)
+        decoder(hidden, caches[0].to(other), index, index, index[None], 8, index, index, index)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

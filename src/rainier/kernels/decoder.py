@@ -9,6 +9,10 @@ import torch
 
 from rainier.kernels import I64, PTR, bind, require_float32_cpu
 from rainier.kernels.linear import PackedLinear
+from rainier.kernels.linear_amx import AmxLinear
+
+# A matrix packed for one of the decoder's two products: float32 panels, or bf16 AMX tiles.
+PackedProduct = PackedLinear | AmxLinear
 
 
 class Shape(ctypes.Structure):
@@ -27,29 +31,33 @@ class Shape(ctypes.Structure):
 class DecoderLayer:
     input_norm: torch.Tensor
     post_norm: torch.Tensor
-    qkv: PackedLinear
-    o: PackedLinear
-    gate_up: PackedLinear
-    down: PackedLinear
+    qkv: PackedProduct
+    o: PackedProduct
+    gate_up: PackedProduct
+    down: PackedProduct
 
 
 class DecoderKernel:
-    """`decoder_forward` of a library built from decoder.c, which also holds the kernels it
-    composes; `Kernels.load` in the serving model builds it once for all of them."""
+    """`decoder_forward` (float32 weights and cache) and `decoder_forward_bf16` (bf16 ones,
+    on AMX) of a library built from decoder.c, which also holds the kernels they compose;
+    `Kernels.load` in the serving model builds it once for all of them."""
 
     def __init__(self, lib: ctypes.CDLL) -> None:
-        self.fn = bind(
-            lib, "decoder_forward", ctypes.c_int,
+        args = (
             ctypes.POINTER(Shape), ctypes.POINTER(ctypes.c_void_p), PTR, PTR, PTR, PTR,
             PTR, I64, I64, PTR, I64, PTR, PTR, PTR, I64, PTR, PTR, PTR, I64, PTR,
         )  # fmt: skip
+        self.fn = bind(lib, "decoder_forward", ctypes.c_int, *args)
+        self.fn_bf16 = bind(lib, "decoder_forward_bf16", ctypes.c_int, *args)
 
 
 class Decoder:
     """A model's weights bound once, as the pointer table decoder.c reads; a call is a step.
 
-    Every weight is checked here, once: float32, contiguous, and of the width the shape says,
-    since the C code follows raw pointers and would read past a short one rather than fail.
+    Every weight is checked here, once: packed for one product, norms float32 and
+    contiguous, and of the width the shape says, since the C code follows raw pointers and
+    would read past a short one rather than fail. bf16 matrices (`AmxLinear`) take a bf16
+    cache, float32 ones a float32 cache.
     """
 
     def __init__(
@@ -57,7 +65,7 @@ class Decoder:
         kernel: DecoderKernel,
         layers: list[DecoderLayer],
         norm: torch.Tensor,
-        lm_head: PackedLinear,
+        lm_head: PackedProduct,
         cos: torch.Tensor,
         sin: torch.Tensor,
         *,
@@ -85,6 +93,11 @@ class Decoder:
                 if (proj.out_features, proj.in_features) != (rows, cols):
                     raise ValueError("decoder: a projection's shape disagrees with the model's")
         _check_vector(norm, hidden)
+        kind = type(lm_head)
+        if any(type(p) is not kind for layer in layers
+               for p in (layer.qkv, layer.o, layer.gate_up, layer.down)):  # fmt: skip
+            raise ValueError("decoder: every matrix is packed for the same product")
+        self.cache_dtype = torch.bfloat16 if kind is AmxLinear else torch.float32
         if lm_head.in_features != hidden or cos.shape != sin.shape:
             raise ValueError("decoder: the output head or rotary tables have the wrong width")
         require_float32_cpu(cos, sin, contiguous=True)
@@ -106,7 +119,7 @@ class Decoder:
             ctypes.byref(self.shape), self._weights, norm.data_ptr(), lm_head.packed.data_ptr(),
             cos.data_ptr(), sin.data_ptr(),
         )  # fmt: skip
-        self._fn = kernel.fn
+        self._fn = kernel.fn_bf16 if kind is AmxLinear else kernel.fn
 
     def __call__(
         self,
@@ -126,7 +139,10 @@ class Decoder:
         that once a step. Returns the logits of the rows `logits_index` names."""
         s = self.shape
         tokens = hidden.shape[0]
-        require_float32_cpu(hidden, kv_cache, contiguous=True)
+        require_float32_cpu(hidden, contiguous=True)
+        if (kv_cache.dtype != self.cache_dtype or kv_cache.device.type != "cpu"
+                or not kv_cache.is_contiguous()):  # fmt: skip
+            raise ValueError(f"decoder: the KV cache is a contiguous {self.cache_dtype} tensor")
         if hidden.shape != (tokens, s.hidden):
             raise ValueError(f"decoder: hidden rows of {s.hidden}, not {tuple(hidden.shape)}")
         layers, pair, slots, kv_heads, head_dim = kv_cache.shape
@@ -156,5 +172,5 @@ def _check_vector(t: torch.Tensor, width: int) -> None:
         raise ValueError(f"decoder: a norm weight of {width} values, not {tuple(t.shape)}")
 
 
-def _bias(proj: PackedLinear) -> int | None:
+def _bias(proj: PackedProduct) -> int | None:
     return proj.bias.data_ptr() if proj.bias is not None else None

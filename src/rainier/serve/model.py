@@ -23,6 +23,7 @@ from rainier.kernels import load as load_kernel
 from rainier.kernels.decoder import Decoder, DecoderKernel, DecoderLayer
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel, PackedLinear
+from rainier.kernels.linear_amx import AmxLinear, AmxLinearKernel
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.precision import short_name
 from rainier.serve.batch import BatchInput
@@ -70,14 +71,15 @@ class Kernels:
     """The C kernels a CPU forward runs on; see `rainier.kernels`. They come from one
     library, `decoder.c`, which includes the others' code: one build on a machine's first start
     and one load at each start, not one for every kernel. Activations are float32 in them
-    whatever the weights are; a bf16 model's cache is read and written as bf16. `linear` and
-    `decoder` are there only for float32 weights (bf16 ones oneDNN multiplies on AMX), and
-    only where they beat oneDNN's products on this model (`product_choice`). Every kernel
-    spreads its rows or panels over the torch threads."""
+    whatever the weights are; a bf16 model's cache is read and written as bf16. `linear`
+    packs the matrices for the decoder's products: float32 panels for float32 weights, AMX
+    tiles for bf16 ones (none where the CPU has no AMX; oneDNN multiplies bf16 there). It and
+    `decoder` are kept only where they beat oneDNN's products on this model
+    (`product_choice`). Every kernel spreads its rows or panels over the torch threads."""
 
     attention: PagedAttention
     layer: LayerOps
-    linear: LinearKernel | None
+    linear: LinearKernel | AmxLinearKernel | None
     decoder: DecoderKernel | None
 
     @classmethod
@@ -85,9 +87,14 @@ class Kernels:
         lib = load_kernel("decoder")
         if lib is None:
             return None
-        if dtype != torch.float32:
+        packer: LinearKernel | AmxLinearKernel | None = None
+        if dtype == torch.float32:
+            packer = LinearKernel(lib)
+        elif dtype == torch.bfloat16:
+            packer = AmxLinearKernel.on(lib)
+        if packer is None:
             return cls(PagedAttention(lib), LayerOps(lib), None, None)
-        return cls(PagedAttention(lib), LayerOps(lib), LinearKernel(lib), DecoderKernel(lib))
+        return cls(PagedAttention(lib), LayerOps(lib), packer, DecoderKernel(lib))
 
     def without_decoder(self) -> Kernels:
         return Kernels(self.attention, self.layer, None, None)
@@ -97,8 +104,8 @@ def projection_name(short: str) -> str:
     return f"self_attn.{short}_proj" if short in "qkvo" else f"mlp.{short}_proj"
 
 
-def packed(projection: Projection) -> PackedLinear:
-    if not isinstance(projection, PackedLinear):
+def packed(projection: Projection) -> PackedLinear | AmxLinear:
+    if not isinstance(projection, PackedLinear | AmxLinear):
         raise TypeError("the decoder kernel runs on packed weights only")
     return projection
 
@@ -270,7 +277,11 @@ class LlamaModel:
     def forward_path(self) -> str:
         """Which of the three forward passes runs, for the operator's log."""
         if self.decoder is not None:
-            return f"one C call on packed weights ({torch.get_num_threads()} threads)"
+            tiles = ", AMX tiles" if self.decoder.cache_dtype == torch.bfloat16 else ""
+            return (
+                f"one C call on packed {short_name(self.dtype)} weights{tiles} "
+                f"({torch.get_num_threads()} threads)"
+            )
         threads = torch.get_num_threads()
         products = "oneDNN's pre-blocked" if isinstance(self.lm_head, OneDnnLinear) else "torch's"
         if self.kernels is not None:
@@ -351,15 +362,16 @@ class LlamaModel:
         self._check_indexes(batch, kv_cache)
         if self.decoder is not None:
             return self.decoder(
-                self.embed[batch.token_ids], kv_cache, batch.positions, batch.slot_mapping,
+                self.embed[batch.token_ids].float(), kv_cache, batch.positions, batch.slot_mapping,
                 batch.block_tables, batch.block_size, batch.token_seq, batch.context_lens,
                 batch.logits_index,
             )  # fmt: skip
         ops = kernels.layer
         scale = 1.0 / math.sqrt(c.head_dim)
-        # Activations go into and out of the products in the weights' dtype (the kernels
-        # around them read and write it); the residual stream and attention stay float32.
-        dtype = self.dtype
+        # Activations go into and out of oneDNN's products in the weights' dtype (the kernels
+        # around them read and write it), into the packed ones in float32 (they round to the
+        # weights' dtype themselves); the residual stream and attention stay float32.
+        dtype = torch.float32 if kernels.linear is not None else self.dtype
         attend = StepAttention.plan(batch)
         hidden = self.embed[batch.token_ids].float()
         x = ops.rms_norm(hidden, self.layers[0].input_norm, eps, dtype)

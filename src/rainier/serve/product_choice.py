@@ -1,7 +1,8 @@
-"""Which matrix products a float32 model runs on, decided by timing both on its own weights.
+"""Which matrix products a model runs on, decided by timing both on its own weights.
 
-Two ways to run a float32 forward on a CPU: `decoder.c`, the whole pass as one C call on
-weights packed for its own small-row product, or the C element-wise kernels called from
+Two ways to run a float32 forward on a CPU, or a bf16 one on a CPU with AMX: `decoder.c`, the
+whole pass as one C call on weights packed for its own products (float32 panels, or bf16 AMX
+tiles), or the C element-wise kernels called from
 Python around oneDNN's products on pre-blocked weights. The first saves the per-operator cost
 of Python (some microseconds a call, a dozen calls a layer), which is most of a small model's
 step; the second has the faster product at large widths, where the products are most of the
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from rainier.kernels.linear import LinearKernel
+from rainier.kernels.linear_amx import AmxLinearKernel
 from rainier.serve.onednn_linear import TYPICAL_ROWS, OneDnnLinear
 
 # What calling a layer's kernels and products one by one from Python costs beyond the work,
@@ -61,7 +63,9 @@ def _best_of_each(first: Callable[[], object], second: Callable[[], object]) -> 
     return best[0], best[1]
 
 
-def decoder_wins(weights: list[torch.Tensor], packer: LinearKernel) -> tuple[bool, str]:
+def decoder_wins(
+    weights: list[torch.Tensor], packer: LinearKernel | AmxLinearKernel
+) -> tuple[bool, str]:
     """Whether the packed products (and so the one-call decoder) win, and why, for the log."""
     pinned = os.environ.get("RAINIER_PRODUCTS", "").strip().lower()
     if pinned in ("packed", "onednn"):
@@ -71,18 +75,27 @@ def decoder_wins(weights: list[torch.Tensor], packer: LinearKernel) -> tuple[boo
     return times.decoder_wins, reason + f"{times.onednn_s * 1e6:.0f} us"
 
 
-def time_products(weights: list[torch.Tensor], packer: LinearKernel) -> ProductTimes:
+def time_products(
+    weights: list[torch.Tensor], packer: LinearKernel | AmxLinearKernel
+) -> ProductTimes:
     """Both ways of multiplying `TYPICAL_ROWS` rows by each of `weights` (one layer's,
-    [out, in] as stored), on copies: the model's own tensors are not touched."""
+    [out, in] as stored), on copies: the model's own tensors are not touched. Each way
+    gets its rows as the forward hands them over: float32 to the packed products, the
+    weights' dtype to oneDNN's."""
     packed = [packer.pack(w) for w in weights]
     blocked = [OneDnnLinear.pack(w.clone()) for w in weights]
     inputs = [torch.randn(TYPICAL_ROWS, w.shape[1]) for w in weights]
+    onednn_inputs = [x.to(w.dtype) for x, w in zip(inputs, weights, strict=True)]
 
-    def run(products: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[], None]:
+    def run(
+        products: list[Callable[[torch.Tensor], torch.Tensor]], rows: list[torch.Tensor]
+    ) -> Callable[[], None]:
         def call() -> None:
-            for product, x in zip(products, inputs, strict=True):
+            for product, x in zip(products, rows, strict=True):
                 product(x)
 
         return call
 
-    return ProductTimes(*_best_of_each(run(list(packed)), run(list(blocked))))
+    return ProductTimes(
+        *_best_of_each(run(list(packed), inputs), run(list(blocked), onednn_inputs))
+    )
