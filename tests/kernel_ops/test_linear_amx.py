@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rainier.kernels import load
+from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear_amx import AmxLinearKernel
 
 ROWS = [1, 5, 16, 17, 32, 33, 100, 513, 600]
@@ -77,3 +78,27 @@ def test_bf16_rows_widen_exactly_and_bad_input_is_refused(amx: AmxLinearKernel) 
         product(torch.randn(3, 65))
     with pytest.raises(ValueError, match="bias"):
         amx.pack(w, torch.zeros(31))
+
+
+@pytest.mark.parametrize("rows", [1, 16, 17, 600])
+@pytest.mark.parametrize("ffn", [32, 70, 173])
+def test_the_fused_swiglu_is_the_product_then_silu_mul(
+    amx: AmxLinearKernel, ops: LayerOps, rows: int, ffn: int
+) -> None:
+    """silu(x @ gate.T) * (x @ up.T) from one product whose tile groups hold both factors of
+    each output: bitwise the plain product's gate and up columns put through `silu_mul`'s
+    arithmetic (eight columns at a time, the last few of a row one by one)."""
+    torch.manual_seed(ffn + rows)
+    k = 96
+    gate_up = (torch.randn(2 * ffn, k) / k**0.5).bfloat16()
+    x = torch.randn(rows, k)
+    fused = amx.pack_swiglu(gate_up)
+    assert fused.out_features == 2 * ffn
+    act = fused(x)
+    both = amx.pack(gate_up)(x)
+    assert torch.equal(act, ops.silu_mul(both))
+    gate, up = both[:, :ffn].double(), both[:, ffn:].double()
+    torch.testing.assert_close(act.double(), gate * torch.sigmoid(gate) * up, rtol=1e-5, atol=1e-6)
+    assert torch.equal(fused(x[-1:]), act[-1:]), "a row's result is its own"
+    with pytest.raises(ValueError, match="equal rows"):
+        amx.pack_swiglu(gate_up[1:])

@@ -133,6 +133,15 @@ def test_builds_once_into_its_cache(fresh_loader: Path) -> None:
     assert [p.stat().st_mtime_ns for p in fresh_loader.iterdir()] == [stamp]
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in kernels.SOURCES.glob("*.c")), ids=str)
+def test_every_kernel_library_builds_where_a_compiler_is(fresh_loader: Path, name: str) -> None:
+    """A library that fails to build falls back to PyTorch with a warning, and its tests
+    skip as on a machine without a compiler: here a broken kernel fails instead."""
+    if kernels._compiler() is None:
+        pytest.skip("no C compiler here")
+    assert kernels.load(name) is not None
+
+
 def test_turned_off_or_without_compiler_it_falls_back(
     fresh_loader: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -10,7 +10,7 @@
  * Weights come as an array of pointers, LAYER_FIELDS per layer, in the order of `enum field`.
  * `decoder_forward` takes float32 matrices packed by `pack_weight` (biases padded to whole
  * panels or NULL) and a float32 cache; `decoder_forward_bf16` bf16 matrices packed by
- * `amx_pack_weight` for the AMX tiles and a bf16 cache. Both keep the activations float32.
+ * `amx_pack_weight` for the AMX tiles (the gate/up one by `amx_pack_swiglu`) and a bf16 cache. Both keep the activations float32.
  */
 #include "layer_ops.c"
 #include "linear.c"
@@ -36,6 +36,22 @@ static int product_f32(const float *x, int64_t ldx, int64_t rows, int64_t k, con
 static int product_amx(const float *x, int64_t ldx, int64_t rows, int64_t k, const void *w,
                        const float *bias, int64_t n, float *out, int64_t ldo) {
     return amx_linear(x, ldx, rows, k, (const uint16_t *)w, bias, n, out, ldo);
+}
+
+/* act [rows, ffn] = silu(gate) * up from x [rows, h] and the gate/up weight: the product into
+ * `gate_up` [rows, 2 ffn] and then `silu_mul`, or on AMX one product with the SwiGLU as its
+ * epilogue (`gate_up` unused), bitwise the same. */
+static int swiglu_f32(const float *x, int64_t rows, int64_t h, const void *w, int64_t ffn,
+                      float *gate_up, float *act) {
+    linear(x, h, rows, h, (const float *)w, NULL, 2 * ffn, gate_up, 2 * ffn);
+    silu_mul(gate_up, act, rows, ffn);
+    return 0;
+}
+
+static int swiglu_amx(const float *x, int64_t rows, int64_t h, const void *w, int64_t ffn,
+                      float *gate_up, float *act) {
+    (void)gate_up;
+    return amx_swiglu(x, h, rows, h, (const uint16_t *)w, ffn, act, ffn);
 }
 
 #define DECODER_BF16 0

@@ -9,10 +9,11 @@ import torch
 
 from rainier.kernels import I64, PTR, bind, require_float32_cpu
 from rainier.kernels.linear import PackedLinear
-from rainier.kernels.linear_amx import AmxLinear
+from rainier.kernels.linear_amx import AmxLinear, AmxSwiGLU
 
-# A matrix packed for one of the decoder's two products: float32 panels, or bf16 AMX tiles.
-PackedProduct = PackedLinear | AmxLinear
+# A matrix packed for one of the decoder's two products: float32 panels, or bf16 AMX tiles
+# (the gate/up one with the SwiGLU as its epilogue).
+PackedProduct = PackedLinear | AmxLinear | AmxSwiGLU
 
 
 class Shape(ctypes.Structure):
@@ -94,8 +95,9 @@ class Decoder:
                     raise ValueError("decoder: a projection's shape disagrees with the model's")
         _check_vector(norm, hidden)
         kind = type(lm_head)
-        if any(type(p) is not kind for layer in layers
-               for p in (layer.qkv, layer.o, layer.gate_up, layer.down)):  # fmt: skip
+        gate_up_kind = AmxSwiGLU if kind is AmxLinear else kind
+        if any(type(p) is not kind for layer in layers for p in (layer.qkv, layer.o, layer.down)) \
+                or any(type(layer.gate_up) is not gate_up_kind for layer in layers):  # fmt: skip
             raise ValueError("decoder: every matrix is packed for the same product")
         self.cache_dtype = torch.bfloat16 if kind is AmxLinear else torch.float32
         if lm_head.in_features != hidden or cos.shape != sin.shape:

@@ -5,12 +5,14 @@
 #define CACHE uint16_t
 #define FORWARD decoder_forward_bf16
 #define PRODUCT product_amx
+#define SWIGLU swiglu_amx
 #define ROPE_STORE rope_store_bf16
 #define ATTENTION paged_attention_bf16
 #else
 #define CACHE float
 #define FORWARD decoder_forward
 #define PRODUCT product_f32
+#define SWIGLU swiglu_f32
 #define ROPE_STORE rope_store
 #define ATTENTION paged_attention
 #endif
@@ -49,8 +51,7 @@ int FORWARD(const struct shape *s, const void *const *weights, const float *fina
                             block_size, s->scale);
         failed |= PRODUCT(attn, attn_width, tokens, attn_width, w[O], w[O_BIAS], h, delta, h);
         add_rms_norm(hidden, delta, (const float *)w[POST_NORM], x, tokens, h, s->eps);
-        failed |= PRODUCT(x, h, tokens, h, w[GATE_UP], NULL, 2 * s->ffn, gate_up, 2 * s->ffn);
-        silu_mul(gate_up, act, tokens, s->ffn);
+        failed |= SWIGLU(x, tokens, h, w[GATE_UP], s->ffn, gate_up, act);
         failed |= PRODUCT(act, s->ffn, tokens, s->ffn, w[DOWN], NULL, h, delta, h);
         if (i + 1 < s->layers) {
             add_rms_norm(hidden, delta, (const float *)w[LAYER_FIELDS + INPUT_NORM], x, tokens, h,
@@ -69,6 +70,7 @@ int FORWARD(const struct shape *s, const void *const *weights, const float *fina
 #undef CACHE
 #undef FORWARD
 #undef PRODUCT
+#undef SWIGLU
 #undef ROPE_STORE
 #undef ATTENTION
 #undef DECODER_BF16

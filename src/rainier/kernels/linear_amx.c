@@ -37,26 +37,56 @@ enum { GROUP_COLS = PANEL * GROUP_PANELS, PREFETCH_BYTES = 8192, CHUNK_STEPS = 1
 static int64_t padded_k(int64_t k) { return (k + TILE_K - 1) / TILE_K * TILE_K; }
 static int64_t groups_of(int64_t n) { return (n + GROUP_COLS - 1) / GROUP_COLS; }
 
-/* Elements (bf16) of the packed form of an [n, k] weight. */
-int64_t amx_packed_size(int64_t n, int64_t k) { return groups_of(n) * GROUP_COLS * padded_k(k); }
+/* A SwiGLU's gate/up weight goes in groups of 32 of its ffn columns: gate and up panels of
+ * the same columns side by side, so one group's tiles hold both factors of its outputs. */
+static int64_t swiglu_groups(int64_t ffn) { return (ffn + 2 * PANEL - 1) / (2 * PANEL); }
 
-/* `w` [n, k] bf16 row-major into the tile layout above, columns past n and k past k zero. */
-void amx_pack_weight(const uint16_t *restrict w, int64_t n, int64_t k, uint16_t *restrict packed) {
+/* Elements (bf16) of the packed form of an [n, k] weight, and of a [2 ffn, k] gate/up one. */
+int64_t amx_packed_size(int64_t n, int64_t k) { return groups_of(n) * GROUP_COLS * padded_k(k); }
+int64_t amx_swiglu_packed_size(int64_t ffn, int64_t k) {
+    return swiglu_groups(ffn) * GROUP_COLS * padded_k(k);
+}
+
+/* The weight row (output column) that column c of panel p of group g holds, or -1 past the
+ * matrix: in order, or, for a gate/up weight (`ffn` > 0), gate, up, gate, up of two
+ * consecutive panels' columns. */
+static int64_t source_row(int64_t g, int64_t p, int64_t c, int64_t n, int64_t ffn) {
+    if (ffn == 0) {
+        const int64_t col = (g * GROUP_PANELS + p) * PANEL + c;
+        return col < n ? col : -1;
+    }
+    const int64_t col = (g * 2 + p / 2) * PANEL + c;
+    return col < ffn ? col + (p % 2) * ffn : -1;
+}
+
+static void pack(const uint16_t *restrict w, int64_t n, int64_t ffn, int64_t groups, int64_t k,
+                 uint16_t *restrict packed) {
     const int64_t kp = padded_k(k), steps = kp / TILE_K;
     PARALLEL_FOR(n * k)
-    for (int64_t g = 0; g < groups_of(n); g++)
+    for (int64_t g = 0; g < groups; g++)
         for (int64_t s = 0; s < steps; s++)
             for (int64_t p = 0; p < GROUP_PANELS; p++) {
                 uint16_t *tile = packed + ((g * steps + s) * GROUP_PANELS + p) * (TILE_BYTES / 2);
                 for (int64_t pair = 0; pair < TILE_K / 2; pair++)
                     for (int64_t c = 0; c < PANEL; c++)
                         for (int64_t half = 0; half < 2; half++) {
-                            const int64_t col = (g * GROUP_PANELS + p) * PANEL + c;
+                            const int64_t row = source_row(g, p, c, n, ffn);
                             const int64_t kk = s * TILE_K + 2 * pair + half;
                             tile[(pair * PANEL + c) * 2 + half] =
-                                col < n && kk < k ? w[col * k + kk] : 0;
+                                row >= 0 && kk < k ? w[row * k + kk] : 0;
                         }
             }
+}
+
+/* `w` [n, k] bf16 row-major into the tile layout above, columns past n and k past k zero. */
+void amx_pack_weight(const uint16_t *restrict w, int64_t n, int64_t k, uint16_t *restrict packed) {
+    pack(w, n, 0, groups_of(n), k, packed);
+}
+
+/* A SwiGLU's `w` [2 ffn, k] (gate rows, then up rows) into its groups, for amx_swiglu. */
+void amx_pack_swiglu(const uint16_t *restrict w, int64_t ffn, int64_t k,
+                     uint16_t *restrict packed) {
+    pack(w, 2 * ffn, ffn, swiglu_groups(ffn), k, packed);
 }
 
 /* 1 where this build multiplies on AMX tiles (the compiler's target has them), else 0. */
@@ -99,6 +129,36 @@ static void store_tile(const float *tile, int64_t rows, int64_t cols, const floa
         for (int64_t c = 0; c < cols; c++) out[r * ldo + c] = tile[r * PANEL + c] + (bias ? bias[c] : 0.0f);
 }
 
+/* out[r][col + c] = silu(gate[r][c]) * up[r][c] for the 16 columns from `col` before `ffn`,
+ * in `silu_mul`'s arithmetic and order (eight columns at a time, a row's last few one by one),
+ * so the fused product is bitwise the product and then `silu_mul`. */
+static void swiglu_tile(const float *gate, const float *up, int64_t ld, int64_t rows,
+                        int64_t col, int64_t ffn, float *out, int64_t ldo) {
+    const v8 one = splat8(1.0f);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < PANEL && col + c < ffn; c += 8) {
+            const float *g = gate + r * ld + c, *u = up + r * ld + c;
+            float *o = out + r * ldo + col + c;
+            if (col + c + 8 <= ffn) {
+                const v8 x = load8(g);
+                store8(o, x / (one + exp8(-x)) * load8(u));
+            } else {
+                for (int64_t j = 0; col + c + j < ffn; j++) o[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+            }
+        }
+}
+
+/* Tiles gate and up of rows r0.. into the SwiGLU's outputs from column `col`. */
+#define STORE_SWIGLU(gate, up, r0, col)                                                              \
+    do {                                                                                      \
+        _tile_stored(gate, scratch, PANEL * 4);                                               \
+        _tile_stored(up, scratch + TILE_ROWS * PANEL, PANEL * 4);                             \
+        if ((r0) < rows)                                                                      \
+            swiglu_tile(scratch, scratch + TILE_ROWS * PANEL, PANEL,                          \
+                        rows - (r0) < TILE_ROWS ? rows - (r0) : TILE_ROWS, col, ffn,          \
+                        out + (r0) * ldo, ldo);                                               \
+    } while (0)
+
 #define STORE(t, r0, panel)                                                                   \
     do {                                                                                      \
         _tile_stored(t, scratch, PANEL * 4);                                                  \
@@ -112,8 +172,8 @@ static void store_tile(const float *tile, int64_t rows, int64_t cols, const floa
 /* 16 rows (one row of A tiles, `a`) by one group of four panels, over
  * all of k: the decode shape, one contiguous stream of the group's tiles. */
 static void rows16_by_group(const uint16_t *a, const uint16_t *group, int64_t steps,
-                            int64_t r0, int64_t g, int64_t rows, int64_t n, const float *bias,
-                            float *out, int64_t ldo, float *scratch) {
+                            int64_t r0, int64_t g, int64_t rows, int64_t n, int64_t ffn,
+                            const float *bias, float *out, int64_t ldo, float *scratch) {
     _tile_zero(0);
     _tile_zero(1);
     _tile_zero(2);
@@ -131,6 +191,11 @@ static void rows16_by_group(const uint16_t *a, const uint16_t *group, int64_t st
         _tile_dpbf16ps(2, 4, 6);
         _tile_loadd(7, b + 3 * TILE_BYTES, 64);
         _tile_dpbf16ps(3, 4, 7);
+    }
+    if (ffn > 0) {
+        STORE_SWIGLU(0, 1, r0, 2 * g * PANEL);
+        STORE_SWIGLU(2, 3, r0, (2 * g + 1) * PANEL);
+        return;
     }
     const int64_t p = g * GROUP_PANELS;
     STORE(0, r0, p);
@@ -215,15 +280,14 @@ static int64_t block_rows(int64_t kp) {
 }
 #endif
 
-/* out [rows, n] (row stride ldo) = x [rows, k] (row stride ldx, float32) @ w^T + bias, `w`
- * packed by amx_pack_weight. Returns 0, -1 where memory ran out, -2 where this build has no
- * AMX (the caller keeps its other path then). */
-int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
-               const uint16_t *restrict w, const float *restrict bias, int64_t n,
-               float *restrict out, int64_t ldo) {
+/* The product of amx_linear, or with `ffn` > 0 that of amx_swiglu. */
+static int product(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
+                   const uint16_t *restrict w, const float *restrict bias, int64_t n,
+                   int64_t ffn, float *restrict out, int64_t ldo) {
 #if HAVE_AMX
     if (rows <= 0) return 0;
-    const int64_t kp = padded_k(k), steps = kp / TILE_K, groups = groups_of(n);
+    const int64_t kp = padded_k(k), steps = kp / TILE_K;
+    const int64_t groups = ffn > 0 ? swiglu_groups(ffn) : groups_of(n);
     const int64_t padded_rows = (rows + 2 * TILE_ROWS - 1) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
     uint16_t *a = aligned_alloc(64, (size_t)(padded_rows * kp * 2));
     if (a == NULL) return -1;
@@ -250,7 +314,7 @@ int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
         const int64_t block = padded_rows - b0 < most ? padded_rows - b0 : most;
         RAINIER_PRAGMA(omp parallel if (groups * block * kp >= PARALLEL_MIN_WORK))
         {
-            float scratch[TILE_ROWS * PANEL] __attribute__((aligned(64)));
+            float scratch[2 * TILE_ROWS * PANEL] __attribute__((aligned(64)));
             float *acc = rows - b0 > TILE_ROWS ? aligned_alloc(64, (size_t)block * 2 * PANEL * 4)
                                                : NULL;
             load_tiles();
@@ -258,7 +322,7 @@ int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
             for (int64_t g = 0; g < groups; g++) {
                 const uint16_t *group = w + g * group_elems;
                 if (rows - b0 <= TILE_ROWS) {
-                    rows16_by_group(a + b0 * kp, group, steps, b0, g, rows, n, bias, out,
+                    rows16_by_group(a + b0 * kp, group, steps, b0, g, rows, n, ffn, bias, out,
                                     ldo, scratch);
                     continue;
                 }
@@ -267,9 +331,15 @@ int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
                     continue;
                 }
                 for (int64_t half = 0; half < 2; half++) {
+                    const int64_t valid = rows - b0 < block ? rows - b0 : block;
+                    if (ffn > 0) {
+                        block_by_pair(a + b0 * kp, block, group, steps, half, acc, NULL, ldo);
+                        swiglu_tile(acc, acc + PANEL, 2 * PANEL, valid, (2 * g + half) * PANEL,
+                                    ffn, out + b0 * ldo, ldo);
+                        continue;
+                    }
                     const int64_t col = (g * GROUP_PANELS + 2 * half) * PANEL;
                     const int64_t cols = n - col < 2 * PANEL ? n - col : 2 * PANEL;
-                    const int64_t valid = rows - b0 < block ? rows - b0 : block;
                     const int whole = bias == NULL && valid == block && cols == 2 * PANEL;
                     block_by_pair(a + b0 * kp, block, group, steps, half, acc,
                                   whole ? out + b0 * ldo + col : NULL, ldo);
@@ -287,7 +357,27 @@ int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
     free(a);
     return failed ? -1 : 0;
 #else
-    (void)x, (void)ldx, (void)rows, (void)k, (void)w, (void)bias, (void)n, (void)out, (void)ldo;
+    (void)x, (void)ldx, (void)rows, (void)k, (void)w, (void)bias, (void)n, (void)ffn, (void)out,
+        (void)ldo;
     return -2;
 #endif
+}
+
+/* out [rows, n] (row stride ldo) = x [rows, k] (row stride ldx, float32) @ w^T + bias, `w`
+ * packed by amx_pack_weight. Returns 0, -1 where memory ran out, -2 where this build has no
+ * AMX (the caller keeps its other path then). */
+int amx_linear(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
+               const uint16_t *restrict w, const float *restrict bias, int64_t n,
+               float *restrict out, int64_t ldo) {
+    return product(x, ldx, rows, k, w, bias, n, 0, out, ldo);
+}
+
+/* out [rows, ffn] = silu(x @ gate^T) * (x @ up^T), `w` the gate/up weight packed by
+ * amx_pack_swiglu: the gate and up products of each output meet in one tile group, so the
+ * SwiGLU is the products' epilogue, and neither the [rows, 2 ffn] product nor a pass over it
+ * is written (in a 100M model's prefill, the widest output of a layer). Returns as
+ * amx_linear. */
+int amx_swiglu(const float *restrict x, int64_t ldx, int64_t rows, int64_t k,
+               const uint16_t *restrict w, int64_t ffn, float *restrict out, int64_t ldo) {
+    return product(x, ldx, rows, k, w, NULL, 2 * ffn, ffn, out, ldo);
 }

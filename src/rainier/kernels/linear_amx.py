@@ -28,11 +28,7 @@ class AmxLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """`x` [rows, in_features], float32 or bf16 (widened first, exactly), rows possibly
         strided; returns [rows, out_features] float32."""
-        if x.dtype == torch.bfloat16:
-            x = x.float()
-        require_float32_cpu(x)
-        if x.dim() != 2 or x.shape[1] != self.in_features or x.stride(1) != 1:
-            raise ValueError(f"linear takes [rows, {self.in_features}] rows, not {tuple(x.shape)}")
+        x = _rows(x, self.in_features)
         rows = x.shape[0]
         out = torch.empty((rows, self.out_features), dtype=torch.float32)
         bias = self.bias.data_ptr() if self.bias is not None else None
@@ -45,6 +41,44 @@ class AmxLinear:
         return out
 
 
+@dataclass(frozen=True)
+class AmxSwiGLU:
+    """`silu(x @ gate.T) * (x @ up.T)` with the [2 ffn, in] gate/up weight packed so that each
+    output's two products meet in one tile group: the SwiGLU is the product's epilogue.
+    `out_features` is the weight's (2 ffn); a call returns [rows, ffn] float32."""
+
+    packed: torch.Tensor
+    ffn: int
+    in_features: int
+    _fn: Callable[..., Any]
+    bias: None = None
+
+    @property
+    def out_features(self) -> int:
+        return 2 * self.ffn
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _rows(x, self.in_features)
+        out = torch.empty((x.shape[0], self.ffn), dtype=torch.float32)
+        status = self._fn(
+            x.data_ptr(), x.stride(0), x.shape[0], self.in_features, self.packed.data_ptr(),
+            self.ffn, out.data_ptr(), self.ffn,
+        )  # fmt: skip
+        if status != 0:
+            raise MemoryError("amx_swiglu: no memory for the product's buffers")
+        return out
+
+
+def _rows(x: torch.Tensor, width: int) -> torch.Tensor:
+    """`x` as the kernels take it: float32 rows of `width`, bf16 ones widened (exactly)."""
+    if x.dtype == torch.bfloat16:
+        x = x.float()
+    require_float32_cpu(x)
+    if x.dim() != 2 or x.shape[1] != width or x.stride(1) != 1:
+        raise ValueError(f"linear takes [rows, {width}] rows, not {tuple(x.shape)}")
+    return x
+
+
 class AmxLinearKernel:
     """Packs bf16 weights for, and multiplies on, the AMX tiles of a library holding
     `linear_amx.c` (`decoder.c` includes it)."""
@@ -54,6 +88,10 @@ class AmxLinearKernel:
         self._pack = bind(lib, "amx_pack_weight", None, PTR, I64, I64, PTR)
         self._linear = bind(lib, "amx_linear", ctypes.c_int,
                             PTR, I64, I64, I64, PTR, PTR, I64, PTR, I64)  # fmt: skip
+        self._swiglu_size = bind(lib, "amx_swiglu_packed_size", I64, I64, I64)
+        self._pack_swiglu = bind(lib, "amx_pack_swiglu", None, PTR, I64, I64, PTR)
+        self._swiglu = bind(lib, "amx_swiglu", ctypes.c_int,
+                            PTR, I64, I64, I64, PTR, I64, PTR, I64)  # fmt: skip
 
     @classmethod
     def on(cls, lib: ctypes.CDLL) -> AmxLinearKernel | None:
@@ -67,9 +105,7 @@ class AmxLinearKernel:
 
     def pack(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> AmxLinear:
         """`weight` [out_features, in_features] bf16, as a torch Linear holds it."""
-        if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or weight.dim() != 2:
-            raise ValueError("amx_linear packs a 2-D bf16 CPU weight")
-        weight = weight.contiguous()
+        weight = _bf16_matrix(weight)
         n, k = weight.shape
         # 2 MiB pages, as the float32 panels: a decode step streams every tile once.
         packed = zeros_on_huge_pages((self._size(n, k),), torch.bfloat16)
@@ -79,3 +115,20 @@ class AmxLinearKernel:
             if bias.shape != (n,):
                 raise ValueError(f"linear: a bias of {n} values, not {tuple(bias.shape)}")
         return AmxLinear(packed, bias, n, k, self._linear)
+
+    def pack_swiglu(self, gate_up: torch.Tensor) -> AmxSwiGLU:
+        """`gate_up` [2 ffn, in_features] bf16: the gate projection's rows, then the up's."""
+        gate_up = _bf16_matrix(gate_up)
+        rows, k = gate_up.shape
+        if rows % 2:
+            raise ValueError("a gate/up weight stacks two matrices of equal rows")
+        ffn = rows // 2
+        packed = zeros_on_huge_pages((self._swiglu_size(ffn, k),), torch.bfloat16)
+        self._pack_swiglu(gate_up.data_ptr(), ffn, k, packed.data_ptr())
+        return AmxSwiGLU(packed, ffn, k, self._swiglu)
+
+
+def _bf16_matrix(weight: torch.Tensor) -> torch.Tensor:
+    if weight.dtype != torch.bfloat16 or weight.device.type != "cpu" or weight.dim() != 2:
+        raise ValueError("amx_linear packs a 2-D bf16 CPU weight")
+    return weight.contiguous()

@@ -23,7 +23,7 @@ from rainier.kernels import load as load_kernel
 from rainier.kernels.decoder import Decoder, DecoderKernel, DecoderLayer
 from rainier.kernels.layer_ops import LayerOps
 from rainier.kernels.linear import LinearKernel, PackedLinear
-from rainier.kernels.linear_amx import AmxLinear, AmxLinearKernel
+from rainier.kernels.linear_amx import AmxLinear, AmxLinearKernel, AmxSwiGLU
 from rainier.kernels.paged_attention import PagedAttention
 from rainier.precision import short_name
 from rainier.serve.batch import BatchInput
@@ -104,8 +104,8 @@ def projection_name(short: str) -> str:
     return f"self_attn.{short}_proj" if short in "qkvo" else f"mlp.{short}_proj"
 
 
-def packed(projection: Projection) -> PackedLinear | AmxLinear:
-    if not isinstance(projection, PackedLinear | AmxLinear):
+def packed(projection: Projection) -> PackedLinear | AmxLinear | AmxSwiGLU:
+    if not isinstance(projection, PackedLinear | AmxLinear | AmxSwiGLU):
         raise TypeError("the decoder kernel runs on packed weights only")
     return projection
 
@@ -226,6 +226,12 @@ class LlamaModel:
                 return OneDnnLinear.pack(weight, bias)
             return TorchLinear(weight, bias)
 
+        def swiglu(gate_up: torch.Tensor) -> Projection:
+            """The gate/up product; on AMX with the SwiGLU fused in (it returns the act)."""
+            if isinstance(packer, AmxLinearKernel):
+                return packer.pack_swiglu(gate_up)
+            return projection(gate_up)
+
         self.lm_head = projection(lm_head)
         self.layers: list[LayerWeights] = []
         for i in range(config.num_hidden_layers):
@@ -249,7 +255,7 @@ class LlamaModel:
                     o=projection(
                         take(p + "self_attn.o_proj.weight"), maybe(p + "self_attn.o_proj.bias")
                     ),
-                    gate_up=projection(torch.cat(gate_up)),
+                    gate_up=swiglu(torch.cat(gate_up)),
                     down=projection(take(p + "mlp.down_proj.weight")),
                 )
             )
@@ -385,7 +391,9 @@ class LlamaModel:
             attn = attend(kernels.attention, qkv, heads, k_cache, v_cache, batch, scale)
             attn_out = layer.o(attn.view(n, -1).to(dtype))
             x = ops.add_rms_norm(hidden, attn_out, layer.post_norm, eps)
-            down = layer.down(ops.silu_mul(layer.gate_up(x)))
+            gate_up = layer.gate_up
+            act = gate_up(x) if isinstance(gate_up, AmxSwiGLU) else ops.silu_mul(gate_up(x))
+            down = layer.down(act)
             if i + 1 < len(self.layers):
                 x = ops.add_rms_norm(hidden, down, self.layers[i + 1].input_norm, eps)
             else:
