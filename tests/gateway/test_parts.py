@@ -8,7 +8,7 @@ import pytest
 
 from rainier.api.openai_requests import estimate_tokens
 from rainier.api.ratelimit import TokenBucket
-from rainier.api.stream_usage import usage_event
+from rainier.api.stream_usage import is_whole_event, usage_event
 
 
 def test_usage_chunk_is_dropped_unless_asked_for() -> None:
@@ -19,6 +19,15 @@ def test_usage_chunk_is_dropped_unless_asked_for() -> None:
     text = [f"data: {json.dumps({'id': 'x', 'choices': [{'text': 'hi'}], 'usage': None})}"]
     assert usage_event(text, wants_usage=False) == (None, text)
     assert usage_event(["data: [DONE]"], wants_usage=False) == (None, ["data: [DONE]"])
+
+
+def test_a_stream_ending_without_its_blank_line_is_whole_only_if_its_data_parses() -> None:
+    assert is_whole_event(b"data: [DONE]")
+    assert is_whole_event(b'data: {"choices": []}\n')
+    assert is_whole_event(b": a comment\nevent: x\ndata: [DONE]\r\n")
+    assert not is_whole_event(b'data: {"choices": [{"text": "hel')
+    assert not is_whole_event(b'data: {"a": 1}\ndata: {"b"')
+    assert not is_whole_event(b"data: \xff\xfe")
 
 
 def test_usage_riding_on_a_content_chunk_is_metered_and_removed() -> None:

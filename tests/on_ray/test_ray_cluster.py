@@ -113,9 +113,9 @@ def test_a_task_serves_on_its_node_address(ray_cloud: Cloud) -> None:
     assert wait_until(job_state(tenant, submitted["id"], "stopped"))["state"] == "stopped"
 
 
-def test_start_never_runs_a_task_twice_even_across_a_restart(
-    cluster: RayCluster, tmp_path: Path
-) -> None:
+def one_task(cluster: RayCluster, tmp_path: Path) -> tuple[Settings, TaskLaunch, Path]:
+    """A control plane's settings for `cluster`, and a one-chip task on the head node that
+    appends a line to the file returned, once per run."""
     settings = Settings.from_env(
         home=tmp_path / "home", executor="ray", ray_address=cluster.address
     )
@@ -132,6 +132,36 @@ def test_start_never_runs_a_task_twice_even_across_a_restart(
         flavor="h200",
         gang_nodes=(HEAD.name,),
     )
+    return settings, launch, runs
+
+
+def ran_once_and_released(
+    executor: RayExecutor, launch: TaskLaunch, handle: dict[str, Any], runs: Path
+) -> None:
+    """The task exits 0 having run once, and its finished actor is then released."""
+
+    def ended() -> TaskStatus | None:
+        status = executor.status(launch.task_id, handle)
+        return status if status.state != "running" else None
+
+    assert wait_until(ended) == TaskStatus("exited", 0)
+    assert runs.read_text() == "ran\n"
+
+    def released() -> bool:
+        executor.inventory()
+        try:
+            ray.get_actor(handle["actor"], namespace="rainier")
+        except ValueError:
+            return True
+        return False
+
+    wait_until(released, what="the finished task's actor to be released")
+
+
+def test_start_never_runs_a_task_twice_even_across_a_restart(
+    cluster: RayCluster, tmp_path: Path
+) -> None:
+    settings, launch, runs = one_task(cluster, tmp_path)
     first = RayExecutor(settings)
     first.inventory()
     handle = first.start(launch)
@@ -143,22 +173,7 @@ def test_start_never_runs_a_task_twice_even_across_a_restart(
     again = restarted.start(launch)
     assert again["actor"] == handle["actor"]
 
-    def ended() -> TaskStatus | None:
-        status = restarted.status(launch.task_id, handle)
-        return status if status.state != "running" else None
-
-    assert wait_until(ended) == TaskStatus("exited", 0)
-    assert runs.read_text() == "ran\n"
-
-    def released() -> bool:
-        restarted.inventory()
-        try:
-            ray.get_actor(handle["actor"], namespace="rainier")
-        except ValueError:
-            return True
-        return False
-
-    wait_until(released, what="the finished gang to be released")
+    ran_once_and_released(restarted, launch, handle, runs)
     assert restarted.status(launch.task_id, handle).state == "lost"
     with pytest.raises(LookupError, match="not a live node"):
         restarted.start(TaskLaunch(**{**launch.__dict__, "task_id": "x.a0.r0", "node": "nope"}))
@@ -171,25 +186,10 @@ def test_a_task_claimed_by_a_control_plane_that_died_before_creating_it_still_ru
     """`start` claims the task in the GCS and then creates its actor; a control plane killed
     between the two leaves a claim with no actor. The next one must create it, once, not adopt
     a task that never ran and later find it lost."""
-    settings = Settings.from_env(
-        home=tmp_path / "home", executor="ray", ray_address=cluster.address
-    )
-    runs = tmp_path / "runs"
-    job_id = f"job-{uuid.uuid4().hex[:8]}"
-    launch = TaskLaunch(
-        task_id=f"{job_id}.a0.r0",
-        job_id=job_id,
-        node=HEAD.name,
-        command=[PY, "-c", f"open({str(runs)!r}, 'a').write('ran\\n')"],
-        env={},
-        log_path=tmp_path / "logs" / "rank-0.log",
-        chips=1,
-        flavor="h200",
-        gang_nodes=(HEAD.name,),
-    )
+    settings, launch, runs = one_task(cluster, tmp_path)
     died = RayExecutor(settings)
     died.inventory()
-    assert not died._kv_claim(f"task/{launch.task_id}", f"{job_id}.a0"), "a fresh task id"
+    assert not died._kv_claim(f"task/{launch.task_id}", f"{launch.job_id}.a0"), "a fresh id"
     died.close()
 
     restarted = RayExecutor(settings)
@@ -197,22 +197,7 @@ def test_a_task_claimed_by_a_control_plane_that_died_before_creating_it_still_ru
     handle = restarted.start(launch)
     assert restarted.start(launch)["actor"] == handle["actor"]
 
-    def ended() -> TaskStatus | None:
-        status = restarted.status(launch.task_id, handle)
-        return status if status.state != "running" else None
-
-    assert wait_until(ended) == TaskStatus("exited", 0)
-    assert runs.read_text() == "ran\n"
-
-    def released() -> bool:
-        restarted.inventory()
-        try:
-            ray.get_actor(handle["actor"], namespace="rainier")
-        except ValueError:
-            return True
-        return False
-
-    wait_until(released, what="the finished task's actor to be released")
+    ran_once_and_released(restarted, launch, handle, runs)
     again = RayExecutor(settings)
     again.inventory()
     assert again.start(launch)["actor"] == handle["actor"]

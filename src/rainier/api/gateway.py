@@ -48,7 +48,13 @@ from rainier.api.gateway_targets import DeploymentRoute, Endpoint, Targets
 from rainier.api.model_cards import model_cards
 from rainier.api.openai_requests import BadRequest, check_request, estimate_tokens, parse_body
 from rainier.api.ratelimit import Admission, KeyLimits
-from rainier.api.stream_usage import EVENT_END, usage_event, usage_of
+from rainier.api.stream_usage import (
+    EVENT_END,
+    event_lines,
+    is_whole_event,
+    usage_event,
+    usage_of,
+)
 from rainier.api.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 from rainier.api.usage_writer import TokenUsageRow, token_usage_writer
 from rainier.control.metrics import ControlMetrics
@@ -360,7 +366,9 @@ class Gateway:
         """Passes server-sent events through as the bytes they came in, as soon as each is
         complete; the events that arrived together leave together, in one write. Only an
         event that carries usage is parsed: it is metered, and kept only when the client
-        asked for it."""
+        asked for it. An answer that ends inside an event (its replica stopped while writing
+        it) ends with the gateway's error event, as a dropped connection does, not with the
+        half event, which no client could parse."""
         recorded = False
         try:
             pending = b""
@@ -372,7 +380,7 @@ class Gateway:
                     if b'"usage"' not in event:
                         ready.append(event)
                         continue
-                    lines = event.decode().rstrip("\r\n").splitlines()
+                    lines = event_lines(event)
                     usage, keep = usage_event(lines, wants_usage)
                     if usage is not None and not recorded:
                         recorded = True
@@ -383,6 +391,8 @@ class Gateway:
                     yield ready[0] if len(ready) == 1 else b"".join(ready)
                 pending = pending[start:]
             if pending.strip():
+                if not is_whole_event(pending):
+                    raise UpstreamError("its answer ended inside an event")
                 yield pending + b"\n\n"
         except (UpstreamError, TimeoutError) as exc:
             self._mark_down(endpoint)
