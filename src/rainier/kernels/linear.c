@@ -17,8 +17,8 @@
  */
 #include <stdint.h>
 #include <string.h>
-#include <unistd.h>
 
+#include "cache_size.h"
 #include "parallel.h"
 #include "vec8.h"
 
@@ -32,15 +32,10 @@ enum { NR = 16, MR = 6, PREFETCH_K = 32 };
 /* The bytes of x rows a block may take: half the core's L2 (256 KiB of AMD Zen 3's 512, 1 MiB
  * of a recent Xeon's 2), the rest left to the panels passing over them; 192 KiB where the
  * system does not say. A block of 512 rows of 1024 then crosses a 2 MiB L2's weights twice,
- * not eleven times: 5-8% faster at prefill shapes there. Threads racing on the first call
- * all store the same value. */
+ * not eleven times: 5-8% faster at prefill shapes there. */
 static int64_t x_block_bytes(void) {
-    static int64_t bytes = 0;
-    if (bytes == 0) {
-        const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        bytes = l2 >= 256 * 1024 ? l2 / 2 : 192 * 1024;
-    }
-    return bytes;
+    const long l2 = l2_bytes(0);
+    return l2 > 0 ? l2 / 2 : 192 * 1024;
 }
 
 int64_t packed_size(int64_t n, int64_t k) { return (n + NR - 1) / NR * NR * k; }

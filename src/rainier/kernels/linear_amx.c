@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "cache_size.h"
 #include "parallel.h"
 #include "vec8.h"
 
@@ -270,11 +271,7 @@ static void block_by_pair(const uint16_t *a, int64_t block, const uint16_t *grou
  * it; at most 512. Past that, each group read the block from L3 again, and products 2730
  * deep ran at half oneDNN's rate. */
 static int64_t block_rows(int64_t kp) {
-    static long l2 = 0;
-    if (l2 == 0) {
-        const long found = sysconf(_SC_LEVEL2_CACHE_SIZE);
-        l2 = found >= 256 * 1024 ? found : 512 * 1024;
-    }
+    const long l2 = l2_bytes(512 * 1024);
     const int64_t fit = l2 / 2 / (kp * 2) / (2 * TILE_ROWS) * (2 * TILE_ROWS);
     return fit < 2 * TILE_ROWS ? 2 * TILE_ROWS : fit > 512 ? 512 : fit;
 }

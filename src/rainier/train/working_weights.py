@@ -24,7 +24,8 @@ The token embedding keeps float32: its output is the residual stream, which stay
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,6 +43,13 @@ class WorkingWeights:
     kernel: AdamWKernel
     copies: dict[str, torch.Tensor]
     masters: dict[str, nn.Parameter]
+    # Each copy's optimizer group (lr, betas, decay), found once: the groups' dicts are the
+    # optimizer's own, so the schedule's new lr is read through them every step.
+    groups: dict[str, dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        group_of = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+        self.groups = {name: group_of[id(p)] for name, p in self.masters.items()}
 
     @classmethod
     def for_run(
@@ -98,12 +106,11 @@ class WorkingWeights:
         if scale != 1.0:
             torch._foreach_mul_(others, scale)
         self.optimizer.step()
-        group_of = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
         for name, copy in self.copies.items():
             if copy.grad is None:
                 continue
             master = self.masters[name]
-            group = group_of[id(master)]
+            group = self.groups[name]
             state = self.optimizer.state[master]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
