@@ -20,6 +20,7 @@
 
 #include "cache_size.h"
 #include "parallel.h"
+#include "vec16.h"
 #include "vec8.h"
 
 /* PREFETCH_K: how many k steps ahead a tile asks for its panels' next line. A panel crosses
@@ -114,14 +115,7 @@ static void panel_rows(const float *x, int64_t x_stride, int64_t m, int64_t k, c
  * (`splat16`): built from a register, the broadcast is a shuffle on the port that also runs
  * half the multiply-adds, and the tile ran at the AVX2 tile's rate. Each output is the same
  * chain over k as in `tile`, so the results are bitwise the same. */
-typedef float v16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4)));
-
 enum { MR2 = 12 };
-
-static inline v16 load16(const float *p) { return *(const v16u *)p; }
-static inline void store16(float *p, v16 v) { *(v16u *)p = v; }
-static inline v16 splat16(float x) { return (v16){x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x}; }
 
 static inline __attribute__((always_inline)) void tile_pair(const float *x, int64_t x_stride,
                                                             int64_t k, const float *panel,

@@ -21,22 +21,27 @@
 #include <stdlib.h>
 
 #include "parallel.h"
+#include "vec16.h"
 #include "vec8.h"
 
 #define KV_T float
 #define LOAD_KV load8
+#define LOAD16_KV load16
 #define SUFFIX f32_
 #include "paged_attention_body.h"
 #undef KV_T
 #undef LOAD_KV
+#undef LOAD16_KV
 #undef SUFFIX
 
 #define KV_T uint16_t
 #define LOAD_KV load8_bf16
+#define LOAD16_KV load16_bf16
 #define SUFFIX bf16_
 #include "paged_attention_body.h"
 #undef KV_T
 #undef LOAD_KV
+#undef LOAD16_KV
 #undef SUFFIX
 
 int paged_attention(const float *q, int64_t q_token_stride, const float *k_cache,

@@ -131,6 +131,72 @@ static void CAT(weigh_quad_32_, SUFFIX)(v8 acc[16], float *const w[4], const KV_
 }
 #endif
 
+#ifdef RAINIER_VEC16
+/* The scores of four query rows against `n` key rows on AVX-512's full width: each key row
+ * loaded once for the four, and the sixteen sums of four keys by four rows reduced together.
+ * Against the eight-float quad (`scores_quad_`), 12 layers of a 100M model's decode attention (16
+ * sequences, bf16 cache) went from 2.7 ms to 2.1 at 128 tokens from L2 and from 9.5 to 7.8
+ * at 256 from memory, and its decode step from 28.9 ms to 26.0 on one core. */
+static void CAT(scores_quad16_, SUFFIX)(float *restrict out[4], const float *q[4],
+                                        const KV_T *restrict key, int64_t n, int64_t stride,
+                                        int64_t dim) {
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4, key += 4 * stride) {
+        v16 acc[16] = {0}; /* acc[4 * r + i]: key j + i against row r */
+        for (int64_t c = 0; c < dim; c += 16) {
+            const v16 x0 = load16(q[0] + c), x1 = load16(q[1] + c), x2 = load16(q[2] + c),
+                      x3 = load16(q[3] + c);
+            for (int i = 0; i < 4; i++) {
+                const v16 k = LOAD16_KV(key + i * stride + c);
+                acc[i] += x0 * k;
+                acc[4 + i] += x1 * k;
+                acc[8 + i] += x2 * k;
+                acc[12 + i] += x3 * k;
+            }
+        }
+        const __m512 sums = (__m512)hsum16x16(acc);
+        _mm_storeu_ps(out[0] + j, _mm512_extractf32x4_ps(sums, 0));
+        _mm_storeu_ps(out[1] + j, _mm512_extractf32x4_ps(sums, 1));
+        _mm_storeu_ps(out[2] + j, _mm512_extractf32x4_ps(sums, 2));
+        _mm_storeu_ps(out[3] + j, _mm512_extractf32x4_ps(sums, 3));
+    }
+    for (; j < n; j++, key += stride) {
+        v16 a[4] = {0};
+        for (int64_t c = 0; c < dim; c += 16) {
+            const v16 k = LOAD16_KV(key + c);
+            for (int r = 0; r < 4; r++) a[r] += load16(q[r] + c) * k;
+        }
+        for (int r = 0; r < 4; r++) out[r][j] = _mm512_reduce_add_ps((__m512)a[r]);
+    }
+}
+
+/* o[r][0:64] = the weights w[r] over the whole context times its values (`values` at the
+ * first of the 64 columns), block by block of the cache: each value row's 64 columns are
+ * loaded once for the four rows, and the sixteen sums stay in registers. */
+static void CAT(weigh_quad16_, SUFFIX)(float *const o[4], float *const w[4],
+                                       const KV_T *values, const int64_t *table,
+                                       int64_t length, int64_t block_size, int64_t stride) {
+    v16 acc[16] = {0}; /* acc[4 * r + i]: row r, columns 16 i .. 16 i + 15 */
+    for (int64_t start = 0; start < length; start += block_size) {
+        const int64_t n = length - start < block_size ? length - start : block_size;
+        const KV_T *value = values + table[start / block_size] * block_size * stride;
+        for (int64_t j = start; j < start + n; j++, value += stride) {
+            const v16 x0 = splat16(w[0][j]), x1 = splat16(w[1][j]), x2 = splat16(w[2][j]),
+                      x3 = splat16(w[3][j]);
+            for (int i = 0; i < 4; i++) {
+                const v16 v = LOAD16_KV(value + 16 * i);
+                acc[i] += x0 * v;
+                acc[4 + i] += x1 * v;
+                acc[8 + i] += x2 * v;
+                acc[12 + i] += x3 * v;
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++)
+        for (int i = 0; i < 4; i++) store16(o[r] + 16 * i, acc[4 * r + i]);
+}
+#endif
+
 /* The `n` rows of one head from `rows` on (row stride `stride`), asked for. */
 static inline void CAT(prefetch_rows_, SUFFIX)(const KV_T *rows, int64_t n, int64_t stride,
                                                int64_t head_dim) {
@@ -197,6 +263,35 @@ static int CAT(paged_attention_, SUFFIX)(
                 const float *q0 = q + t * q_token_stride + (h * groups + g) * head_dim;
                 const float *q1 = q + t * q_token_stride + (h * groups + g1) * head_dim;
                 float *s0 = scores + (g % 4) * length, *s1 = s0 + length;
+#ifdef RAINIER_VEC16
+                if (g % 4 == 0 && g + 4 <= groups && head_dim % 64 == 0) {
+                    float *rows[4] = {scores, scores + length, scores + 2 * length,
+                                      scores + 3 * length};
+                    const float *qs[4] = {q0, q0 + head_dim, q0 + 2 * head_dim,
+                                          q0 + 3 * head_dim};
+                    for (int64_t start = 0; start < length; start += block_size) {
+                        const int64_t n = length - start < block_size ? length - start : block_size;
+                        const int64_t row = table[start / block_size] * block_size * slot_stride;
+                        float *at[4] = {rows[0] + start, rows[1] + start, rows[2] + start,
+                                        rows[3] + start};
+                        CAT(prefetch_ahead_, SUFFIX)(keys, values, table, start, length,
+                                                     block_size, slot_stride, head_dim);
+                        CAT(scores_quad16_, SUFFIX)(at, qs, keys + row, n, slot_stride,
+                                                    head_dim);
+                    }
+                    for (int r = 0; r < 4; r++) softmax_row16(rows[r], length, scale);
+                    for (int64_t c = 0; c < head_dim; c += 64) {
+                        float *o[4];
+                        for (int r = 0; r < 4; r++)
+                            o[r] = out + (t * heads + h * groups + g + r) * head_dim + c;
+                        CAT(weigh_quad16_, SUFFIX)(o, rows, values + c, table, length,
+                                                   block_size, slot_stride);
+                    }
+                    quad_scored = 0;
+                    g += 2; /* rows g + 2, g + 3 are done too */
+                    continue;
+                }
+#endif
 #ifdef __AVX512VL__
                 if (g % 4 == 0 && g + 4 <= groups) {
                     float *rows[4] = {scores, scores + length, scores + 2 * length,
