@@ -429,6 +429,11 @@ def test_preemption_under_load_fails_no_request(
     before = _metric(httpx.get(metrics_url).text, "rainier_serve_preemptions_total")
     prompts = [f"request {i} about the river" for i in range(24)]
     extra = {"ignore_eos": True}
+    # The pool holds 2048 tokens (1 MiB at 512 bytes a token). At 400 tokens each, five
+    # sequences at once overflow it, however far apart the client's requests arrive: at 100,
+    # it took seventeen, and on a busy machine the first answers were done before the last
+    # requests came.
+    output = 400
 
     async def run_all() -> list[tuple[str, int]]:
         async_client = openai.AsyncOpenAI(
@@ -439,7 +444,7 @@ def test_preemption_under_load_fails_no_request(
             stream = await async_client.completions.create(
                 model=MODEL,
                 prompt=prompt,
-                max_tokens=100,
+                max_tokens=output,
                 temperature=0,
                 stream=True,
                 stream_options={"include_usage": True},
@@ -457,11 +462,11 @@ def test_preemption_under_load_fails_no_request(
             await async_client.close()
 
     results = asyncio.run(run_all())
-    assert all(tokens == 100 for _, tokens in results)
+    assert all(tokens == output for _, tokens in results)
     after = httpx.get(metrics_url).text
     assert _metric(after, "rainier_serve_preemptions_total") > before
     assert _metric(after, "rainier_serve_kv_blocks_used") == 0
     alone = client.completions.create(
-        model=MODEL, prompt=prompts[-1], max_tokens=100, temperature=0, extra_body=extra
+        model=MODEL, prompt=prompts[-1], max_tokens=output, temperature=0, extra_body=extra
     )
     assert results[-1][0] == alone.choices[0].text
