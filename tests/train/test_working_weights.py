@@ -49,6 +49,8 @@ def test_steps_match_autocast_and_adamw(max_norm: float) -> None:
     assert working is not None
     assert "embed_tokens.weight" not in working.copies
     assert "layers.0.mlp.gate_proj.weight" in working.copies
+    gate, up = (working.copies[f"layers.0.mlp.{n}_proj.weight"] for n in ("gate", "up"))
+    assert up.data_ptr() == gate.data_ptr() + gate.numel() * 2, "joined without a copy"
     for step, batch in enumerate(batches, 1):
         with autocast:
             plain_loss = lm_loss(plain(batch[:, :-1]), batch[:, 1:])

@@ -17,6 +17,7 @@ from torch import nn
 
 from rainier.kernels.train_ops import TrainOps
 from rainier.train.config import ModelShape
+from rainier.train.joined import joined
 
 Heads = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -46,17 +47,6 @@ def _product_input_dtype(x: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
         return torch.bfloat16
     return torch.float32
-
-
-def joined(*weights: torch.Tensor) -> torch.Tensor:
-    """The weights of a fused projection stacked into one. Under autocast each is cast to
-    its dtype first: the join then copies half the bytes, and autocast finds the product's
-    weight already cast rather than casting the fp32 join once more."""
-    device = weights[0].device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        return torch.cat([w.to(dtype) for w in weights])
-    return torch.cat(weights)
 
 
 class RMSNorm(nn.Module):
@@ -180,13 +170,17 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
+    def fused_weights(self) -> list[torch.Tensor]:
+        """The weights `forward` joins into one product."""
+        return [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """One matmul for q, k and v, and their heads split and rotated in one function: on a
         CPU three narrow matmuls and autograd's elementwise passes cost a fifth of a step. The
         weights stay three modules, so checkpoints and the HF export keep their names."""
         b, t, _ = x.shape
         heads, kv_heads = self.n_heads, self.n_kv_heads
-        weight = joined(self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+        weight = joined(*self.fused_weights())
         qkv = F.linear(x, weight).view(b, t, heads + 2 * kv_heads, self.head_dim)
         q, k, v = cast(Heads, _Heads.apply(qkv, cos, sin, heads, kv_heads))
         if self.n_kv_heads != self.n_heads:
@@ -314,8 +308,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.down_proj = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
+    def fused_weights(self) -> list[torch.Tensor]:
+        """The weights `forward` joins into one product."""
+        return [self.gate_proj.weight, self.up_proj.weight]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = joined(self.gate_proj.weight, self.up_proj.weight)
+        weight = joined(*self.fused_weights())
         return self.down_proj(cast(torch.Tensor, _SwiGLU.apply(F.linear(x, weight))))
 
 

@@ -19,6 +19,8 @@ Used only where all of this holds; elsewhere the step is autocast's:
 - no `torch.compile`, which traces the module with its own parameters;
 - one micro-batch a step: bf16 gradients summed over micro-batches would round every sum.
 The token embedding keeps float32: its output is the residual stream, which stays float32.
+The copies of the weights a module joins into one product (`fused_weights`: q/k/v, gate/up)
+lie side by side in one storage, so the join on each forward is that memory, not a copy.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from rainier.kernels.adamw import AdamWKernel
+from rainier.train.joined import side_by_side
 
 
 @dataclass
@@ -80,8 +83,18 @@ class WorkingWeights:
             for name, p in model.named_parameters()
             if p.requires_grad and p.dim() >= 2 and id(p) not in embeddings
         }
+        name_of = {id(p): name for name, p in masters.items()}
+        made: dict[str, torch.Tensor] = {}
+        for module in model.modules():
+            fused = getattr(module, "fused_weights", None)
+            group = fused() if callable(fused) else []
+            if group and all(id(p) in name_of for p in group):
+                for p, copy in zip(group, side_by_side(group, torch.bfloat16), strict=True):
+                    made[name_of[id(p)]] = copy
         copies = {
-            name: p.detach().to(torch.bfloat16).contiguous().requires_grad_()
+            name: made[name]
+            if name in made
+            else p.detach().to(torch.bfloat16).contiguous().requires_grad_()
             for name, p in masters.items()
         }
         return cls(model, optimizer, kernel, copies, masters)
